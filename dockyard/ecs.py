@@ -1,0 +1,321 @@
+"""ECS task-definition models (RegisterTaskDefinition JSON, camelCase field names).
+
+Shared by the orchestrator (validation, revisions, scheduling) and the agent (it receives
+the container definitions in the desired document). Fields ECS has but dockyard does not
+support yet are accepted and reported by :func:`ignored_fields`, never rejected.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+NAME_RE = re.compile(r"^[a-zA-Z0-9_-]{1,255}$")
+
+# ECS container health-check defaults and limits (seconds).
+HEALTH_DEFAULTS = {"interval": 30, "timeout": 5, "retries": 3}
+HEALTH_LIMITS = {"interval": (5, 300), "timeout": (2, 120), "retries": (1, 10), "startPeriod": (0, 300)}
+DEFAULT_STOP_TIMEOUT = 30
+
+
+class EcsModel(BaseModel):
+    """Base for ECS documents: unknown fields are kept (to be reported), not rejected."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+
+class KeyValuePair(EcsModel):
+    name: str
+    value: str = ""
+
+    @field_validator("value", mode="before")
+    @classmethod
+    def _stringify(cls, v: Any) -> Any:
+        # ECS environment values are strings; YAML users write numbers and booleans.
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (int, float)):
+            return str(v)
+        return v
+
+
+class PortMapping(EcsModel):
+    containerPort: int = Field(ge=1, le=65535)
+    hostPort: int | None = Field(default=None, ge=0, le=65535)
+    protocol: Literal["tcp", "udp"] = "tcp"
+    name: str | None = None
+
+
+class HealthCheck(EcsModel):
+    command: list[str] = Field(min_length=1)
+    interval: int = HEALTH_DEFAULTS["interval"]
+    timeout: int = HEALTH_DEFAULTS["timeout"]
+    retries: int = HEALTH_DEFAULTS["retries"]
+    startPeriod: int | None = None
+
+    @field_validator("command")
+    @classmethod
+    def _cmd(cls, v: list[str]) -> list[str]:
+        if v[0] not in ("CMD", "CMD-SHELL", "NONE"):
+            raise ValueError('must start with "CMD" or "CMD-SHELL", e.g. ["CMD-SHELL", "wget -q -O- localhost || exit 1"]')
+        if v[0] != "NONE" and len(v) < 2:
+            raise ValueError(f'"{v[0]}" needs the command to run after it')
+        return v
+
+    @model_validator(mode="after")
+    def _limits(self) -> "HealthCheck":
+        for fname, (lo, hi) in HEALTH_LIMITS.items():
+            val = getattr(self, fname)
+            if val is not None and not lo <= val <= hi:
+                raise ValueError(f"{fname} must be between {lo} and {hi} seconds (ECS limit), got {val}")
+        return self
+
+
+class ContainerDependency(EcsModel):
+    containerName: str
+    condition: Literal["START", "COMPLETE", "SUCCESS", "HEALTHY"]
+
+
+class RepositoryCredentials(EcsModel):
+    """Registry credentials. dockyard reads `credentialsParameter` as the name of a credential
+    the agent resolves locally (env DOCKYARD_REGISTRY_AUTH_<NAME> or a docker config); see docs."""
+
+    credentialsParameter: str
+
+
+class MountPoint(EcsModel):
+    sourceVolume: str
+    containerPath: str
+    readOnly: bool = False
+
+
+class ContainerDefinition(EcsModel):
+    name: str
+    image: str = Field(min_length=1)
+    command: list[str] | None = None
+    entryPoint: list[str] | None = None
+    environment: list[KeyValuePair] = Field(default_factory=list)
+    portMappings: list[PortMapping] = Field(default_factory=list)
+    essential: bool = True
+    cpu: int = Field(default=0, ge=0)
+    memory: int | None = Field(default=None, ge=6)
+    memoryReservation: int | None = Field(default=None, ge=6)
+    healthCheck: HealthCheck | None = None
+    dependsOn: list[ContainerDependency] = Field(default_factory=list)
+    stopTimeout: int | None = Field(default=None, ge=0, le=120)
+    dockerLabels: dict[str, str] = Field(default_factory=dict)
+    workingDirectory: str | None = None
+    user: str | None = None
+    privileged: bool | None = None
+    links: list[str] | None = None
+    mountPoints: list[MountPoint] | None = None
+    repositoryCredentials: RepositoryCredentials | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not NAME_RE.match(v):
+            raise ValueError("must be 1-255 letters, digits, hyphens or underscores")
+        return v
+
+    @field_validator("command", "entryPoint", mode="before")
+    @classmethod
+    def _cmdlist(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            raise ValueError('must be a list of strings, e.g. ["sh", "-c", "echo hi"]')
+        return v
+
+    @model_validator(mode="after")
+    def _mem(self) -> "ContainerDefinition":
+        if self.memory is not None and self.memoryReservation is not None and self.memoryReservation > self.memory:
+            raise ValueError("memoryReservation must not exceed memory")
+        return self
+
+    @property
+    def effective_stop_timeout(self) -> int:
+        return DEFAULT_STOP_TIMEOUT if self.stopTimeout is None else self.stopTimeout
+
+    @property
+    def reserved_memory(self) -> int:
+        """MiB the scheduler reserves: memoryReservation if set, else memory (as ECS)."""
+        return self.memoryReservation or self.memory or 0
+
+
+class PlacementConstraint(EcsModel):
+    type: Literal["memberOf", "distinctInstance"]
+    expression: str | None = None
+
+
+class Volume(EcsModel):
+    name: str
+
+
+def parse_cpu(v: Any) -> int | None:
+    """ECS task cpu: "256", 256, "1 vCPU", "0.25 vcpu" -> cpu units (1024 per vCPU)."""
+    if v is None or v == "":
+        return None
+    if isinstance(v, bool):
+        raise ValueError("must be cpu units like 256 or a string like \"1 vCPU\"")
+    if isinstance(v, (int, float)):
+        return int(v)
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(vcpu)?\s*", str(v), re.IGNORECASE)
+    if not m:
+        raise ValueError(f'"{v}" is not a cpu value; use cpu units like "256" or "0.25 vCPU"')
+    num = float(m.group(1))
+    return int(round(num * 1024)) if m.group(2) else int(num)
+
+
+def parse_memory(v: Any) -> int | None:
+    """ECS task memory: "512", 512, "1GB", "0.5 gb" -> MiB."""
+    if v is None or v == "":
+        return None
+    if isinstance(v, bool):
+        raise ValueError('must be MiB like 512 or a string like "1GB"')
+    if isinstance(v, (int, float)):
+        return int(v)
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(gb|mb|mib|gib)?\s*", str(v), re.IGNORECASE)
+    if not m:
+        raise ValueError(f'"{v}" is not a memory value; use MiB like "512" or "1GB"')
+    num = float(m.group(1))
+    unit = (m.group(2) or "").lower()
+    return int(round(num * 1024)) if unit in ("gb", "gib") else int(num)
+
+
+class TaskDefinitionSpec(EcsModel):
+    """The body of `aws ecs register-task-definition --cli-input-json`."""
+
+    family: str
+    containerDefinitions: list[ContainerDefinition] = Field(min_length=1, max_length=10)
+    cpu: int | None = None
+    memory: int | None = None
+    networkMode: Literal["bridge", "host", "awsvpc", "none"] | None = None
+    requiresCompatibilities: list[Literal["EC2", "FARGATE", "EXTERNAL"]] = Field(default_factory=list)
+    placementConstraints: list[PlacementConstraint] = Field(default_factory=list)
+    volumes: list[Volume] = Field(default_factory=list)
+    taskRoleArn: str | None = None
+    executionRoleArn: str | None = None
+
+    @field_validator("family")
+    @classmethod
+    def _family(cls, v: str) -> str:
+        if not NAME_RE.match(v):
+            raise ValueError("must be 1-255 letters, digits, hyphens or underscores")
+        return v
+
+    @field_validator("cpu", mode="before")
+    @classmethod
+    def _cpu(cls, v: Any) -> Any:
+        return parse_cpu(v)
+
+    @field_validator("memory", mode="before")
+    @classmethod
+    def _memory(cls, v: Any) -> Any:
+        return parse_memory(v)
+
+    @model_validator(mode="after")
+    def _rules(self) -> "TaskDefinitionSpec":
+        names = [c.name for c in self.containerDefinitions]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"container names must be unique within a task definition; repeated: {', '.join(sorted(dup))}")
+        if not any(c.essential for c in self.containerDefinitions):
+            raise ValueError("at least one container must be essential (essential: true)")
+        by_name = {c.name: c for c in self.containerDefinitions}
+        for c in self.containerDefinitions:
+            if self.memory is None and c.memory is None and c.memoryReservation is None:
+                raise ValueError(
+                    f"container '{c.name}': at least one of 'memory' or 'memoryReservation' must be specified "
+                    "(or set task-level 'memory')"
+                )
+            for d in c.dependsOn:
+                target = by_name.get(d.containerName)
+                if target is None or target.name == c.name:
+                    raise ValueError(f"container '{c.name}' dependsOn unknown container '{d.containerName}'")
+                if d.condition == "HEALTHY" and target.healthCheck is None:
+                    raise ValueError(
+                        f"container '{c.name}' dependsOn '{d.containerName}' HEALTHY, but '{d.containerName}' has no healthCheck"
+                    )
+        _check_dependency_cycle(self.containerDefinitions)
+        return self
+
+    # -- derived values -------------------------------------------------------------------
+    @property
+    def total_cpu(self) -> int:
+        """cpu units reserved on a node: task-level cpu, else the sum of container cpu."""
+        return self.cpu if self.cpu is not None else sum(c.cpu for c in self.containerDefinitions)
+
+    @property
+    def total_memory(self) -> int:
+        """MiB reserved on a node: task-level memory, else the containers' reservations."""
+        return self.memory if self.memory is not None else sum(c.reserved_memory for c in self.containerDefinitions)
+
+    @property
+    def is_fargate(self) -> bool:
+        return "FARGATE" in self.requiresCompatibilities
+
+    def canonical(self) -> dict[str, Any]:
+        """The supported part of the spec, normalised; used for revision comparison."""
+        return self.model_dump(mode="json", exclude_none=True, exclude_defaults=True)
+
+    def spec_hash(self) -> str:
+        blob = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def container_hash(c: ContainerDefinition) -> str:
+    blob = json.dumps(c.model_dump(mode="json", exclude_none=True, exclude_defaults=True), sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _check_dependency_cycle(containers: list[ContainerDefinition]) -> None:
+    deps = {c.name: [d.containerName for d in c.dependsOn] for c in containers}
+    state: dict[str, int] = {}
+
+    def visit(n: str, trail: list[str]) -> None:
+        if state.get(n) == 2:
+            return
+        if state.get(n) == 1:
+            raise ValueError(f"dependsOn has a cycle: {' -> '.join(trail + [n])}")
+        state[n] = 1
+        for m in deps.get(n, []):
+            visit(m, trail + [n])
+        state[n] = 2
+
+    for name in deps:
+        visit(name, [])
+
+
+def start_order(containers: list[ContainerDefinition]) -> list[str]:
+    """Container names in an order where each comes after the containers it depends on."""
+    done: list[str] = []
+    by_name = {c.name: c for c in containers}
+
+    def visit(n: str) -> None:
+        if n in done:
+            return
+        for d in by_name[n].dependsOn:
+            visit(d.containerName)
+        done.append(n)
+
+    for c in containers:
+        visit(c.name)
+    return done
+
+
+def ignored_fields(model: BaseModel, path: str = "") -> list[str]:
+    """Paths of fields that were accepted but are not supported (kept in model_extra)."""
+    out: list[str] = []
+    for key in (model.model_extra or {}):
+        out.append(f"{path}{key}")
+    for fname in type(model).model_fields:
+        val = getattr(model, fname)
+        if isinstance(val, BaseModel):
+            out += ignored_fields(val, f"{path}{fname}.")
+        elif isinstance(val, list):
+            for i, item in enumerate(val):
+                if isinstance(item, BaseModel):
+                    out += ignored_fields(item, f"{path}{fname}[{i}].")
+    return out

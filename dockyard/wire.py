@@ -1,0 +1,129 @@
+"""The MQTT wire contract between orchestrator and agent (imported by both sides).
+
+Topics, all under ``dockyard/v1/<cluster>/nodes/<node-id>/`` so a broker ACL can confine
+an agent to its own subtree:
+
+* ``desired``  retained, QoS 1, orchestrator -> agent: the FULL task set of the node with
+  ``(epoch, generation)``; the agent applies only documents newer than the last it applied.
+* ``status``   QoS 1, agent -> orchestrator: snapshots (all tasks) on connect and
+  periodically, updates (changed tasks) on change; ``bootId`` + ``seq`` order them.
+* ``presence`` retained, QoS 1, agent -> orchestrator: ``online`` with resources and
+  attributes; the Last Will publishes ``offline`` with the same ``bootId``.
+"""
+from __future__ import annotations
+
+import time
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from dockyard.ecs import TaskDefinitionSpec
+
+PROTOCOL = "dockyard/v1"
+TaskStatus = Literal[
+    "PROVISIONING", "PENDING", "ACTIVATING", "RUNNING", "DEACTIVATING", "STOPPING", "DEPROVISIONING", "STOPPED"
+]
+HealthStatus = Literal["HEALTHY", "UNHEALTHY", "UNKNOWN"]
+
+
+def node_topic(cluster: str, node_id: str, leaf: str) -> str:
+    return f"{PROTOCOL}/{cluster}/nodes/{node_id}/{leaf}"
+
+
+def parse_topic(topic: str) -> tuple[str, str, str] | None:
+    """``dockyard/v1/<cluster>/nodes/<node>/<leaf>`` -> (cluster, node, leaf)."""
+    parts = topic.split("/")
+    if len(parts) != 6 or f"{parts[0]}/{parts[1]}" != PROTOCOL or parts[3] != "nodes":
+        return None
+    return parts[2], parts[4], parts[5]
+
+
+class Wire(BaseModel):
+    # Tolerate fields from newer peers: a rolling upgrade must not break the bus.
+    model_config = ConfigDict(extra="ignore")
+
+
+# ---- orchestrator -> agent ---------------------------------------------------------------
+class DesiredTask(Wire):
+    taskId: str
+    family: str
+    revision: int
+    desiredStatus: Literal["RUNNING", "STOPPED"] = "RUNNING"
+    launchType: Literal["EC2", "FARGATE"] = "EC2"
+    serviceName: str | None = None
+    taskDefinition: TaskDefinitionSpec
+
+
+class DesiredDoc(Wire):
+    cluster: str
+    nodeId: str
+    epoch: int
+    generation: int
+    tasks: list[DesiredTask] = Field(default_factory=list)
+    publishedAt: float = Field(default_factory=time.time)
+
+    def version(self) -> tuple[int, int]:
+        return (self.epoch, self.generation)
+
+
+# ---- agent -> orchestrator ---------------------------------------------------------------
+class NetworkBinding(Wire):
+    containerPort: int
+    hostPort: int
+    protocol: str = "tcp"
+    bindIP: str = "0.0.0.0"
+
+
+class ContainerReport(Wire):
+    name: str
+    dockerId: str | None = None
+    image: str | None = None
+    lastStatus: Literal["PENDING", "RUNNING", "STOPPED"] = "PENDING"
+    exitCode: int | None = None
+    reason: str | None = None
+    healthStatus: HealthStatus = "UNKNOWN"
+    networkBindings: list[NetworkBinding] = Field(default_factory=list)
+    startedAt: float | None = None
+    finishedAt: float | None = None
+
+
+class TaskReport(Wire):
+    taskId: str
+    lastStatus: TaskStatus
+    healthStatus: HealthStatus = "UNKNOWN"
+    containers: list[ContainerReport] = Field(default_factory=list)
+    stopCode: str | None = None
+    stoppedReason: str | None = None
+    pullError: str | None = None  # image pull failed; a local copy may still have been used
+    startedAt: float | None = None
+    stoppedAt: float | None = None
+    ipAddress: str | None = None  # FARGATE-style own network
+
+
+class NodeResources(Wire):
+    cpu: int  # cpu units, 1024 per core
+    memory: int  # MiB
+
+
+class StatusDoc(Wire):
+    nodeId: str
+    bootId: str
+    seq: int
+    kind: Literal["snapshot", "update"]
+    observedEpoch: int = 0
+    observedGeneration: int = 0
+    tasks: list[TaskReport] = Field(default_factory=list)
+    ts: float = Field(default_factory=time.time)
+
+
+class Presence(Wire):
+    nodeId: str
+    bootId: str
+    state: Literal["online", "offline"]
+    cluster: str = "default"
+    resources: NodeResources | None = None
+    attributes: dict[str, str] = Field(default_factory=dict)
+    capacityProviders: list[str] = Field(default_factory=lambda: ["EC2"])
+    agentVersion: str = "0.1.0"
+    runtime: str = "docker"
+    ts: float = Field(default_factory=time.time)

@@ -1,0 +1,260 @@
+"""Control-plane records with ECS names: Cluster, TaskDefinition, Service, Deployment, Task, Node.
+
+Specs (what a user applies) are validated pydantic models; records (what the orchestrator
+keeps) are pydantic models too, serialised as JSON into the store.
+"""
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from dockyard.ecs import NAME_RE, EcsModel, PlacementConstraint, TaskDefinitionSpec
+from dockyard.wire import ContainerReport, HealthStatus, NodeResources, TaskStatus
+
+LaunchType = Literal["EC2", "FARGATE"]
+
+
+def now() -> float:
+    return time.time()
+
+
+def new_task_id() -> str:
+    return uuid.uuid4().hex
+
+
+# ---- specs ------------------------------------------------------------------------------
+class ClusterSpec(EcsModel):
+    clusterName: str
+
+    @field_validator("clusterName")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not NAME_RE.match(v):
+            raise ValueError("must be 1-255 letters, digits, hyphens or underscores")
+        return v
+
+
+class CircuitBreaker(EcsModel):
+    enable: bool = False
+    rollback: bool = False
+
+
+class DeploymentConfiguration(EcsModel):
+    maximumPercent: int = Field(default=200, ge=100, le=1000)
+    minimumHealthyPercent: int = Field(default=100, ge=0, le=100)
+    deploymentCircuitBreaker: CircuitBreaker = Field(default_factory=CircuitBreaker)
+
+
+class PlacementStrategy(EcsModel):
+    type: Literal["spread", "binpack", "random"]
+    field: str | None = None
+
+    @model_validator(mode="after")
+    def _field(self) -> "PlacementStrategy":
+        if self.type == "binpack" and self.field not in ("cpu", "memory"):
+            raise ValueError('binpack needs field "cpu" or "memory"')
+        if self.type == "spread":
+            f = self.field or "instanceId"
+            if f != "instanceId" and not f.startswith("attribute:"):
+                raise ValueError('spread needs field "instanceId" or "attribute:NAME"')
+            self.field = f
+        return self
+
+
+class ServiceSpec(EcsModel):
+    """CreateService/UpdateService body (the fields dockyard supports; the rest reported ignored)."""
+
+    serviceName: str
+    cluster: str | None = None
+    taskDefinition: str  # "family" (latest ACTIVE revision, followed) or "family:revision" (pinned)
+    desiredCount: int = Field(default=1, ge=0)
+    launchType: LaunchType = "EC2"
+    schedulingStrategy: Literal["REPLICA", "DAEMON"] = "REPLICA"
+    deploymentConfiguration: DeploymentConfiguration = Field(default_factory=DeploymentConfiguration)
+    placementConstraints: list[PlacementConstraint] = Field(default_factory=list)
+    placementStrategy: list[PlacementStrategy] = Field(default_factory=list)
+    healthCheckGracePeriodSeconds: int = Field(default=0, ge=0)
+
+    @field_validator("serviceName")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not NAME_RE.match(v):
+            raise ValueError("must be 1-255 letters, digits, hyphens or underscores")
+        return v
+
+    @field_validator("taskDefinition")
+    @classmethod
+    def _td(cls, v: str) -> str:
+        ref = v.rsplit("/", 1)[-1]  # accept an ARN's last part: task-definition/web:3
+        family, _, rev = ref.partition(":")
+        if not NAME_RE.match(family) or (rev and not rev.isdigit()):
+            raise ValueError('must be "family" or "family:revision"')
+        return ref
+
+
+class RunTaskSpec(EcsModel):
+    """RunTask body: one-off (batch) tasks that are never replaced."""
+
+    taskDefinition: str
+    cluster: str | None = None
+    count: int = Field(default=1, ge=1, le=10)
+    launchType: LaunchType = "EC2"
+    placementConstraints: list[PlacementConstraint] = Field(default_factory=list)
+    placementStrategy: list[PlacementStrategy] = Field(default_factory=list)
+    startedBy: str | None = None
+
+
+# ---- records ----------------------------------------------------------------------------
+class Record(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class Cluster(Record):
+    clusterName: str
+    status: Literal["ACTIVE", "INACTIVE"] = "ACTIVE"
+    createdAt: float = Field(default_factory=now)
+
+
+class TaskDefinition(Record):
+    family: str
+    revision: int
+    status: Literal["ACTIVE", "INACTIVE"] = "ACTIVE"
+    spec: TaskDefinitionSpec
+    specHash: str
+    registeredAt: float = Field(default_factory=now)
+    ignoredFields: list[str] = Field(default_factory=list)
+
+    @property
+    def ref(self) -> str:
+        return f"{self.family}:{self.revision}"
+
+
+class Deployment(Record):
+    id: str = Field(default_factory=lambda: "ecs-svc/" + uuid.uuid4().hex[:16])
+    status: Literal["PRIMARY", "ACTIVE", "INACTIVE"] = "PRIMARY"
+    taskDefinition: str  # family:revision
+    desiredCount: int = 0
+    pendingCount: int = 0
+    runningCount: int = 0
+    failedTasks: int = 0
+    rolloutState: Literal["IN_PROGRESS", "COMPLETED", "FAILED"] = "IN_PROGRESS"
+    rolloutStateReason: str = "ECS deployment in progress."
+    createdAt: float = Field(default_factory=now)
+    updatedAt: float = Field(default_factory=now)
+    # Relaunch throttling of tasks that fail before RUNNING (exponential, capped).
+    launchFailures: int = 0
+    nextLaunchAt: float = 0.0
+    isRollback: bool = False
+
+
+class ServiceEvent(Record):
+    id: str = Field(default_factory=lambda: uuid.uuid4().hex[:12])
+    createdAt: float = Field(default_factory=now)
+    message: str
+    count: int = 1
+
+
+class Service(Record):
+    cluster: str
+    serviceName: str
+    spec: ServiceSpec
+    status: Literal["ACTIVE", "DRAINING", "INACTIVE"] = "ACTIVE"
+    generation: int = 1
+    observedGeneration: int = 0
+    deployments: list[Deployment] = Field(default_factory=list)
+    events: list[ServiceEvent] = Field(default_factory=list)
+    createdAt: float = Field(default_factory=now)
+    ignoredFields: list[str] = Field(default_factory=list)
+
+    @property
+    def desiredCount(self) -> int:
+        return self.spec.desiredCount
+
+
+class TaskContainer(Record):
+    name: str
+    lastStatus: str = "PENDING"
+    exitCode: int | None = None
+    reason: str | None = None
+    healthStatus: HealthStatus = "UNKNOWN"
+    dockerId: str | None = None
+    image: str | None = None
+    networkBindings: list[dict[str, Any]] = Field(default_factory=list)
+
+    @classmethod
+    def from_report(cls, r: ContainerReport) -> "TaskContainer":
+        return cls(
+            name=r.name,
+            lastStatus=r.lastStatus,
+            exitCode=r.exitCode,
+            reason=r.reason,
+            healthStatus=r.healthStatus,
+            dockerId=r.dockerId,
+            image=r.image,
+            networkBindings=[b.model_dump() for b in r.networkBindings],
+        )
+
+
+class Task(Record):
+    taskId: str = Field(default_factory=new_task_id)
+    cluster: str
+    taskDefinition: str  # family:revision
+    family: str
+    revision: int
+    group: str  # "service:NAME" or "family:FAMILY" (ECS's task group)
+    serviceName: str | None = None
+    deploymentId: str | None = None
+    startedBy: str | None = None
+    launchType: LaunchType = "EC2"
+    nodeId: str | None = None
+    desiredStatus: Literal["RUNNING", "STOPPED"] = "RUNNING"
+    lastStatus: TaskStatus = "PROVISIONING"
+    healthStatus: HealthStatus = "UNKNOWN"
+    containers: list[TaskContainer] = Field(default_factory=list)
+    cpu: int = 0
+    memory: int = 0
+    placementConstraints: list[PlacementConstraint] = Field(default_factory=list)
+    placementStrategy: list[PlacementStrategy] = Field(default_factory=list)
+    pendingReason: str | None = None
+    stopCode: str | None = None  # TaskFailedToStart | EssentialContainerExited | UserInitiated | ServiceSchedulerInitiated
+    stoppedReason: str | None = None
+    pullError: str | None = None
+    ipAddress: str | None = None
+    createdAt: float = Field(default_factory=now)
+    pullStartedAt: float | None = None
+    startedAt: float | None = None
+    stoppingAt: float | None = None
+    stoppedAt: float | None = None
+    # Generation of the node's desired document that first carried this task.
+    placedGeneration: int | None = None
+
+    @property
+    def short_id(self) -> str:
+        return self.taskId[:12]
+
+    @property
+    def active(self) -> bool:
+        """Counts toward a service: wanted running and not yet stopped."""
+        return self.desiredStatus == "RUNNING" and self.lastStatus != "STOPPED"
+
+
+class Node(Record):
+    cluster: str
+    nodeId: str
+    status: Literal["ACTIVE", "DRAINING"] = "ACTIVE"
+    connected: bool = False
+    bootId: str | None = None
+    resources: NodeResources = Field(default_factory=lambda: NodeResources(cpu=0, memory=0))
+    attributes: dict[str, str] = Field(default_factory=dict)
+    capacityProviders: list[str] = Field(default_factory=lambda: ["EC2"])
+    runtime: str = "docker"
+    agentVersion: str | None = None
+    registeredAt: float = Field(default_factory=now)
+    lastSeenAt: float = 0.0
+    disconnectedAt: float | None = None
+    generation: int = 0  # of the last desired document published for this node
+    observedGeneration: int = 0
+    observedEpoch: int = 0

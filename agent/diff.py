@@ -1,0 +1,334 @@
+"""The agent's pure core: desired tasks + actual containers -> a plan of container actions.
+
+No Docker, MQTT or clock in here (DESIGN.md: functional core, imperative shell). The shell
+(:mod:`agent.main`) lists containers, calls :func:`plan`, executes the actions in order per
+task, and publishes :func:`task_report` results. Being level-triggered, running :func:`plan`
+again after (part of) a plan was executed gives the remaining work and nothing more.
+
+Rules (ECS semantics):
+* A container is created and started only when all its ``dependsOn`` conditions hold
+  (START: started; COMPLETE: exited; SUCCESS: exited 0; HEALTHY: Docker health healthy).
+  A condition that can never hold (SUCCESS dependency exited non-zero, HEALTHY dependency
+  exited or went unhealthy) fails the task: ``TaskFailedToStart``.
+* An essential container that exited stops the task: ``EssentialContainerExited``.
+* A finished task (in ``finished``, or newly finished by this plan) is never started again;
+  its running containers are stopped in reverse dependency order, its containers kept.
+* ``desiredStatus == STOPPED``: stop the containers (reverse order), keep them.
+* Tasks absent from the desired set: stop and remove every container, then the task network.
+* Only containers labelled with this node are ever considered.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping, Sequence, Union
+
+from dockyard.ecs import ContainerDefinition, ContainerDependency, start_order
+from dockyard.wire import ContainerReport, DesiredTask, NetworkBinding, TaskReport
+
+from agent.runtime import ActualContainer
+
+ESSENTIAL_EXITED = "EssentialContainerExited"
+FAILED_TO_START = "TaskFailedToStart"
+
+
+# ---- actions ------------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class Create:
+    task: DesiredTask
+    container_name: str
+
+    @property
+    def task_id(self) -> str:
+        return self.task.taskId
+
+    @property
+    def definition(self) -> ContainerDefinition:
+        return next(c for c in self.task.taskDefinition.containerDefinitions if c.name == self.container_name)
+
+
+@dataclass(frozen=True)
+class Start:
+    task_id: str
+    container_name: str
+    docker_id: str | None  # None: the container the preceding Create of this task made
+
+
+@dataclass(frozen=True)
+class Stop:
+    task_id: str
+    container_name: str
+    docker_id: str
+    timeout: int
+
+
+@dataclass(frozen=True)
+class Remove:
+    task_id: str
+    container_name: str
+    docker_id: str
+
+
+@dataclass(frozen=True)
+class RemoveNetwork:
+    task_id: str
+    network: str
+
+
+Action = Union[Create, Start, Stop, Remove, RemoveNetwork]
+
+
+@dataclass(frozen=True)
+class Finish:
+    """Why a task reached (or is heading to) STOPPED on its own."""
+
+    stop_code: str | None
+    reason: str | None
+    container: str | None = None  # the container that caused it, if any
+    exit_code: int | None = None
+
+
+@dataclass
+class Plan:
+    actions: list[Action] = field(default_factory=list)
+    finished: dict[str, Finish] = field(default_factory=dict)  # tasks this plan found finished (new)
+
+    def by_task(self) -> dict[str, list[Action]]:
+        out: dict[str, list[Action]] = defaultdict(list)
+        for a in self.actions:
+            out[a.task_id].append(a)
+        return dict(out)
+
+
+# ---- dependency conditions ------------------------------------------------------------------
+OK, WAIT = "ok", "wait"
+
+
+def condition_state(dep: ContainerDependency, c: ActualContainer | None, planned_running: bool = False) -> str:
+    """``ok``, ``wait`` or a failure text: can ``dep`` never hold any more?"""
+    cond = dep.condition
+    if c is None or c.state == "created":
+        return OK if (planned_running and cond == "START") else WAIT
+    if c.running:
+        if cond == "START":
+            return OK
+        if cond == "HEALTHY":
+            if c.health == "healthy":
+                return OK
+            if c.health == "unhealthy":
+                return f"dependency '{dep.containerName}' is UNHEALTHY (condition HEALTHY)"
+        return WAIT
+    # exited
+    if cond in ("START", "COMPLETE"):
+        return OK
+    if cond == "SUCCESS":
+        if c.exit_code == 0:
+            return OK
+        return f"dependency '{dep.containerName}' exited with code {c.exit_code} (condition SUCCESS)"
+    return f"dependency '{dep.containerName}' exited before becoming HEALTHY (condition HEALTHY)"
+
+
+def _pick(cs: list[ActualContainer]) -> tuple[ActualContainer, list[ActualContainer]]:
+    """One container per (task, name); duplicates (should never happen) are extras to remove."""
+    ranked = sorted(cs, key=lambda c: (c.running, c.state != "created", c.started_at or 0.0, c.id), reverse=True)
+    return ranked[0], ranked[1:]
+
+
+def _stop_remove(task_id: str, cs: Iterable[ActualContainer], remove: bool) -> list[Action]:
+    acts: list[Action] = []
+    for c in cs:
+        if c.running:
+            acts.append(Stop(task_id, c.container_name, c.id, c.stop_timeout))
+    if remove:
+        acts += [Remove(task_id, c.container_name, c.id) for c in cs]
+    return acts
+
+
+def _reverse_start_order(task: DesiredTask | None, cs: Mapping[str, ActualContainer]) -> list[ActualContainer]:
+    if task is not None:
+        order = [n for n in reversed(start_order(task.taskDefinition.containerDefinitions)) if n in cs]
+        order += sorted(n for n in cs if n not in order)
+        return [cs[n] for n in order]
+    # Definition unknown (task left the desired set): newest start first approximates it.
+    return sorted(cs.values(), key=lambda c: (c.started_at or 0.0, c.container_name), reverse=True)
+
+
+# ---- the plan -------------------------------------------------------------------------------
+def plan(
+    desired: Sequence[DesiredTask],
+    actual: Sequence[ActualContainer],
+    node_id: str,
+    finished: Mapping[str, Finish] | None = None,
+    networks: Mapping[str, str] | None = None,
+) -> Plan:
+    """Compute the actions that move ``actual`` towards ``desired``.
+
+    ``finished``: tasks already known STOPPED (never restarted). ``networks``: per-task
+    networks of this node (task id -> network name).
+    """
+    finished = finished or {}
+    networks = networks or {}
+    out = Plan()
+    by_task: dict[str, list[ActualContainer]] = defaultdict(list)
+    for c in actual:
+        if c.node == node_id and c.task_id:
+            by_task[c.task_id].append(c)
+
+    seen: set[str] = set()
+    for task in desired:
+        tid = task.taskId
+        if tid in seen:
+            continue
+        seen.add(tid)
+        primary: dict[str, ActualContainer] = {}
+        grouped: dict[str, list[ActualContainer]] = defaultdict(list)
+        for c in by_task.pop(tid, []):
+            grouped[c.container_name].append(c)
+        for name, cs in grouped.items():
+            keep, extras = _pick(cs)
+            primary[name] = keep
+            out.actions += _stop_remove(tid, extras, remove=True)
+
+        defs = {d.name: d for d in task.taskDefinition.containerDefinitions}
+        order = start_order(task.taskDefinition.containerDefinitions)
+        fin = finished.get(tid)
+        if fin is None and task.desiredStatus == "RUNNING":
+            fin = _essential_exit(order, defs, primary) or _dependency_failure(order, defs, primary)
+            if fin is not None:
+                out.finished[tid] = fin
+        if fin is not None or task.desiredStatus == "STOPPED":
+            out.actions += _stop_remove(tid, _reverse_start_order(task, primary), remove=False)
+            continue
+
+        planned: set[str] = set()  # started by this plan (in order, so START conditions hold)
+        for name in order:
+            c = primary.get(name)
+            if c is not None and c.state != "created":
+                continue  # running, or exited (non-essential): never restarted
+            ready = all(
+                condition_state(dep, primary.get(dep.containerName), dep.containerName in planned) == OK
+                for dep in defs[name].dependsOn
+            )
+            if not ready:
+                continue
+            if c is None:
+                out.actions.append(Create(task, name))
+                out.actions.append(Start(tid, name, None))
+            else:
+                out.actions.append(Start(tid, name, c.id))
+            planned.add(name)
+
+    # Tasks no longer desired: stop and remove everything, then the per-task network.
+    for tid, cs in sorted(by_task.items()):
+        grouped2: dict[str, list[ActualContainer]] = defaultdict(list)
+        for c in cs:
+            grouped2[c.container_name].append(c)
+        ordered: list[ActualContainer] = []
+        for c in _reverse_start_order(None, {n: _pick(v)[0] for n, v in grouped2.items()}):
+            ordered.append(c)
+        extras = [c for c in cs if c not in ordered]
+        out.actions += _stop_remove(tid, ordered + extras, remove=True)
+        if tid in networks:
+            out.actions.append(RemoveNetwork(tid, networks[tid]))
+    for tid, net in sorted(networks.items()):
+        if tid not in seen and tid not in by_task:
+            out.actions.append(RemoveNetwork(tid, net))
+    return out
+
+
+def _essential_exit(order: list[str], defs: Mapping[str, ContainerDefinition], cs: Mapping[str, ActualContainer]) -> Finish | None:
+    for name in order:
+        c = cs.get(name)
+        if c is not None and c.exited and defs[name].essential:
+            return Finish(ESSENTIAL_EXITED, "Essential container in task exited", name, c.exit_code)
+    return None
+
+
+def _dependency_failure(order: list[str], defs: Mapping[str, ContainerDefinition], cs: Mapping[str, ActualContainer]) -> Finish | None:
+    for name in order:
+        c = cs.get(name)
+        if c is not None and c.state != "created":
+            continue
+        for dep in defs[name].dependsOn:
+            st = condition_state(dep, cs.get(dep.containerName))
+            if st not in (OK, WAIT):
+                return Finish(FAILED_TO_START, f"Container '{name}' can never start: {st}", name)
+    return None
+
+
+# ---- reports --------------------------------------------------------------------------------
+_HEALTH = {"healthy": "HEALTHY", "unhealthy": "UNHEALTHY"}
+
+
+def container_report(name: str, c: ActualContainer | None, stopping: bool, finish: Finish | None) -> ContainerReport:
+    if c is None:
+        reason = finish.reason if finish is not None and finish.container == name else None
+        return ContainerReport(name=name, lastStatus="STOPPED" if stopping else "PENDING", reason=reason)
+    status = "RUNNING" if c.running else "STOPPED" if c.exited else ("STOPPED" if stopping else "PENDING")
+    reason = "OOMKilled" if c.oom_killed else (c.error or None)
+    return ContainerReport(
+        name=name,
+        dockerId=c.id,
+        image=c.image or None,
+        lastStatus=status,
+        exitCode=c.exit_code if c.exited else None,
+        reason=reason,
+        healthStatus=_HEALTH.get(c.health or "", "UNKNOWN"),
+        networkBindings=[NetworkBinding(**vars(p)) for p in c.ports],
+        startedAt=c.started_at,
+        finishedAt=c.finished_at if c.exited else None,
+    )
+
+
+def task_report(
+    task_id: str,
+    task: DesiredTask | None,
+    containers: Sequence[ActualContainer],
+    finish: Finish | None = None,
+    pull_error: str | None = None,
+) -> TaskReport:
+    """The TaskReport of one task from its desired entry (None: not desired) and containers."""
+    cs: dict[str, ActualContainer] = {}
+    grouped: dict[str, list[ActualContainer]] = defaultdict(list)
+    for c in containers:
+        grouped[c.container_name].append(c)
+    for name, group in grouped.items():
+        cs[name] = _pick(group)[0]
+    stopping = task is None or finish is not None or task.desiredStatus == "STOPPED"
+    if task is not None:
+        names = [d.name for d in task.taskDefinition.containerDefinitions]
+        essential = {d.name for d in task.taskDefinition.containerDefinitions if d.essential}
+    else:
+        names = sorted(cs)
+        essential = {n for n, c in cs.items() if c.essential}
+    names += sorted(n for n in cs if n not in names)
+    reports = [container_report(n, cs.get(n), stopping, finish) for n in names]
+
+    any_running = any(c.running for c in cs.values())
+    if stopping:
+        last = "STOPPING" if any_running else "STOPPED"
+    else:
+        ess = [r for r in reports if r.name in essential]
+        last = "RUNNING" if ess and all(r.lastStatus == "RUNNING" for r in ess) else "PENDING"
+    ess_health = [r.healthStatus for r in reports if r.name in essential]
+    if any(h == "UNHEALTHY" for h in ess_health):
+        health = "UNHEALTHY"
+    elif ess_health and all(h == "HEALTHY" for h in ess_health):
+        health = "HEALTHY"
+    else:
+        health = "UNKNOWN"
+    started = [c.started_at for c in cs.values() if c.started_at]
+    finished_at = [c.finished_at for c in cs.values() if c.finished_at and c.exited]
+    ips = [c.ip_address for n, c in sorted(cs.items(), key=lambda kv: kv[0] not in essential) if c.ip_address]
+    return TaskReport(
+        taskId=task_id,
+        lastStatus=last,
+        healthStatus=health,
+        containers=reports,
+        stopCode=finish.stop_code if finish is not None else None,
+        stoppedReason=finish.reason if finish is not None else None,
+        pullError=pull_error,
+        startedAt=min(started) if started else None,
+        stoppedAt=(max(finished_at) if finished_at else None) if last == "STOPPED" else None,
+        ipAddress=ips[0] if ips else None,
+    )

@@ -168,6 +168,7 @@ class Service(Record):
     events: list[ServiceEvent] = Field(default_factory=list)
     createdAt: float = Field(default_factory=now)
     ignoredFields: list[str] = Field(default_factory=list)
+    steadyState: bool = False
 
     @property
     def desiredCount(self) -> int:

@@ -1,0 +1,187 @@
+"""HTTP JSON API under /v1 (FastAPI: typed with the same pydantic models, OpenAPI for free).
+
+Every handler is `async def` so it runs on the event loop with the reconcile loop: the state
+is single-threaded by construction, no locks.
+
+User errors come back as 4xx ``{"error", "field", "hint"}`` (apply: ``errors`` per document);
+nothing here ever returns a stack trace.
+"""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field
+
+from dockyard import __version__
+from orchestrator import metrics
+from orchestrator.models import RunTaskSpec
+from orchestrator.ops import Ops, UserError
+
+
+class ApplyRequest(BaseModel):
+    documents: list[Any] = Field(description='[{"source": "file.yaml#1", "document": {...}}, ...]')
+    dryRun: bool = False
+
+
+class StopRequest(BaseModel):
+    reason: str | None = None
+
+
+class ScaleRequest(BaseModel):
+    desiredCount: int = Field(ge=0)
+
+
+def create_app(ops: Ops, ready=lambda: True) -> FastAPI:
+    app = FastAPI(title="dockyard", version=__version__, openapi_url="/v1/openapi.json", docs_url="/v1/docs",
+                  redoc_url=None)
+    st = ops.state
+
+    @app.exception_handler(UserError)
+    async def _user_error(_: Request, exc: UserError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errs = exc.errors()
+        first = errs[0] if errs else {"loc": (), "msg": "invalid request"}
+        loc = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        return JSONResponse({"error": f"{loc}: {first['msg']}" if loc else first["msg"], "field": loc}, status_code=400)
+
+    @app.exception_handler(Exception)
+    async def _internal(_: Request, exc: Exception) -> JSONResponse:
+        ops.ctl.log.exception("API error")
+        return JSONResponse({"error": f"internal error: {type(exc).__name__}: {exc}"}, status_code=500)
+
+    @app.middleware("http")
+    async def _count(request: Request, call_next):
+        response = await call_next(request)
+        metrics.API_REQUESTS.labels(method=request.method, status=str(response.status_code)).inc()
+        return response
+
+    @app.get("/healthz")
+    async def healthz() -> JSONResponse:
+        ok = ready()
+        return JSONResponse({"status": "ok" if ok else "starting", "epoch": ops.ctl.epoch}, status_code=200 if ok else 503)
+
+    @app.get("/metrics")
+    async def prom() -> Response:
+        metrics.NODES_CONNECTED.set(sum(n.connected for n in st.nodes.values()))
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    # ---- apply / delete ------------------------------------------------------------------
+    @app.post("/v1/apply")
+    async def apply(req: ApplyRequest, cluster: str = "default") -> dict:
+        return {"results": ops.apply(req.documents, cluster, req.dryRun)}
+
+    @app.post("/v1/delete")
+    async def delete_docs(req: ApplyRequest, cluster: str = "default") -> dict:
+        return {"results": ops.delete_documents(req.documents, cluster)}
+
+    # ---- clusters ------------------------------------------------------------------------
+    @app.get("/v1/clusters")
+    async def list_clusters() -> dict:
+        return {"clusters": [ops.cluster_view(c) for c in sorted(st.clusters.values(), key=lambda c: c.clusterName)]}
+
+    @app.get("/v1/clusters/{cluster}")
+    async def get_cluster(cluster: str) -> dict:
+        return {"cluster": ops.cluster_view(ops.cluster(cluster))}
+
+    @app.delete("/v1/clusters/{cluster}")
+    async def delete_cluster(cluster: str) -> dict:
+        return {"cluster": ops.delete_cluster(cluster).model_dump(mode="json")}
+
+    # ---- task definitions ----------------------------------------------------------------
+    @app.get("/v1/taskdefinitions")
+    async def list_taskdefs(family: str | None = None, status: Literal["ACTIVE", "INACTIVE", "ALL"] = "ACTIVE") -> dict:
+        out = [td for fam, revs in st.taskdefs.items() if family in (None, fam) for td in revs.values()
+               if status == "ALL" or td.status == status]
+        out.sort(key=lambda td: (td.family, td.revision))
+        return {"taskDefinitions": [td.model_dump(mode="json") for td in out]}
+
+    @app.get("/v1/taskdefinitions/{ref}")
+    async def get_taskdef(ref: str) -> dict:
+        return {"taskDefinition": ops.taskdef(ref).model_dump(mode="json")}
+
+    @app.delete("/v1/taskdefinitions/{ref}")
+    async def deregister_taskdef(ref: str) -> dict:
+        return {"taskDefinition": ops.deregister_taskdef(ref).model_dump(mode="json")}
+
+    # ---- services ------------------------------------------------------------------------
+    @app.get("/v1/clusters/{cluster}/services")
+    async def list_services(cluster: str) -> dict:
+        return {"services": [ops.service_view(s) for s in sorted(st.cluster_services(cluster), key=lambda s: s.serviceName)]}
+
+    @app.get("/v1/clusters/{cluster}/services/{name}")
+    async def get_service(cluster: str, name: str) -> dict:
+        return {"service": ops.service_view(ops.service(cluster, name))}
+
+    @app.delete("/v1/clusters/{cluster}/services/{name}")
+    async def delete_service(cluster: str, name: str) -> dict:
+        return {"service": ops.service_view(ops.delete_service(cluster, name))}
+
+    @app.post("/v1/clusters/{cluster}/services/{name}/scale")
+    async def scale(cluster: str, name: str, req: ScaleRequest) -> dict:
+        return {"service": ops.service_view(ops.scale(cluster, name, req.desiredCount))}
+
+    @app.get("/v1/clusters/{cluster}/services/{name}/deployments")
+    async def deployments(cluster: str, name: str) -> dict:
+        s = ops.service(cluster, name)
+        return {"deployments": [d.model_dump(mode="json") for d in sorted(s.deployments, key=lambda d: -d.createdAt)]}
+
+    @app.post("/v1/clusters/{cluster}/services/{name}/rollback")
+    async def rollback(cluster: str, name: str) -> dict:
+        return {"service": ops.service_view(ops.rollback(cluster, name))}
+
+    # ---- tasks ---------------------------------------------------------------------------
+    @app.get("/v1/clusters/{cluster}/tasks")
+    async def list_tasks(cluster: str, desiredStatus: Literal["RUNNING", "STOPPED"] | None = None,
+                   service: str | None = None, family: str | None = None, node: str | None = None) -> dict:
+        if service:
+            tasks = st.service_tasks(cluster, service)
+        elif node:
+            tasks = st.node_tasks(cluster, node)
+        else:
+            tasks = [t for t in st.tasks.values() if t.cluster == cluster]
+        tasks = [t for t in tasks if (desiredStatus is None or t.desiredStatus == desiredStatus)
+                 and (family is None or t.family == family)]
+        tasks.sort(key=lambda t: t.createdAt)
+        return {"tasks": [t.model_dump(mode="json") for t in tasks]}
+
+    @app.post("/v1/clusters/{cluster}/tasks")
+    async def run_task(cluster: str, spec: RunTaskSpec) -> dict:
+        return {"tasks": [t.model_dump(mode="json") for t in ops.run_task(cluster, spec)]}
+
+    @app.get("/v1/clusters/{cluster}/tasks/{ref}")
+    async def get_task(cluster: str, ref: str) -> dict:
+        return {"task": ops.task(cluster, ref).model_dump(mode="json")}
+
+    @app.post("/v1/clusters/{cluster}/tasks/{ref}/stop")
+    async def stop_task(cluster: str, ref: str, req: StopRequest | None = None) -> dict:
+        return {"task": ops.stop_task(cluster, ref, req.reason if req else None).model_dump(mode="json")}
+
+    # ---- nodes ---------------------------------------------------------------------------
+    @app.get("/v1/clusters/{cluster}/nodes")
+    async def list_nodes(cluster: str) -> dict:
+        return {"nodes": [ops.node_view(n) for n in sorted(st.cluster_nodes(cluster), key=lambda n: n.nodeId)]}
+
+    @app.get("/v1/clusters/{cluster}/nodes/{node_id}")
+    async def get_node(cluster: str, node_id: str) -> dict:
+        return {"node": ops.node_view(ops.node(cluster, node_id))}
+
+    @app.delete("/v1/clusters/{cluster}/nodes/{node_id}")
+    async def delete_node(cluster: str, node_id: str) -> dict:
+        return {"node": ops.delete_node(cluster, node_id).model_dump(mode="json")}
+
+    @app.post("/v1/clusters/{cluster}/nodes/{node_id}/drain")
+    async def drain(cluster: str, node_id: str) -> dict:
+        return {"node": ops.node_view(ops.set_node_status(cluster, node_id, "DRAINING"))}
+
+    @app.post("/v1/clusters/{cluster}/nodes/{node_id}/activate")
+    async def activate(cluster: str, node_id: str) -> dict:
+        return {"node": ops.node_view(ops.set_node_status(cluster, node_id, "ACTIVE"))}
+
+    return app

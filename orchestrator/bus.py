@@ -1,0 +1,83 @@
+"""The orchestrator's side of the MQTT bus: publish desired documents, receive presence and status.
+
+One client; reconnects with backoff and, on every (re)connect, republishes every node's
+current desired document (retained), so a broker restart loses nothing.
+"""
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import aiomqtt
+from pydantic import ValidationError
+
+from dockyard import log as dlog
+from dockyard.mqtt import Backoff, make_client
+from dockyard.wire import PROTOCOL, DesiredDoc, Presence, StatusDoc, node_topic, parse_topic
+from orchestrator import metrics
+
+
+class Bus:
+    def __init__(self, mqtt_url: str, controller) -> None:
+        self.url = mqtt_url
+        self.controller = controller
+        self.client: aiomqtt.Client | None = None
+        self.connected = asyncio.Event()
+        self.last_docs: dict[tuple[str, str], DesiredDoc] = {}
+        self.log = dlog.get("bus", mqtt=mqtt_url)
+
+    async def publish(self, doc: DesiredDoc) -> None:
+        self.last_docs[(doc.cluster, doc.nodeId)] = doc
+        if self.client is None or not self.connected.is_set():
+            return  # sent on (re)connect
+        try:
+            await self.client.publish(node_topic(doc.cluster, doc.nodeId, "desired"), doc.model_dump_json(), qos=1,
+                                      retain=True)
+            metrics.DESIRED_PUBLISHED.inc()
+        except aiomqtt.MqttError as exc:
+            self.log.warning("publish failed; will resend on reconnect", error=str(exc))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        backoff = Backoff()
+        while not stop.is_set():
+            try:
+                async with make_client(self.url, f"dockyard-orchestrator-{uuid.uuid4().hex[:8]}") as client:
+                    self.client = client
+                    await client.subscribe(f"{PROTOCOL}/+/nodes/+/presence", qos=1)
+                    await client.subscribe(f"{PROTOCOL}/+/nodes/+/status", qos=1)
+                    self.connected.set()
+                    backoff.reset()
+                    self.log.info("connected to broker")
+                    for doc in list(self.last_docs.values()):
+                        await client.publish(node_topic(doc.cluster, doc.nodeId, "desired"), doc.model_dump_json(),
+                                             qos=1, retain=True)
+                    async for msg in client.messages:
+                        self.handle(str(msg.topic), msg.payload)
+            except aiomqtt.MqttError as exc:
+                self.connected.clear()
+                self.client = None
+                delay = backoff.next()
+                self.log.warning("broker connection lost; retrying", error=str(exc), retry_in=round(delay, 2))
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=delay)
+                except asyncio.TimeoutError:
+                    pass
+        self.connected.clear()
+
+    def handle(self, topic: str, payload) -> None:
+        parsed = parse_topic(topic)
+        if parsed is None or not payload:
+            return
+        cluster, node_id, leaf = parsed
+        try:
+            if leaf == "presence":
+                p = Presence.model_validate_json(payload)
+                self.controller.on_presence(cluster, node_id, p)
+            elif leaf == "status":
+                st = StatusDoc.model_validate_json(payload)
+                metrics.STATUS_RECEIVED.labels(kind=st.kind).inc()
+                self.controller.on_status(cluster, node_id, st)
+        except ValidationError as exc:
+            self.log.warning("dropping malformed message", topic=topic, error=str(exc).splitlines()[0])
+        except Exception:
+            self.log.exception("error handling message", topic=topic)

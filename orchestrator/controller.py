@@ -1,0 +1,464 @@
+"""The reconcile loop: the imperative shell around the pure core.
+
+Level-triggered: every pass recomputes from the full state; MQTT messages and API calls only
+wake it. A pass (1) notices lost nodes, (2) starts deployments for followed families,
+(3) plans each service and applies the plan, (4) places pending tasks, (5) forgets old
+stopped tasks, (6) publishes the desired document of every node whose task set changed,
+and (7) writes all changed records in one transaction.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Awaitable, Callable
+
+from dockyard import log as dlog
+from dockyard.wire import DesiredDoc, DesiredTask, Presence, StatusDoc
+from orchestrator import metrics
+from orchestrator.core import scheduler
+from orchestrator.core import services as svc_core
+from orchestrator.core.scheduler import NodeView, TaskAsk
+from orchestrator.core.tasks import apply_report, mark_stopped, request_stop
+from orchestrator.models import Cluster, Node, Service, ServiceEvent, Task
+from orchestrator.state import STOPPED_TASK_RETENTION, State
+
+EVENTS_KEPT = 100
+Publish = Callable[[DesiredDoc], Awaitable[None]]
+
+
+def add_event(service: Service, message: str, now: float) -> None:
+    """Newest first, bounded; a repeat of the newest message is collapsed into a count."""
+    if service.events and service.events[0].message == message:
+        service.events[0].count += 1
+        service.events[0].createdAt = now
+        return
+    service.events.insert(0, ServiceEvent(message=message, createdAt=now))
+    del service.events[EVENTS_KEPT:]
+
+
+def task_ask(t: Task, td_spec) -> TaskAsk:
+    ports: list[tuple[int, str]] = []
+    if t.launchType == "EC2" and td_spec.networkMode != "awsvpc":
+        for c in td_spec.containerDefinitions:
+            for pm in c.portMappings:
+                hp = pm.containerPort if td_spec.networkMode == "host" else pm.hostPort
+                if hp:
+                    ports.append((hp, pm.protocol))
+    strategy = tuple((s.type, s.field) for s in t.placementStrategy) or scheduler.DEFAULT_STRATEGY
+    return TaskAsk(
+        task_id=t.taskId,
+        group=t.group,
+        cpu=t.cpu,
+        memory=t.memory,
+        ports=tuple(sorted(ports)),
+        launch_type=t.launchType,
+        distinct_instance=any(c.type == "distinctInstance" for c in t.placementConstraints),
+        member_of=tuple(c.expression for c in t.placementConstraints if c.type == "memberOf" and c.expression),
+        strategy=strategy,
+    )
+
+
+class Controller:
+    def __init__(self, state: State, epoch: int, publish: Publish, node_lost_seconds: float = 10.0) -> None:
+        self.state = state
+        self.epoch = epoch
+        self.publish = publish
+        self.node_lost_seconds = node_lost_seconds
+        self.started_at = time.time()
+        self.log = dlog.get("controller", epoch=epoch)
+        self._wake = asyncio.Event()
+        self._next_wake: float | None = None
+        self._published: dict[tuple[str, str], tuple] = {}
+        self.passes = 0
+
+    # ---- waking --------------------------------------------------------------------------
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            timeout = 1.0
+            if self._next_wake is not None:
+                timeout = max(0.0, min(timeout, self._next_wake - time.time()))
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=timeout)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+            await asyncio.sleep(0.005)  # coalesce a burst of messages into one pass
+            try:
+                await self.run_pass()
+            except Exception:  # never let one bad pass kill the control plane
+                self.log.exception("reconcile pass failed")
+                await asyncio.sleep(0.5)
+
+    async def run_pass(self) -> None:
+        t0 = time.perf_counter()
+        docs = self.reconcile(time.time())
+        for doc in docs:
+            await self.publish(doc)
+        self.state.flush()
+        self.passes += 1
+        metrics.RECONCILE_SECONDS.observe(time.perf_counter() - t0)
+
+    # ---- the pass ------------------------------------------------------------------------
+    def reconcile(self, now: float) -> list[DesiredDoc]:
+        self._next_wake = None
+        self.check_nodes(now)
+        self.follow_families(now)
+        for s in list(self.state.services.values()):
+            self.reconcile_service(s, now)
+        self.schedule(now)
+        self.collect_garbage(now)
+        return self.desired_documents()
+
+    def check_nodes(self, now: float) -> None:
+        grace_until = self.started_at + self.node_lost_seconds
+        for n in list(self.state.nodes.values()):
+            if n.connected and n.lastSeenAt and now - n.lastSeenAt > max(self.node_lost_seconds, 3 * 2.0):
+                self.log.warning("node heartbeat timeout", node=n.nodeId, cluster=n.cluster)
+                n.connected = False
+                n.disconnectedAt = n.lastSeenAt
+                self.state.put_node(n)
+            if n.connected or now < grace_until:
+                continue
+            since = n.disconnectedAt or n.lastSeenAt or self.started_at
+            if now - since < self.node_lost_seconds:
+                self._wake_at(since + self.node_lost_seconds)
+                continue
+            lost = [t for t in self.state.node_tasks(n.cluster, n.nodeId) if t.lastStatus != "STOPPED"]
+            for t in lost:
+                reason = f"Node {n.nodeId} lost: disconnected for more than {self.node_lost_seconds:g}s"
+                mark_stopped(t, "ServiceSchedulerInitiated" if t.serviceName else "TaskFailedToStart", reason, now)
+                self.state.put_task(t)
+                metrics.TASKS_STOPPED.labels(reason="node_lost").inc()
+            if lost:
+                self.log.warning("node lost; its tasks are stopped", node=n.nodeId, cluster=n.cluster, tasks=len(lost))
+
+    def follow_families(self, now: float) -> None:
+        """A service given as "family" follows the latest ACTIVE revision: a new one starts a deployment."""
+        for s in self.state.services.values():
+            if s.status != "ACTIVE":
+                continue
+            td = self.state.resolve_taskdef(s.spec.taskDefinition)
+            primary = svc_core.primary_of(s)
+            if td is None:
+                continue
+            if primary is None or (primary.taskDefinition != td.ref and ":" not in s.spec.taskDefinition
+                                   and not primary.isRollback):
+                self.start_deployment(s, td.ref, now)
+
+    def start_deployment(self, s: Service, ref: str, now: float) -> None:
+        s.deployments = svc_core.new_deployment(s.deployments, ref, s.spec.desiredCount, now)
+        add_event(s, f"(service {s.serviceName}) started deployment {s.deployments[0].id} of task definition {ref}.", now)
+        s.steadyState = False
+        self.state.put_service(s)
+
+    def _task_views(self, s: Service) -> list[svc_core.TaskView]:
+        views = []
+        for t in self.state.service_tasks(s.cluster, s.serviceName):
+            if not t.active:
+                continue
+            td = self.state.resolve_taskdef(t.taskDefinition)
+            node = self.state.nodes.get((t.cluster, t.nodeId)) if t.nodeId else None
+            views.append(
+                svc_core.TaskView(
+                    task_id=t.taskId,
+                    deployment_id=t.deploymentId,
+                    node_id=t.nodeId,
+                    last_status=t.lastStatus,
+                    health=t.healthStatus,
+                    has_health_check=bool(td and any(c.healthCheck and c.essential for c in td.spec.containerDefinitions)),
+                    started_at=t.startedAt,
+                    node_draining=bool(node and node.status == "DRAINING"),
+                    node_attributes=node.attributes if node else {},
+                )
+            )
+        return views
+
+    def reconcile_service(self, s: Service, now: float) -> None:
+        views = self._task_views(s)
+        if s.spec.schedulingStrategy == "DAEMON":
+            plan = self._plan_daemon(s, views, now)
+        else:
+            plan = svc_core.plan_service(s, views, now)
+        changed = [d.model_dump() for d in plan.deployments] != [d.model_dump() for d in s.deployments]
+        s.deployments = plan.deployments
+        for ev in plan.events:
+            add_event(s, ev, now)
+        for stop in plan.stop:
+            t = self.state.tasks[stop.task_id]
+            if request_stop(t, stop.stop_code, stop.reason, now):
+                self.state.put_task(t)
+                metrics.TASKS_STOPPED.labels(reason="scheduler").inc()
+        primary = svc_core.primary_of(s)
+        if plan.start and primary is not None:
+            td = self.state.resolve_taskdef(primary.taskDefinition)
+            if td is not None:
+                for _ in range(plan.start):
+                    self._new_task(s.cluster, td, s, primary.id, node_id=None, now=now)
+        for node_id in plan.start_on:
+            td = self.state.resolve_taskdef(primary.taskDefinition) if primary else None
+            if td is not None:
+                self._new_task(s.cluster, td, s, primary.id, node_id=node_id, now=now)
+        if plan.wake_at:
+            self._wake_at(plan.wake_at)
+        if plan.steady and not s.steadyState:
+            add_event(s, f"(service {s.serviceName}) has reached a steady state.", now)
+        if plan.steady != s.steadyState:
+            s.steadyState = plan.steady
+            changed = True
+        if s.observedGeneration != s.generation:
+            s.observedGeneration = s.generation
+            changed = True
+        if changed or plan.events or plan.stop or plan.start:
+            self.state.put_service(s)
+        if s.status == "DRAINING" and not views:
+            s.status = "INACTIVE"
+            self.state.delete_service(s)
+
+    def _plan_daemon(self, s: Service, views: list[svc_core.TaskView], now: float) -> svc_core.ServicePlan:
+        from orchestrator.core.daemon import plan_daemon
+
+        td = self.state.resolve_taskdef(svc_core.primary_of(s).taskDefinition) if svc_core.primary_of(s) else None
+        nodes = [n for n in self.state.cluster_nodes(s.cluster)]
+        return plan_daemon(s, views, nodes, td.spec if td else None, now)
+
+    def _new_task(self, cluster: str, td, s: Service | None, deployment_id: str | None, node_id: str | None,
+                  now: float, started_by: str | None = None, launch_type: str | None = None) -> Task:
+        constraints = list(td.spec.placementConstraints) + (list(s.spec.placementConstraints) if s else [])
+        t = Task(
+            cluster=cluster,
+            taskDefinition=td.ref,
+            family=td.family,
+            revision=td.revision,
+            group=f"service:{s.serviceName}" if s else f"family:{td.family}",
+            serviceName=s.serviceName if s else None,
+            deploymentId=deployment_id,
+            startedBy=started_by or (f"ecs-svc/{s.serviceName}" if s else None),
+            launchType=launch_type or (s.spec.launchType if s else "EC2"),
+            cpu=td.spec.total_cpu,
+            memory=td.spec.total_memory,
+            placementConstraints=constraints,
+            placementStrategy=list(s.spec.placementStrategy) if s else [],
+            createdAt=now,
+            nodeId=node_id,
+            lastStatus="PENDING" if node_id else "PROVISIONING",
+        )
+        self.state.put_task(t)
+        metrics.TASKS_CREATED.inc()
+        return t
+
+    def schedule(self, now: float) -> None:
+        pending = [t for t in self.state.tasks.values() if t.nodeId is None and t.lastStatus != "STOPPED"]
+        if not pending:
+            return
+        by_cluster: dict[str, list[Task]] = {}
+        for t in pending:
+            by_cluster.setdefault(t.cluster, []).append(t)
+        for cluster, tasks in by_cluster.items():
+            views = self.node_views(cluster)
+            asks = []
+            for t in tasks:
+                td = self.state.resolve_taskdef(t.taskDefinition)
+                if td is None:
+                    mark_stopped(t, "TaskFailedToStart", f"task definition {t.taskDefinition} not found", now)
+                    self.state.put_task(t)
+                    continue
+                asks.append(task_ask(t, td.spec))
+            t0 = time.perf_counter()
+            result = scheduler.place(asks, list(views.values()))
+            metrics.SCHEDULE_SECONDS.observe(time.perf_counter() - t0)
+            for task_id, node_id in result.assigned.items():
+                t = self.state.tasks[task_id]
+                t.nodeId = node_id
+                t.lastStatus = "PENDING"
+                t.pendingReason = None
+                self.state.put_task(t)
+            metrics.PLACEMENTS.inc(len(result.assigned))
+            unplaced_by_service: dict[str, str] = {}
+            for task_id, reason in result.unplaced.items():
+                t = self.state.tasks[task_id]
+                if t.pendingReason != reason or t.lastStatus != "PENDING":
+                    t.pendingReason = reason
+                    t.lastStatus = "PENDING"
+                    self.state.put_task(t)
+                if t.serviceName:
+                    unplaced_by_service[t.serviceName] = reason
+            for name, reason in unplaced_by_service.items():
+                s = self.state.services.get((cluster, name))
+                if s is not None:
+                    msg = f"(service {name}) was unable to place a task because {reason}"
+                    if not s.events or s.events[0].message != msg or now - s.events[0].createdAt > 30:
+                        add_event(s, msg, now)
+                        self.state.put_service(s)
+            if result.unplaced:
+                self._wake_at(now + 5.0)  # retry placement periodically too (level-triggered)
+
+    def node_views(self, cluster: str) -> dict[str, NodeView]:
+        views: dict[str, NodeView] = {}
+        for n in self.state.cluster_nodes(cluster):
+            if not n.connected or n.status != "ACTIVE":
+                continue
+            views[n.nodeId] = NodeView(
+                node_id=n.nodeId,
+                cpu=n.resources.cpu,
+                memory=n.resources.memory,
+                attributes=n.attributes,
+                capacity_providers=frozenset(n.capacityProviders),
+            )
+        for node_id, v in views.items():
+            for t in self.state.node_tasks(cluster, node_id):
+                if t.lastStatus == "STOPPED":
+                    continue
+                td = self.state.resolve_taskdef(t.taskDefinition)
+                if td is not None:
+                    v.add(task_ask(t, td.spec))
+        return views
+
+    def collect_garbage(self, now: float) -> None:
+        if self.passes % 100:
+            return
+        for t in list(self.state.tasks.values()):
+            if t.lastStatus == "STOPPED" and t.stoppedAt and now - t.stoppedAt > STOPPED_TASK_RETENTION:
+                self.state.delete_task(t)
+
+    def desired_documents(self) -> list[DesiredDoc]:
+        docs = []
+        for key in sorted(self.state.dirty_nodes):
+            cluster, node_id = key
+            node = self.state.nodes.get(key)
+            if node is None:
+                continue
+            tasks = sorted(
+                (t for t in self.state.node_tasks(cluster, node_id) if t.lastStatus != "STOPPED"),
+                key=lambda t: t.createdAt,
+            )
+            content = tuple((t.taskId, t.desiredStatus) for t in tasks)
+            if self._published.get(key) == content:
+                continue
+            desired_tasks = []
+            for t in tasks:
+                td = self.state.resolve_taskdef(t.taskDefinition)
+                if td is None:
+                    continue
+                desired_tasks.append(
+                    DesiredTask(
+                        taskId=t.taskId,
+                        family=t.family,
+                        revision=t.revision,
+                        desiredStatus=t.desiredStatus,
+                        launchType=t.launchType,
+                        serviceName=t.serviceName,
+                        taskDefinition=td.spec,
+                    )
+                )
+            node.generation += 1
+            for t in tasks:
+                if t.placedGeneration is None:
+                    t.placedGeneration = node.generation
+                    self.state.put_task(t)
+            self.state.put_node(node)
+            self._published[key] = content
+            docs.append(DesiredDoc(cluster=cluster, nodeId=node_id, epoch=self.epoch, generation=node.generation,
+                                   tasks=desired_tasks))
+        self.state.dirty_nodes.clear()
+        return docs
+
+    def _wake_at(self, when: float) -> None:
+        if self._next_wake is None or when < self._next_wake:
+            self._next_wake = when
+
+    # ---- bus input -----------------------------------------------------------------------
+    def ensure_cluster(self, name: str) -> None:
+        if name not in self.state.clusters:
+            self.state.put_cluster(Cluster(clusterName=name))
+
+    def on_presence(self, cluster: str, node_id: str, p: Presence) -> None:
+        now = time.time()
+        self.ensure_cluster(cluster)
+        n = self.state.nodes.get((cluster, node_id))
+        if p.state == "offline":
+            if n is not None and n.bootId == p.bootId and n.connected:
+                n.connected = False
+                n.disconnectedAt = now
+                self.state.put_node(n)
+                self.log.info("node offline", node=node_id, cluster=cluster)
+                self.wake()
+            return
+        if n is None:
+            n = Node(cluster=cluster, nodeId=node_id)
+            self.log.info("node registered", node=node_id, cluster=cluster)
+        rejoined = not n.connected or n.bootId != p.bootId
+        n.connected = True
+        n.bootId = p.bootId
+        n.disconnectedAt = None
+        n.lastSeenAt = now
+        if p.resources is not None:
+            n.resources = p.resources
+        n.attributes = dict(p.attributes)
+        n.capacityProviders = list(p.capacityProviders)
+        n.runtime = p.runtime
+        n.agentVersion = p.agentVersion
+        self.state.put_node(n)
+        if rejoined:
+            # Republish so a returning agent sees the current document even if the retained one was lost.
+            self._published.pop((cluster, node_id), None)
+            self.state.dirty_nodes.add((cluster, node_id))
+        self.wake()
+
+    def on_status(self, cluster: str, node_id: str, st: StatusDoc) -> None:
+        now = time.time()
+        n = self.state.nodes.get((cluster, node_id))
+        if n is None:
+            return  # presence comes first; the agent sends a snapshot again soon
+        n.lastSeenAt = now
+        if not n.connected and n.bootId == st.bootId:
+            n.connected = True
+            n.disconnectedAt = None
+            self.state.put_node(n)
+        if (st.observedEpoch, st.observedGeneration) != (n.observedEpoch, n.observedGeneration):
+            n.observedEpoch, n.observedGeneration = st.observedEpoch, st.observedGeneration
+            self.state.put_node(n)
+        woke = False
+        reported = set()
+        for r in st.tasks:
+            reported.add(r.taskId)
+            t = self.state.tasks.get(r.taskId)
+            if t is None or t.cluster != cluster or t.nodeId != node_id:
+                continue
+            out = apply_report(t, r, now)
+            if not out.changed:
+                continue
+            self.state.put_task(t)
+            woke = True
+            if out.stopped_now:
+                self._on_task_stopped(t, out.failure, now)
+        if st.kind == "snapshot" and st.observedEpoch == self.epoch:
+            for t in self.state.node_tasks(cluster, node_id):
+                if (t.lastStatus != "STOPPED" and t.taskId not in reported and t.placedGeneration is not None
+                        and st.observedGeneration >= t.placedGeneration):
+                    mark_stopped(t, "TaskFailedToStart", f"Task not found on node {node_id}", now)
+                    self.state.put_task(t)
+                    self._on_task_stopped(t, t.desiredStatus == "RUNNING", now)
+                    woke = True
+        if woke:
+            self.wake()
+
+    def _on_task_stopped(self, t: Task, failure: bool, now: float) -> None:
+        metrics.TASKS_STOPPED.labels(reason=(t.stopCode or "unknown")).inc()
+        log = self.log.bind(cluster=t.cluster, task=t.short_id, service=t.serviceName, node=t.nodeId)
+        log.info("task stopped", stopCode=t.stopCode, reason=t.stoppedReason)
+        if not (failure and t.serviceName):
+            return
+        s = self.state.services.get((t.cluster, t.serviceName))
+        if s is None:
+            return
+        for d in s.deployments:
+            if d.id == t.deploymentId and d.status == "PRIMARY":
+                svc_core.record_failure(d, now)
+                self._wake_at(d.nextLaunchAt)
+        exit_codes = ", ".join(f"{c.name} exit {c.exitCode}" for c in t.containers if c.exitCode is not None)
+        add_event(s, f"(service {s.serviceName}) task {t.short_id} stopped: {t.stoppedReason}"
+                     + (f" ({exit_codes})" if exit_codes else "") + ".", now)
+        self.state.put_service(s)

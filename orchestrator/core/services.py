@@ -1,0 +1,231 @@
+"""Service reconciliation: a pure function from a service and its tasks to a plan.
+
+One function, :func:`plan_service`, covers steady state, scaling, rolling deployments, health
+replacement, node drain, the deployment circuit breaker and launch backoff, with ECS's
+semantics:
+
+* ``desired`` = desiredCount; at most ``floor(desired * maximumPercent / 100)`` tasks
+  RUNNING+PENDING; never fewer than ``ceil(desired * minimumHealthyPercent / 100)`` healthy.
+* A task is healthy when RUNNING and (HEALTHY, or it has no health check).
+* Tasks of the PRIMARY deployment on ACTIVE nodes are "current"; every other active task
+  (older deployments, draining nodes) is "old" and is replaced, old ones stopped first.
+* Failures (essential exit, failed start, failed health checks) count against the PRIMARY
+  deployment; at ECS's threshold the breaker marks it FAILED and, with rollback, starts a
+  rollback deployment to the last COMPLETED task definition.
+
+The plan is applied by :mod:`orchestrator.controller`; nothing here does I/O.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from orchestrator.core.scheduler import pick_scale_in
+from orchestrator.models import Deployment, Service
+
+HEALTH_STOP_REASON = "Task failed container health checks"
+BACKOFF_BASE = 1.0
+BACKOFF_CAP = 300.0
+HISTORY = 10  # finished deployments kept for `rollout history` and rollback
+
+
+@dataclass(frozen=True)
+class TaskView:
+    task_id: str
+    deployment_id: str | None
+    node_id: str | None
+    last_status: str
+    health: str = "UNKNOWN"
+    has_health_check: bool = False
+    started_at: float | None = None
+    node_draining: bool = False
+    node_attributes: dict = field(default_factory=dict, hash=False, compare=False)
+
+    @property
+    def healthy(self) -> bool:
+        return self.last_status == "RUNNING" and (self.health == "HEALTHY" or not self.has_health_check)
+
+
+@dataclass(frozen=True)
+class StopTask:
+    task_id: str
+    stop_code: str
+    reason: str
+    failure: bool = False  # counts against the deployment (circuit breaker, backoff)
+
+
+@dataclass
+class ServicePlan:
+    start: int = 0  # new tasks of the PRIMARY deployment, placed by the scheduler
+    start_on: list[str] = field(default_factory=list)  # DAEMON: one new task pinned to each of these nodes
+    stop: list[StopTask] = field(default_factory=list)
+    deployments: list[Deployment] = field(default_factory=list)
+    events: list[str] = field(default_factory=list)
+    wake_at: float | None = None  # when a backoff expires, so the loop comes back
+    steady: bool = False  # desiredCount healthy tasks of the primary deployment, nothing else
+
+
+def failure_threshold(desired: int) -> int:
+    """ECS: 0.5 x desiredCount, rounded up, at least 3 and at most 200."""
+    return min(200, max(3, math.ceil(desired * 0.5)))
+
+
+def record_failure(d: Deployment, now: float) -> None:
+    """A task of deployment ``d`` failed: count it and push back the next launch."""
+    d.failedTasks += 1
+    d.launchFailures += 1
+    d.nextLaunchAt = now + min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (d.launchFailures - 1))
+    d.updatedAt = now
+
+
+def new_deployment(
+    deployments: list[Deployment], taskdef_ref: str, desired: int, now: float, rollback: bool = False
+) -> list[Deployment]:
+    """Deployments after starting one for ``taskdef_ref``: the old PRIMARY turns ACTIVE and drains."""
+    out: list[Deployment] = []
+    for d in deployments:
+        d = d.model_copy()
+        if d.status == "PRIMARY":
+            d.status = "ACTIVE"
+            if d.rolloutState == "IN_PROGRESS":
+                d.rolloutStateReason = "ECS deployment superseded by a newer deployment."
+        out.append(d)
+    primary = Deployment(
+        taskDefinition=taskdef_ref, desiredCount=desired, createdAt=now, updatedAt=now, isRollback=rollback
+    )
+    return [primary] + out
+
+
+def primary_of(service: Service) -> Deployment | None:
+    return next((d for d in service.deployments if d.status == "PRIMARY"), None)
+
+
+def plan_service(service: Service, tasks: list[TaskView], now: float) -> ServicePlan:
+    """Plan one REPLICA service. ``tasks`` are its active tasks (desired RUNNING, not STOPPED)."""
+    plan = ServicePlan(deployments=[d.model_copy() for d in service.deployments])
+    primary = next((d for d in plan.deployments if d.status == "PRIMARY"), None)
+    if primary is None:
+        return plan
+    name = service.serviceName
+    desired = service.spec.desiredCount if service.status == "ACTIVE" else 0
+    cfg = service.spec.deploymentConfiguration
+    max_total = math.floor(desired * cfg.maximumPercent / 100)
+    min_healthy = math.ceil(desired * cfg.minimumHealthyPercent / 100)
+
+    # 1. Replace tasks that fail their health checks (after the grace period).
+    grace = service.spec.healthCheckGracePeriodSeconds
+    live: list[TaskView] = []
+    for t in tasks:
+        if t.last_status == "RUNNING" and t.health == "UNHEALTHY" and (t.started_at or 0) + grace <= now:
+            plan.stop.append(StopTask(t.task_id, "ServiceSchedulerInitiated", HEALTH_STOP_REASON, failure=True))
+            if t.deployment_id == primary.id:
+                record_failure(primary, now)
+        else:
+            live.append(t)
+
+    # 2. Circuit breaker.
+    breaker = cfg.deploymentCircuitBreaker
+    if breaker.enable and primary.rolloutState == "IN_PROGRESS" and primary.failedTasks >= failure_threshold(desired):
+        primary.rolloutState = "FAILED"
+        primary.rolloutStateReason = (
+            f"ECS deployment circuit breaker: task failed to start or failed health checks "
+            f"({primary.failedTasks} failed tasks, threshold {failure_threshold(desired)})."
+        )
+        primary.updatedAt = now
+        plan.events.append(f"(service {name}) (deployment {primary.id}) deployment failed: {primary.rolloutStateReason}")
+        target = next(
+            (d for d in plan.deployments[1:] if d.rolloutState == "COMPLETED" and d.taskDefinition != primary.taskDefinition),
+            None,
+        )
+        if breaker.rollback and target is not None:
+            plan.deployments = new_deployment(plan.deployments, target.taskDefinition, desired, now, rollback=True)
+            plan.events.append(
+                f"(service {name}) rolling back to deployment {target.id} (task definition {target.taskDefinition})."
+            )
+            primary = plan.deployments[0]
+
+    # 3. Split tasks into current (primary, on ACTIVE nodes) and old (to be replaced).
+    current = [t for t in live if t.deployment_id == primary.id and not t.node_draining]
+    old = [t for t in live if t not in current]
+    healthy = sum(t.healthy for t in live)
+
+    # 4. Stop old tasks: unhealthy ones freely, healthy ones while the minimum still holds.
+    for t in sorted(old, key=lambda t: (t.healthy, t.task_id)):
+        if not t.healthy:
+            plan.stop.append(StopTask(t.task_id, "ServiceSchedulerInitiated", _replace_reason(t)))
+        elif healthy - 1 >= min_healthy:
+            plan.stop.append(StopTask(t.task_id, "ServiceSchedulerInitiated", _replace_reason(t)))
+            healthy -= 1
+    stopping = {s.task_id for s in plan.stop}
+    old_left = [t for t in old if t.task_id not in stopping]
+
+    # 5. Scale in the current deployment beyond desired (pending ones first, then as ECS picks).
+    if len(current) > desired:
+        excess = len(current) - desired
+        pending = [t for t in current if t.last_status != "RUNNING"][:excess]
+        victims = [t.task_id for t in pending]
+        rest = [t for t in current if t.task_id not in victims]
+        spread_field = next((s.field for s in service.spec.placementStrategy if s.type == "spread"), None)
+        victims += pick_scale_in([(t.task_id, t.node_id, t.node_attributes) for t in rest], excess - len(victims), spread_field)
+        for v in victims:
+            plan.stop.append(StopTask(v, "ServiceSchedulerInitiated", f"Scaling activity initiated by (service {name})"))
+        current = [t for t in current if t.task_id not in victims]
+
+    # 6. Start tasks of the primary deployment within maximumPercent, unless failed or backing off.
+    want = desired - len(current)
+    room = max_total - len(current) - len(old_left)
+    if want > 0 and room > 0 and primary.rolloutState != "FAILED":
+        if now < primary.nextLaunchAt:
+            plan.wake_at = primary.nextLaunchAt
+        else:
+            plan.start = min(want, room)
+
+    # 7. Deployment bookkeeping: counts, completion, retirement of drained deployments.
+    counts: dict[str, tuple[int, int]] = {}
+    for t in live:
+        if t.task_id in stopping:
+            continue
+        r, p = counts.get(t.deployment_id or "", (0, 0))
+        counts[t.deployment_id or ""] = (r + (t.last_status == "RUNNING"), p + (t.last_status != "RUNNING"))
+    kept: list[Deployment] = []
+    history: list[Deployment] = []
+    for d in plan.deployments:
+        r, p = counts.get(d.id, (0, 0))
+        if d.status == "PRIMARY":
+            d.desiredCount, d.runningCount, d.pendingCount = desired, r, p + (plan.start if d is primary else 0)
+            plan.steady = not old_left and len(current) == desired and _current_healthy(current) == desired
+            if plan.steady and d.rolloutState == "IN_PROGRESS":
+                d.rolloutState = "COMPLETED"
+                d.rolloutStateReason = f"ECS deployment {d.id} completed."
+                d.launchFailures = 0
+                d.nextLaunchAt = 0.0
+                d.updatedAt = now
+                plan.events.append(f"(service {name}) (deployment {d.id}) deployment completed.")
+            kept.append(d)
+        elif d.status == "ACTIVE":
+            d.desiredCount, d.runningCount, d.pendingCount = 0, r, p
+            if r + p == 0:
+                d.status = "INACTIVE"
+                d.updatedAt = now
+                history.append(d)
+            else:
+                kept.append(d)
+        else:
+            history.append(d)
+    plan.deployments = kept + history[:HISTORY]
+    if plan.start:
+        plan.events.append(f"(service {name}) has started {plan.start} tasks.")
+    retired = [s for s in plan.stop if not s.failure]
+    if retired:
+        plan.events.append(f"(service {name}) has stopped {len(retired)} running tasks.")
+    return plan
+
+
+def _current_healthy(current: list[TaskView]) -> int:
+    return sum(t.healthy for t in current)
+
+
+def _replace_reason(t: TaskView) -> str:
+    if t.node_draining:
+        return f"Container instance {t.node_id} is being drained"
+    return "Task replaced by a newer deployment"

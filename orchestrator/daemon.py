@@ -1,0 +1,80 @@
+"""`dockyard orchestrator`: store + controller + MQTT bus + HTTP API in one asyncio loop."""
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+
+import uvicorn
+
+from dockyard import log as dlog
+from dockyard.mqtt import parse_url
+from orchestrator.api import create_app
+from orchestrator.bus import Bus
+from orchestrator.controller import Controller
+from orchestrator.ops import Ops
+from orchestrator.state import State
+from orchestrator.store import Store, StoreError, default_store_path
+
+
+def _listen(addr: str) -> tuple[str, int]:
+    host, _, port = addr.rpartition(":")
+    if not port.isdigit():
+        raise ValueError(f"--listen {addr!r}: use HOST:PORT, e.g. 127.0.0.1:8080")
+    return host or "127.0.0.1", int(port)
+
+
+async def serve(listen: str, store_path: Path, mqtt: str, node_lost_seconds: float) -> None:
+    log = dlog.get("orchestrator")
+    store = Store(store_path)
+    epoch = store.next_epoch()
+    state = State(store)
+    bus: Bus | None = None
+
+    async def publish(doc):
+        assert bus is not None
+        await bus.publish(doc)
+
+    ctl = Controller(state, epoch, publish, node_lost_seconds=node_lost_seconds)
+    bus = Bus(mqtt, ctl)
+    ops = Ops(state, ctl)
+    host, port = _listen(listen)
+    app = create_app(ops, ready=lambda: bus.connected.is_set())
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
+    server = uvicorn.Server(config)
+    server.install_signal_handlers = lambda: None  # we handle signals ourselves
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("orchestrator starting", listen=f"{host}:{port}", store=str(store_path), mqtt=mqtt, epoch=epoch,
+             services=len(state.services), tasks=len(state.tasks), nodes=len(state.nodes))
+    tasks = [
+        asyncio.create_task(bus.run(stop), name="bus"),
+        asyncio.create_task(ctl.run(stop), name="controller"),
+        asyncio.create_task(server.serve(), name="api"),
+    ]
+    await stop.wait()
+    log.info("orchestrator stopping")
+    server.should_exit = True
+    ctl.wake()
+    await asyncio.wait(tasks, timeout=5)
+    for t in tasks:
+        t.cancel()
+    state.flush()
+    store.close()
+
+
+def run(listen: str = "127.0.0.1:8080", store: str | None = None, mqtt: str = "mqtt://127.0.0.1:1883",
+        node_lost_seconds: float = 10.0, log_level: str = "info", log_json: bool = False) -> int:
+    dlog.configure(log_level, log_json)
+    log = dlog.get("orchestrator")
+    try:
+        _listen(listen)
+        parse_url(mqtt)
+        path = Path(store) if store else default_store_path()
+        asyncio.run(serve(listen, path, mqtt, node_lost_seconds))
+    except (ValueError, StoreError, OSError) as exc:
+        log.error(str(exc))
+        return 1
+    return 0

@@ -1,0 +1,400 @@
+"""What the API can ask of the control plane: apply, delete, run, stop, scale, drain, rollback.
+
+Each operation validates everything first and then changes the in-memory state and the
+store in one transaction; user errors raise :class:`UserError` (-> HTTP 4xx) with the field
+and a hint. The reconcile loop is woken afterwards to act on the change.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from dockyard.ecs import ignored_fields
+from orchestrator.controller import Controller, add_event
+from orchestrator.core import services as svc_core
+from orchestrator.core.tasks import request_stop
+from orchestrator.manifests import Doc, DocError, fargate_errors, parse_document
+from orchestrator.models import Cluster, RunTaskSpec, Service, ServiceSpec, Task, TaskDefinition
+from orchestrator.state import State
+
+
+class UserError(Exception):
+    def __init__(self, message: str, status: int = 400, field: str = "", hint: str = "",
+                 errors: list[DocError] | None = None) -> None:
+        super().__init__(message)
+        self.message, self.status, self.field, self.hint, self.errors = message, status, field, hint, errors or []
+
+    def body(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"error": self.message}
+        if self.field:
+            out["field"] = self.field
+        if self.hint:
+            out["hint"] = self.hint
+        if self.errors:
+            out["errors"] = [e.as_dict() for e in self.errors]
+        return out
+
+
+def not_found(what: str, name: str, hint: str = "") -> UserError:
+    return UserError(f"{what} {name!r} not found", 404, hint=hint)
+
+
+class Ops:
+    def __init__(self, state: State, controller: Controller) -> None:
+        self.state = state
+        self.ctl = controller
+
+    def _commit(self) -> None:
+        self.state.flush()
+        self.ctl.wake()
+
+    # ---- lookups --------------------------------------------------------------------------
+    def cluster(self, name: str) -> Cluster:
+        c = self.state.clusters.get(name)
+        if c is None:
+            raise not_found("cluster", name, "list clusters with: dockyard get clusters")
+        return c
+
+    def service(self, cluster: str, name: str) -> Service:
+        s = self.state.services.get((cluster, name))
+        if s is None:
+            raise not_found("service", name, f"list services with: dockyard -c {cluster} get services")
+        return s
+
+    def task(self, cluster: str, ref: str) -> Task:
+        t = self.state.tasks.get(ref)
+        if t is not None and t.cluster == cluster:
+            return t
+        matches = [t for t in self.state.tasks.values() if t.cluster == cluster and t.taskId.startswith(ref)]
+        if not matches:
+            raise not_found("task", ref, f"list tasks with: dockyard -c {cluster} get tasks --all")
+        if len(matches) > 1:
+            raise UserError(f"task id prefix {ref!r} is ambiguous ({len(matches)} tasks)", 409, hint="give more characters")
+        return matches[0]
+
+    def node(self, cluster: str, node_id: str):
+        n = self.state.nodes.get((cluster, node_id))
+        if n is None:
+            raise not_found("node", node_id, f"list nodes with: dockyard -c {cluster} get nodes")
+        return n
+
+    def taskdef(self, ref: str) -> TaskDefinition:
+        td = self.state.resolve_taskdef(ref)
+        if td is None:
+            raise not_found("task definition", ref, "list them with: dockyard get taskdefinitions")
+        return td
+
+    # ---- apply ----------------------------------------------------------------------------
+    def apply(self, documents: list[dict[str, Any]], default_cluster: str, dry_run: bool = False) -> list[dict[str, Any]]:
+        docs: list[Doc] = []
+        errors: list[DocError] = []
+        for i, item in enumerate(documents):
+            source = str(item.get("source") or f"document {i + 1}") if isinstance(item, dict) else f"document {i + 1}"
+            body = item.get("document") if isinstance(item, dict) and "document" in item else item
+            doc, errs = parse_document(source, body, default_cluster)
+            errors += errs
+            if doc is not None:
+                docs.append(doc)
+        order = {"Cluster": 0, "TaskDefinition": 1, "Service": 2, "Task": 3}
+        docs.sort(key=lambda d: order[d.kind])
+        # References: services and tasks must name a task definition that exists or is in this apply.
+        families = {d.spec.family for d in docs if d.kind == "TaskDefinition"}  # type: ignore[attr-defined]
+        for d in docs:
+            if d.kind in ("Service", "Task"):
+                ref = d.spec.taskDefinition  # type: ignore[attr-defined]
+                family, _, rev = ref.partition(":")
+                known = self.state.resolve_taskdef(ref) is not None or (family in families and not rev)
+                if family in families and rev:
+                    known = known or int(rev) == self._next_revision(family, docs)
+                if not known:
+                    errors.append(DocError(d.source, f"task definition {ref!r} does not exist",
+                                           "spec.taskDefinition", d.kind, d.name,
+                                           "apply the TaskDefinition first or in the same apply"))
+                else:
+                    td_spec = self._td_spec_for(ref, docs)
+                    launch = d.spec.launchType  # type: ignore[attr-defined]
+                    if td_spec is not None and launch == "FARGATE" and not td_spec.is_fargate:
+                        errors.append(DocError(d.source, f"task definition {ref!r} is not FARGATE-compatible",
+                                               "spec.launchType", d.kind, d.name,
+                                               "add requiresCompatibilities: [FARGATE] with task cpu/memory"))
+            if d.kind == "Service":
+                existing = self.state.services.get((d.cluster, d.name))
+                if existing is not None and existing.spec.launchType != d.spec.launchType:  # type: ignore[attr-defined]
+                    errors.append(DocError(d.source, "launchType cannot change on an existing service",
+                                           "spec.launchType", d.kind, d.name, "delete and re-create the service"))
+        if errors:
+            raise UserError(f"{len(errors)} error(s) in the applied documents; nothing was changed", 400, errors=errors)
+        now = time.time()
+        results = [self._apply_one(d, now, dry_run) for d in docs]
+        if not dry_run:
+            self._commit()
+        return results
+
+    def _next_revision(self, family: str, docs: list[Doc]) -> int:
+        revs = self.state.taskdefs.get(family, {})
+        return (max(revs) if revs else 0) + 1
+
+    def _td_spec_for(self, ref: str, docs: list[Doc]):
+        td = self.state.resolve_taskdef(ref)
+        if td is not None:
+            return td.spec
+        family = ref.partition(":")[0]
+        return next((d.spec for d in docs if d.kind == "TaskDefinition" and d.spec.family == family), None)  # type: ignore
+
+    def _apply_one(self, d: Doc, now: float, dry_run: bool) -> dict[str, Any]:
+        ignored = ignored_fields(d.spec)
+        res: dict[str, Any] = {"source": d.source, "kind": d.kind, "name": d.name, "ignoredFields": ignored}
+        if d.kind == "Cluster":
+            if d.name in self.state.clusters:
+                return {**res, "action": "unchanged", "detail": f"cluster/{d.name}"}
+            if not dry_run:
+                self.state.put_cluster(Cluster(clusterName=d.name, createdAt=now))
+            return {**res, "action": "created", "detail": f"cluster/{d.name}"}
+        if d.kind == "TaskDefinition":
+            return {**res, **self.register_taskdef(d.spec, now, dry_run, ignored)}  # type: ignore[arg-type]
+        self._ensure_cluster(d.cluster, dry_run)  # type: ignore[arg-type]
+        if d.kind == "Service":
+            return {**res, **self._apply_service(d, now, dry_run, ignored)}
+        # Task: a one-off run, idempotent per manifest name.
+        spec: RunTaskSpec = d.spec  # type: ignore[assignment]
+        started_by = f"manifest/{d.name}"
+        if any(t.startedBy == started_by and t.cluster == d.cluster for t in self.state.tasks.values()):
+            return {**res, "action": "unchanged", "detail": f"task/{d.name}"}
+        if not dry_run:
+            self._run(d.cluster, spec, started_by, now)  # type: ignore[arg-type]
+        return {**res, "action": "created", "detail": f"task/{d.name} ({spec.count} started)"}
+
+    def _ensure_cluster(self, name: str, dry_run: bool) -> None:
+        if not dry_run and name not in self.state.clusters:
+            self.state.put_cluster(Cluster(clusterName=name))
+
+    def register_taskdef(self, spec, now: float, dry_run: bool, ignored: list[str]) -> dict[str, Any]:
+        family = spec.family
+        revs = self.state.taskdefs.get(family, {})
+        h = spec.spec_hash()
+        latest = max(revs.values(), key=lambda t: t.revision) if revs else None
+        if latest is not None and latest.specHash == h and latest.status == "ACTIVE":
+            return {"action": "unchanged", "detail": f"taskdefinition/{latest.ref}", "revision": latest.revision}
+        rev = (max(revs) if revs else 0) + 1
+        if not dry_run:
+            self.state.put_taskdef(TaskDefinition(family=family, revision=rev, spec=spec, specHash=h, registeredAt=now,
+                                                  ignoredFields=ignored))
+        return {"action": "registered", "detail": f"taskdefinition/{family}:{rev}", "revision": rev}
+
+    def _apply_service(self, d: Doc, now: float, dry_run: bool, ignored: list[str]) -> dict[str, Any]:
+        spec: ServiceSpec = d.spec  # type: ignore[assignment]
+        spec = spec.model_copy(update={"cluster": d.cluster})
+        existing = self.state.services.get((d.cluster, d.name))  # type: ignore[arg-type]
+        if existing is not None and existing.status == "ACTIVE":
+            if existing.spec.model_dump() == spec.model_dump():
+                return {"action": "unchanged", "detail": f"service/{d.name}"}
+            if dry_run:
+                return {"action": "configured", "detail": f"service/{d.name}"}
+            self._update_service(existing, spec, now)
+            existing.ignoredFields = ignored
+            self.state.put_service(existing)
+            return {"action": "configured", "detail": f"service/{d.name}"}
+        if dry_run:
+            return {"action": "created", "detail": f"service/{d.name}"}
+        s = Service(cluster=d.cluster, serviceName=d.name, spec=spec, createdAt=now, ignoredFields=ignored)  # type: ignore
+        td = self.state.resolve_taskdef(spec.taskDefinition)
+        assert td is not None  # checked in apply()
+        s.deployments = svc_core.new_deployment([], td.ref, spec.desiredCount, now)
+        add_event(s, f"(service {s.serviceName}) created with task definition {td.ref}.", now)
+        self.state.put_service(s)
+        return {"action": "created", "detail": f"service/{d.name}"}
+
+    def _update_service(self, s: Service, spec: ServiceSpec, now: float) -> None:
+        old = s.spec
+        s.spec = spec
+        s.generation += 1
+        td = self.state.resolve_taskdef(spec.taskDefinition)
+        primary = svc_core.primary_of(s)
+        if td is None:
+            return
+        changed_td = primary is None or primary.taskDefinition != td.ref
+        changed_placement = (old.placementConstraints != spec.placementConstraints
+                             or old.placementStrategy != spec.placementStrategy)
+        if changed_td or changed_placement or (primary and primary.rolloutState == "FAILED"):
+            self.ctl.start_deployment(s, td.ref, now)
+        elif primary is not None:
+            primary.desiredCount = spec.desiredCount
+            # Updating the service resets launch throttling (as ECS).
+            primary.launchFailures, primary.nextLaunchAt = 0, 0.0
+
+    # ---- delete ---------------------------------------------------------------------------
+    def delete_documents(self, documents: list[dict[str, Any]], default_cluster: str) -> list[dict[str, Any]]:
+        results = []
+        for i, item in enumerate(documents):
+            source = str(item.get("source") or f"document {i + 1}")
+            doc, errs = parse_document(source, item.get("document", item), default_cluster)
+            if doc is None:
+                raise UserError("invalid document in delete", 400, errors=errs)
+            try:
+                if doc.kind == "Service":
+                    self.delete_service(doc.cluster, doc.name)  # type: ignore[arg-type]
+                elif doc.kind == "TaskDefinition":
+                    for td in list(self.state.taskdefs.get(doc.spec.family, {}).values()):  # type: ignore[attr-defined]
+                        self.deregister_taskdef(td.ref)
+                elif doc.kind == "Cluster":
+                    self.delete_cluster(doc.name)
+                elif doc.kind == "Task":
+                    for t in self.state.tasks.values():
+                        if t.startedBy == f"manifest/{doc.name}" and t.cluster == doc.cluster:
+                            self.stop_task(t.cluster, t.taskId, "Deleted by user")
+                results.append({"source": source, "kind": doc.kind, "name": doc.name, "action": "deleted"})
+            except UserError as exc:
+                if exc.status != 404:
+                    raise
+                results.append({"source": source, "kind": doc.kind, "name": doc.name, "action": "not found"})
+        self._commit()
+        return results
+
+    def delete_service(self, cluster: str, name: str) -> Service:
+        """As `aws ecs delete-service --force`: scale to zero, stop tasks, then forget the service."""
+        s = self.service(cluster, name)
+        now = time.time()
+        s.status = "DRAINING"
+        for t in self.state.service_tasks(cluster, name):
+            if request_stop(t, "ServiceSchedulerInitiated", f"Service {name} deleted", now):
+                self.state.put_task(t)
+        add_event(s, f"(service {name}) deleted; stopping its tasks.", now)
+        self.state.put_service(s)
+        self._commit()
+        return s
+
+    def deregister_taskdef(self, ref: str) -> TaskDefinition:
+        if ":" not in ref:
+            raise UserError(f"give the revision to deregister, e.g. {ref}:1", 400, field="taskDefinition")
+        td = self.taskdef(ref)
+        td.status = "INACTIVE"
+        self.state.put_taskdef(td)
+        self._commit()
+        return td
+
+    def delete_cluster(self, name: str) -> Cluster:
+        c = self.cluster(name)
+        busy = [s.serviceName for s in self.state.cluster_services(name)]
+        running = [t for t in self.state.tasks.values() if t.cluster == name and t.lastStatus != "STOPPED"]
+        if busy or running:
+            raise UserError(f"cluster {name!r} still has {len(busy)} services and {len(running)} tasks", 409,
+                            hint="delete its services and stop its tasks first")
+        for n in self.state.cluster_nodes(name):
+            self.state.delete_node(n)
+        self.state.delete_cluster(c)
+        self._commit()
+        return c
+
+    def delete_node(self, cluster: str, node_id: str):
+        n = self.node(cluster, node_id)
+        if n.connected:
+            raise UserError(f"node {node_id!r} is connected", 409, hint="stop its agent first, or drain it")
+        self.state.delete_node(n)
+        self._commit()
+        return n
+
+    # ---- run / stop / scale / drain / rollback ---------------------------------------------
+    def run_task(self, cluster: str, spec: RunTaskSpec) -> list[Task]:
+        td = self.taskdef(spec.taskDefinition)
+        if spec.launchType == "FARGATE":
+            if not td.spec.is_fargate:
+                raise UserError(f"task definition {td.ref} is not FARGATE-compatible", 400, field="launchType",
+                                hint="add requiresCompatibilities: [FARGATE] with task cpu/memory")
+            errs = fargate_errors(td.spec)
+            if errs:
+                raise UserError(errs[0].message, 400, field=errs[0].field, hint=errs[0].hint)
+        self._ensure_cluster(cluster, False)
+        tasks = self._run(cluster, spec, spec.startedBy, time.time())
+        self._commit()
+        return tasks
+
+    def _run(self, cluster: str, spec: RunTaskSpec, started_by: str | None, now: float) -> list[Task]:
+        td = self.taskdef(spec.taskDefinition)
+        out = []
+        for _ in range(spec.count):
+            t = self.ctl._new_task(cluster, td, None, None, None, now, started_by=started_by, launch_type=spec.launchType)
+            t.placementConstraints = list(td.spec.placementConstraints) + list(spec.placementConstraints)
+            t.placementStrategy = list(spec.placementStrategy)
+            out.append(t)
+        return out
+
+    def stop_task(self, cluster: str, ref: str, reason: str | None) -> Task:
+        t = self.task(cluster, ref)
+        if request_stop(t, "UserInitiated", reason or "Task stopped by user", time.time()):
+            self.state.put_task(t)
+            self._commit()
+        return t
+
+    def scale(self, cluster: str, name: str, count: int) -> Service:
+        if count < 0:
+            raise UserError("desiredCount must be >= 0", 400, field="desiredCount")
+        s = self.service(cluster, name)
+        if s.spec.schedulingStrategy == "DAEMON":
+            raise UserError("a DAEMON service runs one task per node and cannot be scaled", 400, field="desiredCount")
+        self._update_service(s, s.spec.model_copy(update={"desiredCount": count}), time.time())
+        add_event(s, f"(service {name}) desiredCount set to {count}.", time.time())
+        self.state.put_service(s)
+        self._commit()
+        return s
+
+    def rollback(self, cluster: str, name: str) -> Service:
+        """`rollout undo`: redeploy the task definition of the last completed deployment before the primary."""
+        s = self.service(cluster, name)
+        primary = svc_core.primary_of(s)
+        target = next((d for d in s.deployments if d is not primary and d.rolloutState == "COMPLETED"
+                       and (primary is None or d.taskDefinition != primary.taskDefinition)), None)
+        if target is None:
+            raise UserError(f"service {name!r} has no earlier completed deployment to roll back to", 409)
+        now = time.time()
+        # Pin the service to that revision so following the family does not undo the undo.
+        s.spec = s.spec.model_copy(update={"taskDefinition": target.taskDefinition})
+        s.generation += 1
+        self.ctl.start_deployment(s, target.taskDefinition, now)
+        add_event(s, f"(service {name}) rolling back to task definition {target.taskDefinition}.", now)
+        self.state.put_service(s)
+        self._commit()
+        return s
+
+    def set_node_status(self, cluster: str, node_id: str, status: str):
+        n = self.node(cluster, node_id)
+        n.status = status  # type: ignore[assignment]
+        self.state.put_node(n)
+        self.state.dirty_nodes.add((cluster, node_id))
+        self._commit()
+        return n
+
+    # ---- views ----------------------------------------------------------------------------
+    def service_view(self, s: Service) -> dict[str, Any]:
+        tasks = self.state.service_tasks(s.cluster, s.serviceName)
+        active = [t for t in tasks if t.active]
+        primary = svc_core.primary_of(s)
+        return {
+            **s.model_dump(mode="json"),
+            "desiredCount": s.spec.desiredCount,
+            "runningCount": sum(t.lastStatus == "RUNNING" for t in active),
+            "pendingCount": sum(t.lastStatus != "RUNNING" for t in active),
+            "taskDefinition": primary.taskDefinition if primary else s.spec.taskDefinition,
+        }
+
+    def node_view(self, n) -> dict[str, Any]:
+        tasks = [t for t in self.state.node_tasks(n.cluster, n.nodeId) if t.lastStatus != "STOPPED"]
+        used_cpu = sum(t.cpu for t in tasks)
+        used_mem = sum(t.memory for t in tasks)
+        return {
+            **n.model_dump(mode="json"),
+            "runningTasks": sum(t.lastStatus == "RUNNING" for t in tasks),
+            "pendingTasks": sum(t.lastStatus != "RUNNING" for t in tasks),
+            "remaining": {"cpu": n.resources.cpu - used_cpu, "memory": n.resources.memory - used_mem},
+        }
+
+    def cluster_view(self, c: Cluster) -> dict[str, Any]:
+        tasks = [t for t in self.state.tasks.values() if t.cluster == c.clusterName]
+        nodes = self.state.cluster_nodes(c.clusterName)
+        return {
+            **c.model_dump(mode="json"),
+            "activeServicesCount": len(self.state.cluster_services(c.clusterName)),
+            "runningTasksCount": sum(t.lastStatus == "RUNNING" for t in tasks),
+            "pendingTasksCount": sum(t.lastStatus in ("PROVISIONING", "PENDING") for t in tasks),
+            "registeredContainerInstancesCount": len(nodes),
+            "connectedNodesCount": sum(n.connected for n in nodes),
+        }

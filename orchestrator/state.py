@@ -1,0 +1,164 @@
+"""The orchestrator's in-memory state: every record, indexed, with write-back to the store.
+
+All mutation goes through :class:`State` so indexes (tasks by service, by node) and the set
+of dirty records stay right; :meth:`State.flush` writes the dirty records in one transaction.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+
+from orchestrator.models import Cluster, Node, Service, Task, TaskDefinition
+from orchestrator.store import Store
+
+STOPPED_TASK_RETENTION = 24 * 3600  # ECS keeps stopped tasks 1 hour; users ask for more.
+
+
+class State:
+    def __init__(self, store: Store | None = None) -> None:
+        self.store = store
+        self.clusters: dict[str, Cluster] = {}
+        self.taskdefs: dict[str, dict[int, TaskDefinition]] = {}
+        self.services: dict[tuple[str, str], Service] = {}
+        self.tasks: dict[str, Task] = {}
+        self.nodes: dict[tuple[str, str], Node] = {}
+        self.tasks_by_service: dict[tuple[str, str], set[str]] = defaultdict(set)
+        self.tasks_by_node: dict[tuple[str, str], set[str]] = defaultdict(set)
+        self._indexed_node: dict[str, str | None] = {}
+        self._dirty: dict[tuple[str, str], tuple[str, object]] = {}
+        self._deleted: set[tuple[str, str]] = set()
+        # Nodes whose desired document may have changed since it was last published.
+        self.dirty_nodes: set[tuple[str, str]] = set()
+        if store is not None:
+            self._load(store)
+
+    def _load(self, store: Store) -> None:
+        for c in store.load("cluster"):
+            self.clusters[c.clusterName] = c  # type: ignore[attr-defined]
+        for td in store.load("taskdef"):
+            self.taskdefs.setdefault(td.family, {})[td.revision] = td  # type: ignore[attr-defined]
+        for s in store.load("service"):
+            self.services[(s.cluster, s.serviceName)] = s  # type: ignore[attr-defined]
+        for n in store.load("node"):
+            n.connected = False  # type: ignore[attr-defined]
+            self.nodes[(n.cluster, n.nodeId)] = n  # type: ignore[attr-defined]
+        for t in store.load("task"):
+            self._index(t)  # type: ignore[arg-type]
+        self.dirty_nodes = set(self.nodes)
+
+    # ---- writes ------------------------------------------------------------------------------
+    def _mark(self, kind: str, key: str, obj: object) -> None:
+        self._dirty[(kind, key)] = (kind, obj)
+        self._deleted.discard((kind, key))
+
+    def put_cluster(self, c: Cluster) -> None:
+        self.clusters[c.clusterName] = c
+        self._mark("cluster", c.clusterName, c)
+
+    def put_taskdef(self, td: TaskDefinition) -> None:
+        self.taskdefs.setdefault(td.family, {})[td.revision] = td
+        self._mark("taskdef", td.ref, td)
+
+    def put_service(self, s: Service) -> None:
+        self.services[(s.cluster, s.serviceName)] = s
+        self._mark("service", f"{s.cluster}/{s.serviceName}", s)
+
+    def put_node(self, n: Node) -> None:
+        self.nodes[(n.cluster, n.nodeId)] = n
+        self._mark("node", f"{n.cluster}/{n.nodeId}", n)
+
+    def put_task(self, t: Task) -> None:
+        """Insert or update a task; call after every change to a task (placement, status)."""
+        old = self.tasks.get(t.taskId)
+        if old is not None and old is not t:
+            self._unindex(old)
+        if old is not t or old is None:
+            self._index(t)
+        else:
+            # Same object mutated in place: node may have changed.
+            self._reindex_node(t)
+        if t.nodeId:
+            self.dirty_nodes.add((t.cluster, t.nodeId))
+        self._mark("task", t.taskId, t)
+
+    def delete(self, kind: str, key: str) -> None:
+        self._dirty.pop((kind, key), None)
+        self._deleted.add((kind, key))
+
+    def delete_service(self, s: Service) -> None:
+        self.services.pop((s.cluster, s.serviceName), None)
+        self.delete("service", f"{s.cluster}/{s.serviceName}")
+
+    def delete_node(self, n: Node) -> None:
+        self.nodes.pop((n.cluster, n.nodeId), None)
+        self.delete("node", f"{n.cluster}/{n.nodeId}")
+
+    def delete_cluster(self, c: Cluster) -> None:
+        self.clusters.pop(c.clusterName, None)
+        self.delete("cluster", c.clusterName)
+
+    def delete_task(self, t: Task) -> None:
+        self._unindex(t)
+        self.tasks.pop(t.taskId, None)
+        self.delete("task", t.taskId)
+
+    def flush(self) -> int:
+        """Write dirty records in one transaction; returns how many rows were written."""
+        if not self._dirty and not self._deleted:
+            return 0
+        puts = [(kind, obj) for kind, obj in self._dirty.values()]
+        dels = list(self._deleted)
+        if self.store is not None:
+            self.store.write(puts, dels)  # type: ignore[arg-type]
+        self._dirty.clear()
+        self._deleted.clear()
+        return len(puts) + len(dels)
+
+    # ---- indexes -----------------------------------------------------------------------------
+    def _index(self, t: Task) -> None:
+        self.tasks[t.taskId] = t
+        if t.serviceName:
+            self.tasks_by_service[(t.cluster, t.serviceName)].add(t.taskId)
+        if t.nodeId:
+            self.tasks_by_node[(t.cluster, t.nodeId)].add(t.taskId)
+        self._indexed_node[t.taskId] = t.nodeId
+
+    def _unindex(self, t: Task) -> None:
+        if t.serviceName:
+            self.tasks_by_service[(t.cluster, t.serviceName)].discard(t.taskId)
+        node = self._indexed_node.pop(t.taskId, t.nodeId)
+        if node:
+            self.tasks_by_node[(t.cluster, node)].discard(t.taskId)
+
+    def _reindex_node(self, t: Task) -> None:
+        prev = self._indexed_node.get(t.taskId)
+        if prev != t.nodeId:
+            if prev:
+                self.tasks_by_node[(t.cluster, prev)].discard(t.taskId)
+                self.dirty_nodes.add((t.cluster, prev))
+            if t.nodeId:
+                self.tasks_by_node[(t.cluster, t.nodeId)].add(t.taskId)
+            self._indexed_node[t.taskId] = t.nodeId
+
+    # ---- reads -------------------------------------------------------------------------------
+    def service_tasks(self, cluster: str, name: str) -> list[Task]:
+        return [self.tasks[i] for i in self.tasks_by_service.get((cluster, name), ())]
+
+    def node_tasks(self, cluster: str, node_id: str) -> list[Task]:
+        return [self.tasks[i] for i in self.tasks_by_node.get((cluster, node_id), ())]
+
+    def cluster_nodes(self, cluster: str) -> list[Node]:
+        return [n for (c, _), n in self.nodes.items() if c == cluster]
+
+    def cluster_services(self, cluster: str) -> list[Service]:
+        return [s for (c, _), s in self.services.items() if c == cluster]
+
+    def latest_taskdef(self, family: str) -> TaskDefinition | None:
+        revs = [td for td in self.taskdefs.get(family, {}).values() if td.status == "ACTIVE"]
+        return max(revs, key=lambda td: td.revision) if revs else None
+
+    def resolve_taskdef(self, ref: str) -> TaskDefinition | None:
+        """"family" -> latest ACTIVE revision; "family:N" -> that revision (even INACTIVE, as ECS)."""
+        family, _, rev = ref.partition(":")
+        if rev:
+            return self.taskdefs.get(family, {}).get(int(rev)) if rev.isdigit() else None
+        return self.latest_taskdef(family)

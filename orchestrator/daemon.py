@@ -57,10 +57,10 @@ async def serve(listen: str, store_path: Path, mqtt: str, node_lost_seconds: flo
     await stop.wait()
     log.info("orchestrator stopping")
     server.should_exit = True
-    ctl.wake()
-    await asyncio.wait(tasks, timeout=5)
+    await asyncio.wait(tasks[2:], timeout=3)
     for t in tasks:
         t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
     state.flush()
     store.close()
 

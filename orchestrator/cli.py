@@ -70,7 +70,7 @@ class ApiError(CliError):
 def format_api_error(item: dict[str, Any]) -> str:
     """``{"error", "field", "hint"}`` -> ``field: error (hint: hint)``."""
     msg = str(item.get("error") or item.get("message") or "request failed")
-    if item.get("field"):
+    if item.get("field") and not msg.startswith(f"{item['field']}:"):
         msg = f"{item['field']}: {msg}"
     if item.get("hint"):
         msg += f" (hint: {item['hint']})"
@@ -438,11 +438,16 @@ def load_documents(files: Iterable[str]) -> list[dict[str, Any]]:
 def print_results(results: list[dict[str, Any]], dry_run: bool = False) -> None:
     for r in results:
         ref = f"{str(r.get('kind') or 'object').lower()}/{r.get('name')}"
-        line = f"{ref} {r.get('action') or 'done'}"
+        shown, extra = ref, str(r.get("detail") or "")
+        # The server's detail may name the object more precisely: "taskdefinition/web:3",
+        # "task/batch (2 started)"; use it as the reference then.
+        if extra.startswith(ref.split("/")[0] + "/"):
+            shown, _, extra = extra.partition(" ")
+        line = f"{shown} {r.get('action') or 'done'}"
+        if extra:
+            line += f" {extra}" if extra.startswith("(") else f" ({extra})"
         if dry_run:
             line += " (dry run)"
-        if r.get("detail"):
-            line += f": {r['detail']}"
         out(line)
         if r.get("ignoredFields"):
             warn(f"{ref}: ignored unsupported fields: {', '.join(map(str, r['ignoredFields']))}")

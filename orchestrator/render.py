@@ -139,6 +139,16 @@ def ports(bindings: Iterable[dict[str, Any]] | None) -> str:
     return ",".join(out)
 
 
+def port_mappings(mappings: Iterable[dict[str, Any]] | None) -> str:
+    """Task-definition ports: 8080->80/tcp, or 80/tcp when the host port is dynamic."""
+    out = []
+    for p in mappings or []:
+        proto = p.get("protocol") or "tcp"
+        host = p.get("hostPort")
+        out.append(f"{host}->{p.get('containerPort')}/{proto}" if host else f"{p.get('containerPort')}/{proto}")
+    return ",".join(out)
+
+
 def task_ports(task: dict[str, Any]) -> str:
     return ",".join(p for p in (ports(c.get("networkBindings")) for c in task.get("containers") or []) if p)
 
@@ -459,8 +469,7 @@ def describe_taskdefinition(td: dict[str, Any], now: float) -> str:
             c.get("essential", True),
             c.get("cpu") or 0,
             "/".join(str(x) for x in (c.get("memoryReservation"), c.get("memory")) if x) or None,
-            ports({"hostPort": p.get("hostPort") or 0, "containerPort": p.get("containerPort"), "protocol": p.get("protocol")}
-                  for p in c.get("portMappings") or []),
+            port_mappings(c.get("portMappings")),
             truncate(" ".join(hc.get("command") or []), 40) if hc else None,
             truncate(" ".join(c.get("command") or []), 40),
         ])

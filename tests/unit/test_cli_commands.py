@@ -171,20 +171,35 @@ def test_apply_sends_documents_with_sources_and_prints_results(api, tmp_path):
     f = tmp_path / "web.yaml"
     f.write_text(MANIFESTS)
     api.on("POST", "/v1/apply", {"results": [
-        {"source": f"{f}#1", "kind": "TaskDefinition", "name": "web:3", "action": "registered", "detail": "",
+        {"source": f"{f}#1", "kind": "TaskDefinition", "name": "web", "action": "registered", "detail": "taskdefinition/web:3",
          "ignoredFields": ["containerDefinitions[0].logConfiguration"]},
         {"source": f"{f}#2", "kind": "Service", "name": "web", "action": "created", "detail": None, "ignoredFields": []},
     ]})
     r = invoke("-c", "prod", "apply", "-f", str(f))
     assert r.exit_code == 0, r.output
     assert r.stdout == "taskdefinition/web:3 registered\nservice/web created\n"
-    assert r.stderr == "warning: taskdefinition/web:3: ignored unsupported fields: containerDefinitions[0].logConfiguration\n"
+    assert r.stderr == "warning: taskdefinition/web: ignored unsupported fields: containerDefinitions[0].logConfiguration\n"
     req = api.requests[0]
     assert req.url.params["cluster"] == "prod"
     body = json.loads(req.content)
     assert body["dryRun"] is False
     assert [d["source"] for d in body["documents"]] == [f"{f}#1", f"{f}#2"]
     assert body["documents"][1]["document"]["spec"] == {"taskDefinition": "web", "desiredCount": 2}
+
+
+def test_apply_result_detail_naming_and_extra_text(api):
+    api.on("POST", "/v1/apply", {"results": [
+        {"kind": "Task", "name": "batch", "action": "created", "detail": "task/batch (2 started)"},
+        {"kind": "Service", "name": "web", "action": "configured", "detail": "desiredCount 2 -> 3"}]})
+    r = invoke("apply", "-f", "-", input="kind: Task\n")
+    assert r.stdout.splitlines() == ["task/batch created (2 started)", "service/web configured (desiredCount 2 -> 3)"]
+
+
+def test_validation_error_field_not_repeated(api):
+    api.on("POST", "/v1/clusters/default/services/web/scale",
+           httpx.Response(400, json={"error": "desiredCount: Input should be greater than or equal to 0", "field": "desiredCount"}))
+    r = invoke("scale", "web", "3")
+    assert r.stderr == "error: desiredCount: Input should be greater than or equal to 0\n"
 
 
 def test_apply_dry_run_from_stdin(api):

@@ -170,3 +170,7 @@ def test_machine_formats_round_trip():
 
 def test_render_list_empty_is_empty_string():
     assert render.render_list("tasks", [], NOW) == ""
+
+
+def test_port_mappings_dynamic_host_port():
+    assert render.port_mappings([{"containerPort": 80}, {"containerPort": 53, "hostPort": 5353, "protocol": "udp"}]) == "80/tcp,5353->53/udp"

@@ -157,7 +157,7 @@ class Controller:
     def _task_views(self, s: Service) -> list[svc_core.TaskView]:
         views = []
         for t in self.state.service_tasks(s.cluster, s.serviceName):
-            if not t.active:
+            if t.lastStatus == "STOPPED":
                 continue
             td = self.state.resolve_taskdef(t.taskDefinition)
             node = self.state.nodes.get((t.cluster, t.nodeId)) if t.nodeId else None
@@ -171,6 +171,7 @@ class Controller:
                     has_health_check=bool(td and any(c.healthCheck and c.essential for c in td.spec.containerDefinitions)),
                     started_at=t.startedAt,
                     node_draining=bool(node and node.status == "DRAINING"),
+                    stopping=t.desiredStatus == "STOPPED",
                     node_attributes=node.attributes if node else {},
                 )
             )

@@ -22,6 +22,7 @@ def eligible(n: Node, service: Service, td_spec) -> bool:
 
 
 def plan_daemon(service: Service, tasks: list[TaskView], nodes: list[Node], td_spec, now: float) -> ServicePlan:
+    tasks = [t for t in tasks if not t.stopping]
     plan = ServicePlan(deployments=[d.model_copy() for d in service.deployments])
     primary = primary_of(service)
     if primary is None:

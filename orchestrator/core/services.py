@@ -39,6 +39,7 @@ class TaskView:
     has_health_check: bool = False
     started_at: float | None = None
     node_draining: bool = False
+    stopping: bool = False  # asked to stop, containers not yet gone: still occupies maximumPercent room
     node_attributes: dict = field(default_factory=dict, hash=False, compare=False)
 
     @property
@@ -101,7 +102,9 @@ def primary_of(service: Service) -> Deployment | None:
 
 
 def plan_service(service: Service, tasks: list[TaskView], now: float) -> ServicePlan:
-    """Plan one REPLICA service. ``tasks`` are its active tasks (desired RUNNING, not STOPPED)."""
+    """Plan one REPLICA service. ``tasks``: its tasks not yet STOPPED (``stopping`` ones included)."""
+    stopping_count = sum(t.stopping for t in tasks)
+    tasks = [t for t in tasks if not t.stopping]
     plan = ServicePlan(deployments=[d.model_copy() for d in service.deployments])
     primary = next((d for d in plan.deployments if d.status == "PRIMARY"), None)
     if primary is None:
@@ -173,7 +176,7 @@ def plan_service(service: Service, tasks: list[TaskView], now: float) -> Service
 
     # 6. Start tasks of the primary deployment within maximumPercent, unless failed or backing off.
     want = desired - len(current)
-    room = max_total - len(current) - len(old_left)
+    room = max_total - len(current) - len(old_left) - stopping_count
     if want > 0 and room > 0 and primary.rolloutState != "FAILED":
         if now < primary.nextLaunchAt:
             plan.wake_at = primary.nextLaunchAt

@@ -344,3 +344,38 @@ def test_plan_invariants(sc):
         r = diff.task_report(t.taskId, t, [c for c in after if c.task_id == t.taskId and c.node == NODE], fin2.get(t.taskId))
         if t.taskId in fin2 or t.desiredStatus == "STOPPED":
             assert r.lastStatus == "STOPPED"
+
+
+# ---- the click command (builds AgentConfig; run() itself is covered by the integration tests) -----
+def test_agent_command_builds_config(monkeypatch):
+    from click.testing import CliRunner
+
+    import agent.main as m
+
+    seen = {}
+    monkeypatch.setattr(m, "run", lambda cfg: seen.setdefault("cfg", cfg) and 0)
+    monkeypatch.setenv("DOCKYARD_MQTT", "mqtt://broker:1884")
+    r = CliRunner().invoke(m.agent_command, ["--node-id", "n7", "--attribute", "zone=a", "--attribute", "disk = ssd",
+                                             "--fargate", "--runtime", "hollow", "--hollow-count", "3",
+                                             "--image-pull-behavior", "prefer-cached"])
+    assert r.exit_code == 0, r.output
+    cfg = seen["cfg"]
+    assert (cfg.node_id, cfg.cluster, cfg.mqtt_url) == ("n7", "default", "mqtt://broker:1884")
+    assert cfg.attributes == {"zone": "a", "disk": "ssd"} and cfg.capacity_providers == ["EC2", "FARGATE"]
+    assert (cfg.runtime, cfg.hollow_count, cfg.image_pull_behavior) == ("hollow", 3, "prefer-cached")
+
+
+def test_agent_command_rejects_bad_attribute():
+    from click.testing import CliRunner
+
+    from agent.main import agent_command
+
+    r = CliRunner().invoke(agent_command, ["--node-id", "n7", "--attribute", "novalue"])
+    assert r.exit_code == 2 and "--attribute" in r.output and "key=value" in r.output
+
+
+def test_hollow_node_ids():
+    from agent.main import AgentConfig, make_agents
+
+    assert [a.node_id for a in make_agents(AgentConfig(node_id="h", runtime="hollow", hollow_count=3))] == ["h-0", "h-1", "h-2"]
+    assert [a.node_id for a in make_agents(AgentConfig(node_id="h", runtime="hollow"))] == ["h"]

@@ -136,16 +136,23 @@ class Controller:
                 self.log.warning("node lost; its tasks are stopped", node=n.nodeId, cluster=n.cluster, tasks=len(lost))
 
     def follow_families(self, now: float) -> None:
-        """A service given as "family" follows the latest ACTIVE revision: a new one starts a deployment."""
+        """A service given as "family" follows the latest ACTIVE revision: a revision newer than any it
+        has deployed starts a deployment (so a rolled-back revision is not retried, but the next one is)."""
         for s in self.state.services.values():
             if s.status != "ACTIVE":
                 continue
             td = self.state.resolve_taskdef(s.spec.taskDefinition)
-            primary = svc_core.primary_of(s)
             if td is None:
                 continue
-            if primary is None or (primary.taskDefinition != td.ref and ":" not in s.spec.taskDefinition
-                                   and not primary.isRollback):
+            primary = svc_core.primary_of(s)
+            if primary is None:
+                self.start_deployment(s, td.ref, now)
+                continue
+            if ":" in s.spec.taskDefinition or primary.taskDefinition == td.ref:
+                continue
+            deployed = [int(d.taskDefinition.rpartition(":")[2]) for d in s.deployments
+                        if d.taskDefinition.rpartition(":")[0] == td.family]
+            if td.revision > max(deployed, default=0):
                 self.start_deployment(s, td.ref, now)
 
     def start_deployment(self, s: Service, ref: str, now: float) -> None:
@@ -165,6 +172,7 @@ class Controller:
                 svc_core.TaskView(
                     task_id=t.taskId,
                     deployment_id=t.deploymentId,
+                    task_definition=t.taskDefinition,
                     node_id=t.nodeId,
                     last_status=t.lastStatus,
                     health=t.healthStatus,
@@ -187,12 +195,16 @@ class Controller:
         s.deployments = plan.deployments
         for ev in plan.events:
             add_event(s, ev, now)
+        primary = svc_core.primary_of(s)
+        for task_id in plan.adopt:
+            t = self.state.tasks[task_id]
+            t.deploymentId = primary.id if primary else t.deploymentId
+            self.state.put_task(t)
         for stop in plan.stop:
             t = self.state.tasks[stop.task_id]
             if request_stop(t, stop.stop_code, stop.reason, now):
                 self.state.put_task(t)
                 metrics.TASKS_STOPPED.labels(reason="scheduler").inc()
-        primary = svc_core.primary_of(s)
         if plan.start and primary is not None:
             td = self.state.resolve_taskdef(primary.taskDefinition)
             if td is not None:

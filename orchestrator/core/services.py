@@ -35,6 +35,7 @@ class TaskView:
     deployment_id: str | None
     node_id: str | None
     last_status: str
+    task_definition: str = ""  # family:revision
     health: str = "UNKNOWN"
     has_health_check: bool = False
     started_at: float | None = None
@@ -62,6 +63,7 @@ class ServicePlan:
     stop: list[StopTask] = field(default_factory=list)
     deployments: list[Deployment] = field(default_factory=list)
     events: list[str] = field(default_factory=list)
+    adopt: list[str] = field(default_factory=list)  # tasks of an older deployment with the primary's revision
     wake_at: float | None = None  # when a backoff expires, so the loop comes back
     steady: bool = False  # desiredCount healthy tasks of the primary deployment, nothing else
 
@@ -148,7 +150,11 @@ def plan_service(service: Service, tasks: list[TaskView], now: float) -> Service
             primary = plan.deployments[0]
 
     # 3. Split tasks into current (primary, on ACTIVE nodes) and old (to be replaced).
-    current = [t for t in live if t.deployment_id == primary.id and not t.node_draining]
+    # A task of an older deployment that already runs the primary's revision (e.g. after a rollback)
+    # is adopted instead of replaced.
+    current = [t for t in live if (t.deployment_id == primary.id or t.task_definition == primary.taskDefinition)
+               and not t.node_draining]
+    plan.adopt = [t.task_id for t in current if t.deployment_id != primary.id]
     old = [t for t in live if t not in current]
     healthy = sum(t.healthy for t in live)
 
@@ -188,8 +194,9 @@ def plan_service(service: Service, tasks: list[TaskView], now: float) -> Service
     for t in live:
         if t.task_id in stopping:
             continue
-        r, p = counts.get(t.deployment_id or "", (0, 0))
-        counts[t.deployment_id or ""] = (r + (t.last_status == "RUNNING"), p + (t.last_status != "RUNNING"))
+        dep = primary.id if t.task_id in plan.adopt else (t.deployment_id or "")
+        r, p = counts.get(dep, (0, 0))
+        counts[dep] = (r + (t.last_status == "RUNNING"), p + (t.last_status != "RUNNING"))
     kept: list[Deployment] = []
     history: list[Deployment] = []
     for d in plan.deployments:

@@ -210,6 +210,14 @@ class Agent:
                 if tid not in self.inflight:
                     self.inflight[tid] = asyncio.create_task(self.execute(tid, acts))
         await self.publish_status("update")
+        self._prune()
+
+    def _prune(self) -> None:
+        """Forget per-task bookkeeping of tasks that are neither desired nor have containers."""
+        live = {c.task_id for c in self.actual} | ({t.taskId for t in self.doc.tasks} if self.doc else set())
+        for d in (self.pull_errors, self.last_sent, self.logged_status):
+            for tid in [t for t in d if t not in live]:
+                del d[tid]
 
     def _finish(self, tid: str, fin: diff.Finish) -> None:
         if tid in self.finished:

@@ -40,30 +40,51 @@ def _docker_ok() -> bool:
         ["docker", "image", "inspect", IMAGE], capture_output=True).returncode == 0
 
 
-@pytest.fixture
-def broker(tmp_path):
-    if shutil.which("mosquitto") is None:
-        pytest.skip("mosquitto not installed")
-    if not _docker_ok():
-        pytest.skip(f"docker or the image {IMAGE} is not available")
-    port = _free_port()
-    conf = tmp_path / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\npersistence false\n")
-    proc = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
+class Broker:
+    """A private Mosquitto on a free port; restartable on the same port (reconnect tests)."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.port = _free_port()
+        self.url = f"mqtt://127.0.0.1:{self.port}"
+        self.conf = tmp / "mosquitto.conf"
+        self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\npersistence false\n")
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(["mosquitto", "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 5
         while True:
             try:
-                socket.create_connection(("127.0.0.1", port), 0.2).close()
-                break
+                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+                return
             except OSError:
                 if time.monotonic() > deadline:
                     raise RuntimeError("mosquitto did not start")
                 time.sleep(0.05)
-        yield f"mqtt://127.0.0.1:{port}"
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+@pytest.fixture
+def mosquitto(tmp_path):
+    if shutil.which("mosquitto") is None:
+        pytest.skip("mosquitto not installed")
+    b = Broker(tmp_path)
+    b.start()
+    try:
+        yield b
     finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
+        b.kill()
+
+
+@pytest.fixture
+def broker(mosquitto):
+    if not _docker_ok():
+        pytest.skip(f"docker or the image {IMAGE} is not available")
+    return mosquitto.url
 
 
 @pytest.fixture
@@ -322,8 +343,9 @@ async def test_unpullable_image_fails_fast_and_fargate_gets_own_network(broker, 
         await docker.close()
 
 
-async def test_hollow_agents_many_in_one_process(broker, ident, agents):
+async def test_hollow_agents_many_in_one_process_and_reconnect(mosquitto, ident, agents):
     node, cluster = ident
+    broker = mosquitto.url
     bus0, c0, pump0 = await _bus(broker, cluster, f"{node}-0")
     bus2, c2, pump2 = await _bus(broker, cluster, f"{node}-2")
     try:
@@ -336,8 +358,27 @@ async def test_hollow_agents_many_in_one_process(broker, ident, agents):
         await bus2.wait(lambda d: (t := task_of(d, tid)) is not None and t["lastStatus"] == "RUNNING")
         assert not any(task_of(d, tid) for d in bus0.status)
         assert "HOLLOW RUNTIME" in agents.logs()
+        boot = bus2.presence[-1]["bootId"]
     finally:
         for p, c in ((pump0, c0), (pump2, c2)):
             p.cancel()
             await asyncio.gather(p, return_exceptions=True)
-            await c.__aexit__(None, None, None)
+            try:
+                await c.__aexit__(None, None, None)
+            except Exception:
+                pass
+    # Broker restart (state lost, nothing retained): the agents reconnect with backoff,
+    # re-publish presence (same bootId) and a snapshot that still holds the running task.
+    mosquitto.kill()
+    await asyncio.sleep(0.5)
+    mosquitto.start()
+    bus2, c2, pump2 = await _bus(broker, cluster, f"{node}-2")
+    try:
+        d = await bus2.wait(lambda d: d["state"] == "online", what="presence", timeout=15)
+        assert d["bootId"] == boot
+        d = await bus2.wait(lambda d: d["kind"] == "snapshot" and (t := task_of(d, tid)) is not None and t["lastStatus"] == "RUNNING")
+        assert d["observedGeneration"] == 1
+    finally:
+        pump2.cancel()
+        await asyncio.gather(pump2, return_exceptions=True)
+        await c2.__aexit__(None, None, None)

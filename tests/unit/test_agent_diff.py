@@ -253,8 +253,8 @@ def scenarios(draw):
             s = draw(STATES)
             if s == "missing":
                 continue
-            actual.append(ac(t.taskId, d.name, s, exit_code=draw(st.sampled_from([0, 1, 137])),
-                             health=draw(st.sampled_from([None, "starting", "healthy", "unhealthy"])) if d.healthCheck else None,
+            health = draw(st.sampled_from([None, "starting", "healthy", "unhealthy"])) if d.healthCheck and s != "created" else None
+            actual.append(ac(t.taskId, d.name, s, exit_code=draw(st.sampled_from([0, 1, 137])), health=health,
                              essential=d.essential))
             if draw(st.integers(0, 9)) == 0:  # a duplicate
                 actual.append(ac(t.taskId, d.name, draw(st.sampled_from(["created", "exited"])), exit_code=0, essential=d.essential))
@@ -294,7 +294,7 @@ def simulate(tasks, actual, plan: diff.Plan, node: str = NODE):
             d = next(d for d in t.taskDefinition.containerDefinitions if d.name == a.container_name)
             for dep in d.dependsOn:
                 assert diff.condition_state(dep, cur.get(dep.containerName)) == diff.OK
-            state[cid] = replace(c, state="running", started_at=1e9)
+            state[cid] = replace(c, state="running", started_at=1e9, health="starting" if d.healthCheck else None)
         elif isinstance(a, Stop):
             c = state[a.docker_id]
             assert c.node == node and c.running

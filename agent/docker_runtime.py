@@ -255,7 +255,10 @@ class DockerRuntime:
             cid = row["Id"]
             live.add(cid)
             status = row.get("Status") or ""
-            key = (row.get("State"), "(healthy)" in status, "(unhealthy)" in status, "starting" in status)
+            # Inspect again only when something the reports use can have changed.
+            exited = re.match(r"^Exited \((-?\d+)\)", status)
+            key = (row.get("State"), exited.group(1) if exited else None,
+                   "(healthy)" in status, "(unhealthy)" in status, "starting" in status)
             cached = self._inspect_cache.get(cid)
             if cached is not None and cached[0] == key:
                 out.append(cached[1])

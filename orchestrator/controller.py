@@ -58,6 +58,17 @@ def task_ask(t: Task, td_spec) -> TaskAsk:
     )
 
 
+def _checked_health(t: Task, checked: set[str]) -> str:
+    """Task health for deployments: the essential containers that have a health check decide
+    (an essential sidecar without a check must not block a rollout forever)."""
+    states = [c.healthStatus for c in t.containers if c.name in checked]
+    if not checked or len(states) < len(checked):
+        return t.healthStatus if checked else "UNKNOWN"
+    if "UNHEALTHY" in states:
+        return "UNHEALTHY"
+    return "HEALTHY" if all(s == "HEALTHY" for s in states) else "UNKNOWN"
+
+
 class Controller:
     def __init__(self, state: State, epoch: int, publish: Publish, node_lost_seconds: float = 10.0) -> None:
         self.state = state
@@ -168,6 +179,7 @@ class Controller:
                 continue
             td = self.state.resolve_taskdef(t.taskDefinition)
             node = self.state.nodes.get((t.cluster, t.nodeId)) if t.nodeId else None
+            checked = {c.name for c in td.spec.containerDefinitions if c.essential and c.healthCheck} if td else set()
             views.append(
                 svc_core.TaskView(
                     task_id=t.taskId,
@@ -175,8 +187,8 @@ class Controller:
                     task_definition=t.taskDefinition,
                     node_id=t.nodeId,
                     last_status=t.lastStatus,
-                    health=t.healthStatus,
-                    has_health_check=bool(td and any(c.healthCheck and c.essential for c in td.spec.containerDefinitions)),
+                    health=_checked_health(t, checked),
+                    has_health_check=bool(checked),
                     started_at=t.startedAt,
                     node_draining=bool(node and node.status == "DRAINING"),
                     stopping=t.desiredStatus == "STOPPED",

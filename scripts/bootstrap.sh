@@ -139,4 +139,9 @@ if ! docker image inspect "$IMAGE" >/dev/null 2>&1; then
   rm -rf "$d"; trap - EXIT
 fi
 
+# Older integration tests name the same image dockyard-test/busybox:latest: keep that tag too.
+if ! docker image inspect dockyard-test/busybox:latest >/dev/null 2>&1; then
+  docker tag "$IMAGE" dockyard-test/busybox:latest || die "docker tag $IMAGE dockyard-test/busybox:latest failed"
+fi
+
 say "ready: dockerd $(docker info --format '{{.ServerVersion}}' 2>/dev/null), mosquitto on $MQTT_HOST:$MQTT_PORT, image $IMAGE, .venv"

@@ -1,0 +1,473 @@
+"""Integration-test harness: real orchestrator and agent processes against a real Mosquitto and dockerd.
+
+Each test gets a :class:`Harness` (fixture ``dockyard_env``, alias ``harness``) with its own cluster
+name ``t-<8 hex>``, store file, HTTP port and log directory. Everything it starts is cleaned up
+in :meth:`Harness.cleanup`, which the fixture always runs, pass or fail:
+
+* processes it started are killed by pid (SIGTERM, then SIGKILL),
+* containers and networks labelled ``dockyard.cluster=<cluster>`` are force-removed,
+* retained MQTT messages under ``dockyard/v1/<cluster>/`` are cleared.
+
+See docs/testing.md for the rules and an example.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[2]
+VENV_BIN = REPO / ".venv" / "bin"
+DOCKYARD = str(VENV_BIN / "dockyard") if (VENV_BIN / "dockyard").exists() else "dockyard"
+DOCKER = os.environ.get("DOCKYARD_DOCKER_CLI", "docker")
+BROKER_HOST = "127.0.0.1"
+BROKER_PORT = 1883
+MQTT_URL = f"mqtt://{BROKER_HOST}:{BROKER_PORT}"
+IMAGE = os.environ.get("DOCKYARD_IMAGE", "dockyard-demo/busybox:latest")
+TOPIC_ROOT = "dockyard/v1"
+
+T = TypeVar("T")
+
+
+# ------------------------------------------------------------------------------------------ helpers
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def wait_for(
+    predicate: Callable[[], T],
+    timeout: float = 30.0,
+    interval: float = 0.1,
+    message: str = "condition",
+) -> T:
+    """Poll ``predicate`` until it returns something truthy and return that value.
+
+    Exceptions raised by the predicate count as "not yet". On timeout raise AssertionError
+    naming ``message`` and showing the last value (or exception) seen.
+    """
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        try:
+            last = predicate()
+            if last:
+                return last
+        except Exception as e:  # noqa: BLE001 - "not ready yet" is often an exception
+            last = e
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:.1f}s waiting for {message}; last value: {last!r}")
+        time.sleep(interval)
+
+
+def kill_pid(proc: subprocess.Popen, timeout: float = 10.0, kill: bool = False) -> int | None:
+    """SIGTERM (or SIGKILL when ``kill``), wait up to ``timeout``, then SIGKILL. Returns the exit code."""
+    if proc.poll() is not None:
+        return proc.returncode
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(proc.pid, signal.SIGKILL if kill else signal.SIGTERM)
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGKILL)
+        return proc.wait(timeout=10)
+
+
+def docker(*args: str, check: bool = True, timeout: float = 120, host: str | None = None) -> subprocess.CompletedProcess:
+    """Run the docker CLI (``host`` = a DOCKER_HOST such as unix:///run/x.sock)."""
+    cmd = [DOCKER] + (["-H", host] if host else []) + list(args)
+    cp = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if check and cp.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({cp.returncode}): {cp.stderr.strip() or cp.stdout.strip()}")
+    return cp
+
+
+def parse_labels(s: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for part in (s or "").split(","):
+        if "=" in part:
+            k, v = part.split("=", 1)
+            out[k] = v
+    return out
+
+
+def docker_containers(label_filters: list[str], all: bool = True, host: str | None = None) -> list[dict]:
+    """``docker ps`` rows (dicts from ``--format '{{json .}}'``) matching ALL label filters; ``Labels`` parsed."""
+    args = ["ps", "--no-trunc", "--format", "{{json .}}"] + (["-a"] if all else [])
+    for f in label_filters:
+        args += ["--filter", f"label={f}"]
+    rows = [json.loads(line) for line in docker(*args, host=host).stdout.splitlines() if line.strip()]
+    for r in rows:
+        r["Labels"] = parse_labels(r.get("Labels", ""))
+    return rows
+
+
+def remove_by_label(label_filters: list[str], host: str | None = None) -> list[str]:
+    """Force-remove containers (then networks) carrying ALL the given labels. Returns removed ids."""
+    ids = [c["ID"] for c in docker_containers(label_filters, all=True, host=host)]
+    if ids:
+        docker("rm", "-f", "-v", *ids, check=False, host=host)
+    net_args = ["network", "ls", "-q", "--no-trunc"]
+    for f in label_filters:
+        net_args += ["--filter", f"label={f}"]
+    nets = docker(*net_args, check=False, host=host).stdout.split()
+    if nets:
+        docker("network", "rm", *nets, check=False, host=host)
+    return ids
+
+
+def clear_retained(prefix: str, known_topics: list[str] = (), settle: float = 0.3) -> list[str]:
+    """Clear retained messages: the given topics plus every retained topic found under ``prefix/#``.
+
+    Uses paho-mqtt (installed with aiomqtt) synchronously so it works from any finalizer.
+    """
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    found: set[str] = set(known_topics)
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"dockyard-test-clear-{uuid.uuid4().hex[:8]}")
+    c.on_message = lambda _c, _u, msg: found.add(msg.topic) if msg.retain and msg.payload else None
+    c.connect(BROKER_HOST, BROKER_PORT, keepalive=10)
+    c.loop_start()
+    try:
+        c.subscribe(f"{prefix}/#", qos=1)
+        time.sleep(settle)
+        infos = [c.publish(t, payload=None, qos=1, retain=True) for t in sorted(found)]
+        for i in infos:
+            i.wait_for_publish(timeout=5)
+    finally:
+        c.loop_stop()
+        c.disconnect()
+    return sorted(found)
+
+
+def retained_topics(prefix: str, settle: float = 0.3) -> dict[str, bytes]:
+    """Retained messages currently held by the broker under ``prefix/#`` (topic -> payload)."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    got: dict[str, bytes] = {}
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"dockyard-test-peek-{uuid.uuid4().hex[:8]}")
+    c.on_message = lambda _c, _u, msg: got.__setitem__(msg.topic, msg.payload) if msg.retain else None
+    c.connect(BROKER_HOST, BROKER_PORT, keepalive=10)
+    c.loop_start()
+    try:
+        c.subscribe(f"{prefix}/#", qos=1)
+        time.sleep(settle)
+    finally:
+        c.loop_stop()
+        c.disconnect()
+    return got
+
+
+# ------------------------------------------------------------------------------------------ infra
+def check_infra() -> list[str]:
+    """Problems that make integration tests impossible (empty list when all is well)."""
+    problems: list[str] = []
+    try:
+        cp = subprocess.run([DOCKER, "info", "--format", "{{.ServerVersion}}"], capture_output=True, text=True, timeout=20)
+        if cp.returncode != 0:
+            problems.append(f"dockerd is not reachable (`docker info`: {cp.stderr.strip()[-300:]})")
+    except (OSError, subprocess.TimeoutExpired) as e:
+        problems.append(f"docker CLI unusable: {e}")
+    else:
+        if cp.returncode == 0:
+            im = subprocess.run([DOCKER, "image", "inspect", IMAGE], capture_output=True, text=True, timeout=20)
+            if im.returncode != 0:
+                problems.append(f"image {IMAGE} is missing (scripts/bootstrap.sh builds it offline)")
+    if not port_open(BROKER_HOST, BROKER_PORT):
+        problems.append(f"no MQTT broker listens on {BROKER_HOST}:{BROKER_PORT}")
+    if not (VENV_BIN / "dockyard").exists():
+        problems.append(f"{VENV_BIN / 'dockyard'} is missing (pip install -e '.[test]' into .venv)")
+    return problems
+
+
+# ------------------------------------------------------------------------------------------ harness
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen
+    log: Path
+    argv: list[str]
+
+
+@dataclass
+class Harness:
+    """One test's private dockyard world. Build with :meth:`create`; always :meth:`cleanup`."""
+
+    workdir: Path
+    cluster: str = field(default_factory=lambda: f"t-{uuid.uuid4().hex[:8]}")
+    mqtt_url: str = MQTT_URL
+    image: str = IMAGE
+
+    def __post_init__(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.store = self.workdir / "dockyard.db"
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.api = httpx.Client(base_url=self.base_url, timeout=10.0)
+        self.orchestrator: Proc | None = None
+        self.agents: dict[str, Proc] = {}
+        self.node_ids: list[str] = []  # every node id ever started (for MQTT cleanup)
+        self.logs: list[Path] = []     # every log file ever written (printed on failure)
+        self._dead: list[Proc] = []
+        self._agent_seq = 0
+        self._manifest_seq = 0
+        self._cleaned = False
+
+    # ---- processes ------------------------------------------------------------------------
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Proc:
+        log = self.workdir / f"{name}.log"
+        # Append: a restarted process keeps its predecessor's log above a marker.
+        fh = open(log, "ab")
+        fh.write(f"\n===== {time.strftime('%H:%M:%S')} start: {' '.join(argv)}\n".encode())
+        fh.flush()
+        penv = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        popen = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                 env=penv, cwd=str(self.workdir), start_new_session=True)
+        fh.close()
+        if log not in self.logs:
+            self.logs.append(log)
+        return Proc(name, popen, log, argv)
+
+    @staticmethod
+    def _flags(extra: dict[str, Any]) -> list[str]:
+        out: list[str] = []
+        for k, v in extra.items():
+            flag = "--" + k.replace("_", "-")
+            if v is True:
+                out.append(flag)
+            elif v is False or v is None:
+                continue
+            elif isinstance(v, (list, tuple)):
+                for item in v:
+                    out += [flag, str(item)]
+            else:
+                out += [flag, str(v)]
+        return out
+
+    def start_orchestrator(self, wait: bool = True, timeout: float = 30.0, **extra_flags: Any) -> Proc:
+        """Start ``dockyard orchestrator`` on this test's port and store; wait for /healthz.
+
+        ``extra_flags`` become CLI flags: ``heartbeat_timeout=5`` -> ``--heartbeat-timeout 5``,
+        ``foo=True`` -> ``--foo``, lists repeat the flag.
+        """
+        if self.orchestrator and self.orchestrator.popen.poll() is None:
+            raise AssertionError("orchestrator already running; stop_orchestrator() first")
+        argv = [DOCKYARD, "orchestrator", "--listen", f"127.0.0.1:{self.port}", "--store", str(self.store),
+                "--mqtt", self.mqtt_url] + self._flags(extra_flags)
+        self.orchestrator = p = self._spawn("orchestrator", argv)
+        if wait:
+            def healthy() -> bool:
+                if p.popen.poll() is not None:
+                    raise _Exited(f"orchestrator exited with {p.popen.returncode}; log:\n{self.tail(p.log)}")
+                return self.api.get("/healthz", timeout=1.0).status_code == 200
+            self._wait_alive(healthy, timeout, "orchestrator /healthz")
+        return p
+
+    def stop_orchestrator(self, kill: bool = False, timeout: float = 15.0) -> int | None:
+        """SIGTERM (graceful) or SIGKILL (crash) the orchestrator; returns its exit code."""
+        if not self.orchestrator:
+            return None
+        rc = kill_pid(self.orchestrator.popen, timeout=timeout, kill=kill)
+        self._dead.append(self.orchestrator)
+        self.orchestrator = None
+        return rc
+
+    def restart_orchestrator(self, kill: bool = False, **extra_flags: Any) -> Proc:
+        self.stop_orchestrator(kill=kill)
+        return self.start_orchestrator(**extra_flags)
+
+    def start_agent(
+        self,
+        node_id: str | None = None,
+        attributes: dict[str, str] | None = None,
+        wait: bool = True,
+        timeout: float = 30.0,
+        mqtt: str | None = None,
+        docker_url: str | None = None,
+        argv_prefix: list[str] | None = None,
+        env: dict[str, str] | None = None,
+        **extra_flags: Any,
+    ) -> Proc:
+        """Start ``dockyard agent`` for this cluster; by default wait until the API shows the node connected.
+
+        ``argv_prefix`` runs the agent under a wrapper, e.g. ``["nsenter", "--net=/var/run/netns/dy-h1"]``
+        for the multi-host test bed (with ``mqtt="mqtt://10.77.0.1:1883"`` and ``docker_url=...``).
+        """
+        if node_id is None:
+            self._agent_seq += 1
+            node_id = f"{self.cluster}-n{self._agent_seq}"
+        if node_id in self.agents and self.agents[node_id].popen.poll() is None:
+            raise AssertionError(f"agent {node_id} already running")
+        argv = list(argv_prefix or []) + [DOCKYARD, "agent", "--node-id", node_id, "--cluster", self.cluster,
+                                           "--mqtt", mqtt or self.mqtt_url]
+        if docker_url:
+            argv += ["--docker", docker_url]
+        for k, v in (attributes or {}).items():
+            argv += ["--attribute", f"{k}={v}"]
+        argv += self._flags(extra_flags)
+        p = self._spawn(f"agent-{node_id}", argv, env=env)
+        self.agents[node_id] = p
+        if node_id not in self.node_ids:
+            self.node_ids.append(node_id)
+        if wait and self.orchestrator is not None:
+            def connected() -> bool:
+                if p.popen.poll() is not None:
+                    raise _Exited(f"agent {node_id} exited with {p.popen.returncode}; log:\n{self.tail(p.log)}")
+                return bool((self.node(node_id) or {}).get("connected"))
+            self._wait_alive(connected, timeout, f"node {node_id} connected")
+        return p
+
+    def stop_agent(self, node_id: str, kill: bool = False, timeout: float = 15.0) -> int | None:
+        p = self.agents.pop(node_id, None)
+        if p is None:
+            return None
+        rc = kill_pid(p.popen, timeout=timeout, kill=kill)
+        self._dead.append(p)
+        return rc
+
+    def _wait_alive(self, predicate: Callable[[], Any], timeout: float, message: str) -> Any:
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        while True:
+            try:
+                if predicate():
+                    return True
+            except _Exited:
+                raise
+            except Exception as e:  # noqa: BLE001
+                last = e
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"timed out after {timeout:.0f}s waiting for {message}; last: {last!r}")
+            time.sleep(0.1)
+
+    # ---- client side -----------------------------------------------------------------------
+    def cli(self, *args: str, check: bool = True, timeout: float = 120.0, input: str | None = None) -> subprocess.CompletedProcess:
+        """Run ``dockyard --server URL -c CLUSTER *args``; with ``check`` a non-zero exit fails the test."""
+        argv = [DOCKYARD, "--server", self.base_url, "-c", self.cluster, *map(str, args)]
+        cp = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, input=input,
+                            env={**os.environ, "NO_COLOR": "1"})
+        if check and cp.returncode != 0:
+            raise AssertionError(
+                f"`dockyard {' '.join(map(str, args))}` exited {cp.returncode}\n--- stdout\n{cp.stdout}\n--- stderr\n{cp.stderr}")
+        return cp
+
+    def cli_json(self, *args: str) -> Any:
+        return json.loads(self.cli(*args, "-o", "json").stdout)
+
+    def get(self, path: str) -> Any:
+        r = self.api.get(path)
+        r.raise_for_status()
+        return r.json()
+
+    def tasks(self) -> list[dict]:
+        return self.get(f"/v1/clusters/{self.cluster}/tasks")["tasks"]
+
+    def nodes(self) -> list[dict]:
+        return self.get(f"/v1/clusters/{self.cluster}/nodes")["nodes"]
+
+    def node(self, node_id: str) -> dict | None:
+        return next((n for n in self.nodes() if n.get("nodeId") == node_id), None)
+
+    def running_tasks(self) -> list[dict]:
+        return [t for t in self.tasks() if t.get("lastStatus") == "RUNNING"]
+
+    def wait_for(self, predicate: Callable[[], T], timeout: float = 30.0, interval: float = 0.1,
+                 message: str = "condition") -> T:
+        return wait_for(predicate, timeout=timeout, interval=interval, message=message)
+
+    def wait_running(self, count: int, timeout: float = 60.0) -> list[dict]:
+        """Wait until exactly ``count`` tasks are RUNNING; returns them."""
+        return self.wait_for(lambda: (lambda r: r if len(r) == count else None)(self.running_tasks()),
+                             timeout=timeout, message=f"{count} RUNNING tasks in {self.cluster}")
+
+    def write_manifest(self, text: str, name: str | None = None) -> Path:
+        """Write a manifest (YAML/JSON text) into the test's workdir and return its path."""
+        self._manifest_seq += 1
+        path = self.workdir / (name or f"manifest-{self._manifest_seq}.yaml")
+        path.write_text(text)
+        return path
+
+    # ---- docker side -----------------------------------------------------------------------
+    def containers(self, all: bool = True, node_id: str | None = None, host: str | None = None, **labels: str) -> list[dict]:
+        """This cluster's containers (``docker ps`` JSON rows, ``Labels`` parsed into a dict).
+
+        ``all=False`` lists running ones only; ``node_id``/``labels`` narrow by more labels
+        (``task="..."`` -> ``dockyard.task=...``); ``host`` queries another dockerd.
+        """
+        filters = [f"dockyard.cluster={self.cluster}"]
+        if node_id:
+            filters.append(f"dockyard.node={node_id}")
+        filters += [f"dockyard.{k}={v}" for k, v in labels.items()]
+        return docker_containers(filters, all=all, host=host)
+
+    def inspect(self, container_id: str, host: str | None = None) -> dict:
+        return json.loads(docker("inspect", container_id, host=host).stdout)[0]
+
+    # ---- logs and cleanup ------------------------------------------------------------------
+    @staticmethod
+    def tail(path: Path, lines: int = 200) -> str:
+        try:
+            return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError as e:
+            return f"<cannot read {path}: {e}>"
+
+    def log_sections(self, lines: int = 300) -> list[tuple[str, str]]:
+        return [(f"dockyard log: {p.name} ({p})", self.tail(p, lines)) for p in self.logs]
+
+    def cleanup(self, docker_hosts: list[str | None] = (None,)) -> list[str]:
+        """Kill processes, remove labelled containers and networks, clear retained MQTT. Idempotent.
+
+        Returns a list of problems (also collected best-effort: one failure doesn't stop the rest).
+        """
+        problems: list[str] = []
+        procs = list(self.agents.values()) + ([self.orchestrator] if self.orchestrator else [])
+        self.agents.clear()
+        self.orchestrator = None
+        for p in procs:  # agents first so the orchestrator doesn't see them flap
+            try:
+                kill_pid(p.popen, timeout=10)
+            except Exception as e:  # noqa: BLE001
+                problems.append(f"killing {p.name} pid {p.popen.pid}: {e}")
+            self._dead.append(p)
+        for host in docker_hosts:
+            try:
+                remove_by_label([f"dockyard.cluster={self.cluster}"], host=host)
+            except Exception as e:  # noqa: BLE001
+                problems.append(f"removing containers of {self.cluster}{' on ' + host if host else ''}: {e}")
+        try:
+            known = [f"{TOPIC_ROOT}/{self.cluster}/nodes/{n}/{leaf}" for n in self.node_ids for leaf in ("desired", "presence")]
+            if port_open(BROKER_HOST, BROKER_PORT):
+                clear_retained(f"{TOPIC_ROOT}/{self.cluster}", known)
+        except Exception as e:  # noqa: BLE001
+            problems.append(f"clearing retained MQTT messages of {self.cluster}: {e}")
+        with contextlib.suppress(Exception):
+            self.api.close()
+        self._cleaned = True
+        return problems
+
+
+class _Exited(AssertionError):
+    """A process we wait on died: fail at once with its log instead of waiting for the timeout."""

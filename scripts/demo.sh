@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# Set-up + orchestrator + one agent + a 3-replica web service, all local and offline.
+#
+#   scripts/demo.sh          start (or restart) the demo
+#   scripts/demo.sh stop     stop it: kill the demo's processes (pids in .run/) and remove
+#                            the demo node's containers (labels dockyard.cluster=default
+#                            AND dockyard.node=demo-node-1)
+#
+# State lives in .run/ (demo.db, *.pid, *.log). Re-running stops the previous demo first
+# and starts from a fresh store.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+RUN="$REPO/.run"
+PORT="${DOCKYARD_DEMO_PORT:-8080}"
+SERVER="http://127.0.0.1:$PORT"
+CLUSTER=default
+NODE=demo-node-1
+MQTT=mqtt://127.0.0.1:1883
+DOCKYARD="$REPO/.venv/bin/dockyard"
+REPLICAS=3
+
+say() { printf '==> %s\n' "$*"; }
+die() { printf 'demo.sh: ERROR: %s\n' "$*" >&2; exit 1; }
+
+stop_pid() {  # stop_pid NAME: SIGTERM the pid in .run/NAME.pid, SIGKILL after 15 s
+  local f="$RUN/$1.pid" pid
+  [ -f "$f" ] || return 0
+  pid="$(cat "$f")"
+  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+    # Only kill what is still our process (pids get reused).
+    if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "dockyard $1"; then
+      say "stopping $1 (pid $pid)"
+      kill -TERM "$pid" 2>/dev/null || true
+      for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      kill -0 "$pid" 2>/dev/null && { say "killing $1 (pid $pid)"; kill -KILL "$pid" 2>/dev/null || true; }
+    fi
+  fi
+  rm -f "$f"
+}
+
+stop_demo() {
+  stop_pid agent
+  stop_pid orchestrator
+  if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
+    local ids
+    ids="$(docker ps -aq --filter "label=dockyard.cluster=$CLUSTER" --filter "label=dockyard.node=$NODE")"
+    if [ -n "$ids" ]; then
+      say "removing the demo's containers (dockyard.cluster=$CLUSTER, dockyard.node=$NODE)"
+      # shellcheck disable=SC2086
+      docker rm -f $ids >/dev/null
+    fi
+  fi
+  clear_retained
+}
+
+clear_retained() {  # the demo node's retained topics, so a later run starts clean
+  [ -x "$REPO/.venv/bin/python" ] || return 0
+  "$REPO/.venv/bin/python" - "$CLUSTER" "$NODE" <<'EOF' 2>/dev/null || true
+import sys, socket
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+cluster, node = sys.argv[1:3]
+try:
+    socket.create_connection(("127.0.0.1", 1883), timeout=1).close()
+except OSError:
+    sys.exit(0)
+c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="dockyard-demo-clear")
+c.connect("127.0.0.1", 1883)
+c.loop_start()
+for leaf in ("desired", "presence"):
+    c.publish(f"dockyard/v1/{cluster}/nodes/{node}/{leaf}", None, qos=1, retain=True).wait_for_publish(5)
+c.loop_stop(); c.disconnect()
+EOF
+}
+
+if [ "${1:-}" = stop ]; then
+  stop_demo
+  say "demo stopped"
+  exit 0
+elif [ -n "${1:-}" ]; then
+  die "usage: scripts/demo.sh [stop]"
+fi
+
+"$REPO/scripts/bootstrap.sh" || die "bootstrap failed"
+mkdir -p "$RUN"
+stop_demo  # re-runnable: a previous demo's processes and containers go first
+rm -f "$RUN/demo.db" "$RUN/demo.db-wal" "$RUN/demo.db-shm"
+
+if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
+  die "port $PORT is in use by something else (set DOCKYARD_DEMO_PORT to use another)"
+fi
+
+PY="$REPO/.venv/bin/python"
+http_get() {  # http_get URL: body on stdout, non-zero unless 200 (no curl on a minimal Debian)
+  "$PY" -c 'import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=2).read().decode())' "$1" 2>/dev/null
+}
+show_log() { echo "---- last lines of $1" >&2; tail -n 40 "$1" >&2 || true; }
+
+say "starting orchestrator on $SERVER (log: .run/orchestrator.log)"
+setsid nohup "$DOCKYARD" orchestrator --listen "127.0.0.1:$PORT" --store "$RUN/demo.db" --mqtt "$MQTT" \
+  </dev/null >"$RUN/orchestrator.log" 2>&1 &
+echo $! >"$RUN/orchestrator.pid"
+for i in $(seq 1 150); do
+  http_get "$SERVER/healthz" >/dev/null && break
+  kill -0 "$(cat "$RUN/orchestrator.pid")" 2>/dev/null || { show_log "$RUN/orchestrator.log"; die "orchestrator exited"; }
+  [ "$i" = 150 ] && { show_log "$RUN/orchestrator.log"; die "orchestrator not healthy after 15 s"; }
+  sleep 0.1
+done
+
+say "starting agent $NODE (log: .run/agent.log)"
+setsid nohup "$DOCKYARD" agent --node-id "$NODE" --cluster "$CLUSTER" --mqtt "$MQTT" \
+  --docker unix:///var/run/docker.sock --attribute demo=true \
+  </dev/null >"$RUN/agent.log" 2>&1 &
+echo $! >"$RUN/agent.pid"
+node_connected() {
+  http_get "$SERVER/v1/clusters/$CLUSTER/nodes" | "$PY" -c '
+import json, sys
+nodes = json.load(sys.stdin).get("nodes", [])
+sys.exit(0 if any(n.get("nodeId") == sys.argv[1] and n.get("connected") for n in nodes) else 1)' "$NODE"
+}
+for i in $(seq 1 300); do
+  node_connected && break
+  kill -0 "$(cat "$RUN/agent.pid")" 2>/dev/null || { show_log "$RUN/agent.log"; die "agent exited"; }
+  [ "$i" = 300 ] && { show_log "$RUN/agent.log"; die "node $NODE not connected after 30 s"; }
+  sleep 0.1
+done
+
+say "dockyard apply -f manifests/demo/"
+"$DOCKYARD" --server "$SERVER" -c "$CLUSTER" apply -f "$REPO/manifests/demo/"
+
+say "waiting (up to 60 s) for $REPLICAS RUNNING tasks"
+running() {
+  http_get "$SERVER/v1/clusters/$CLUSTER/tasks" | "$PY" -c '
+import json, sys
+print(sum(t.get("lastStatus") == "RUNNING" for t in json.load(sys.stdin).get("tasks", [])))'
+}
+n=0
+for i in $(seq 1 120); do
+  n="$(running || echo 0)"
+  [ "$n" -ge "$REPLICAS" ] && break
+  [ "$i" = 120 ] && { show_log "$RUN/agent.log"; show_log "$RUN/orchestrator.log"; die "only $n of $REPLICAS tasks RUNNING after 60 s"; }
+  sleep 0.5
+done
+
+echo
+say "dockyard get tasks"
+"$DOCKYARD" --server "$SERVER" -c "$CLUSTER" get tasks
+echo
+say "dockyard get services"
+"$DOCKYARD" --server "$SERVER" -c "$CLUSTER" get services
+cat <<EOF
+
+The demo is running: orchestrator on $SERVER, agent $NODE, $REPLICAS replicas of the web service.
+Look around:
+    export DOCKYARD_SERVER=$SERVER
+    .venv/bin/dockyard get nodes
+    .venv/bin/dockyard describe service web
+    .venv/bin/dockyard scale web 5
+    docker ps --filter label=dockyard.node=$NODE
+    tail -f .run/orchestrator.log .run/agent.log
+Stop it (processes by pid, containers by label):
+    scripts/demo.sh stop
+EOF

@@ -1,0 +1,270 @@
+"""SQLite persistence (orchestrator.store) and the in-memory state with write-back (orchestrator.state)."""
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from dockyard.ecs import TaskDefinitionSpec
+from dockyard.wire import NodeResources
+from orchestrator.core.services import new_deployment
+from orchestrator.models import Cluster, Node, Service, ServiceEvent, ServiceSpec, Task, TaskContainer, TaskDefinition
+from orchestrator.state import State
+from orchestrator.store import SCHEMA_VERSION, Store, StoreError
+
+
+@pytest.fixture
+def db(tmp_path):
+    return tmp_path / "sub" / "dockyard.db"
+
+
+def rows(path, kind: str | None = None) -> int:
+    con = sqlite3.connect(str(path))
+    try:
+        if kind:
+            return con.execute("SELECT COUNT(*) FROM records WHERE kind=?", (kind,)).fetchone()[0]
+        return con.execute("SELECT COUNT(*) FROM records").fetchone()[0]
+    finally:
+        con.close()
+
+
+def spec() -> TaskDefinitionSpec:
+    return TaskDefinitionSpec.model_validate({
+        "family": "web", "cpu": "256", "memory": "512", "ulimits": [{"name": "nofile"}],
+        "containerDefinitions": [{"name": "web", "image": "busybox", "healthCheck": {"command": ["CMD", "true"]},
+                                  "portMappings": [{"containerPort": 80, "hostPort": 8080}]}],
+    })
+
+
+def records():
+    td = TaskDefinition(family="web", revision=3, spec=spec(), specHash=spec().spec_hash(), registeredAt=1.0,
+                        ignoredFields=["ulimits"])
+    svc = Service(cluster="prod", serviceName="web",
+                  spec=ServiceSpec(serviceName="web", taskDefinition="web", desiredCount=3,
+                                   placementConstraints=[{"type": "memberOf", "expression": "attribute:zone == a"}],
+                                   placementStrategy=[{"type": "spread", "field": "attribute:zone"}]),
+                  generation=4, observedGeneration=4, steadyState=True,
+                  events=[ServiceEvent(message="(service web) has reached a steady state.", count=3)])
+    svc.deployments = new_deployment([], "web:2", 3, 10.0)
+    svc.deployments[0].rolloutState = "COMPLETED"
+    svc.deployments = new_deployment(svc.deployments, "web:3", 3, 20.0)
+    svc.deployments[0].failedTasks = 2
+    task = Task(cluster="prod", taskDefinition="web:3", family="web", revision=3, group="service:web",
+                serviceName="web", deploymentId=svc.deployments[0].id, nodeId="n1", lastStatus="RUNNING",
+                healthStatus="HEALTHY", cpu=256, memory=512, startedAt=30.0, placedGeneration=7,
+                containers=[TaskContainer(name="web", lastStatus="RUNNING", healthStatus="HEALTHY", dockerId="abc",
+                                          networkBindings=[{"containerPort": 80, "hostPort": 8080}])])
+    node = Node(cluster="prod", nodeId="n1", connected=True, bootId="boot-1", status="DRAINING",
+                resources=NodeResources(cpu=2048, memory=4096), attributes={"zone": "a"},
+                capacityProviders=["EC2", "FARGATE"], generation=7, observedGeneration=6, observedEpoch=2)
+    return Cluster(clusterName="prod", createdAt=5.0), td, svc, task, node
+
+
+# ---- store -------------------------------------------------------------------------------------------
+def test_round_trip_of_every_kind(db):
+    cluster, td, svc, task, node = records()
+    store = Store(db)
+    store.write([("cluster", cluster), ("taskdef", td), ("service", svc), ("task", task), ("node", node)])
+    store.close()
+
+    store = Store(db)
+    assert store.load("cluster") == [cluster]
+    assert store.load("taskdef") == [td]
+    assert store.load("service") == [svc]
+    assert store.load("task") == [task]
+    assert store.load("node") == [node]
+    loaded_td = store.load("taskdef")[0]
+    assert loaded_td.spec.spec_hash() == td.specHash and loaded_td.spec.model_extra == {"ulimits": [{"name": "nofile"}]}
+    assert store.load("service")[0].deployments[1].rolloutState == "COMPLETED"
+    store.close()
+
+
+def test_write_replaces_by_key_and_deletes(db):
+    store = Store(db)
+    cluster, td, svc, task, node = records()
+    store.write([("task", task)])
+    task.lastStatus = "STOPPED"
+    store.write([("task", task)])
+    assert rows(db, "task") == 1 and store.load("task")[0].lastStatus == "STOPPED"
+    store.write([], [("task", task.taskId)])
+    assert rows(db, "task") == 0
+    store.write([])  # nothing to do is fine
+    store.close()
+
+
+def test_schema_version_is_recorded(db):
+    store = Store(db)
+    assert store.get_meta("schema_version") == str(SCHEMA_VERSION)
+    store.close()
+    con = sqlite3.connect(str(db))
+    assert con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
+    assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    con.close()
+
+
+def test_newer_schema_version_refuses_to_open(db):
+    Store(db).close()
+    con = sqlite3.connect(str(db))
+    con.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION + 1),))
+    con.commit()
+    con.close()
+    with pytest.raises(StoreError) as exc:
+        Store(db)
+    assert "newer" in str(exc.value) and str(SCHEMA_VERSION + 1) in str(exc.value)
+
+
+def test_reopening_keeps_data_and_version(db):
+    cluster, *_ = records()
+    s = Store(db)
+    s.write([("cluster", cluster)])
+    s.close()
+    s = Store(db)
+    assert s.get_meta("schema_version") == str(SCHEMA_VERSION) and s.load("cluster") == [cluster]
+    s.close()
+
+
+def test_epoch_increments_and_persists(db):
+    s = Store(db)
+    assert s.get_meta("epoch") is None
+    assert s.next_epoch() == 1
+    assert s.next_epoch() == 2
+    s.close()
+    s = Store(db)
+    assert s.next_epoch() == 3
+    s.close()
+
+
+def test_write_is_atomic(db):
+    store = Store(db)
+    cluster, td, svc, task, node = records()
+    store.write([("cluster", cluster)])
+    # make the second insert of the batch fail inside the transaction
+    store.db.execute("CREATE TRIGGER no_nodes BEFORE INSERT ON records WHEN NEW.kind = 'node' "
+                     "BEGIN SELECT RAISE(ABORT, 'boom'); END")
+    with pytest.raises(sqlite3.DatabaseError):
+        store.write([("task", task), ("node", node)], [("cluster", "prod")])
+    assert rows(db) == 1 and rows(db, "cluster") == 1 and rows(db, "task") == 0
+    store.close()
+
+
+def test_unknown_kind_is_refused(db):
+    store = Store(db)
+    with pytest.raises(TypeError):
+        store.write([("thing", ServiceEvent(message="x"))])
+    store.close()
+
+
+# ---- state --------------------------------------------------------------------------------------------
+def test_state_flush_writes_every_dirty_record_in_one_transaction(db):
+    store = Store(db)
+    state = State(store)
+    cluster, td, svc, task, node = records()
+    state.put_cluster(cluster)
+    state.put_taskdef(td)
+    state.put_service(svc)
+    state.put_node(node)
+    tasks = [task] + [Task(cluster="prod", taskDefinition="web:3", family="web", revision=3, group="service:web",
+                           serviceName="web", nodeId=f"n{i % 3}") for i in range(50)]
+    for t in tasks:
+        state.put_task(t)
+    state.put_task(task)  # a second change to the same record is still one row
+    statements: list[str] = []
+    store.db.set_trace_callback(statements.append)
+    assert state.flush() == 4 + 51
+    store.db.set_trace_callback(None)
+    assert [s for s in statements if s in ("BEGIN", "COMMIT", "ROLLBACK")] == ["BEGIN", "COMMIT"]
+    assert rows(db) == 55 and rows(db, "task") == 51
+    assert state.flush() == 0  # nothing dirty any more
+    store.close()
+
+
+def test_state_reload_indexes_and_disconnects_nodes(db):
+    store = Store(db)
+    state = State(store)
+    cluster, td, svc, task, node = records()
+    for put, obj in ((state.put_cluster, cluster), (state.put_taskdef, td), (state.put_service, svc),
+                     (state.put_node, node), (state.put_task, task)):
+        put(obj)
+    state.flush()
+    store.close()
+
+    store = Store(db)
+    again = State(store)
+    assert again.clusters == {"prod": cluster}
+    assert again.taskdefs["web"][3] == td and again.resolve_taskdef("web:3") == td and again.latest_taskdef("web") == td
+    assert again.services[("prod", "web")] == svc
+    assert [t.taskId for t in again.service_tasks("prod", "web")] == [task.taskId]
+    assert [t.taskId for t in again.node_tasks("prod", "n1")] == [task.taskId]
+    n = again.nodes[("prod", "n1")]
+    assert n.connected is False  # nobody is connected right after a restart
+    assert n.generation == 7 and n.attributes == {"zone": "a"}
+    assert again.dirty_nodes == {("prod", "n1")}  # every node's document is republished
+    store.close()
+
+
+def test_state_deletes_are_flushed(db):
+    store = Store(db)
+    state = State(store)
+    cluster, td, svc, task, node = records()
+    state.put_service(svc)
+    state.put_task(task)
+    state.put_node(node)
+    state.flush()
+    state.delete_service(svc)
+    state.delete_task(task)
+    state.delete_node(node)
+    assert state.flush() == 3
+    assert rows(db) == 0
+    assert state.service_tasks("prod", "web") == [] and state.node_tasks("prod", "n1") == []
+    store.close()
+
+
+def test_delete_then_put_again_keeps_the_record(db):
+    store = Store(db)
+    state = State(store)
+    cluster, *_ = records()
+    state.put_cluster(cluster)
+    state.flush()
+    state.delete_cluster(cluster)
+    state.put_cluster(cluster)
+    state.flush()
+    assert rows(db, "cluster") == 1
+    store.close()
+
+
+def test_state_without_a_store_counts_but_writes_nothing():
+    state = State(None)
+    cluster, *_ = records()
+    state.put_cluster(cluster)
+    assert state.flush() == 1 and state.flush() == 0
+
+
+def test_moving_a_task_between_nodes_reindexes_and_dirties_both():
+    state = State(None)
+    *_, task, _ = records()
+    state.put_task(task)
+    state.dirty_nodes.clear()
+    task.nodeId = "n2"
+    state.put_task(task)
+    assert state.node_tasks("prod", "n1") == [] and [t.taskId for t in state.node_tasks("prod", "n2")] == [task.taskId]
+    assert state.dirty_nodes == {("prod", "n1"), ("prod", "n2")}
+
+
+def test_replacing_a_task_object_reindexes():
+    state = State(None)
+    *_, task, _ = records()
+    state.put_task(task)
+    copy = task.model_copy(update={"nodeId": "n3"})
+    state.put_task(copy)
+    assert state.node_tasks("prod", "n1") == [] and state.node_tasks("prod", "n3") == [copy]
+    assert state.service_tasks("prod", "web") == [copy]
+
+
+def test_resolve_taskdef():
+    state = State(None)
+    for rev, status in ((1, "ACTIVE"), (2, "ACTIVE"), (3, "INACTIVE")):
+        state.put_taskdef(TaskDefinition(family="web", revision=rev, status=status, spec=spec(), specHash="h"))
+    assert state.resolve_taskdef("web").revision == 2  # latest ACTIVE
+    assert state.resolve_taskdef("web:3").revision == 3  # pinned, even INACTIVE (as ECS)
+    assert state.resolve_taskdef("web:9") is None and state.resolve_taskdef("api") is None
+    assert state.resolve_taskdef("web:x") is None

@@ -137,7 +137,8 @@ def remove_by_label(label_filters: list[str], host: str | None = None) -> list[s
     return ids
 
 
-def clear_retained(prefix: str, known_topics: list[str] = (), settle: float = 0.3) -> list[str]:
+def clear_retained(prefix: str, known_topics: list[str] = (), settle: float = 0.3,
+                   host: str = BROKER_HOST, port: int = BROKER_PORT) -> list[str]:
     """Clear retained messages: the given topics plus every retained topic found under ``prefix/#``.
 
     Uses paho-mqtt (installed with aiomqtt) synchronously so it works from any finalizer.
@@ -148,7 +149,7 @@ def clear_retained(prefix: str, known_topics: list[str] = (), settle: float = 0.
     found: set[str] = set(known_topics)
     c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"dockyard-test-clear-{uuid.uuid4().hex[:8]}")
     c.on_message = lambda _c, _u, msg: found.add(msg.topic) if msg.retain and msg.payload else None
-    c.connect(BROKER_HOST, BROKER_PORT, keepalive=10)
+    c.connect(host, port, keepalive=10)
     c.loop_start()
     try:
         c.subscribe(f"{prefix}/#", qos=1)
@@ -162,7 +163,7 @@ def clear_retained(prefix: str, known_topics: list[str] = (), settle: float = 0.
     return sorted(found)
 
 
-def retained_topics(prefix: str, settle: float = 0.3) -> dict[str, bytes]:
+def retained_topics(prefix: str, settle: float = 0.3, host: str = BROKER_HOST, port: int = BROKER_PORT) -> dict[str, bytes]:
     """Retained messages currently held by the broker under ``prefix/#`` (topic -> payload)."""
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
@@ -170,7 +171,7 @@ def retained_topics(prefix: str, settle: float = 0.3) -> dict[str, bytes]:
     got: dict[str, bytes] = {}
     c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"dockyard-test-peek-{uuid.uuid4().hex[:8]}")
     c.on_message = lambda _c, _u, msg: got.__setitem__(msg.topic, msg.payload) if msg.retain else None
-    c.connect(BROKER_HOST, BROKER_PORT, keepalive=10)
+    c.connect(host, port, keepalive=10)
     c.loop_start()
     try:
         c.subscribe(f"{prefix}/#", qos=1)
@@ -459,8 +460,11 @@ class Harness:
                 problems.append(f"removing containers of {self.cluster}{' on ' + host if host else ''}: {e}")
         try:
             known = [f"{TOPIC_ROOT}/{self.cluster}/nodes/{n}/{leaf}" for n in self.node_ids for leaf in ("desired", "presence")]
-            if port_open(BROKER_HOST, BROKER_PORT):
-                clear_retained(f"{TOPIC_ROOT}/{self.cluster}", known)
+            from dockyard.mqtt import parse_url
+
+            b = parse_url(self.mqtt_url)
+            if port_open(b.host, b.port):
+                clear_retained(f"{TOPIC_ROOT}/{self.cluster}", known, host=b.host, port=b.port)
         except Exception as e:  # noqa: BLE001
             problems.append(f"clearing retained MQTT messages of {self.cluster}: {e}")
         with contextlib.suppress(Exception):

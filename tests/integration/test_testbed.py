@@ -1,0 +1,67 @@
+"""The multi-host test bed: 2 hosts, a container in each host's dockerd, nothing left behind."""
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from harness import wait_for
+from testbed import BRIDGE, Testbed
+
+pytestmark = pytest.mark.integration
+
+
+def _leftovers() -> list[str]:
+    out = []
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    out += [f"netns {line.split()[0]}" for line in netns.splitlines() if line.startswith("dy-h")]
+    links = subprocess.run(["ip", "-br", "link"], capture_output=True, text=True).stdout
+    out += [f"link {line.split()[0]}" for line in links.splitlines() if line.startswith(("dyv", BRIDGE))]
+    out += [f"path {p}" for p in ("/run/dockyard-testbed", "/var/lib/dockyard-testbed") if Path(p).exists()]
+    mounts = Path("/proc/self/mounts").read_text()
+    out += [f"mount {line.split()[1]}" for line in mounts.splitlines() if "dockyard-testbed" in line]
+    ps = subprocess.run(["ps", "-eo", "pid,stat,args"], capture_output=True, text=True).stdout
+    out += [f"process {line.strip()}" for line in ps.splitlines()
+            if "dockyard-testbed" in line and " Z" not in line and "ps -eo" not in line]
+    return out
+
+
+def test_two_hosts_run_containers_and_tear_down_cleanly(infra, dockyard_env):
+    if os.geteuid() != 0:
+        pytest.fail("the multi-host test bed needs root (network namespaces, dockerd)", pytrace=False)
+    env = dockyard_env
+    docker0_before = subprocess.run(["ip", "-br", "addr", "show", "docker0"], capture_output=True, text=True).stdout
+
+    tb = Testbed(2)
+    with tb:
+        testbed_attach_ok = tb.attach(env) is None
+        assert testbed_attach_ok and env.mqtt_url == "mqtt://10.77.0.1:1883"
+        h1, h2 = tb.host(1), tb.host(2)
+        # Each host has its own dockerd with the offline image loaded.
+        for h in (h1, h2):
+            h.docker("run", "-d", "--name", f"{env.cluster}-{h.name}", "--label", f"dockyard.cluster={env.cluster}",
+                     "-p", "8081:8080", env.image, "httpd", "-f", "-p", "8080", "-h", "/www")
+            assert [c["Names"] for c in tb.containers(env, h.k, all=False)] == [f"{env.cluster}-{h.name}"]
+        # ...and not in the main dockerd.
+        assert env.containers() == []
+        # Host 2 reaches host 1's published port over the bridge, and the bed's broker.
+        got = wait_for(lambda: h2.docker("run", "--rm", env.image, "wget", "-qO-", f"http://{h1.ip}:8081/",
+                                         check=False).stdout.strip() == "hello",
+                       timeout=10, message="h2 -> h1:8081")
+        assert got
+        assert h2.can_connect("10.77.0.1", 1883)
+        # A partition: h1 can no longer reach the broker; restore heals it.
+        tb.cut(1)
+        assert not h1.can_connect("10.77.0.1", 1883)
+        tb.restore(1)
+        wait_for(lambda: h1.can_connect("10.77.0.1", 1883), timeout=10, message="h1 reaches the broker after restore")
+        # Harness cleanup removes the cluster's containers from every host's dockerd.
+        assert env.cleanup() == []
+        assert tb.containers(env, 1) == [] and tb.containers(env, 2) == []
+
+    assert _leftovers() == []
+    # The main dockerd and its docker0 are untouched.
+    assert subprocess.run(["docker", "info"], capture_output=True).returncode == 0
+    assert subprocess.run(["ip", "-br", "addr", "show", "docker0"], capture_output=True, text=True).stdout == docker0_before

@@ -1,0 +1,166 @@
+"""Python side of the multi-host test bed (scripts/testbed.sh does the work; this wraps it).
+
+Usage in a test (root only; the module fixture brings hosts up once and always tears down)::
+
+    from testbed import Testbed
+
+    @pytest.fixture(scope="module")
+    def testbed():
+        with Testbed(3) as tb:
+            yield tb
+
+    def test_node_failure(dockyard_env, testbed):
+        env = dockyard_env
+        testbed.attach(env)                   # orchestrator uses the bed's broker; cleanup covers every host
+        env.start_orchestrator(node_lost_seconds=3)
+        for k in testbed.hosts:
+            testbed.start_agent(env, k)       # node id <cluster>-h<k>, in netns dy-h<k>
+        ...
+        testbed.cut(2)                        # partition host 2; testbed.restore(2) heals it
+        testbed.kill_dockerd(3)               # host failure; testbed.start_dockerd(3) brings it back
+        env.stop_agent(testbed.node_id(env, 1), kill=True)   # agent crash
+"""
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness import REPO, Harness, docker, docker_containers
+
+SCRIPT = REPO / "scripts" / "testbed.sh"
+BRIDGE = "dybr0"
+BRIDGE_IP = "10.77.0.1"
+MQTT_URL = f"mqtt://{BRIDGE_IP}:1883"
+
+
+@dataclass(frozen=True)
+class Host:
+    k: int
+
+    @property
+    def name(self) -> str:
+        return f"h{self.k}"
+
+    @property
+    def netns(self) -> str:
+        return f"dy-h{self.k}"
+
+    @property
+    def ip(self) -> str:
+        return f"10.77.0.{10 + self.k}"
+
+    @property
+    def veth(self) -> str:
+        return f"dyv{self.k}"
+
+    @property
+    def docker_url(self) -> str:
+        return f"unix:///run/dockyard-testbed/h{self.k}.sock"
+
+    @property
+    def nsenter(self) -> list[str]:
+        """Prefix that runs a command inside this host's network namespace."""
+        return ["nsenter", f"--net=/var/run/netns/{self.netns}"]
+
+    @property
+    def dockerd_log(self) -> Path:
+        return Path(f"/run/dockyard-testbed/h{self.k}.dockerd.log")
+
+    def docker(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+        return docker(*args, check=check, timeout=timeout, host=self.docker_url)
+
+    def exec(self, *argv: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess:
+        """Run a command in this host's network namespace."""
+        cp = subprocess.run([*self.nsenter, *argv], capture_output=True, text=True, timeout=timeout)
+        if check and cp.returncode != 0:
+            raise AssertionError(f"[{self.name}] {' '.join(argv)} failed ({cp.returncode}): {cp.stderr.strip()}")
+        return cp
+
+
+    def can_connect(self, ip: str, port: int, timeout: float = 1.0) -> bool:
+        """Can this host open a TCP connection to ip:port (e.g. the broker at 10.77.0.1:1883)?"""
+        code = f"import socket; socket.create_connection(({ip!r}, {port}), {timeout})"
+        return self.exec(str(REPO / ".venv" / "bin" / "python"), "-c", code, check=False,
+                         timeout=timeout + 10).returncode == 0
+
+
+def run_script(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+    cp = subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout)
+    if check and cp.returncode != 0:
+        raise AssertionError(f"scripts/testbed.sh {' '.join(args)} failed ({cp.returncode}):\n{cp.stdout}\n{cp.stderr}")
+    return cp
+
+
+class Testbed:
+    """N hosts on this machine. ``up()``/``down()`` or use as a context manager (down always runs)."""
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.hosts: dict[int, Host] = {k: Host(k) for k in range(1, n + 1)}
+        self.mqtt_url = MQTT_URL
+
+    def up(self) -> "Testbed":
+        try:
+            run_script("up", str(self.n))
+        except BaseException:
+            self.down()
+            raise
+        return self
+
+    def down(self) -> None:
+        run_script("down")
+
+    def __enter__(self) -> "Testbed":
+        return self.up()
+
+    def __exit__(self, *exc: object) -> None:
+        self.down()
+
+    def host(self, k: int) -> Host:
+        return self.hosts[k]
+
+    # ---- failures ----------------------------------------------------------------------------
+    def kill_dockerd(self, k: int) -> None:
+        run_script("kill-dockerd", str(k))
+
+    def start_dockerd(self, k: int) -> None:
+        run_script("start-dockerd", str(k))
+
+    def cut(self, k: int) -> None:
+        """Network partition: host k's veth goes down (its agent can't reach the broker)."""
+        run_script("cut", str(k))
+
+    def restore(self, k: int) -> None:
+        run_script("restore", str(k))
+
+    # ---- with the harness ---------------------------------------------------------------------
+    def attach(self, env: Harness) -> None:
+        """Point ``env`` at the bed's broker (call before ``env.start_orchestrator``) and make its
+        cleanup remove the cluster's containers from every host's dockerd."""
+        env.mqtt_url = self.mqtt_url
+        hosts = [None] + [h.docker_url for h in self.hosts.values()]
+        original = env.cleanup
+
+        def cleanup(docker_hosts=hosts):  # noqa: ANN001
+            problems = original(docker_hosts=[h for h in docker_hosts if h is None or self._reachable(h)])
+            return problems
+        env.cleanup = cleanup  # type: ignore[method-assign]
+
+    @staticmethod
+    def _reachable(docker_url: str) -> bool:
+        return docker("info", check=False, timeout=10, host=docker_url).returncode == 0
+
+    def node_id(self, env: Harness, k: int) -> str:
+        return f"{env.cluster}-h{k}"
+
+    def start_agent(self, env: Harness, k: int, **kwargs):  # noqa: ANN003, ANN201
+        """Start an agent for host k inside its namespace, driving its dockerd, via the bed's broker."""
+        h = self.hosts[k]
+        kwargs.setdefault("node_id", self.node_id(env, k))
+        return env.start_agent(mqtt=self.mqtt_url, docker_url=h.docker_url, argv_prefix=h.nsenter, **kwargs)
+
+    def containers(self, env: Harness, k: int, all: bool = True) -> list[dict]:
+        return docker_containers([f"dockyard.cluster={env.cluster}"], all=all, host=self.hosts[k].docker_url)

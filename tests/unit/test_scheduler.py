@@ -312,7 +312,9 @@ def build(groups, node_list):
             seen.add(n.node_id)
             uniq.append(n)
     out, k = [], 0
+    distinct_of: dict[str, bool] = {}
     for g, count, cpu, mem, ports, distinct, member_of, strat, lt in groups:
+        distinct = distinct_of.setdefault(g, distinct)  # the tasks of one group share their constraints
         for _ in range(count):
             out.append(TaskAsk(f"t{k}", g, cpu, mem, ports, lt, distinct, member_of, strat))
             k += 1

@@ -1,0 +1,458 @@
+"""The controller (orchestrator.controller) driven without MQTT or Docker: presence and status
+messages go straight into its handlers, ``reconcile(now)`` is called by the test with a fake
+clock, and a fake agent obeys the desired documents it returns."""
+from __future__ import annotations
+
+import time as real_time
+from collections import Counter
+from types import SimpleNamespace
+
+import pytest
+
+from dockyard.wire import ContainerReport, DesiredDoc, NodeResources, Presence, StatusDoc, TaskReport
+from orchestrator import controller as controller_mod
+from orchestrator import ops as ops_mod
+from orchestrator.controller import Controller
+from orchestrator.core.query import QueryError
+from orchestrator.core.services import primary_of
+from orchestrator.ops import Ops, UserError
+from orchestrator.state import State
+from orchestrator.store import Store
+
+CLUSTER = "default"
+LOST = 10.0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, dt: float) -> float:
+        self.t += dt
+        return self.t
+
+
+class Sim:
+    """A controller, its Ops, a fake clock and fake agents that obey the published documents."""
+
+    def __init__(self, monkeypatch, state: State | None = None, epoch: int = 1) -> None:
+        self.clock = Clock()
+        fake_time = SimpleNamespace(time=self.clock, perf_counter=real_time.perf_counter)
+        monkeypatch.setattr(controller_mod, "time", fake_time)
+        monkeypatch.setattr(ops_mod, "time", fake_time)
+        self.published: list[DesiredDoc] = []
+
+        async def publish(doc: DesiredDoc) -> None:  # never awaited: reconcile() returns the documents
+            self.published.append(doc)
+
+        self.state = state or State(None)
+        self.ctl = Controller(self.state, epoch=epoch, publish=publish, node_lost_seconds=LOST)
+        self.ops = Ops(self.state, self.ctl)
+        self.boot: dict[str, str] = {}
+        self.seq = 0
+        self.docs: dict[str, DesiredDoc] = {}  # last document per node
+
+    # ---- bus input ---------------------------------------------------------------------------
+    def node_online(self, node_id: str, cpu: int = 2048, memory: int = 4096, boot: str | None = None, **kw) -> None:
+        self.boot[node_id] = boot or f"boot-{node_id}"
+        self.ctl.on_presence(CLUSTER, node_id, Presence(nodeId=node_id, bootId=self.boot[node_id], state="online",
+                                                        cluster=CLUSTER, resources=NodeResources(cpu=cpu, memory=memory),
+                                                        **kw))
+
+    def node_offline(self, node_id: str) -> None:
+        self.ctl.on_presence(CLUSTER, node_id, Presence(nodeId=node_id, bootId=self.boot[node_id], state="offline"))
+
+    def status(self, node_id: str, reports: list[TaskReport], kind: str = "update") -> None:
+        self.seq += 1
+        doc = self.docs.get(node_id)
+        self.ctl.on_status(CLUSTER, node_id, StatusDoc(
+            nodeId=node_id, bootId=self.boot[node_id], seq=self.seq, kind=kind,
+            observedEpoch=doc.epoch if doc else 0, observedGeneration=doc.generation if doc else 0, tasks=reports))
+
+    def apply(self, *documents: dict) -> list[dict]:
+        return self.ops.apply([{"source": f"doc{i}.yaml", "document": d} for i, d in enumerate(documents)], CLUSTER)
+
+    def reconcile(self, dt: float = 0.0) -> list[DesiredDoc]:
+        docs = self.ctl.reconcile(self.clock.advance(dt))
+        for d in docs:
+            self.docs[d.nodeId] = d
+        self.state.flush()
+        return docs
+
+    # ---- fake agents ---------------------------------------------------------------------------
+    def agent_report(self, node_id: str, kind: str = "snapshot", health: str = "HEALTHY") -> None:
+        """The agent on ``node_id`` has done what its last document says: desired RUNNING tasks run
+        (healthy), desired STOPPED tasks are stopped."""
+        doc = self.docs.get(node_id)
+        reports = []
+        for dt in (doc.tasks if doc else []):
+            if dt.desiredStatus == "RUNNING":
+                reports.append(TaskReport(taskId=dt.taskId, lastStatus="RUNNING", healthStatus=health,
+                                          startedAt=self.clock.t,
+                                          containers=[ContainerReport(name=c.name, lastStatus="RUNNING",
+                                                                      healthStatus=health)
+                                                      for c in dt.taskDefinition.containerDefinitions]))
+            else:
+                reports.append(TaskReport(taskId=dt.taskId, lastStatus="STOPPED", stoppedAt=self.clock.t,
+                                          containers=[ContainerReport(name=c.name, lastStatus="STOPPED", exitCode=0)
+                                                      for c in dt.taskDefinition.containerDefinitions]))
+        self.status(node_id, reports, kind)
+
+    def agents(self, *nodes: str) -> None:
+        for n in nodes or [n.nodeId for n in self.state.nodes.values() if n.connected]:
+            self.agent_report(n)
+
+    # ---- views ---------------------------------------------------------------------------------
+    def tasks(self, service: str = "web", active: bool = True):
+        ts = self.state.service_tasks(CLUSTER, service)
+        return [t for t in ts if t.active] if active else ts
+
+    def service(self, name: str = "web"):
+        return self.state.services[(CLUSTER, name)]
+
+
+def taskdef(name: str = "web", image: str = "busybox", cmem: int = 256, **spec) -> dict:
+    return {"apiVersion": "dockyard/v1", "kind": "TaskDefinition", "metadata": {"name": name},
+            "spec": {"containerDefinitions": [{"name": name, "image": image, "memory": cmem,
+                                               "command": ["httpd", "-f"]}], **spec}}
+
+
+def service(name: str = "web", td: str = "web", desired: int = 3, **spec) -> dict:
+    return {"apiVersion": "dockyard/v1", "kind": "Service", "metadata": {"name": name},
+            "spec": {"taskDefinition": td, "desiredCount": desired, **spec}}
+
+
+@pytest.fixture
+def sim(monkeypatch) -> Sim:
+    s = Sim(monkeypatch)
+    for n in ("n1", "n2", "n3"):
+        s.node_online(n)
+    return s
+
+
+def running_everywhere(sim: Sim, steps: int = 10) -> None:
+    """Reconcile and let the agents report until nothing changes any more."""
+    for _ in range(steps):
+        docs = sim.reconcile(1.0)
+        sim.agents()
+        if not docs and sim.service().steadyState:
+            return
+
+
+# ---- registration, placement, documents ------------------------------------------------------------
+def test_nodes_register_via_presence(sim):
+    nodes = sim.state.cluster_nodes(CLUSTER)
+    assert sorted(n.nodeId for n in nodes) == ["n1", "n2", "n3"]
+    assert all(n.connected and n.resources.cpu == 2048 and n.resources.memory == 4096 for n in nodes)
+    assert CLUSTER in sim.state.clusters
+
+
+def test_apply_reconcile_places_three_tasks_one_per_node(sim):
+    results = sim.apply(taskdef(), service())
+    assert [r["action"] for r in results] == ["registered", "created"]
+    docs = sim.reconcile()
+    tasks = sim.tasks()
+    assert len(tasks) == 3
+    assert Counter(t.nodeId for t in tasks) == {"n1": 1, "n2": 1, "n3": 1}
+    assert all(t.lastStatus == "PENDING" and t.desiredStatus == "RUNNING" and t.pendingReason is None for t in tasks)
+    assert sorted(d.nodeId for d in docs) == ["n1", "n2", "n3"]
+    for d in docs:
+        assert d.epoch == 1 and d.generation == 1 and len(d.tasks) == 1
+        (dt,) = d.tasks
+        assert dt.family == "web" and dt.revision == 1 and dt.serviceName == "web"
+        assert dt.taskDefinition.containerDefinitions[0].image == "busybox"
+        assert sim.state.tasks[dt.taskId].nodeId == d.nodeId
+        assert sim.state.tasks[dt.taskId].placedGeneration == 1
+    assert sim.service().deployments[0].taskDefinition == "web:1"
+
+
+def test_generations_increase_with_each_change(sim):
+    sim.apply(taskdef(), service(desired=3))
+    first = {d.nodeId: d.generation for d in sim.reconcile()}
+    sim.ops.scale(CLUSTER, "web", 6)
+    second = {d.nodeId: d.generation for d in sim.reconcile(1)}
+    assert set(second) == {"n1", "n2", "n3"}
+    assert all(second[n] > first[n] for n in second)
+    assert all(len(sim.docs[n].tasks) == 2 for n in second)
+
+
+def test_reconcile_without_change_publishes_nothing(sim):
+    sim.apply(taskdef(), service())
+    sim.reconcile()
+    gens = {n.nodeId: n.generation for n in sim.state.nodes.values()}
+    assert sim.reconcile(1) == []
+    assert sim.reconcile(1) == []
+    assert {n.nodeId: n.generation for n in sim.state.nodes.values()} == gens
+    # re-applying identical documents changes nothing either
+    assert [r["action"] for r in sim.apply(taskdef(), service())] == ["unchanged", "unchanged"]
+    assert sim.reconcile(1) == []
+
+
+def test_running_reports_make_tasks_running_and_the_service_steady(sim):
+    sim.apply(taskdef(), service())
+    sim.reconcile()
+    sim.agents()
+    tasks = sim.tasks()
+    assert all(t.lastStatus == "RUNNING" and t.startedAt == sim.clock.t for t in tasks)
+    assert all(t.containers and t.containers[0].lastStatus == "RUNNING" for t in tasks)
+    assert sim.reconcile(1) == []
+    s = sim.service()
+    assert s.steadyState and primary_of(s).rolloutState == "COMPLETED" and primary_of(s).runningCount == 3
+    assert any("steady state" in e.message for e in s.events)
+    assert all(n.observedGeneration == 1 and n.observedEpoch == 1 for n in sim.state.nodes.values())
+
+
+def test_reports_from_the_wrong_node_are_ignored(sim):
+    sim.apply(taskdef(), service(desired=1))
+    sim.reconcile()
+    (t,) = sim.tasks()
+    other = next(n for n in ("n1", "n2", "n3") if n != t.nodeId)
+    sim.status(other, [TaskReport(taskId=t.taskId, lastStatus="STOPPED")])
+    assert t.lastStatus == "PENDING" and t.active
+
+
+def test_essential_container_exit_stops_the_task_and_a_replacement_follows(sim):
+    sim.apply(taskdef(), service())
+    sim.reconcile()
+    sim.agents()
+    sim.reconcile(1)
+    victim = sim.tasks()[0]
+    node = victim.nodeId
+    sim.status(node, [TaskReport(taskId=victim.taskId, lastStatus="STOPPED", stoppedAt=sim.clock.t,
+                                 containers=[ContainerReport(name="web", lastStatus="STOPPED", exitCode=137)])])
+    assert victim.lastStatus == "STOPPED" and victim.desiredStatus == "STOPPED"
+    assert victim.stopCode == "EssentialContainerExited"
+    s = sim.service()
+    assert primary_of(s).failedTasks == 1
+    assert any(victim.short_id in e.message and "web exit 137" in e.message for e in s.events)
+    # launch backoff: no replacement in the same second ...
+    sim.reconcile(0)
+    assert len(sim.tasks()) == 2
+    # ... one after it
+    docs = sim.reconcile(2)
+    tasks = sim.tasks()
+    assert len(tasks) == 3 and victim.taskId not in {t.taskId for t in tasks}
+    assert all(t.nodeId for t in tasks)
+    assert docs  # the replacement's node got a new document
+    assert victim.taskId not in {dt.taskId for d in sim.docs.values() for dt in d.tasks}
+
+
+def test_node_lost_stops_its_tasks_and_replaces_them_elsewhere(sim):
+    sim.apply(taskdef(), service())
+    running_everywhere(sim)
+    on_n1 = [t for t in sim.tasks() if t.nodeId == "n1"]
+    assert len(on_n1) == 1
+    sim.node_offline("n1")
+    assert not sim.state.nodes[(CLUSTER, "n1")].connected
+    sim.reconcile(1)
+    assert on_n1[0].active  # not yet: the node may come back
+    sim.clock.advance(LOST)
+    sim.agents("n2", "n3")  # the others keep reporting (heartbeats)
+    sim.reconcile(0)
+    lost = on_n1[0]
+    assert lost.lastStatus == "STOPPED" and lost.stopCode == "ServiceSchedulerInitiated"
+    assert "n1" in lost.stoppedReason and "lost" in lost.stoppedReason
+    tasks = sim.tasks()
+    assert len(tasks) == 3 and all(t.nodeId in ("n2", "n3") for t in tasks)
+    assert Counter(t.nodeId for t in tasks) in ({"n2": 2, "n3": 1}, {"n2": 1, "n3": 2})
+    assert sim.docs["n1"].tasks == []  # its document is emptied too
+    assert sim.state.nodes[(CLUSTER, "n2")].connected and sim.state.nodes[(CLUSTER, "n3")].connected
+
+
+def test_heartbeat_timeout_disconnects_a_silent_node(sim):
+    sim.apply(taskdef(), service())
+    running_everywhere(sim)
+    sim.clock.advance(LOST + 1)
+    sim.agents("n2", "n3")
+    sim.reconcile(0)
+    assert not sim.state.nodes[(CLUSTER, "n1")].connected
+    sim.clock.advance(LOST)
+    sim.agents("n2", "n3")
+    sim.reconcile(0)
+    assert all(t.nodeId != "n1" for t in sim.tasks()) and len(sim.tasks()) == 3
+
+
+def test_a_stale_offline_will_is_ignored(sim):
+    sim.node_online("n1", boot="boot-2")  # the agent restarted
+    sim.ctl.on_presence(CLUSTER, "n1", Presence(nodeId="n1", bootId="boot-n1", state="offline"))  # old Will
+    assert sim.state.nodes[(CLUSTER, "n1")].connected
+
+
+def test_unplaceable_tasks_wait_with_a_reason_and_an_event(sim):
+    sim.apply(taskdef(cmem=3000), service(desired=4))
+    sim.reconcile()
+    tasks = sim.tasks()
+    placed = [t for t in tasks if t.nodeId]
+    waiting = [t for t in tasks if not t.nodeId]
+    assert len(placed) == 3 and len(waiting) == 1
+    assert waiting[0].lastStatus == "PENDING" and "memory" in waiting[0].pendingReason
+    assert any("unable to place a task" in e.message for e in sim.service().events)
+    sim.node_online("n4")
+    sim.reconcile(1)
+    assert waiting[0].nodeId == "n4"
+
+
+def test_rolling_deployment_through_the_controller(sim):
+    sim.apply(taskdef(), service(desired=3))
+    running_everywhere(sim)
+    old = {t.taskId for t in sim.tasks()}
+    sim.apply(taskdef(image="busybox:2"))  # the service follows the family
+    max_seen = 0
+    for _ in range(15):
+        sim.reconcile(1)
+        live = [t for t in sim.tasks() if t.desiredStatus == "RUNNING"]
+        max_seen = max(max_seen, len(live))
+        healthy = [t for t in live if t.lastStatus == "RUNNING"]
+        assert len(healthy) >= 3  # minimumHealthyPercent 100
+        sim.agents()
+        if sim.service().steadyState and not sim.reconcile(0):
+            break
+    s = sim.service()
+    p = primary_of(s)
+    assert p.taskDefinition == "web:2" and p.rolloutState == "COMPLETED"
+    tasks = sim.tasks()
+    assert len(tasks) == 3 and all(t.taskDefinition == "web:2" for t in tasks) and not old & {t.taskId for t in tasks}
+    assert max_seen <= 6  # maximumPercent 200
+    assert all(d.status == "INACTIVE" for d in s.deployments if d is not p)
+
+
+def test_scale_in_through_the_controller(sim):
+    sim.apply(taskdef(), service(desired=6))
+    running_everywhere(sim)
+    sim.ops.scale(CLUSTER, "web", 3)
+    sim.reconcile(1)
+    stopping = [t for t in sim.state.service_tasks(CLUSTER, "web") if t.desiredStatus == "STOPPED"]
+    assert len(stopping) == 3 and all("Scaling activity" in t.stoppedReason for t in stopping)
+    sim.agents()
+    sim.reconcile(1)
+    tasks = sim.tasks()
+    assert len(tasks) == 3 and Counter(t.nodeId for t in tasks) == {"n1": 1, "n2": 1, "n3": 1}
+    assert all(t.lastStatus == "STOPPED" for t in stopping)
+
+
+def test_drain_moves_tasks_off_the_node(sim):
+    sim.apply(taskdef(), service(desired=3))
+    running_everywhere(sim)
+    sim.ops.set_node_status(CLUSTER, "n3", "DRAINING")
+    running_everywhere(sim)
+    tasks = sim.tasks()
+    assert len(tasks) == 3 and all(t.nodeId in ("n1", "n2") for t in tasks)
+    stopped = [t for t in sim.tasks(active=False) if t.nodeId == "n3"]
+    assert stopped and all("drain" in t.stoppedReason for t in stopped)
+
+
+def test_daemon_service_runs_one_task_per_node(sim):
+    sim.apply(taskdef("agent"), service("agent", td="agent", schedulingStrategy="DAEMON",
+                                       deploymentConfiguration={"maximumPercent": 100, "minimumHealthyPercent": 0}))
+    sim.reconcile()
+    tasks = sim.tasks("agent")
+    assert Counter(t.nodeId for t in tasks) == {"n1": 1, "n2": 1, "n3": 1}
+    sim.node_online("n4")
+    sim.reconcile(1)
+    assert Counter(t.nodeId for t in sim.tasks("agent"))["n4"] == 1
+
+
+def test_fargate_service_lands_only_on_fargate_nodes(sim):
+    sim.node_online("f1", capacityProviders=["FARGATE"])
+    sim.apply(taskdef(requiresCompatibilities=["FARGATE"], networkMode="awsvpc", cpu="256", memory="512"),
+              service(desired=2, launchType="FARGATE"))
+    sim.reconcile()
+    assert [t.nodeId for t in sim.tasks()] == ["f1", "f1"]
+
+
+def test_apply_errors_change_nothing(sim):
+    with pytest.raises(UserError) as exc:
+        sim.apply(taskdef(), service(td="nope"))
+    assert "does not exist" in exc.value.errors[0].message
+    assert sim.state.services == {} and sim.state.taskdefs == {}
+
+
+def test_restart_republishes_with_a_new_epoch_and_keeps_tasks(monkeypatch, tmp_path):
+    store = Store(tmp_path / "d.db")
+    first = Sim(monkeypatch, State(store), epoch=store.next_epoch())
+    for n in ("n1", "n2", "n3"):
+        first.node_online(n)
+    first.apply(taskdef(), service())
+    running_everywhere(first)
+    ids = {t.taskId for t in first.tasks()}
+    store.close()
+
+    store = Store(tmp_path / "d.db")
+    second = Sim(monkeypatch, State(store), epoch=store.next_epoch())
+    second.clock.t = first.clock.t + 1
+    second.ctl.started_at = second.clock.t
+    docs = second.reconcile(0)
+    assert sorted(d.nodeId for d in docs) == ["n1", "n2", "n3"] and all(d.epoch == 2 for d in docs)
+    assert {dt.taskId for d in docs for dt in d.tasks} == ids
+    assert {t.taskId for t in second.tasks()} == ids  # no duplicates started after the restart
+    store.close()
+
+
+def test_restart_grace_then_lost_nodes(monkeypatch, tmp_path):
+    store = Store(tmp_path / "d.db")
+    first = Sim(monkeypatch, State(store), epoch=1)
+    for n in ("n1", "n2"):
+        first.node_online(n)
+    first.apply(taskdef(), service(desired=2))
+    running_everywhere(first)
+    store.close()
+    store = Store(tmp_path / "d.db")
+    second = Sim(monkeypatch, State(store), epoch=2)
+    second.ctl.started_at = second.clock.t
+    second.reconcile(LOST - 1)  # within the grace after start: nobody is lost yet
+    assert len(second.tasks()) == 2
+    second.boot = {"n2": "boot-n2"}
+    second.node_online("n2")
+    second.clock.advance(2)
+    second.agents("n2")
+    second.reconcile(0)  # n1 never came back
+    tasks = second.tasks()
+    assert len(tasks) == 2 and all(t.nodeId == "n2" for t in tasks)
+    store.close()
+
+
+# ---- bugs -------------------------------------------------------------------------------------------
+@pytest.mark.xfail(strict=True, reason="BUG: Controller.on_status calls mark_stopped() (which sets desiredStatus "
+                                       "STOPPED) before _on_task_stopped(t, t.desiredStatus == 'RUNNING'), so a task "
+                                       "missing from the node's snapshot never counts as a failure (no breaker, no "
+                                       "backoff)")
+def test_task_missing_from_a_snapshot_counts_as_a_failure(sim):
+    sim.apply(taskdef(), service(desired=1))
+    sim.reconcile()
+    (t,) = sim.tasks()
+    sim.status(t.nodeId, [], kind="snapshot")  # the agent applied the document but has no such task
+    assert t.lastStatus == "STOPPED" and t.stopCode == "TaskFailedToStart"
+    assert primary_of(sim.service()).failedTasks == 1
+
+
+@pytest.mark.xfail(strict=True, raises=QueryError,
+                   reason="BUG: a memberOf syntax error in a TaskDefinition is accepted by apply and then raises "
+                          "QueryError from scheduler.place inside every reconcile pass, so no task of any service "
+                          "in the cluster is placed any more")
+def test_bad_task_definition_expression_does_not_break_scheduling(sim):
+    sim.apply(taskdef(), service(desired=2))
+    try:
+        sim.apply(taskdef("bad", placementConstraints=[{"type": "memberOf", "expression": "attribute:zone =="}]),
+                  service("bad", td="bad", desired=1))
+    except UserError:
+        pass  # rejecting it at apply time is fine too
+    sim.reconcile()
+    assert len([t for t in sim.tasks("web") if t.nodeId]) == 2
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: a placement change starts a deployment of the same revision, and "
+                                       "plan_service adopts every task already on that revision, so no task is "
+                                       "ever moved to honour the new constraint")
+def test_placement_change_moves_tasks(sim):
+    sim.node_online("n1", **{"attributes": {"zone": "a"}})
+    sim.node_online("n2", **{"attributes": {"zone": "b"}})
+    sim.node_online("n3", **{"attributes": {"zone": "b"}})
+    sim.apply(taskdef(), service(desired=3))
+    running_everywhere(sim)
+    sim.apply(taskdef(), service(desired=3, placementConstraints=[{"type": "memberOf",
+                                                                   "expression": "attribute:zone == b"}]))
+    running_everywhere(sim, steps=20)
+    assert all(t.nodeId in ("n2", "n3") for t in sim.tasks())

@@ -65,3 +65,46 @@ def test_two_hosts_run_containers_and_tear_down_cleanly(infra, dockyard_env):
     # The main dockerd and its docker0 are untouched.
     assert subprocess.run(["docker", "info"], capture_output=True).returncode == 0
     assert subprocess.run(["ip", "-br", "addr", "show", "docker0"], capture_output=True, text=True).stdout == docker0_before
+
+
+@pytest.mark.slow
+def test_partitioned_host_is_replaced_on_the_other(infra, dockyard_env):
+    """Orchestrator + an agent per host; cutting h2's link moves its tasks to h1."""
+    if os.geteuid() != 0:
+        pytest.fail("the multi-host test bed needs root (network namespaces, dockerd)", pytrace=False)
+    env = dockyard_env
+    with Testbed(2) as tb:
+        tb.attach(env)
+        env.start_orchestrator(node_lost_seconds=3)
+        for k in (1, 2):
+            tb.start_agent(env, k)
+        manifest = env.write_manifest(f"""
+apiVersion: dockyard/v1
+kind: TaskDefinition
+metadata: {{name: web}}
+spec:
+  containerDefinitions:
+    - name: web
+      image: {env.image}
+      command: ["httpd", "-f", "-p", "8080", "-h", "/www"]
+      memory: 32
+      stopTimeout: 2
+---
+apiVersion: dockyard/v1
+kind: Service
+metadata: {{name: web}}
+spec: {{taskDefinition: web, desiredCount: 4}}
+""")
+        env.cli("apply", "-f", str(manifest))
+        env.wait_running(4, timeout=60)
+        assert {k: len(tb.containers(env, k, all=False)) for k in (1, 2)} == {1: 2, 2: 2}
+        assert env.containers() == []  # nothing in the main dockerd
+
+        tb.cut(2)
+        env.wait_for(lambda: not env.node(tb.node_id(env, 2))["connected"], timeout=30, message="h2 disconnected")
+        env.wait_for(lambda: len(tb.containers(env, 1, all=False)) == 4, timeout=60, message="4 tasks on h1")
+        env.wait_running(4, timeout=30)
+        tb.restore(2)
+        env.wait_for(lambda: env.node(tb.node_id(env, 2))["connected"], timeout=30, message="h2 reconnected")
+        env.cleanup()
+    assert _leftovers() == []

@@ -223,11 +223,11 @@ cmd_status() {
 cmd_env() {
   check_k "${1:-}"
   local k=$1
-  echo "NETNS=$(ns "$k")"
-  echo "HOST_IP=$(host_ip "$k")"
-  echo "DOCKER_HOST=unix://$(sock "$k")"
-  echo "DOCKYARD_MQTT=mqtt://$BR_IP:1883"
-  echo "NSENTER='nsenter --net=/var/run/netns/$(ns "$k")'"
+  echo "export NETNS=$(ns "$k")"
+  echo "export HOST_IP=$(host_ip "$k")"
+  echo "export DOCKER_HOST=unix://$(sock "$k")"
+  echo "export DOCKYARD_MQTT=mqtt://$BR_IP:1883"
+  echo "export NSENTER='nsenter --net=/var/run/netns/$(ns "$k")'"
 }
 
 case "${1:-}" in

@@ -248,12 +248,34 @@ def test_rolling_deploy_stops_old_as_new_become_healthy():
     assert plan.start == 0
 
 
+def starts_until_replaced(s: Service, views: list[TaskView], plan, now: float) -> int:
+    """Apply ``plan``, let the stopped tasks linger one pass as ``stopping`` and then vanish; the
+    number of tasks started over the three passes (whether a plan may start replacements while
+    the tasks it stops still run is the planner's choice; it must start them by the end)."""
+    total = plan.start
+    s.deployments = plan.deployments
+    gone = stopped(plan)
+    kept = [t for t in views if t.task_id not in gone]
+    new = [tv(pid(s), status="PENDING", health="UNKNOWN") for _ in range(plan.start)]
+    lingering = [replace(t, stopping=True) for t in views if t.task_id in gone]
+    for extra in (lingering, []):
+        p = plan_service(s, kept + new + extra, now)
+        assert p.stop == []
+        s.deployments = p.deployments
+        new += [tv(pid(s), status="PENDING", health="UNKNOWN") for _ in range(p.start)]
+        total += p.start
+        assert len(kept) + len(new) + len(extra) <= math.floor(
+            s.spec.desiredCount * s.spec.deploymentConfiguration.maximumPercent / 100) or not p.start
+    return total
+
+
 def test_rolling_deploy_min50_max100_stops_half_old_first():
     s = make_service(desired=4, minimum=50, maximum=100, completed=True)
     old = healthy_tasks(pid(s), 4)
     deploy(s, "web:2")
     plan = plan_service(s, old, T0 + 100)
-    assert len(plan.stop) == 2 and plan.start == 2
+    assert len(plan.stop) == 2 and plan.start in (0, 2)
+    assert starts_until_replaced(s, old, plan, T0 + 101) == 2
 
 
 def test_rolling_deploy_min0_max100_replaces_everything_at_once():
@@ -261,7 +283,8 @@ def test_rolling_deploy_min0_max100_replaces_everything_at_once():
     old = healthy_tasks(pid(s), 3)
     deploy(s, "web:2")
     plan = plan_service(s, old, T0 + 100)
-    assert len(plan.stop) == 3 and plan.start == 3
+    assert len(plan.stop) == 3 and plan.start in (0, 3)
+    assert starts_until_replaced(s, old, plan, T0 + 101) == 3
 
 
 def test_rolling_deploy_old_unhealthy_tasks_go_first_and_freely():

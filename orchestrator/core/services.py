@@ -105,7 +105,9 @@ def primary_of(service: Service) -> Deployment | None:
 
 def plan_service(service: Service, tasks: list[TaskView], now: float) -> ServicePlan:
     """Plan one REPLICA service. ``tasks``: its tasks not yet STOPPED (``stopping`` ones included)."""
-    stopping_count = sum(t.stopping for t in tasks)
+    # Every task not yet STOPPED still runs containers, including those asked to stop (now or
+    # earlier): all of them count toward maximumPercent.
+    present = len(tasks)
     tasks = [t for t in tasks if not t.stopping]
     plan = ServicePlan(deployments=[d.model_copy() for d in service.deployments])
     primary = next((d for d in plan.deployments if d.status == "PRIMARY"), None)
@@ -182,7 +184,7 @@ def plan_service(service: Service, tasks: list[TaskView], now: float) -> Service
 
     # 6. Start tasks of the primary deployment within maximumPercent, unless failed or backing off.
     want = desired - len(current)
-    room = max_total - len(current) - len(old_left) - stopping_count
+    room = max_total - present
     if want > 0 and room > 0 and primary.rolloutState != "FAILED":
         if now < primary.nextLaunchAt:
             plan.wake_at = primary.nextLaunchAt

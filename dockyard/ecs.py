@@ -217,26 +217,36 @@ class TaskDefinitionSpec(EcsModel):
 
     @model_validator(mode="after")
     def _rules(self) -> "TaskDefinitionSpec":
+        # "@path: message" lets manifest errors point at the field (see orchestrator/manifests.py).
+        if self.cpu is not None and self.cpu < 0:
+            raise ValueError("@cpu: must not be negative")
+        if self.memory is not None and self.memory < 6:
+            raise ValueError("@memory: must be at least 6 MiB")
         names = [c.name for c in self.containerDefinitions]
         dup = {n for n in names if names.count(n) > 1}
         if dup:
-            raise ValueError(f"container names must be unique within a task definition; repeated: {', '.join(sorted(dup))}")
+            i = max(i for i, n in enumerate(names) if n in dup)
+            raise ValueError(f"@containerDefinitions[{i}].name: container names must be unique within a task "
+                             f"definition; repeated: {', '.join(sorted(dup))}")
         if not any(c.essential for c in self.containerDefinitions):
             raise ValueError("at least one container must be essential (essential: true)")
         by_name = {c.name: c for c in self.containerDefinitions}
-        for c in self.containerDefinitions:
+        for i, c in enumerate(self.containerDefinitions):
             if self.memory is None and c.memory is None and c.memoryReservation is None:
                 raise ValueError(
-                    f"container '{c.name}': at least one of 'memory' or 'memoryReservation' must be specified "
-                    "(or set task-level 'memory')"
+                    f"@containerDefinitions[{i}].memory: container '{c.name}': at least one of 'memory' or "
+                    "'memoryReservation' must be specified (or set task-level 'memory')"
                 )
-            for d in c.dependsOn:
+            for j, d in enumerate(c.dependsOn):
                 target = by_name.get(d.containerName)
+                where = f"@containerDefinitions[{i}].dependsOn[{j}]"
                 if target is None or target.name == c.name:
-                    raise ValueError(f"container '{c.name}' dependsOn unknown container '{d.containerName}'")
+                    raise ValueError(f"{where}.containerName: container '{c.name}' dependsOn unknown container "
+                                     f"'{d.containerName}'")
                 if d.condition == "HEALTHY" and target.healthCheck is None:
                     raise ValueError(
-                        f"container '{c.name}' dependsOn '{d.containerName}' HEALTHY, but '{d.containerName}' has no healthCheck"
+                        f"{where}.condition: container '{c.name}' dependsOn '{d.containerName}' HEALTHY, "
+                        f"but '{d.containerName}' has no healthCheck"
                     )
         _check_dependency_cycle(self.containerDefinitions)
         return self
@@ -278,7 +288,7 @@ def _check_dependency_cycle(containers: list[ContainerDefinition]) -> None:
         if state.get(n) == 2:
             return
         if state.get(n) == 1:
-            raise ValueError(f"dependsOn has a cycle: {' -> '.join(trail + [n])}")
+            raise ValueError(f"@containerDefinitions: dependsOn has a cycle: {' -> '.join(trail + [n])}")
         state[n] = 1
         for m in deps.get(n, []):
             visit(m, trail + [n])

@@ -166,8 +166,8 @@ class Controller:
             if td.revision > max(deployed, default=0):
                 self.start_deployment(s, td.ref, now)
 
-    def start_deployment(self, s: Service, ref: str, now: float) -> None:
-        s.deployments = svc_core.new_deployment(s.deployments, ref, s.spec.desiredCount, now)
+    def start_deployment(self, s: Service, ref: str, now: float, rollback: bool = False) -> None:
+        s.deployments = svc_core.new_deployment(s.deployments, ref, s.spec.desiredCount, now, rollback=rollback)
         add_event(s, f"(service {s.serviceName}) started deployment {s.deployments[0].id} of task definition {ref}.", now)
         s.steadyState = False
         self.state.put_service(s)
@@ -463,9 +463,10 @@ class Controller:
             for t in self.state.node_tasks(cluster, node_id):
                 if (t.lastStatus != "STOPPED" and t.taskId not in reported and t.placedGeneration is not None
                         and st.observedGeneration >= t.placedGeneration):
+                    unexpected = t.desiredStatus == "RUNNING"  # before mark_stopped changes it
                     mark_stopped(t, "TaskFailedToStart", f"Task not found on node {node_id}", now)
                     self.state.put_task(t)
-                    self._on_task_stopped(t, t.desiredStatus == "RUNNING", now)
+                    self._on_task_stopped(t, unexpected, now)
                     woke = True
         if woke:
             self.wake()

@@ -13,6 +13,7 @@ hint; nothing is applied unless every document is valid.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,6 +80,9 @@ def _errors(exc: ValidationError, source: str, kind: str, name: str, prefix: str
     for e in exc.errors():
         loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-")))
         msg = e["msg"].removeprefix("Value error, ")
+        if msg.startswith("@") and ": " in msg:  # a model rule that names its own field (dockyard/ecs.py)
+            where, msg = msg[1:].split(": ", 1)
+            loc = loc + tuple(int(p) if p.isdigit() else p for p in re.split(r"[.\[\]]+", where) if p)
         if e["type"] not in ("missing",) and "input" in e and not isinstance(e["input"], (dict, list)):
             msg += f" (got {e['input']!r})"
         out.append(DocError(source, msg, _path(loc, prefix), kind, name, _HINTS.get(e["type"], "")))
@@ -163,7 +167,7 @@ def parse_document(source: str, doc: Any, default_cluster: str) -> tuple[Doc | N
         return None, errors
     if kind == "Service" and getattr(parsed, "cluster", None):
         cluster = cluster or parsed.cluster
-    if kind in ("Service", "Task"):
+    if kind in ("Service", "Task", "TaskDefinition"):
         _check_constraints(parsed, source, kind, name, prefix, errors)
     if kind == "Service":
         cfg = parsed.deploymentConfiguration

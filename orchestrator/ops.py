@@ -349,7 +349,7 @@ class Ops:
         # Pin the service to that revision so following the family does not undo the undo.
         s.spec = s.spec.model_copy(update={"taskDefinition": target.taskDefinition})
         s.generation += 1
-        self.ctl.start_deployment(s, target.taskDefinition, now)
+        self.ctl.start_deployment(s, target.taskDefinition, now, rollback=True)
         add_event(s, f"(service {name}) rolling back to task definition {target.taskDefinition}.", now)
         self.state.put_service(s)
         self._commit()

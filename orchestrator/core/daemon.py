@@ -7,7 +7,7 @@ deployments default to minimumHealthyPercent 0, maximumPercent 100).
 from __future__ import annotations
 
 from orchestrator.core import query
-from orchestrator.core.services import ServicePlan, StopTask, TaskView, primary_of
+from orchestrator.core.services import HEALTH_STOP_REASON, ServicePlan, StopTask, TaskView, record_failure
 from orchestrator.models import Node, Service
 
 
@@ -16,17 +16,32 @@ def eligible(n: Node, service: Service, td_spec) -> bool:
         return False
     constraints = list(service.spec.placementConstraints) + (list(td_spec.placementConstraints) if td_spec else [])
     for c in constraints:
-        if c.type == "memberOf" and c.expression and not query.evaluate(query.parse(c.expression), n.nodeId, n.attributes):
-            return False
+        if c.type == "memberOf" and c.expression:
+            try:
+                if not query.evaluate(query.parse(c.expression), n.nodeId, n.attributes):
+                    return False
+            except query.QueryError:
+                return False  # rejected at apply time; never crash the loop on old data
     return True
 
 
 def plan_daemon(service: Service, tasks: list[TaskView], nodes: list[Node], td_spec, now: float) -> ServicePlan:
     tasks = [t for t in tasks if not t.stopping]
     plan = ServicePlan(deployments=[d.model_copy() for d in service.deployments])
-    primary = primary_of(service)
+    primary = next((d for d in plan.deployments if d.status == "PRIMARY"), None)
     if primary is None:
         return plan
+    # Tasks failing their health checks are replaced, as for REPLICA services.
+    grace = service.spec.healthCheckGracePeriodSeconds
+    healthy_enough = []
+    for t in tasks:
+        if t.last_status == "RUNNING" and t.health == "UNHEALTHY" and (t.started_at or 0) + grace <= now:
+            plan.stop.append(StopTask(t.task_id, "ServiceSchedulerInitiated", HEALTH_STOP_REASON, failure=True))
+            if t.deployment_id == primary.id:
+                record_failure(primary, now)
+        else:
+            healthy_enough.append(t)
+    tasks = healthy_enough
     wanted = {n.nodeId for n in nodes if service.status == "ACTIVE" and eligible(n, service, td_spec)}
     known = {n.nodeId for n in nodes}
     by_node: dict[str | None, list[TaskView]] = {}
@@ -50,13 +65,18 @@ def plan_daemon(service: Service, tasks: list[TaskView], nodes: list[Node], td_s
         live = [t for t in by_node.get(node_id, []) if t.task_id not in stopping]
         if not live:
             start_on.append(node_id)
+    if start_on and now < primary.nextLaunchAt:  # launch backoff after failures
+        plan.wake_at = primary.nextLaunchAt
+        start_on = []
     plan.start_on = start_on
     running = sum(1 for t in tasks if t.task_id not in stopping and t.last_status == "RUNNING")
-    d = next(d for d in plan.deployments if d.status == "PRIMARY")
+    d = primary
     d.desiredCount, d.runningCount = len(wanted), running
     d.pendingCount = len(tasks) - len(stopping) - running + len(start_on)
     plan.steady = not plan.stop and not start_on and all(
         t.healthy and t.deployment_id == primary.id for t in tasks)
+    if plan.steady:
+        d.launchFailures, d.nextLaunchAt = 0, 0.0
     if plan.steady and d.rolloutState == "IN_PROGRESS":
         d.rolloutState, d.rolloutStateReason, d.updatedAt = "COMPLETED", f"ECS deployment {d.id} completed.", now
     kept = [x for x in plan.deployments if x.status == "PRIMARY"]

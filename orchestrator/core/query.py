@@ -14,7 +14,9 @@ import re
 from dataclasses import dataclass
 from typing import Callable, Union
 
-_TOKEN = re.compile(r"\s*(\(|\)|\[|\]|,|==|!=|&&|\|\||[^\s()\[\],]+)")
+# Words stop at "=" and "!" (except a leading "!" as in "!in"), so "attribute:zone==a" reads as three tokens.
+_TOKEN = re.compile(r"\s*(\(|\)|\[|\]|,|==|!=|&&|\|\||!?[^\s()\[\],=!]+|[=!~<>]+)")
+_PUNCT = ("(", ")", "[", "]", ",")
 _OPS = {
     "==": "==", "equals": "==", "!=": "!=", "not_equals": "!=",
     "in": "in", "!in": "!in", "not_in": "!in",
@@ -65,12 +67,18 @@ def parse(text: str) -> Expr:
     def peek() -> str | None:
         return tokens[pos] if pos < len(tokens) else None
 
-    def take() -> str:
+    def take(expected: str = "more") -> str:
         nonlocal pos
         if pos >= len(tokens):
-            raise QueryError("the expression ends too early")
+            raise QueryError(f"the expression ends too early: expected {expected}")
         pos += 1
         return tokens[pos - 1]
+
+    def value(after: str) -> str:
+        v = take(f"a value after {after!r}")
+        if v in _PUNCT or v.lower() in ("and", "or", "&&", "||"):
+            raise QueryError(f"expected a value after {after!r}, found {v!r}")
+        return v
 
     def expr() -> Expr:
         left = term()
@@ -87,34 +95,31 @@ def parse(text: str) -> Expr:
         return left
 
     def factor() -> Expr:
-        tok = take()
+        tok = take("attribute:NAME, instanceId or '('")
         if tok == "(":
             e = expr()
-            if take() != ")":
+            if take("')'") != ")":
                 raise QueryError("missing ')'")
             return e
         if not (tok.startswith("attribute:") and len(tok) > len("attribute:")) and tok != "instanceId":
             raise QueryError(f"expected attribute:NAME or instanceId, found {tok!r}")
-        op_tok = take()
+        op_tok = take(f"an operator after {tok!r} (==, !=, in, !in, exists, !exists)")
         op = _OPS.get(op_tok.lower())
         if op is None:
             raise QueryError(f"unknown operator {op_tok!r}; use ==, !=, in, !in, exists or !exists")
         if op in ("exists", "!exists"):
             return Cmp(tok, op)
         if op in ("in", "!in"):
-            if take() != "[":
+            if take(f"a list like [a, b] after {op_tok!r}") != "[":
                 raise QueryError(f"'{op_tok}' needs a list like [a, b]")
-            vals = [take()]
+            vals = [value("[")]
             while peek() == ",":
                 take()
-                vals.append(take())
-            if take() != "]":
+                vals.append(value(","))
+            if take("']'") != "]":
                 raise QueryError("missing ']'")
             return Cmp(tok, op, tuple(vals))
-        val = take()
-        if val in ("(", ")", "[", "]", ","):
-            raise QueryError(f"expected a value after {op_tok!r}, found {val!r}")
-        return Cmp(tok, op, (val,))
+        return Cmp(tok, op, (value(op_tok),))
 
     e = expr()
     if pos != len(tokens):

@@ -74,7 +74,7 @@ class Placement:
 
 def _shortfalls(ask: TaskAsk, node: NodeView, exprs: list[query.Expr]) -> list[tuple[int, str]]:
     """Why ``ask`` does not fit on ``node``: (severity, text) pairs; empty when it fits."""
-    out: list[tuple[int, str]] = []
+    out: list[tuple[int, str]] = []  # severity: 3 pool, 2 constraint, 1 resources
     if ask.launch_type not in node.capacity_providers:
         out.append((3, f"does not offer the {ask.launch_type} capacity pool"))
     for text, e in zip(ask.member_of, exprs):
@@ -92,14 +92,32 @@ def _shortfalls(ask: TaskAsk, node: NodeView, exprs: list[query.Expr]) -> list[t
     return out
 
 
+def _shortage(ask: TaskAsk, node: NodeView) -> float:
+    """How far short of cpu and memory a node is, relative to the ask (ties between equally bad nodes)."""
+    cpu = max(0, ask.cpu - node.free_cpu) / max(ask.cpu, 1)
+    mem = max(0, ask.memory - node.free_memory) / max(ask.memory, 1)
+    return cpu + mem
+
+
+def _parse_all(ask: TaskAsk) -> list[query.Expr] | str:
+    try:
+        return [query.parse(t) for t in ask.member_of]
+    except query.QueryError as exc:  # validated at apply time; never let one bad expression stop scheduling
+        return f"its memberOf constraint is invalid ({exc})"
+
+
 def unplaced_reason(ask: TaskAsk, nodes: list[NodeView]) -> str:
     if not nodes:
         return "no container instances (nodes) are connected and ACTIVE in the cluster"
-    exprs = [query.parse(t) for t in ask.member_of]
-    scored = sorted(
-        ((sum(s for s, _ in _shortfalls(ask, n, exprs)), n.node_id, _shortfalls(ask, n, exprs)) for n in nodes)
-    )
-    _, node_id, why = scored[0]
+    exprs = _parse_all(ask)
+    if isinstance(exprs, str):
+        return exprs
+    scored = []
+    for n in nodes:
+        why = _shortfalls(ask, n, exprs)
+        scored.append((sum(s for s, _ in why), _shortage(ask, n), n.node_id, why))
+    scored.sort(key=lambda x: x[:3])
+    _, _, node_id, why = scored[0]
     return (
         "no container instance met all of its requirements. "
         f"The closest matching container-instance {node_id} " + "; ".join(w for _, w in why) + "."
@@ -138,7 +156,11 @@ def place(asks: list[TaskAsk], nodes: list[NodeView], seed: int | None = None) -
 
 def _place_batch(batch: list[TaskAsk], nodes: list[NodeView], rng: random.Random, result: Placement) -> None:
     ask0 = batch[0]
-    exprs = [query.parse(t) for t in ask0.member_of]
+    exprs = _parse_all(ask0)
+    if isinstance(exprs, str):
+        for ask in batch:
+            result.unplaced[ask.task_id] = exprs
+        return
     # Static filters (launch type, memberOf) do not change while placing.
     eligible = [
         n for n in nodes

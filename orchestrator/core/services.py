@@ -157,6 +157,10 @@ def plan_service(service: Service, tasks: list[TaskView], now: float) -> Service
     current = [t for t in live if (t.deployment_id == primary.id or t.task_definition == primary.taskDefinition)
                and not t.node_draining]
     plan.adopt = [t.task_id for t in current if t.deployment_id != primary.id]
+    if not primary.isRollback:
+        # Only a rollback adopts; any other new deployment (e.g. new placement rules) replaces every task.
+        current = [t for t in current if t.deployment_id == primary.id]
+        plan.adopt = []
     old = [t for t in live if t not in current]
     healthy = sum(t.healthy for t in live)
 
@@ -170,17 +174,35 @@ def plan_service(service: Service, tasks: list[TaskView], now: float) -> Service
     stopping = {s.task_id for s in plan.stop}
     old_left = [t for t in old if t.task_id not in stopping]
 
-    # 5. Scale in the current deployment beyond desired (pending ones first, then as ECS picks).
+    # 5. Scale in: the current deployment beyond desired (pending, then not yet healthy, then healthy
+    #    tasks as ECS picks), then whatever still exceeds maximumPercent (a scale-in during a rollout).
+    scale_reason = f"Scaling activity initiated by (service {name})"
     if len(current) > desired:
         excess = len(current) - desired
-        pending = [t for t in current if t.last_status != "RUNNING"][:excess]
-        victims = [t.task_id for t in pending]
-        rest = [t for t in current if t.task_id not in victims]
-        spread_field = next((s.field for s in service.spec.placementStrategy if s.type == "spread"), None)
-        victims += pick_scale_in([(t.task_id, t.node_id, t.node_attributes) for t in rest], excess - len(victims), spread_field)
-        for v in victims:
-            plan.stop.append(StopTask(v, "ServiceSchedulerInitiated", f"Scaling activity initiated by (service {name})"))
+        unready = sorted((t for t in current if not t.healthy), key=lambda t: (t.last_status == "RUNNING", t.task_id))
+        victims = [t.task_id for t in unready][:excess]
+        if excess > len(victims):
+            spread_field = next((s.field for s in service.spec.placementStrategy if s.type == "spread"), None)
+            ready = [(t.task_id, t.node_id, t.node_attributes) for t in current if t.healthy]
+            victims += pick_scale_in(ready, excess - len(victims), spread_field)
+        for t in current:
+            if t.task_id in victims:
+                plan.stop.append(StopTask(t.task_id, "ServiceSchedulerInitiated", scale_reason))
+                healthy -= t.healthy
         current = [t for t in current if t.task_id not in victims]
+    over = len(current) + len(old_left) - max_total
+    if over > 0:
+        for t in [t for t in current if not t.healthy][:over]:
+            plan.stop.append(StopTask(t.task_id, "ServiceSchedulerInitiated", scale_reason))
+            current.remove(t)
+            over -= 1
+        for t in sorted(old_left, key=lambda t: t.task_id):
+            if over > 0 and healthy - 1 >= min_healthy:
+                plan.stop.append(StopTask(t.task_id, "ServiceSchedulerInitiated", scale_reason))
+                healthy -= 1
+                over -= 1
+    stopping = {s.task_id for s in plan.stop}
+    old_left = [t for t in old if t.task_id not in stopping]
 
     # 6. Start tasks of the primary deployment within maximumPercent, unless failed or backing off.
     want = desired - len(current)
@@ -206,6 +228,8 @@ def plan_service(service: Service, tasks: list[TaskView], now: float) -> Service
         if d.status == "PRIMARY":
             d.desiredCount, d.runningCount, d.pendingCount = desired, r, p + (plan.start if d is primary else 0)
             plan.steady = not old_left and len(current) == desired and _current_healthy(current) == desired
+            if plan.steady:  # a steady service forgets old launch failures (backoff starts over)
+                d.launchFailures, d.nextLaunchAt = 0, 0.0
             if plan.steady and d.rolloutState == "IN_PROGRESS":
                 d.rolloutState = "COMPLETED"
                 d.rolloutStateReason = f"ECS deployment {d.id} completed."

@@ -415,10 +415,6 @@ def test_restart_grace_then_lost_nodes(monkeypatch, tmp_path):
 
 
 # ---- bugs -------------------------------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="BUG: Controller.on_status calls mark_stopped() (which sets desiredStatus "
-                                       "STOPPED) before _on_task_stopped(t, t.desiredStatus == 'RUNNING'), so a task "
-                                       "missing from the node's snapshot never counts as a failure (no breaker, no "
-                                       "backoff)")
 def test_task_missing_from_a_snapshot_counts_as_a_failure(sim):
     sim.apply(taskdef(), service(desired=1))
     sim.reconcile()
@@ -428,10 +424,6 @@ def test_task_missing_from_a_snapshot_counts_as_a_failure(sim):
     assert primary_of(sim.service()).failedTasks == 1
 
 
-@pytest.mark.xfail(strict=True, raises=QueryError,
-                   reason="BUG: a memberOf syntax error in a TaskDefinition is accepted by apply and then raises "
-                          "QueryError from scheduler.place inside every reconcile pass, so no task of any service "
-                          "in the cluster is placed any more")
 def test_bad_task_definition_expression_does_not_break_scheduling(sim):
     sim.apply(taskdef(), service(desired=2))
     try:
@@ -443,9 +435,6 @@ def test_bad_task_definition_expression_does_not_break_scheduling(sim):
     assert len([t for t in sim.tasks("web") if t.nodeId]) == 2
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a placement change starts a deployment of the same revision, and "
-                                       "plan_service adopts every task already on that revision, so no task is "
-                                       "ever moved to honour the new constraint")
 def test_placement_change_moves_tasks(sim):
     sim.node_online("n1", **{"attributes": {"zone": "a"}})
     sim.node_online("n2", **{"attributes": {"zone": "b"}})

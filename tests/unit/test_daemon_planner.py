@@ -171,8 +171,6 @@ def test_stopping_tasks_are_ignored():
     assert plan.stop == [] and plan.start_on == ["n1"]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: plan_daemon ignores launch backoff (nextLaunchAt): a crash-looping "
-                                       "daemon task is restarted on every pass with no delay and no wake_at")
 def test_daemon_respects_launch_backoff():
     s = daemon()
     d = primary_of(s)
@@ -182,8 +180,6 @@ def test_daemon_respects_launch_backoff():
     assert plan.start_on == [] and plan.wake_at == T0 + 2
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: plan_daemon ignores health: a daemon task failing its health checks "
-                                       "(past the grace period) is never replaced, unlike REPLICA services and ECS")
 def test_daemon_replaces_a_task_failing_health_checks():
     s = daemon()
     p = primary_of(s).id

@@ -70,9 +70,6 @@ def test_task_cpu_and_memory_strings_are_normalised():
     assert (spec.cpu, spec.memory, spec.total_cpu, spec.total_memory) == (512, 1024, 512, 1024)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: TaskDefinitionSpec.cpu/memory accept negative numbers (parse_cpu/"
-                                       "parse_memory pass ints through, no ge bound); a negative reservation makes "
-                                       "the scheduler count free capacity up")
 def test_negative_task_cpu_or_memory_is_rejected():
     with pytest.raises(ValidationError):
         td([{"name": "w", "image": "x"}], cpu=-256, memory=512)

@@ -287,9 +287,6 @@ def test_distinct_instance_with_expression_is_rejected():
     assert fields(errs) == ["spec.placementConstraints[0].expression"]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: manifests.parse_document checks memberOf expressions only for Service "
-                                       "and Task; a TaskDefinition's bad expression is accepted and later makes "
-                                       "query.parse raise inside the scheduler on every reconcile pass")
 def test_member_of_syntax_error_in_a_task_definition_is_rejected():
     errs = bad(manifest("TaskDefinition", {
         "containerDefinitions": [CONTAINER],
@@ -304,9 +301,6 @@ def test_depends_on_unknown_container_is_rejected():
     assert errs[0].field.startswith("spec")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: cross-field task-definition rules (dependsOn target, unique names, memory) "
-                                       "are raised by a model validator, so the error's field is just 'spec' instead "
-                                       "of the offending container's path")
 def test_depends_on_unknown_container_names_the_container_path():
     errs = bad(manifest("TaskDefinition", {"containerDefinitions": [
         CONTAINER, {**CONTAINER, "name": "side", "dependsOn": [{"containerName": "db", "condition": "START"}]}]}))

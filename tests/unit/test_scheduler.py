@@ -207,8 +207,6 @@ def test_closest_node_is_the_one_with_fewest_shortfalls():
     assert "n2" in reason and "memory" in reason and "memberOf" not in reason
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: unplaced_reason breaks ties between equally failing nodes by node id, "
-                                       "so 'closest' names a node with less free memory than another")
 def test_closest_node_for_memory_is_the_one_with_most_free_memory():
     ns = [NodeView("n1", 4096, 512), NodeView("n2", 4096, 3000)]
     reason = unplaced_reason(TaskAsk("t", "g", 10, 4096), ns)

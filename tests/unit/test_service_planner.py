@@ -176,8 +176,6 @@ def test_scale_in_takes_from_the_most_loaded_node():
     assert len(plan.stop) == 2 and stopped(plan) <= {"a", "b", "c"}
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: scale-in (services.py step 5) picks running victims only by node load, "
-                                       "so it stops a HEALTHY task while an unhealthy/not-yet-healthy one survives")
 def test_scale_in_prefers_unhealthy_running_tasks_over_healthy_ones():
     s = make_service(desired=2, completed=True, grace=60)
     ts = [tv(pid(s), node="n1", tid="h1"), tv(pid(s), node="n1", tid="h2"),
@@ -186,9 +184,6 @@ def test_scale_in_prefers_unhealthy_running_tasks_over_healthy_ones():
     assert stopped(plan) == {"u1"}
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a scale-in during a rollout trims only the new deployment to "
-                                       "desiredCount; old tasks kept for minimumHealthyPercent plus pending new ones "
-                                       "stay above maximumPercent")
 def test_scale_in_during_rollout_respects_maximum_percent():
     s = make_service(desired=6, minimum=50, maximum=100, completed=True)
     old = healthy_tasks(pid(s), 3)
@@ -349,10 +344,6 @@ def test_rollback_deployment_adopts_tasks_already_on_its_revision():
     assert plan.steady and plan_primary(plan).runningCount == 2
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: services.py step 3 adopts every task whose revision equals the primary's, "
-                                       "not only for rollbacks; a new deployment of the same revision (Ops starts one "
-                                       "when placementConstraints/Strategy change) completes at once and never moves "
-                                       "any task")
 def test_new_deployment_of_the_same_revision_replaces_tasks():
     s = make_service(desired=2, completed=True)
     old = healthy_tasks(pid(s), 2)
@@ -533,8 +524,6 @@ def test_completion_resets_backoff():
     assert p.rolloutState == "COMPLETED" and p.launchFailures == 0 and p.nextLaunchAt == 0.0
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: launchFailures is reset only on the IN_PROGRESS->COMPLETED transition; "
-                                       "on a COMPLETED deployment every failure ever seen keeps doubling the backoff")
 def test_backoff_resets_once_the_service_is_steady_again():
     s = make_service(desired=2, completed=True)
     ok = tv(pid(s), tid="ok")
@@ -791,9 +780,6 @@ def test_simulation_invariants_and_convergence(rnd, desired, cfg, has_hc, grace,
     simulate(rnd, desired, cfg, has_hc, grace, breaker, failures, False, stop_lag, deploy_at)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: scale-in during a rollout stops healthy tasks below "
-                                       "minimumHealthyPercent while not-yet-healthy ones survive, and can leave "
-                                       "RUNNING+PENDING above maximumPercent (services.py step 5)")
 @settings(max_examples=200, deadline=None, derandomize=True, phases=[Phase.generate])  # no shrinking: fast xfail
 @given(**SIM_ARGS)
 def test_simulation_invariants_and_convergence_with_random_scaling(rnd, desired, cfg, has_hc, grace, breaker,

@@ -5,7 +5,9 @@ import asyncio
 import base64
 import json
 import os
+import random
 import re
+import socket
 import time
 from datetime import datetime
 from typing import Any, AsyncIterator
@@ -211,6 +213,9 @@ def from_inspect(d: dict[str, Any]) -> ActualContainer:
 
 
 # ---- the runtime -------------------------------------------------------------------------------
+DYNAMIC_PORTS = (49153, 65535)
+
+
 class DockerRuntime:
     name = "docker"
 
@@ -224,6 +229,7 @@ class DockerRuntime:
         self._pulls: dict[str, asyncio.Future[str | None]] = {}
         self._pull_failed: dict[str, tuple[float, str]] = {}
         self._pulled: set[str] = set()
+        self._port_reserved: dict[tuple[int, str], float] = {}
         self.log = log.get("agent.docker")
 
     @property
@@ -394,7 +400,31 @@ class DockerRuntime:
             if e.status != 404:
                 raise
 
+    def _dynamic_port(self, proto: str) -> str:
+        """A free host port from ECS's dynamic range 49153-65535 (Docker's own pick would come from
+        the kernel's ephemeral range). Recently handed-out ports are not reused for a minute."""
+        now = time.monotonic()
+        self._port_reserved = {k: t for k, t in self._port_reserved.items() if now - t < 60}
+        for _ in range(200):
+            port = random.randint(DYNAMIC_PORTS[0], DYNAMIC_PORTS[1])
+            if (port, proto) in self._port_reserved:
+                continue
+            kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
+            with socket.socket(socket.AF_INET, kind) as sock:
+                try:
+                    sock.bind(("0.0.0.0", port))
+                except OSError:
+                    continue
+            self._port_reserved[(port, proto)] = now
+            return str(port)
+        return ""  # let Docker choose
+
     async def create(self, spec: CreateSpec) -> str:
+        bindings = spec.body.get("HostConfig", {}).get("PortBindings") or {}
+        for key, entries in bindings.items():
+            for b in entries:
+                if not b.get("HostPort"):
+                    b["HostPort"] = self._dynamic_port(key.rsplit("/", 1)[-1])
         try:
             r = await self.docker._query_json(
                 "containers/create", "POST", params={"name": spec.name}, data=json.dumps(spec.body)

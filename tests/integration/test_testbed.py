@@ -22,9 +22,16 @@ def _leftovers() -> list[str]:
     out += [f"path {p}" for p in ("/run/dockyard-testbed", "/var/lib/dockyard-testbed") if Path(p).exists()]
     mounts = Path("/proc/self/mounts").read_text()
     out += [f"mount {line.split()[1]}" for line in mounts.splitlines() if "dockyard-testbed" in line]
-    ps = subprocess.run(["ps", "-eo", "pid,stat,args"], capture_output=True, text=True).stdout
-    out += [f"process {line.strip()}" for line in ps.splitlines()
-            if "dockyard-testbed" in line and " Z" not in line and "ps -eo" not in line]
+    for proc in Path("/proc").iterdir():  # no `ps`: procps isn't on a minimal Debian
+        if not proc.name.isdigit():
+            continue
+        try:
+            args = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            zombie = "\nState:\tZ" in (proc / "status").read_text()
+        except OSError:
+            continue
+        if "dockyard-testbed" in args and not zombie:
+            out.append(f"process {proc.name} {args.strip()}")
     return out
 
 

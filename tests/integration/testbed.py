@@ -22,7 +22,9 @@ Usage in a test (root only; the module fixture brings hosts up once and always t
 """
 from __future__ import annotations
 
+import fcntl
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +34,8 @@ SCRIPT = REPO / "scripts" / "testbed.sh"
 BRIDGE = "dybr0"
 BRIDGE_IP = "10.77.0.1"
 MQTT_URL = f"mqtt://{BRIDGE_IP}:1883"
+# The bed is machine-wide (one bridge, fixed names): test runs that use it take turns.
+LOCK_PATH = "/run/dockyard-testbed.lock"
 
 
 @dataclass(frozen=True)
@@ -101,8 +105,21 @@ class Testbed:
         self.n = n
         self.hosts: dict[int, Host] = {k: Host(k) for k in range(1, n + 1)}
         self.mqtt_url = MQTT_URL
+        self._lock = None
 
-    def up(self) -> "Testbed":
+    def up(self, lock_timeout: float = 600) -> "Testbed":
+        self._lock = open(LOCK_PATH, "w")
+        deadline = time.monotonic() + lock_timeout
+        while True:
+            try:
+                fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    self._lock.close()
+                    self._lock = None
+                    raise AssertionError(f"another test run holds the test bed ({LOCK_PATH}) for {lock_timeout:.0f}s")
+                time.sleep(0.5)
         try:
             run_script("up", str(self.n))
         except BaseException:
@@ -111,7 +128,12 @@ class Testbed:
         return self
 
     def down(self) -> None:
-        run_script("down")
+        try:
+            run_script("down")
+        finally:
+            if self._lock is not None:
+                self._lock.close()  # releases the flock
+                self._lock = None
 
     def __enter__(self) -> "Testbed":
         return self.up()

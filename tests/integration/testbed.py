@@ -36,6 +36,7 @@ BRIDGE_IP = "10.77.0.1"
 MQTT_URL = f"mqtt://{BRIDGE_IP}:1883"
 # The bed is machine-wide (one bridge, fixed names): test runs that use it take turns.
 LOCK_PATH = "/run/dockyard-testbed.lock"
+_held_here: list["Testbed"] = []  # a bed up in this process (waiting for our own lock would hang)
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,9 @@ class Testbed:
         self._lock = None
 
     def up(self, lock_timeout: float = 600) -> "Testbed":
+        if _held_here:
+            raise AssertionError("a Testbed is already up in this process (one bed at a time: share it "
+                                 "through a fixture, or let the other's scope end first)")
         self._lock = open(LOCK_PATH, "w")
         deadline = time.monotonic() + lock_timeout
         while True:
@@ -120,6 +124,7 @@ class Testbed:
                     self._lock = None
                     raise AssertionError(f"another test run holds the test bed ({LOCK_PATH}) for {lock_timeout:.0f}s")
                 time.sleep(0.5)
+        _held_here.append(self)
         try:
             run_script("up", str(self.n))
         except BaseException:
@@ -134,6 +139,8 @@ class Testbed:
             if self._lock is not None:
                 self._lock.close()  # releases the flock
                 self._lock = None
+            if self in _held_here:
+                _held_here.remove(self)
 
     def __enter__(self) -> "Testbed":
         return self.up()

@@ -48,6 +48,13 @@ if [ "${#missing[@]}" -gt 0 ]; then
   apt-get update -qq >/dev/null || die "apt-get update failed"
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
     || die "apt-get install ${missing[*]} failed"
+  # Debian's mosquitto package may start its own broker (default config: no set_tcp_nodelay,
+  # so ~88 ms per QoS 1 round trip) on 1883. Stop that one, by its pid file; ours starts below.
+  if [[ " ${missing[*]} " =~ " mosquitto " ]] && [ -f /run/mosquitto/mosquitto.pid ]; then
+    say "stopping the broker the mosquitto package started (pid $(cat /run/mosquitto/mosquitto.pid))"
+    kill "$(cat /run/mosquitto/mosquitto.pid)" 2>/dev/null || true
+    for _ in $(seq 1 30); do (exec 3<>/dev/tcp/127.0.0.1/1883) 2>/dev/null || break; sleep 0.1; done
+  fi
 fi
 command -v python3 >/dev/null 2>&1 || die "python3 (>= 3.11) is required"
 

@@ -151,6 +151,11 @@ class Testbed:
     def host(self, k: int) -> Host:
         return self.hosts[k]
 
+    def heal(self) -> None:
+        """Undo earlier failures: links back up, dead dockerds restarted (``testbed.sh up`` is
+        idempotent). Call it at the start of each test that shares a bed with others."""
+        run_script("up", str(self.n))
+
     # ---- failures ----------------------------------------------------------------------------
     def kill_dockerd(self, k: int) -> None:
         run_script("kill-dockerd", str(k))

@@ -84,6 +84,46 @@ def median(xs: list[float]) -> float:
     return statistics.median(xs)
 
 
+# ------------------------------------------------------------------------------------------ broker
+class Broker:
+    """A private Mosquitto on a free port (same settings as the dev broker: TCP_NODELAY, no
+    persistence, unbounded in-flight). Benchmarks use their own broker because every
+    orchestrator subscribes to every cluster's presence on its broker: on the shared
+    127.0.0.1:1883 another test's orchestrator adopts the benchmark's nodes and publishes
+    them (empty) desired documents with its own, higher epoch."""
+
+    def __init__(self, workdir: Path, host: str = "127.0.0.1") -> None:
+        self.host = host
+        self.port = free_port(host)
+        self.url = f"mqtt://{host}:{self.port}"
+        self.conf = workdir / "mosquitto.conf"
+        self.log = workdir / "mosquitto.log"
+        self.conf.write_text(
+            f"listener {self.port} {host}\nallow_anonymous true\nset_tcp_nodelay true\npersistence false\n"
+            "max_queued_messages 1000000\nmax_inflight_messages 0\nlog_dest stderr\nlog_type error\nlog_type warning\n")
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, argv_prefix: list[str] | None = None) -> "Broker":
+        if shutil.which("mosquitto") is None:
+            raise CannotMeasure("mosquitto is not installed (scripts/bootstrap.sh installs it)")
+        fh = open(self.log, "ab")
+        self.proc = subprocess.Popen([*(argv_prefix or []), "mosquitto", "-c", str(self.conf)], stdout=fh,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        fh.close()
+        from harness import port_open
+        deadline = time.monotonic() + 10
+        while not port_open(self.host, self.port):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise CannotMeasure(f"private mosquitto did not start: {self.log.read_text()[-500:]}")
+            time.sleep(0.05)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            kill_pid(self.proc, timeout=5)
+            self.proc = None
+
+
 # ------------------------------------------------------------------------------------------ swarm
 class Swarm:
     """Docker Swarm mode on the local engine: enabled if needed, left again only if we enabled it."""
@@ -143,11 +183,13 @@ class Bench:
     def __init__(self, name: str) -> None:
         self.name = name
         self.tmp = Path(tempfile.mkdtemp(prefix=f"dockyard-bench-{name}-"))
+        self.swarm: Swarm | None = None
+        self.broker: Broker | None = None
         self.envs: list[Harness] = []
         self.new_env()
-        self.swarm: Swarm | None = None
         self.raw_labels: list[str] = []  # label filters of containers created directly (raw API)
         self.extra_cleanups: list[Callable[[], Any]] = []
+        self.procs: list[subprocess.Popen] = []  # helper processes (killed by pid in cleanup)
         self._figures: list[tuple[str, str]] = []
         self.keep_logs = bool(os.environ.get("DOCKYARD_BENCH_KEEP"))
 
@@ -163,6 +205,8 @@ class Bench:
                 raise CannotMeasure("cleanup of the previous run failed: " + "; ".join(problems))
         k = len(self.envs)
         env = Harness(self.tmp / f"run{k}", cluster=f"bench-{self.name}-{uuid.uuid4().hex[:6]}")
+        if self.broker is not None:
+            env.mqtt_url = self.broker.url
         self.envs.append(env)
         return env
 
@@ -171,11 +215,13 @@ class Bench:
         problems = check_infra()
         if problems:
             raise CannotMeasure("; ".join(problems))
+        self.broker = Broker(self.tmp).start()
+        self.env.mqtt_url = self.broker.url
 
         def _sig(signum, _frame):  # noqa: ANN001
             raise KeyboardInterrupt(f"signal {signum}")
         signal.signal(signal.SIGTERM, _sig)
-        log(f"cluster {self.env.cluster}, work dir {self.tmp}")
+        log(f"cluster {self.env.cluster}, work dir {self.tmp}, broker {self.broker.url}")
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:  # noqa: ANN001
@@ -189,6 +235,12 @@ class Bench:
             except Exception as e:  # noqa: BLE001
                 problems.append(f"{fn}: {e}")
         self.extra_cleanups.clear()
+        for p in self.procs:
+            try:
+                kill_pid(p, timeout=5)
+            except Exception as e:  # noqa: BLE001
+                problems.append(f"killing pid {p.pid}: {e}")
+        self.procs.clear()
         for env in self.envs:
             try:
                 problems += env.cleanup()
@@ -200,6 +252,8 @@ class Bench:
             except Exception as e:  # noqa: BLE001
                 problems.append(f"removing {flt}: {e}")
         self.raw_labels.clear()
+        if self.broker is not None:
+            self.broker.stop()
         if self.swarm is not None:
             try:
                 self.swarm.cleanup()
@@ -211,6 +265,21 @@ class Bench:
             log(f"logs kept in {self.tmp}")
         else:
             shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+        """A helper process, logged to <workdir>/<name>.log, killed by pid in cleanup."""
+        log_path = self.tmp / f"{name}.log"
+        fh = open(log_path, "ab")
+        p = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                             env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}, start_new_session=True)
+        fh.close()
+        self.procs.append(p)
+        return p
+
+    def stop(self, p: subprocess.Popen) -> None:
+        kill_pid(p, timeout=5)
+        if p in self.procs:
+            self.procs.remove(p)
 
     def use_swarm(self) -> Swarm:
         if self.swarm is None:

@@ -837,8 +837,9 @@ def rollout_undo(api: Api, service: str) -> None:
 @click.option("--listen", default="127.0.0.1:8080", show_default=True, metavar="HOST:PORT", help="HTTP API address.")
 @click.option("--store", default=None, metavar="PATH", help="SQLite store file. Default: in the user data directory.")
 @click.option("--mqtt", default="mqtt://127.0.0.1:1883", show_default=True, metavar="URL", help="MQTT broker.")
-@click.option("--node-lost-seconds", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True, metavar="SECONDS",
-              help="A node silent this long is disconnected and its tasks replaced.")
+@click.option("--node-lost-seconds", type=click.FloatRange(min=0, min_open=True), default=3.0, show_default=True, metavar="SECONDS",
+              help="How long a node may stay disconnected (MQTT Will fired, or no heartbeat) before its tasks "
+                   "are replaced elsewhere; a node that returns later drops them (fencing).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
               default="info", show_default=True)
 @click.option("--log-json", is_flag=True, help="Log JSON lines instead of text.")

@@ -70,7 +70,7 @@ def _checked_health(t: Task, checked: set[str]) -> str:
 
 
 class Controller:
-    def __init__(self, state: State, epoch: int, publish: Publish, node_lost_seconds: float = 10.0) -> None:
+    def __init__(self, state: State, epoch: int, publish: Publish, node_lost_seconds: float = 3.0) -> None:
         self.state = state
         self.epoch = epoch
         self.publish = publish

@@ -66,7 +66,7 @@ async def serve(listen: str, store_path: Path, mqtt: str, node_lost_seconds: flo
 
 
 def run(listen: str = "127.0.0.1:8080", store: str | None = None, mqtt: str = "mqtt://127.0.0.1:1883",
-        node_lost_seconds: float = 10.0, log_level: str = "info", log_json: bool = False) -> int:
+        node_lost_seconds: float = 3.0, log_level: str = "info", log_json: bool = False) -> int:
     dlog.configure(log_level, log_json)
     log = dlog.get("orchestrator")
     try:

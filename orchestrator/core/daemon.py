@@ -7,7 +7,7 @@ deployments default to minimumHealthyPercent 0, maximumPercent 100).
 from __future__ import annotations
 
 from orchestrator.core import query
-from orchestrator.core.services import HEALTH_STOP_REASON, ServicePlan, StopTask, TaskView, record_failure
+from orchestrator.core.services import ServicePlan, StopTask, TaskView, stop_unhealthy
 from orchestrator.models import Node, Service
 
 
@@ -31,17 +31,7 @@ def plan_daemon(service: Service, tasks: list[TaskView], nodes: list[Node], td_s
     primary = next((d for d in plan.deployments if d.status == "PRIMARY"), None)
     if primary is None:
         return plan
-    # Tasks failing their health checks are replaced, as for REPLICA services.
-    grace = service.spec.healthCheckGracePeriodSeconds
-    healthy_enough = []
-    for t in tasks:
-        if t.last_status == "RUNNING" and t.health == "UNHEALTHY" and (t.started_at or 0) + grace <= now:
-            plan.stop.append(StopTask(t.task_id, "ServiceSchedulerInitiated", HEALTH_STOP_REASON, failure=True))
-            if t.deployment_id == primary.id:
-                record_failure(primary, now)
-        else:
-            healthy_enough.append(t)
-    tasks = healthy_enough
+    tasks = stop_unhealthy(service, tasks, primary, plan, now)  # as for REPLICA services
     wanted = {n.nodeId for n in nodes if service.status == "ACTIVE" and eligible(n, service, td_spec)}
     known = {n.nodeId for n in nodes}
     by_node: dict[str | None, list[TaskView]] = {}

@@ -99,6 +99,22 @@ def new_deployment(
     return [primary] + out
 
 
+def stop_unhealthy(service: Service, tasks: list[TaskView], primary: Deployment, plan: ServicePlan,
+                   now: float) -> list[TaskView]:
+    """Add a stop for every task failing its health checks past the grace period (a failure of its
+    deployment); return the other tasks."""
+    grace = service.spec.healthCheckGracePeriodSeconds
+    live: list[TaskView] = []
+    for t in tasks:
+        if t.last_status == "RUNNING" and t.health == "UNHEALTHY" and (t.started_at or 0) + grace <= now:
+            plan.stop.append(StopTask(t.task_id, "ServiceSchedulerInitiated", HEALTH_STOP_REASON, failure=True))
+            if t.deployment_id == primary.id:
+                record_failure(primary, now)
+        else:
+            live.append(t)
+    return live
+
+
 def primary_of(service: Service) -> Deployment | None:
     return next((d for d in service.deployments if d.status == "PRIMARY"), None)
 
@@ -120,15 +136,7 @@ def plan_service(service: Service, tasks: list[TaskView], now: float) -> Service
     min_healthy = math.ceil(desired * cfg.minimumHealthyPercent / 100)
 
     # 1. Replace tasks that fail their health checks (after the grace period).
-    grace = service.spec.healthCheckGracePeriodSeconds
-    live: list[TaskView] = []
-    for t in tasks:
-        if t.last_status == "RUNNING" and t.health == "UNHEALTHY" and (t.started_at or 0) + grace <= now:
-            plan.stop.append(StopTask(t.task_id, "ServiceSchedulerInitiated", HEALTH_STOP_REASON, failure=True))
-            if t.deployment_id == primary.id:
-                record_failure(primary, now)
-        else:
-            live.append(t)
+    live = stop_unhealthy(service, tasks, primary, plan, now)
 
     # 2. Circuit breaker.
     breaker = cfg.deploymentCircuitBreaker

@@ -143,6 +143,10 @@ for i in $(seq 1 120); do
   sleep 0.5
 done
 
+say "dockyard rollout status web (health checks pass within ~10 s)"
+"$DOCKYARD" --server "$SERVER" -c "$CLUSTER" rollout status web --timeout 60 \
+  || echo "    (rollout not complete yet; see: dockyard describe service web)"
+
 echo
 say "dockyard get tasks"
 "$DOCKYARD" --server "$SERVER" -c "$CLUSTER" get tasks

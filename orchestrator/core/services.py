@@ -169,7 +169,8 @@ def plan_service(service: Service, tasks: list[TaskView], now: float) -> Service
         # Only a rollback adopts; any other new deployment (e.g. new placement rules) replaces every task.
         current = [t for t in current if t.deployment_id == primary.id]
         plan.adopt = []
-    old = [t for t in live if t not in current]
+    current_ids = {t.task_id for t in current}  # by id: `t not in current` was O(n) per task
+    old = [t for t in live if t.task_id not in current_ids]
     healthy = sum(t.healthy for t in live)
 
     # 4. Stop old tasks: unhealthy ones freely, healthy ones while the minimum still holds.
@@ -193,17 +194,20 @@ def plan_service(service: Service, tasks: list[TaskView], now: float) -> Service
             spread_field = next((s.field for s in service.spec.placementStrategy if s.type == "spread"), None)
             ready = [(t.task_id, t.node_id, t.node_attributes) for t in current if t.healthy]
             victims += pick_scale_in(ready, excess - len(victims), spread_field)
+        victim_ids = set(victims)
         for t in current:
-            if t.task_id in victims:
+            if t.task_id in victim_ids:
                 plan.stop.append(StopTask(t.task_id, "ServiceSchedulerInitiated", scale_reason))
                 healthy -= t.healthy
-        current = [t for t in current if t.task_id not in victims]
+        current = [t for t in current if t.task_id not in victim_ids]
     over = len(current) + len(old_left) - max_total
     if over > 0:
-        for t in [t for t in current if not t.healthy][:over]:
-            plan.stop.append(StopTask(t.task_id, "ServiceSchedulerInitiated", scale_reason))
-            current.remove(t)
-            over -= 1
+        unready_ids = {t.task_id for t in [t for t in current if not t.healthy][:over]}
+        for t in current:
+            if t.task_id in unready_ids:
+                plan.stop.append(StopTask(t.task_id, "ServiceSchedulerInitiated", scale_reason))
+                over -= 1
+        current = [t for t in current if t.task_id not in unready_ids]
         for t in sorted(old_left, key=lambda t: t.task_id):
             if over > 0 and healthy - 1 >= min_healthy:
                 plan.stop.append(StopTask(t.task_id, "ServiceSchedulerInitiated", scale_reason))

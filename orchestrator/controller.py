@@ -23,6 +23,9 @@ from orchestrator.models import Cluster, Node, Service, ServiceEvent, Task
 from orchestrator.state import STOPPED_TASK_RETENTION, State
 
 EVENTS_KEPT = 100
+# Every this many seconds a pass plans every service, not only those marked dirty (the
+# level-triggered backstop for anything that changes without marking them).
+FULL_PASS_SECONDS = 5.0
 Publish = Callable[[DesiredDoc], Awaitable[None]]
 
 
@@ -80,6 +83,8 @@ class Controller:
         self._wake = asyncio.Event()
         self._next_wake: float | None = None
         self._published: dict[tuple[str, str], tuple] = {}
+        self._service_wake: dict[tuple[str, str], float] = {}  # time-driven replans (backoff, grace)
+        self._last_full_pass = float("-inf")
         self.passes = 0
 
     # ---- waking --------------------------------------------------------------------------
@@ -172,6 +177,30 @@ class Controller:
         s.steadyState = False
         self.state.put_service(s)
 
+    def reconcile_services(self, now: float) -> None:
+        """Plan the services marked dirty (their tasks, the service, or a node of their cluster
+        changed) or whose wake-up time came; every FULL_PASS_SECONDS, all of them."""
+        full = now - self._last_full_pass >= FULL_PASS_SECONDS
+        if full:
+            self._last_full_pass = now
+            self._wake_at(now + FULL_PASS_SECONDS)
+        dirty = self.state.take_dirty_services()
+        for key, s in list(self.state.services.items()):
+            due = self._service_wake.get(key)
+            if full or key in dirty or (due is not None and due <= now):
+                self._service_wake.pop(key, None)
+                self.reconcile_service(s, now)
+            elif due is not None:
+                self._wake_at(due)
+        for key in [k for k in self._service_wake if k not in self.state.services]:
+            del self._service_wake[key]
+
+    def _service_wake_at(self, s: Service, when: float) -> None:
+        key = (s.cluster, s.serviceName)
+        if key not in self._service_wake or when < self._service_wake[key]:
+            self._service_wake[key] = when
+        self._wake_at(when)
+
     def _task_views(self, s: Service) -> list[svc_core.TaskView]:
         views = []
         for t in self.state.service_tasks(s.cluster, s.serviceName):
@@ -227,7 +256,12 @@ class Controller:
             if td is not None:
                 self._new_task(s.cluster, td, s, primary.id, node_id=node_id, now=now)
         if plan.wake_at:
-            self._wake_at(plan.wake_at)
+            self._service_wake_at(s, plan.wake_at)
+        grace = s.spec.healthCheckGracePeriodSeconds
+        if grace:  # an unhealthy task is replaced once its grace period ends: come back then
+            for v in views:
+                if v.last_status == "RUNNING" and v.health == "UNHEALTHY" and (v.started_at or 0) + grace > now:
+                    self._service_wake_at(s, (v.started_at or 0) + grace)
         if plan.steady and not s.steadyState:
             add_event(s, f"(service {s.serviceName}) has reached a steady state.", now)
         if plan.steady != s.steadyState:
@@ -275,7 +309,7 @@ class Controller:
         return t
 
     def schedule(self, now: float) -> None:
-        pending = [t for t in self.state.tasks.values() if t.nodeId is None and t.lastStatus != "STOPPED"]
+        pending = self.state.unplaced_tasks()
         if not pending:
             return
         by_cluster: dict[str, list[Task]] = {}

@@ -13,6 +13,12 @@ from orchestrator.store import Store
 STOPPED_TASK_RETENTION = 24 * 3600  # ECS keeps stopped tasks 1 hour; users ask for more.
 
 
+def _node_signature(n: Node) -> tuple:
+    """What service planning reads from a node (not lastSeenAt, generation, observed...)."""
+    return (n.connected, n.status, tuple(sorted(n.attributes.items())), tuple(n.capacityProviders),
+            n.resources.cpu if n.resources else None, n.resources.memory if n.resources else None)
+
+
 class State:
     def __init__(self, store: Store | None = None) -> None:
         self.store = store
@@ -28,6 +34,15 @@ class State:
         self._deleted: set[tuple[str, str]] = set()
         # Nodes whose desired document may have changed since it was last published.
         self.dirty_nodes: set[tuple[str, str]] = set()
+        # Services whose plan may have changed since the controller last planned them: one of
+        # their tasks changed, the service did, or a node of their cluster changed in a way
+        # planning sees (see _node_signature). The controller plans only these (plus a periodic
+        # full pass), so a status report costs O(its service), not O(all tasks).
+        self.dirty_services: set[tuple[str, str]] = set()
+        self._node_sig: dict[tuple[str, str], tuple] = {}
+        # Tasks not yet placed and not STOPPED (the scheduler's input), kept by put_task; a dict
+        # for its insertion order (the order of self.tasks).
+        self.unplaced: dict[str, None] = {}
         if store is not None:
             self._load(store)
 
@@ -44,6 +59,7 @@ class State:
         for t in store.load("task"):
             self._index(t)  # type: ignore[arg-type]
         self.dirty_nodes = set(self.nodes)
+        self.dirty_services = set(self.services)
 
     # ---- writes ------------------------------------------------------------------------------
     def _mark(self, kind: str, key: str, obj: object) -> None:
@@ -60,11 +76,25 @@ class State:
 
     def put_service(self, s: Service) -> None:
         self.services[(s.cluster, s.serviceName)] = s
+        self.dirty_services.add((s.cluster, s.serviceName))
         self._mark("service", f"{s.cluster}/{s.serviceName}", s)
 
     def put_node(self, n: Node) -> None:
-        self.nodes[(n.cluster, n.nodeId)] = n
+        key = (n.cluster, n.nodeId)
+        self.nodes[key] = n
+        sig = _node_signature(n)
+        if self._node_sig.get(key) != sig:
+            self._node_sig[key] = sig
+            self.touch_cluster_services(n.cluster)
         self._mark("node", f"{n.cluster}/{n.nodeId}", n)
+
+    def touch_cluster_services(self, cluster: str) -> None:
+        """Mark every service of ``cluster`` for planning (a node joined, left, drained, changed)."""
+        self.dirty_services.update(k for k in self.services if k[0] == cluster)
+
+    def take_dirty_services(self) -> set[tuple[str, str]]:
+        dirty, self.dirty_services = self.dirty_services, set()
+        return dirty
 
     def put_task(self, t: Task) -> None:
         """Insert or update a task; call after every change to a task (placement, status)."""
@@ -78,6 +108,9 @@ class State:
             self._reindex_node(t)
         if t.nodeId:
             self.dirty_nodes.add((t.cluster, t.nodeId))
+        if t.serviceName:
+            self.dirty_services.add((t.cluster, t.serviceName))
+        self._track_unplaced(t)
         self._mark("task", t.taskId, t)
 
     def delete(self, kind: str, key: str) -> None:
@@ -90,6 +123,8 @@ class State:
 
     def delete_node(self, n: Node) -> None:
         self.nodes.pop((n.cluster, n.nodeId), None)
+        self._node_sig.pop((n.cluster, n.nodeId), None)
+        self.touch_cluster_services(n.cluster)
         self.delete("node", f"{n.cluster}/{n.nodeId}")
 
     def delete_cluster(self, c: Cluster) -> None:
@@ -121,8 +156,16 @@ class State:
         if t.nodeId:
             self.tasks_by_node[(t.cluster, t.nodeId)].add(t.taskId)
         self._indexed_node[t.taskId] = t.nodeId
+        self._track_unplaced(t)
+
+    def _track_unplaced(self, t: Task) -> None:
+        if t.nodeId is None and t.lastStatus != "STOPPED":
+            self.unplaced.setdefault(t.taskId)
+        else:
+            self.unplaced.pop(t.taskId, None)
 
     def _unindex(self, t: Task) -> None:
+        self.unplaced.pop(t.taskId, None)
         if t.serviceName:
             self.tasks_by_service[(t.cluster, t.serviceName)].discard(t.taskId)
         node = self._indexed_node.pop(t.taskId, t.nodeId)
@@ -145,6 +188,11 @@ class State:
 
     def node_tasks(self, cluster: str, node_id: str) -> list[Task]:
         return [self.tasks[i] for i in self.tasks_by_node.get((cluster, node_id), ())]
+
+    def unplaced_tasks(self) -> list[Task]:
+        """Tasks waiting for a node (not STOPPED), in the order of ``self.tasks``."""
+        return [t for i in self.unplaced if (t := self.tasks.get(i)) is not None and t.nodeId is None
+                and t.lastStatus != "STOPPED"]
 
     def cluster_nodes(self, cluster: str) -> list[Node]:
         return [n for (c, _), n in self.nodes.items() if c == cluster]

@@ -85,6 +85,7 @@ class Controller:
         self._published: dict[tuple[str, str], tuple] = {}
         self._service_wake: dict[tuple[str, str], float] = {}  # time-driven replans (backoff, grace)
         self._last_full_pass = float("-inf")
+        self._last_pass_seconds = 0.0
         self.passes = 0
 
     # ---- waking --------------------------------------------------------------------------
@@ -101,7 +102,11 @@ class Controller:
             except asyncio.TimeoutError:
                 pass
             self._wake.clear()
-            await asyncio.sleep(0.005)  # coalesce a burst of messages into one pass
+            # Coalesce a burst of messages into one pass. After a long pass, give the bus and the
+            # API at least as long before the next one: a pass runs without yielding, so passes
+            # back to back would starve the inbound messages (status reports, heartbeats) and
+            # their backlog would grow until nodes time out.
+            await asyncio.sleep(max(0.005, self._last_pass_seconds))
             try:
                 await self.run_pass()
             except Exception:  # never let one bad pass kill the control plane
@@ -115,15 +120,15 @@ class Controller:
             await self.publish(doc)
         self.state.flush()
         self.passes += 1
-        metrics.RECONCILE_SECONDS.observe(time.perf_counter() - t0)
+        self._last_pass_seconds = time.perf_counter() - t0
+        metrics.RECONCILE_SECONDS.observe(self._last_pass_seconds)
 
     # ---- the pass ------------------------------------------------------------------------
     def reconcile(self, now: float) -> list[DesiredDoc]:
         self._next_wake = None
         self.check_nodes(now)
         self.follow_families(now)
-        for s in list(self.state.services.values()):
-            self.reconcile_service(s, now)
+        self.reconcile_services(now)
         self.schedule(now)
         self.collect_garbage(now)
         return self.desired_documents()

@@ -13,7 +13,7 @@ import time
 from typing import Awaitable, Callable
 
 from dockyard import log as dlog
-from dockyard.wire import DesiredDoc, DesiredTask, Presence, StatusDoc
+from dockyard.wire import DesiredDoc, DesiredTask, Presence, StatusDoc, TaskReport
 from orchestrator import metrics
 from orchestrator.core import scheduler
 from orchestrator.core import services as svc_core
@@ -86,6 +86,9 @@ class Controller:
         self._service_wake: dict[tuple[str, str], float] = {}  # time-driven replans (backoff, grace)
         self._last_full_pass = float("-inf")
         self._last_pass_seconds = 0.0
+        # The last report applied per task: most reports repeat (snapshots every 2 s from every
+        # node) and apply_report is idempotent, so an identical one is skipped.
+        self._applied: dict[str, TaskReport] = {}
         self.passes = 0
 
     # ---- waking --------------------------------------------------------------------------
@@ -386,6 +389,8 @@ class Controller:
         for t in list(self.state.tasks.values()):
             if t.lastStatus == "STOPPED" and t.stoppedAt and now - t.stoppedAt > STOPPED_TASK_RETENTION:
                 self.state.delete_task(t)
+        for task_id in [i for i in self._applied if (t := self.state.tasks.get(i)) is None or t.lastStatus == "STOPPED"]:
+            del self._applied[task_id]
 
     def desired_documents(self) -> list[DesiredDoc]:
         docs = []
@@ -491,7 +496,13 @@ class Controller:
             t = self.state.tasks.get(r.taskId)
             if t is None or t.cluster != cluster or t.nodeId != node_id:
                 continue
+            if self._applied.get(r.taskId) == r:
+                continue
             out = apply_report(t, r, now)
+            if t.lastStatus == "STOPPED":
+                self._applied.pop(r.taskId, None)
+            else:
+                self._applied[r.taskId] = r
             if not out.changed:
                 continue
             self.state.put_task(t)

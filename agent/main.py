@@ -63,6 +63,7 @@ class Agent:
         self.actual: list[ActualContainer] = []
         self.networks: dict[str, str] = {}
         self.last_sent: dict[str, dict[str, Any]] = {}
+        self._report_cache: dict[str, tuple] = {}  # see reports_and_dumps
         self.logged_status: dict[str, str] = {}
         self.seq = 0
         self.info: EngineInfo | None = None
@@ -91,24 +92,41 @@ class Agent:
         ).model_dump_json().encode()
 
     def reports(self) -> dict[str, TaskReport]:
+        return {tid: r for tid, (r, _) in self.reports_and_dumps().items()}
+
+    def reports_and_dumps(self) -> dict[str, tuple[TaskReport, dict[str, Any]]]:
+        """Every task's report and its JSON dump (for change detection). A report depends only on
+        the desired entry, the task's containers, its finish and its pull error; entries and
+        containers are immutable and replaced when they change, so an unchanged task reuses the
+        report built last time (snapshots every 2 s would otherwise rebuild all of them)."""
         desired = {t.taskId: t for t in self.doc.tasks} if self.doc else {}
         by_task: dict[str, list[ActualContainer]] = {}
         for c in self.actual:
             if c.node == self.node_id and c.task_id:
                 by_task.setdefault(c.task_id, []).append(c)
-        out: dict[str, TaskReport] = {}
-        for tid, t in desired.items():
-            out[tid] = diff.task_report(tid, t, by_task.get(tid, []), self.finished.get(tid), self.pull_errors.get(tid))
-        for tid, cs in by_task.items():
-            if tid not in out:
-                out[tid] = diff.task_report(tid, None, cs, self.finished.get(tid), self.pull_errors.get(tid))
+        out: dict[str, tuple[TaskReport, dict[str, Any]]] = {}
+        cache = self._report_cache
+        for tid in list(desired) + [tid for tid in by_task if tid not in desired]:
+            t, cs = desired.get(tid), by_task.get(tid, [])
+            fin, perr = self.finished.get(tid), self.pull_errors.get(tid)
+            hit = cache.get(tid)
+            if (hit is not None and hit[0] is t and hit[2] is fin and hit[3] == perr and len(hit[1]) == len(cs)
+                    and all(a is b for a, b in zip(hit[1], cs))):
+                out[tid] = hit[4]
+                continue
+            r = diff.task_report(tid, t, cs, fin, perr)
+            out[tid] = (r, r.model_dump(mode="json"))
+            cache[tid] = (t, tuple(cs), fin, perr, out[tid])
+        for tid in [tid for tid in cache if tid not in out]:
+            del cache[tid]
         return out
 
     async def publish_status(self, kind: str, force: bool = False) -> None:
         """``snapshot``: every task; ``update``: changed tasks only (sent even if empty when ``force``)."""
         async with self.publish_lock:
-            reports = self.reports()
-            dumps = {tid: r.model_dump(mode="json") for tid, r in reports.items()}
+            both = self.reports_and_dumps()
+            reports = {tid: r for tid, (r, _) in both.items()}
+            dumps = {tid: d for tid, (_, d) in both.items()}
             if kind == "snapshot":
                 send = list(reports.values())
             else:

@@ -1,0 +1,178 @@
+#!/usr/bin/env python3
+"""Scale: 1,000 hollow nodes, services totalling 1k / 2k / 5k / 10k tasks, apply -> all RUNNING.
+
+    .venv/bin/python bench/scale.py [--nodes 1000] [--procs 4] [--sizes 1000,2000,5000,10000]
+
+Hollow agents (`dockyard agent --runtime hollow --hollow-count N`: the real agent code, MQTT
+client per node, reconcile and status reports, with in-memory containers) run the nodes as
+--procs processes; one orchestrator and a private Mosquitto. Each node offers 4096 cpu units
+and 16 GiB; tasks ask 0 cpu and 32 MiB, so 10k tasks fit (~10 per node, spread).
+
+For each size N, in turn on the same orchestrator and nodes: apply 10 services of N/10 tasks
+each (`dockyard apply`), time until the API reports N tasks RUNNING
+(GET /v1/clusters/C runningTasksCount, polled every 0.2 s; checked once more with the full task
+list), then delete the services and wait until no task runs (not timed). Stopped tasks stay in
+the orchestrator's memory (they are kept 24 h), as in production. A warm-up round of one task
+per node comes first (not counted): a hollow agent process imports the container-spec code
+(aiodocker, aiohttp) on its first task.
+
+Figures: nodes, seconds_1000 ... seconds_10000, placements_per_second (N / seconds of the
+largest N, end to end: placement, documents, agents, reports; target >= 2000),
+growth_10k_vs_1k (seconds(10k) / seconds(1k) / 10: 1.0 = linear), orchestrator_peak_rss_mb
+(VmHWM; target <= 300), orchestrator_cpu_seconds_largest (during the largest round),
+orchestrator_steady_cpu_percent (the largest size running, nothing changing, over 10 s).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import time
+
+import httpx
+
+from _common import DOCKYARD, Bench, CannotMeasure, log, main, proc_cpu_seconds, proc_status
+
+TD = """
+apiVersion: dockyard/v1
+kind: TaskDefinition
+metadata: {name: bscale}
+spec:
+  containerDefinitions:
+    - {name: app, image: dockyard-demo/busybox:latest, command: [sleep, "3600"], memory: 32, stopTimeout: 1}
+"""
+
+
+def services(prefix: str, total: int, count: int) -> str:
+    per, extra = divmod(total, count)
+    docs = [TD]
+    for i in range(count):
+        n = per + (1 if i < extra else 0)
+        docs.append(f"""
+apiVersion: dockyard/v1
+kind: Service
+metadata: {{name: {prefix}-{i}}}
+spec: {{taskDefinition: bscale, desiredCount: {n}}}
+""")
+    return "---".join(docs)
+
+
+async def wait_count(api: httpx.AsyncClient, cluster: str, n: int, t0: float, timeout: float, what: str,
+                     key: str = "runningTasksCount") -> float:
+    last = None
+    trace = os.environ.get("DOCKYARD_BENCH_TRACE")
+    while time.monotonic() - t0 < timeout:
+        c = (await api.get(f"/v1/clusters/{cluster}")).json()["cluster"]
+        if trace and (c["runningTasksCount"], c["pendingTasksCount"]) != last:
+            log(f"  t={time.monotonic() - t0:.2f}s running={c['runningTasksCount']} pending={c['pendingTasksCount']}")
+        last = (c["runningTasksCount"], c["pendingTasksCount"])
+        if c[key] == n and (key != "runningTasksCount" or n > 0 or c["pendingTasksCount"] == 0):
+            return time.monotonic() - t0
+        await asyncio.sleep(0.2)
+    raise CannotMeasure(f"{what}: not reached within {timeout:.0f}s (running, pending = {last})")
+
+
+def run(bench: Bench) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[1])
+    ap.add_argument("--nodes", type=int, default=1000)
+    ap.add_argument("--procs", type=int, default=4, help="hollow agent processes")
+    ap.add_argument("--sizes", default="1000,2000,5000,10000")
+    ap.add_argument("--services", type=int, default=10, help="services per size")
+    ap.add_argument("--timeout", type=float, default=300)
+    ap.add_argument("--steady-seconds", type=float, default=10.0,
+                    help="orchestrator CPU measured this long with the largest size running")
+    args = ap.parse_args()
+    sizes = [int(x) for x in args.sizes.split(",")]
+    env = bench.env
+    orch = env.start_orchestrator()
+    opid = orch.popen.pid
+    per, extra = divmod(args.nodes, args.procs)
+    for k in range(args.procs):
+        count = per + (1 if k < extra else 0)
+        env.start_agent(node_id=f"{env.cluster}-p{k}", wait=False, runtime="hollow", hollow_count=count,
+                        log_level="warning")
+    t0 = time.monotonic()
+
+    def connected() -> int:
+        return sum(1 for n in env.nodes() if n.get("connected"))
+    while (c := connected()) < args.nodes:
+        if time.monotonic() - t0 > 180:
+            raise CannotMeasure(f"only {c} of {args.nodes} hollow nodes connected after 180 s")
+        for name, p in env.agents.items():
+            if p.popen.poll() is not None:
+                raise CannotMeasure(f"hollow agent process {name} exited: {env.tail(p.log, 20)}")
+        time.sleep(1.0)
+    log(f"{args.nodes} hollow nodes connected in {time.monotonic() - t0:.1f}s; settling 5 s")
+    time.sleep(5.0)
+
+    results: dict[int, float] = {}
+    steady: dict[str, float] = {}
+    cpu_largest = 0.0
+
+    async def rounds() -> None:
+        nonlocal cpu_largest
+        async with httpx.AsyncClient(base_url=env.base_url, timeout=60) as api:
+            for r, n in enumerate([-args.nodes] + sizes):
+                warmup = n < 0
+                n = abs(n)
+                prefix = f"r{r}"
+                path = bench.manifest(services(prefix, n, args.services), f"scale-{n}.yaml")
+                c0 = proc_cpu_seconds(opid)
+                a0 = sum(proc_cpu_seconds(p.popen.pid) for p in env.agents.values())
+                b0 = proc_cpu_seconds(bench.broker.proc.pid)
+                t0 = time.monotonic()
+                proc = await asyncio.create_subprocess_exec(
+                    DOCKYARD, "--server", env.base_url, "-c", env.cluster, "apply", "-f", str(path),
+                    stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+                _, err = await proc.communicate()
+                if proc.returncode != 0:
+                    raise CannotMeasure(f"dockyard apply failed: {err.decode()[-500:]}")
+                took = await wait_count(api, env.cluster, n, t0, args.timeout, f"{n} tasks RUNNING")
+                if warmup:  # one task per node: every hollow process has run its first task (imports)
+                    log(f"warm-up: {n} tasks RUNNING after {took:.2f}s (not counted)")
+                else:
+                    results[n] = took
+                cpu = proc_cpu_seconds(opid) - c0
+                agents_cpu = sum(proc_cpu_seconds(p.popen.pid) for p in env.agents.values()) - a0
+                broker_cpu = proc_cpu_seconds(bench.broker.proc.pid) - b0
+                tasks = (await api.get(f"/v1/clusters/{env.cluster}/tasks", params={"desiredStatus": "RUNNING"})).json()["tasks"]
+                running = sum(t["lastStatus"] == "RUNNING" for t in tasks)
+                if running != n:
+                    raise CannotMeasure(f"cluster view said {n} RUNNING but the task list has {running}")
+                log(f"{n} tasks: RUNNING after {took:.2f}s ({n / took:.0f}/s), cpu seconds: orchestrator "
+                    f"{cpu:.1f}, hollow agents {agents_cpu:.1f}, broker {broker_cpu:.1f}; orchestrator rss "
+                    f"{proc_status(opid)['VmRSS'] / 1024:.0f} MB")
+                if n == max(sizes) and not warmup:
+                    cpu_largest = cpu
+                    # Steady state: every node sends a snapshot every 2 s; nothing changes.
+                    await asyncio.sleep(3.0)
+                    s0, w0 = proc_cpu_seconds(opid), time.monotonic()
+                    await asyncio.sleep(args.steady_seconds)
+                    steady["cpu"] = (proc_cpu_seconds(opid) - s0) / (time.monotonic() - w0) * 100
+                    log(f"  steady state with {n} tasks: orchestrator cpu {steady['cpu']:.1f}%")
+                t1 = time.monotonic()
+                for i in range(args.services):
+                    (await api.delete(f"/v1/clusters/{env.cluster}/services/{prefix}-{i}")).raise_for_status()
+                await wait_count(api, env.cluster, 0, t1, args.timeout, "all tasks stopped")
+                log(f"  deleted; all stopped after {time.monotonic() - t1:.1f}s")
+                await asyncio.sleep(2.0)
+
+    asyncio.run(rounds())
+    for name, p in env.agents.items():
+        if p.popen.poll() is not None:
+            raise CannotMeasure(f"hollow agent process {name} exited during the run")
+    st = proc_status(opid)
+    big, small = max(sizes), min(sizes)
+    bench.figure("nodes", args.nodes)
+    for n in sizes:
+        bench.figure(f"seconds_{n}", results[n])
+    bench.figure("placements_per_second", big / results[big])
+    if small != big:
+        bench.figure(f"growth_{big // 1000}k_vs_{small // 1000}k", results[big] / results[small] / (big / small))
+    bench.figure("orchestrator_peak_rss_mb", st["VmHWM"] / 1024)
+    bench.figure("orchestrator_cpu_seconds_largest", cpu_largest)
+    bench.figure("orchestrator_steady_cpu_percent", steady["cpu"])
+
+
+if __name__ == "__main__":
+    main(run, "scale")

@@ -1,0 +1,177 @@
+#!/usr/bin/env python3
+"""Rollout: 50 health-checked replicas rolled to a new revision, dockyard vs Docker Swarm.
+
+    .venv/bin/python bench/rollout.py [--replicas 50]
+
+Both run busybox httpd with the same Docker health check (wget of the page; interval 5 s
+(ECS's minimum), timeout 2 s, 3 retries), a 32 MiB limit and a 2 s stop grace (busybox
+httpd as PID 1 ignores SIGTERM, so every stop takes the grace period). Each first reaches
+50 healthy replicas (not timed), then rolls to a new revision that only adds REV=2 to the
+environment:
+
+* dockyard: orchestrator + one agent on the local engine; the service follows the family
+  with deploymentConfiguration maximumPercent 200 / minimumHealthyPercent 100. Timed from
+  spawning `dockyard apply` (task definition revision 2) until the new deployment is
+  COMPLETED and the engine runs 50 containers of revision 2 and none of revision 1.
+* swarm: `docker service update --detach --env-add REV=2 --update-parallelism 10
+  --update-order start-first` (the same health check from `service create`). Timed until
+  UpdateStatus is "completed" and the engine runs 50 containers of the new spec and none of
+  the old one.
+
+Figures: dockyard_seconds, swarm_seconds, dockyard/swarm (target <= 0.5).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import subprocess
+import time
+
+import aiodocker
+import httpx
+
+from _common import DOCKYARD, IMAGE, Bench, CannotMeasure, docker, log, main
+
+CMD = ["httpd", "-f", "-p", "8080", "-h", "/www"]
+HEALTH = "wget -q -O /dev/null http://127.0.0.1:8080/ || exit 1"
+TIMEOUT = 300.0
+
+
+def manifest(n: int, rev: int) -> str:
+    env = "" if rev == 1 else f"\n      environment: [{{name: REV, value: '{rev}'}}]"
+    return f"""
+apiVersion: dockyard/v1
+kind: TaskDefinition
+metadata: {{name: broll}}
+spec:
+  containerDefinitions:
+    - name: web
+      image: {IMAGE}
+      command: {json.dumps(CMD)}
+      memory: 32
+      stopTimeout: 2{env}
+      healthCheck:
+        command: ["CMD-SHELL", {json.dumps(HEALTH)}]
+        interval: 5
+        timeout: 2
+        retries: 3
+---
+apiVersion: dockyard/v1
+kind: Service
+metadata: {{name: broll}}
+spec:
+  taskDefinition: broll
+  desiredCount: {n}
+  deploymentConfiguration: {{maximumPercent: 200, minimumHealthyPercent: 100}}
+"""
+
+
+async def running_by(d: aiodocker.Docker, label: str, key: str) -> dict[str, int]:
+    """Running containers with ``label``, counted by the value of label ``key``."""
+    rows = await d._query_json("containers/json", params={"filters": json.dumps({"label": [label], "status": ["running"]})})
+    out: dict[str, int] = {}
+    for r in rows:
+        v = (r.get("Labels") or {}).get(key, "")
+        out[v] = out.get(v, 0) + 1
+    return out
+
+
+async def wait_dockyard(bench: Bench, n: int, rev: int, t0: float) -> float:
+    env = bench.env
+    label = f"dockyard.cluster={env.cluster}"
+    d = aiodocker.Docker()
+    last = None
+    try:
+        async with httpx.AsyncClient(base_url=env.base_url, timeout=10) as api:
+            while time.monotonic() - t0 < TIMEOUT:
+                deps = (await api.get(f"/v1/clusters/{env.cluster}/services/broll/deployments")).json()["deployments"]
+                primary = next((x for x in deps if x["status"] == "PRIMARY"), None)
+                done = bool(primary and primary["taskDefinition"] == f"broll:{rev}" and primary["rolloutState"] == "COMPLETED")
+                if primary and primary["rolloutState"] == "FAILED":
+                    raise CannotMeasure(f"dockyard deployment failed: {primary['rolloutStateReason']}")
+                if done:
+                    counts = await running_by(d, label, "dockyard.revision")
+                    last = counts
+                    if counts.get(str(rev), 0) == n and sum(counts.values()) == n:
+                        return time.monotonic() - t0
+                await asyncio.sleep(0.1)
+    finally:
+        await d.close()
+    raise CannotMeasure(f"dockyard revision {rev} not completed within {TIMEOUT:.0f}s (containers by revision: {last})")
+
+
+async def wait_swarm(name: str, n: int, t0: float, update: bool) -> float:
+    """Until the service has n healthy running tasks of its current spec (and, after an update,
+    UpdateStatus completed and no container of an older spec still running)."""
+    d = aiodocker.Docker()
+    label = f"com.docker.swarm.service.name={name}"
+    last = None
+    try:
+        while time.monotonic() - t0 < TIMEOUT:
+            svc = await d._query_json(f"services/{name}")
+            state = (svc.get("UpdateStatus") or {}).get("State")
+            if state in ("paused", "rollback_completed", "rollback_paused"):
+                raise CannotMeasure(f"swarm update {state}: {(svc.get('UpdateStatus') or {}).get('Message')}")
+            version = svc["Version"]["Index"]
+            tasks = await d._query_json("tasks", params={"filters": json.dumps({"service": [name], "desired-state": ["running"]})})
+            current = [t for t in tasks if (t.get("Status") or {}).get("State") == "running"
+                       and t.get("Spec", {}).get("ContainerSpec", {}).get("Env") == svc["Spec"]["TaskTemplate"]["ContainerSpec"].get("Env")]
+            containers = await d._query_json("containers/json", params={"filters": json.dumps({"label": [label], "status": ["running"]})})
+            healthy = [c for c in containers if "(healthy)" in (c.get("Status") or "")]
+            last = (state, len(current), len(containers), len(healthy), version)
+            if len(current) == n and len(containers) == n and len(healthy) == n and (not update or state == "completed"):
+                return time.monotonic() - t0
+            await asyncio.sleep(0.1)
+    finally:
+        await d.close()
+    raise CannotMeasure(f"swarm service {name} not done within {TIMEOUT:.0f}s (state, current, running, healthy, version = {last})")
+
+
+def run(bench: Bench) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[1])
+    ap.add_argument("--replicas", type=int, default=50)
+    args = ap.parse_args()
+    n = args.replicas
+    env = bench.env
+    swarm = bench.use_swarm()
+
+    # ---- dockyard
+    env.start_orchestrator()
+    env.start_agent()
+    t0 = time.monotonic()
+    env.cli("apply", "-f", str(bench.manifest(manifest(n, 1), "rev1.yaml")))
+    took = asyncio.run(wait_dockyard(bench, n, 1, t0))
+    log(f"dockyard: {n} healthy replicas of revision 1 after {took:.1f}s; rolling to revision 2")
+    time.sleep(2.0)
+    path = bench.manifest(manifest(n, 2), "rev2.yaml")
+    t0 = time.monotonic()
+    subprocess.run([DOCKYARD, "--server", env.base_url, "-c", env.cluster, "apply", "-f", str(path)],
+                   check=True, capture_output=True)
+    dy = asyncio.run(wait_dockyard(bench, n, 2, t0))
+    log(f"dockyard: rollout to revision 2 completed in {dy:.2f}s")
+    bench.new_env()  # stop dockyard's processes and remove its containers before Swarm runs
+
+    # ---- swarm
+    name = f"{env.cluster}-swarm"
+    t0 = time.monotonic()
+    swarm.create(name, "--replicas", str(n), "--limit-memory", "32M", "--stop-grace-period", "2s",
+                 "--restart-condition", "none", "--health-cmd", HEALTH, "--health-interval", "5s",
+                 "--health-timeout", "2s", "--health-retries", "3", IMAGE, *CMD)
+    took = asyncio.run(wait_swarm(name, n, t0, update=False))
+    log(f"swarm: {n} healthy replicas after {took:.1f}s; updating")
+    time.sleep(2.0)
+    t0 = time.monotonic()
+    docker("service", "update", "--detach", "--env-add", "REV=2", "--update-parallelism", "10",
+           "--update-order", "start-first", "--no-resolve-image", name)
+    sw = asyncio.run(wait_swarm(name, n, t0, update=True))
+    log(f"swarm: update completed in {sw:.2f}s")
+    swarm.remove_services()
+
+    bench.figure("dockyard_seconds", dy)
+    bench.figure("swarm_seconds", sw)
+    bench.figure("dockyard/swarm", dy / sw)
+
+
+if __name__ == "__main__":
+    main(run, "rollout")

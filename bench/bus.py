@@ -38,14 +38,16 @@ from dockyard.mqtt import make_client
 from dockyard.wire import DesiredDoc, DesiredTask, StatusDoc, node_topic
 
 
+HEALTH_CHECK = False  # --health-check
+
+
 def taskdef() -> TaskDefinitionSpec:
-    return TaskDefinitionSpec.model_validate({
-        "family": "bbus",
-        "containerDefinitions": [{
-            "name": "web", "image": IMAGE, "command": ["httpd", "-f", "-p", "8080", "-h", "/www"],
-            "memory": 32, "cpu": 16, "stopTimeout": 2,
-        }],
-    })
+    c = {"name": "web", "image": IMAGE, "command": ["httpd", "-f", "-p", "8080", "-h", "/www"],
+         "memory": 32, "cpu": 16, "stopTimeout": 2}
+    if HEALTH_CHECK:
+        c["healthCheck"] = {"command": ["CMD-SHELL", "wget -q -O /dev/null http://127.0.0.1:8080/ || exit 1"],
+                            "interval": 5, "timeout": 2, "retries": 3}
+    return TaskDefinitionSpec.model_validate({"family": "bbus", "containerDefinitions": [c]})
 
 
 async def roundtrips(client, topic: str, payloads, replies: asyncio.Queue, gap: float) -> list[float]:
@@ -174,7 +176,11 @@ def run(bench: Bench) -> None:
     ap.add_argument("--tasks", type=int, default=50)
     ap.add_argument("--idle-seconds", type=float, default=30.0)
     ap.add_argument("--gap", type=float, default=0.05, help="seconds between one acknowledgement and the next document")
+    ap.add_argument("--health-check", action="store_true",
+                    help="the containers have a Docker health check (every 5 s: exec events the agent sees)")
     args = ap.parse_args()
+    global HEALTH_CHECK
+    HEALTH_CHECK = args.health_check
     env = bench.env
     node_id = f"{env.cluster}-n1"
     proc = env.start_agent(node_id=node_id)  # no orchestrator: returns at once

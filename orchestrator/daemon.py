@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import signal
+import socket
 from pathlib import Path
 
 import uvicorn
@@ -27,6 +28,15 @@ def _listen(addr: str) -> tuple[str, int]:
 
 async def serve(listen: str, store_path: Path, mqtt: str, node_lost_seconds: float) -> None:
     log = dlog.get("orchestrator")
+    host, port = _listen(listen)
+    # Bind before anything else, so an address in use is a clear error and exit 1 (uvicorn would
+    # sys.exit inside its task instead).
+    try:
+        sock = socket.create_server((host, port), reuse_port=False)
+    except OSError as exc:
+        raise OSError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; is another orchestrator running? "
+                      "choose another address with --listen") from None
+    sock.setblocking(False)
     store = Store(store_path)
     epoch = store.next_epoch()
     state = State(store)
@@ -46,7 +56,6 @@ async def serve(listen: str, store_path: Path, mqtt: str, node_lost_seconds: flo
     ctl = Controller(state, epoch, publish, node_lost_seconds=node_lost_seconds)
     bus = Bus(mqtt, ctl)
     ops = Ops(state, ctl)
-    host, port = _listen(listen)
     app = create_app(ops, ready=lambda: bus.connected.is_set())
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
     server = uvicorn.Server(config)
@@ -60,17 +69,24 @@ async def serve(listen: str, store_path: Path, mqtt: str, node_lost_seconds: flo
     tasks = [
         asyncio.create_task(bus.run(stop), name="bus"),
         asyncio.create_task(ctl.run(stop), name="controller"),
-        asyncio.create_task(server.serve(), name="api"),
+        asyncio.create_task(server.serve(sockets=[sock]), name="api"),
     ]
-    await stop.wait()
+    stopper = asyncio.create_task(stop.wait())
+    await asyncio.wait([stopper, tasks[2]], return_when=asyncio.FIRST_COMPLETED)
+    failed = not stop.is_set()  # the API server ended by itself
+    if failed:
+        log.error("the HTTP API stopped unexpectedly", listen=f"{host}:{port}")
+        stop.set()
     log.info("orchestrator stopping")
     server.should_exit = True
     await asyncio.wait(tasks[2:], timeout=3)
     for t in tasks:
         t.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    await asyncio.gather(*tasks, stopper, return_exceptions=True)
     state.flush()
     store.close()
+    if failed:
+        raise OSError(f"the HTTP API on {host}:{port} stopped")
 
 
 def run(listen: str = "127.0.0.1:8080", store: str | None = None, mqtt: str = "mqtt://127.0.0.1:1883",

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -42,6 +43,16 @@ T = TypeVar("T")
 
 # ------------------------------------------------------------------------------------------ helpers
 def free_port(host: str = "127.0.0.1") -> int:
+    """A free port below the kernel's ephemeral range (32768+), which outgoing connections and
+    Docker's port proxies draw from: a port picked there can be taken before the daemon binds it."""
+    for _ in range(500):
+        port = random.randint(20000, 32000)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
@@ -277,16 +288,30 @@ class Harness:
         """
         if self.orchestrator and self.orchestrator.popen.poll() is None:
             raise AssertionError("orchestrator already running; stop_orchestrator() first")
-        argv = [DOCKYARD, "orchestrator", "--listen", f"127.0.0.1:{self.port}", "--store", str(self.store),
-                "--mqtt", self.mqtt_url] + self._flags(extra_flags)
-        self.orchestrator = p = self._spawn("orchestrator", argv)
-        self._mqtt_dirty = True
-        if wait:
+        for attempt in range(3):
+            argv = [DOCKYARD, "orchestrator", "--listen", f"127.0.0.1:{self.port}", "--store", str(self.store),
+                    "--mqtt", self.mqtt_url] + self._flags(extra_flags)
+            self.orchestrator = p = self._spawn("orchestrator", argv)
+            self._mqtt_dirty = True
+            if not wait:
+                return p
+
             def healthy() -> bool:
                 if p.popen.poll() is not None:
                     raise _Exited(f"orchestrator exited with {p.popen.returncode}; log:\n{self.tail(p.log)}")
                 return self.api.get("/healthz", timeout=1.0).status_code == 200
-            self._wait_alive(healthy, timeout, "orchestrator /healthz")
+            try:
+                self._wait_alive(healthy, timeout, "orchestrator /healthz")
+                return p
+            except _Exited:
+                # Another process took the port between free_port() and the bind: use another one.
+                if attempt == 2 or "cannot listen" not in self.tail(p.log, 20):
+                    raise
+                self._dead.append(p)
+                self.port = free_port()
+                self.base_url = f"http://127.0.0.1:{self.port}"
+                self.api.close()
+                self.api = httpx.Client(base_url=self.base_url, timeout=10.0)
         return p
 
     def stop_orchestrator(self, kill: bool = False, timeout: float = 15.0) -> int | None:

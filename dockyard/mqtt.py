@@ -32,8 +32,12 @@ def parse_url(url: str) -> BrokerURL:
     return BrokerURL(u.hostname, u.port or 1883, u.username, u.password)
 
 
-def make_client(url: str, identifier: str, will: aiomqtt.Will | None = None, keepalive: int = 5) -> aiomqtt.Client:
-    """An MQTT 5 client with TCP_NODELAY. aiomqtt does not reconnect: callers loop with :class:`Backoff`."""
+def make_client(url: str, identifier: str, will: aiomqtt.Will | None = None, keepalive: int = 5,
+                max_inflight_messages: int | None = None) -> aiomqtt.Client:
+    """An MQTT 5 client with TCP_NODELAY. aiomqtt does not reconnect: callers loop with :class:`Backoff`.
+
+    ``max_inflight_messages``: QoS 1 messages sent and not yet acknowledged (paho's default is
+    20; the broker's Receive Maximum still applies)."""
     b = parse_url(url)
     return aiomqtt.Client(
         b.host,
@@ -46,6 +50,7 @@ def make_client(url: str, identifier: str, will: aiomqtt.Will | None = None, kee
         keepalive=keepalive,
         socket_options=NODELAY,
         max_queued_outgoing_messages=100_000,
+        max_inflight_messages=max_inflight_messages,
     )
 
 

@@ -41,7 +41,10 @@ class Bus:
         backoff = Backoff()
         while not stop.is_set():
             try:
-                async with make_client(self.url, f"dockyard-orchestrator-{uuid.uuid4().hex[:8]}") as client:
+                # One desired document per changed node per pass, all published at once: with paho's
+                # default of 20 unacknowledged, 1,000 documents waited for 50 round trips.
+                async with make_client(self.url, f"dockyard-orchestrator-{uuid.uuid4().hex[:8]}",
+                                       max_inflight_messages=1000) as client:
                     self.client = client
                     await client.subscribe(f"{PROTOCOL}/+/nodes/+/presence", qos=1)
                     await client.subscribe(f"{PROTOCOL}/+/nodes/+/status", qos=1)

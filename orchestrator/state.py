@@ -40,6 +40,8 @@ class State:
         # full pass), so a status report costs O(its service), not O(all tasks).
         self.dirty_services: set[tuple[str, str]] = set()
         self._node_sig: dict[tuple[str, str], tuple] = {}
+        # Bumped by every put_task: lets the controller reuse what it derived from an unchanged task.
+        self.task_rev: dict[str, int] = {}
         # Tasks not yet placed and not STOPPED (the scheduler's input), kept by put_task; a dict
         # for its insertion order (the order of self.tasks).
         self.unplaced: dict[str, None] = {}
@@ -93,6 +95,10 @@ class State:
             self.touch_cluster_services(n.cluster)
         self._mark("node", f"{n.cluster}/{n.nodeId}", n)
 
+    def node_signature(self, cluster: str, node_id: str) -> tuple | None:
+        """What planning reads from the node; a new tuple object after every change."""
+        return self._node_sig.get((cluster, node_id))
+
     def touch_cluster_services(self, cluster: str) -> None:
         """Mark every service of ``cluster`` for planning (a node joined, left, drained, changed)."""
         self.dirty_services.update(k for k in self.services if k[0] == cluster)
@@ -116,6 +122,7 @@ class State:
         if t.serviceName:
             self.dirty_services.add((t.cluster, t.serviceName))
         self._track_unplaced(t)
+        self.task_rev[t.taskId] = self.task_rev.get(t.taskId, 0) + 1
         if t.lastStatus == "STOPPED" and t.nodeId and t.taskId not in self._stopped_placed:
             self._stopped_placed.add(t.taskId)
             self.capacity_version += 1
@@ -142,6 +149,7 @@ class State:
 
     def delete_task(self, t: Task) -> None:
         self._stopped_placed.discard(t.taskId)
+        self.task_rev.pop(t.taskId, None)
         self._unindex(t)
         self.tasks.pop(t.taskId, None)
         self.delete("task", t.taskId)

@@ -89,7 +89,7 @@ class Controller:
         # The last report applied per task: most reports repeat (snapshots every 2 s from every
         # node) and apply_report is idempotent, so an identical one is skipped.
         self._applied: dict[str, TaskReport] = {}
-        self._views: dict[str, tuple] = {}  # task id -> (task rev, node signature, TaskView); see _task_views
+        self._svc_views: dict[tuple[str, str], tuple[int, dict]] = {}  # see _task_views
         self._schedule_sig: tuple | None = None  # (capacity version, unplaced ids) after the last attempt
         self._schedule_retry_at = 0.0
         self.passes = 0
@@ -218,47 +218,50 @@ class Controller:
         self._wake_at(when)
 
     def _task_views(self, s: Service, fresh: bool = False) -> list[svc_core.TaskView]:
-        """The planner's view of the service's tasks not yet STOPPED. A task's view is reused
-        while the task (State.task_rev) and its node (State.node_signature) are unchanged:
-        building 10,000 of them took ~40 ms per pass (bench/scale.py); ``fresh`` (the periodic
-        full pass) rebuilds them all."""
-        views = []
-        checked_by_ref: dict[str, set[str]] = {}  # per task definition, not per task
-        nodes = self.state.nodes
-        cache, rev = self._views, self.state.task_rev
-        for t in self.state.service_tasks(s.cluster, s.serviceName):
-            if t.lastStatus == "STOPPED":
-                cache.pop(t.taskId, None)
-                continue
-            r = rev.get(t.taskId, 0)
-            nsig = self.state.node_signature(t.cluster, t.nodeId) if t.nodeId else None
-            hit = None if fresh else cache.get(t.taskId)
-            if hit is not None and hit[0] == r and hit[1] is nsig:
-                views.append(hit[2])
-                continue
-            checked = checked_by_ref.get(t.taskDefinition)
-            if checked is None:
-                td = self.state.resolve_taskdef(t.taskDefinition)
-                checked = {c.name for c in td.spec.containerDefinitions if c.essential and c.healthCheck} if td else set()
-                checked_by_ref[t.taskDefinition] = checked
-            node = nodes.get((t.cluster, t.nodeId)) if t.nodeId else None
-            views.append(
-                svc_core.TaskView(
-                    task_id=t.taskId,
-                    deployment_id=t.deploymentId,
-                    task_definition=t.taskDefinition,
-                    node_id=t.nodeId,
-                    last_status=t.lastStatus,
-                    health=_checked_health(t, checked) if checked else "UNKNOWN",
-                    has_health_check=bool(checked),
-                    started_at=t.startedAt,
-                    node_draining=bool(node and node.status == "DRAINING"),
-                    stopping=t.desiredStatus == "STOPPED",
-                    node_attributes=node.attributes if node else {},
-                )
-            )
-            cache[t.taskId] = (r, nsig, views[-1])
-        return views
+        """The planner's view of the service's tasks not yet STOPPED, kept per service and
+        updated for the tasks put since the last plan (State.changed_tasks): rebuilding all
+        10,000 views took ~40 ms per pass during bench/scale.py's 10k round. Rebuilt in full
+        when a node changed as planning sees it, and by the periodic full pass (``fresh``)."""
+        key = (s.cluster, s.serviceName)
+        changed = self.state.take_changed_tasks(key)
+        entry = self._svc_views.get(key)
+        checked_by_ref: dict[str, set[str]] = {}
+        if fresh or entry is None or entry[0] != self.state.nodes_version:
+            views: dict[str, svc_core.TaskView] = {}
+            for t in self.state.service_tasks(s.cluster, s.serviceName):
+                if t.lastStatus != "STOPPED":
+                    views[t.taskId] = self._view(t, checked_by_ref)
+        else:
+            views = entry[1]
+            for task_id in changed:
+                t = self.state.tasks.get(task_id)
+                if t is None or t.lastStatus == "STOPPED" or (t.cluster, t.serviceName) != key:
+                    views.pop(task_id, None)
+                else:
+                    views[task_id] = self._view(t, checked_by_ref)
+        self._svc_views[key] = (self.state.nodes_version, views)
+        return list(views.values())
+
+    def _view(self, t: Task, checked_by_ref: dict[str, set[str]]) -> svc_core.TaskView:
+        checked = checked_by_ref.get(t.taskDefinition)
+        if checked is None:  # the essential containers with a health check, per task definition
+            td = self.state.resolve_taskdef(t.taskDefinition)
+            checked = {c.name for c in td.spec.containerDefinitions if c.essential and c.healthCheck} if td else set()
+            checked_by_ref[t.taskDefinition] = checked
+        node = self.state.nodes.get((t.cluster, t.nodeId)) if t.nodeId else None
+        return svc_core.TaskView(
+            task_id=t.taskId,
+            deployment_id=t.deploymentId,
+            task_definition=t.taskDefinition,
+            node_id=t.nodeId,
+            last_status=t.lastStatus,
+            health=_checked_health(t, checked) if checked else "UNKNOWN",
+            has_health_check=bool(checked),
+            started_at=t.startedAt,
+            node_draining=bool(node and node.status == "DRAINING"),
+            stopping=t.desiredStatus == "STOPPED",
+            node_attributes=node.attributes if node else {},
+        )
 
     def reconcile_service(self, s: Service, now: float, fresh: bool = False) -> None:
         views = self._task_views(s, fresh)
@@ -427,9 +430,10 @@ class Controller:
         for t in list(self.state.tasks.values()):
             if t.lastStatus == "STOPPED" and t.stoppedAt and now - t.stoppedAt > STOPPED_TASK_RETENTION:
                 self.state.delete_task(t)
-        for cache in (self._applied, self._views):
-            for task_id in [i for i in cache if (t := self.state.tasks.get(i)) is None or t.lastStatus == "STOPPED"]:
-                del cache[task_id]
+        for task_id in [i for i in self._applied if (t := self.state.tasks.get(i)) is None or t.lastStatus == "STOPPED"]:
+            del self._applied[task_id]
+        for key in [k for k in self._svc_views if k not in self.state.services]:
+            del self._svc_views[key]
 
     def desired_documents(self) -> list[DesiredDoc]:
         docs = []

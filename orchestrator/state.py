@@ -40,8 +40,10 @@ class State:
         # full pass), so a status report costs O(its service), not O(all tasks).
         self.dirty_services: set[tuple[str, str]] = set()
         self._node_sig: dict[tuple[str, str], tuple] = {}
-        # Bumped by every put_task: lets the controller reuse what it derived from an unchanged task.
-        self.task_rev: dict[str, int] = {}
+        # Tasks put since the controller last took them, per service, and a count of node changes
+        # planning sees: the controller updates its planner views of only those tasks.
+        self.changed_tasks: dict[tuple[str, str], set[str]] = defaultdict(set)
+        self.nodes_version = 0
         # Tasks not yet placed and not STOPPED (the scheduler's input), kept by put_task; a dict
         # for its insertion order (the order of self.tasks).
         self.unplaced: dict[str, None] = {}
@@ -92,16 +94,16 @@ class State:
         if self._node_sig.get(key) != sig:
             self._node_sig[key] = sig
             self.capacity_version += 1
+            self.nodes_version += 1
             self.touch_cluster_services(n.cluster)
         self._mark("node", f"{n.cluster}/{n.nodeId}", n)
-
-    def node_signature(self, cluster: str, node_id: str) -> tuple | None:
-        """What planning reads from the node; a new tuple object after every change."""
-        return self._node_sig.get((cluster, node_id))
 
     def touch_cluster_services(self, cluster: str) -> None:
         """Mark every service of ``cluster`` for planning (a node joined, left, drained, changed)."""
         self.dirty_services.update(k for k in self.services if k[0] == cluster)
+
+    def take_changed_tasks(self, key: tuple[str, str]) -> set[str]:
+        return self.changed_tasks.pop(key, set())
 
     def take_dirty_services(self) -> set[tuple[str, str]]:
         dirty, self.dirty_services = self.dirty_services, set()
@@ -122,7 +124,8 @@ class State:
         if t.serviceName:
             self.dirty_services.add((t.cluster, t.serviceName))
         self._track_unplaced(t)
-        self.task_rev[t.taskId] = self.task_rev.get(t.taskId, 0) + 1
+        if t.serviceName:
+            self.changed_tasks[(t.cluster, t.serviceName)].add(t.taskId)
         if t.lastStatus == "STOPPED" and t.nodeId and t.taskId not in self._stopped_placed:
             self._stopped_placed.add(t.taskId)
             self.capacity_version += 1
@@ -134,12 +137,14 @@ class State:
 
     def delete_service(self, s: Service) -> None:
         self.services.pop((s.cluster, s.serviceName), None)
+        self.changed_tasks.pop((s.cluster, s.serviceName), None)
         self.delete("service", f"{s.cluster}/{s.serviceName}")
 
     def delete_node(self, n: Node) -> None:
         self.nodes.pop((n.cluster, n.nodeId), None)
         self._node_sig.pop((n.cluster, n.nodeId), None)
         self.capacity_version += 1
+        self.nodes_version += 1
         self.touch_cluster_services(n.cluster)
         self.delete("node", f"{n.cluster}/{n.nodeId}")
 
@@ -149,7 +154,6 @@ class State:
 
     def delete_task(self, t: Task) -> None:
         self._stopped_placed.discard(t.taskId)
-        self.task_rev.pop(t.taskId, None)
         self._unindex(t)
         self.tasks.pop(t.taskId, None)
         self.delete("task", t.taskId)

@@ -522,6 +522,15 @@ class Controller:
             self.state.dirty_nodes.add((cluster, node_id))
         self.wake()
 
+    def on_status_repeat(self, cluster: str, node_id: str) -> bool:
+        """A snapshot identical to the last one handled for this connected node (seq and ts aside):
+        it only proves the node alive. False: handle it in full (the node is unknown or offline)."""
+        n = self.state.nodes.get((cluster, node_id))
+        if n is None or not n.connected:
+            return False
+        n.lastSeenAt = time.time()
+        return True
+
     def on_status(self, cluster: str, node_id: str, st: StatusDoc) -> None:
         now = time.time()
         n = self.state.nodes.get((cluster, node_id))

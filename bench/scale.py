@@ -8,7 +8,8 @@ client per node, reconcile and status reports, with in-memory containers) run th
 --procs processes; one orchestrator and a private Mosquitto. Each node offers 4096 cpu units
 and 16 GiB; tasks ask 0 cpu and 32 MiB, so 10k tasks fit (~10 per node, spread).
 
-For each size N, in turn on the same orchestrator and nodes: apply 10 services of N/10 tasks
+For each size N, in turn on the same orchestrator and nodes (the largest --repeat times, median
+reported: runs on this 2-core machine vary by +-30%): apply 10 services of N/10 tasks
 each (`dockyard apply`), time until the API reports N tasks RUNNING
 (GET /v1/clusters/C runningTasksCount, polled every 0.2 s; checked once more with the full task
 list), then delete the services and wait until no task runs (not timed). Stopped tasks stay in
@@ -16,10 +17,12 @@ the orchestrator's memory (they are kept 24 h), as in production. A warm-up roun
 per node comes first (not counted): a hollow agent process imports the container-spec code
 (aiodocker, aiohttp) on its first task.
 
-Figures: nodes, seconds_1000 ... seconds_10000, placements_per_second (N / seconds of the
-largest N, end to end: placement, documents, agents, reports; target >= 2000),
+Figures: nodes, seconds_1000 ... seconds_10000, seconds_10000_runs, placements_per_second
+(N / median seconds of the largest N, end to end: placement, documents, agents, reports; target >= 2000),
 growth_10k_vs_1k (seconds(10k) / seconds(1k) / 10: 1.0 = linear), orchestrator_peak_rss_mb
-(VmHWM; target <= 300), orchestrator_cpu_seconds_largest (during the largest round),
+(VmHWM after the first round of the largest size: 10k tasks RUNNING and the earlier rounds' tasks
+kept STOPPED, orchestrator_tasks_kept_then of them in all; target <= 300),
+orchestrator_peak_rss_mb_end (VmHWM at the end, after the repeats), orchestrator_cpu_seconds_largest (median over the largest rounds),
 orchestrator_steady_cpu_percent (the largest size running, nothing changing, over 10 s).
 """
 from __future__ import annotations
@@ -31,7 +34,7 @@ import time
 
 import httpx
 
-from _common import DOCKYARD, Bench, CannotMeasure, log, main, proc_cpu_seconds, proc_status
+from _common import DOCKYARD, Bench, CannotMeasure, log, main, median, proc_cpu_seconds, proc_status
 
 TD = """
 apiVersion: dockyard/v1
@@ -57,19 +60,25 @@ spec: {{taskDefinition: bscale, desiredCount: {n}}}
     return "---".join(docs)
 
 
-async def wait_count(api: httpx.AsyncClient, cluster: str, n: int, t0: float, timeout: float, what: str,
-                     key: str = "runningTasksCount") -> float:
+async def wait_services(api: httpx.AsyncClient, cluster: str, prefix: str, n: int, t0: float, timeout: float,
+                        what: str) -> float:
+    """Until the services named <prefix>-* report n RUNNING and none pending (runningCount and
+    pendingCount of GET /v1/clusters/C/services, ECS's DescribeServices); n == 0: until they are
+    gone (deleted services disappear once their last task is STOPPED). O(their tasks) per poll,
+    unlike the cluster view, which counts every task ever kept."""
     last = None
     trace = os.environ.get("DOCKYARD_BENCH_TRACE")
     while time.monotonic() - t0 < timeout:
-        c = (await api.get(f"/v1/clusters/{cluster}")).json()["cluster"]
-        if trace and (c["runningTasksCount"], c["pendingTasksCount"]) != last:
-            log(f"  t={time.monotonic() - t0:.2f}s running={c['runningTasksCount']} pending={c['pendingTasksCount']}")
-        last = (c["runningTasksCount"], c["pendingTasksCount"])
-        if c[key] == n and (key != "runningTasksCount" or n > 0 or c["pendingTasksCount"] == 0):
+        svcs = [x for x in (await api.get(f"/v1/clusters/{cluster}/services")).json()["services"]
+                if x["serviceName"].startswith(prefix + "-")]
+        now = (sum(x["runningCount"] for x in svcs), sum(x["pendingCount"] for x in svcs), len(svcs))
+        if trace and now != last:
+            log(f"  t={time.monotonic() - t0:.2f}s running={now[0]} pending={now[1]} services={now[2]}")
+        last = now
+        if (n == 0 and not svcs) or (n > 0 and now[0] == n and now[1] == 0):
             return time.monotonic() - t0
         await asyncio.sleep(0.2)
-    raise CannotMeasure(f"{what}: not reached within {timeout:.0f}s (running, pending = {last})")
+    raise CannotMeasure(f"{what}: not reached within {timeout:.0f}s (running, pending, services = {last})")
 
 
 def run(bench: Bench) -> None:
@@ -79,6 +88,7 @@ def run(bench: Bench) -> None:
     ap.add_argument("--sizes", default="1000,2000,5000,10000")
     ap.add_argument("--services", type=int, default=10, help="services per size")
     ap.add_argument("--timeout", type=float, default=300)
+    ap.add_argument("--repeat", type=int, default=3, help="rounds of the largest size (the median is reported)")
     ap.add_argument("--steady-seconds", type=float, default=10.0,
                     help="orchestrator CPU measured this long with the largest size running")
     args = ap.parse_args()
@@ -105,14 +115,14 @@ def run(bench: Bench) -> None:
     log(f"{args.nodes} hollow nodes connected in {time.monotonic() - t0:.1f}s; settling 5 s")
     time.sleep(5.0)
 
-    results: dict[int, float] = {}
+    runs: dict[int, list[float]] = {}
+    cpu_runs: list[float] = []
     steady: dict[str, float] = {}
-    cpu_largest = 0.0
 
     async def rounds() -> None:
-        nonlocal cpu_largest
         async with httpx.AsyncClient(base_url=env.base_url, timeout=60) as api:
-            for r, n in enumerate([-args.nodes] + sizes):
+            plan = [-args.nodes] + sizes + [max(sizes)] * (args.repeat - 1)
+            for r, n in enumerate(plan):
                 warmup = n < 0
                 n = abs(n)
                 prefix = f"r{r}"
@@ -127,11 +137,11 @@ def run(bench: Bench) -> None:
                 _, err = await proc.communicate()
                 if proc.returncode != 0:
                     raise CannotMeasure(f"dockyard apply failed: {err.decode()[-500:]}")
-                took = await wait_count(api, env.cluster, n, t0, args.timeout, f"{n} tasks RUNNING")
+                took = await wait_services(api, env.cluster, prefix, n, t0, args.timeout, f"{n} tasks RUNNING")
                 if warmup:  # one task per node: every hollow process has run its first task (imports)
                     log(f"warm-up: {n} tasks RUNNING after {took:.2f}s (not counted)")
                 else:
-                    results[n] = took
+                    runs.setdefault(n, []).append(took)
                 cpu = proc_cpu_seconds(opid) - c0
                 agents_cpu = sum(proc_cpu_seconds(p.popen.pid) for p in env.agents.values()) - a0
                 broker_cpu = proc_cpu_seconds(bench.broker.proc.pid) - b0
@@ -143,7 +153,12 @@ def run(bench: Bench) -> None:
                     f"{cpu:.1f}, hollow agents {agents_cpu:.1f}, broker {broker_cpu:.1f}; orchestrator rss "
                     f"{proc_status(opid)['VmRSS'] / 1024:.0f} MB")
                 if n == max(sizes) and not warmup:
-                    cpu_largest = cpu
+                    cpu_runs.append(cpu)
+                if n == max(sizes) and not warmup and "cpu" not in steady:
+                    # Peak RSS up to the first round of the largest size (the repeats add more
+                    # stopped tasks, which the orchestrator keeps for 24 h).
+                    steady["hwm"] = proc_status(opid)["VmHWM"] / 1024
+                    steady["kept"] = len((await api.get(f"/v1/clusters/{env.cluster}/tasks")).json()["tasks"])
                     # Steady state: every node sends a snapshot every 2 s; nothing changes.
                     await asyncio.sleep(3.0)
                     s0, w0 = proc_cpu_seconds(opid), time.monotonic()
@@ -153,11 +168,13 @@ def run(bench: Bench) -> None:
                 t1 = time.monotonic()
                 for i in range(args.services):
                     (await api.delete(f"/v1/clusters/{env.cluster}/services/{prefix}-{i}")).raise_for_status()
-                await wait_count(api, env.cluster, 0, t1, args.timeout, "all tasks stopped")
+                await wait_services(api, env.cluster, prefix, 0, t1, args.timeout, "all tasks stopped")
                 log(f"  deleted; all stopped after {time.monotonic() - t1:.1f}s")
                 await asyncio.sleep(2.0)
 
     asyncio.run(rounds())
+    results = {n: median(v) for n, v in runs.items()}
+    cpu_largest = median(cpu_runs)
     for name, p in env.agents.items():
         if p.popen.poll() is not None:
             raise CannotMeasure(f"hollow agent process {name} exited during the run")
@@ -166,10 +183,13 @@ def run(bench: Bench) -> None:
     bench.figure("nodes", args.nodes)
     for n in sizes:
         bench.figure(f"seconds_{n}", results[n])
+    bench.figure(f"seconds_{big}_runs", " ".join(f"{x:.2f}" for x in runs[big]))
     bench.figure("placements_per_second", big / results[big])
     if small != big:
         bench.figure(f"growth_{big // 1000}k_vs_{small // 1000}k", results[big] / results[small] / (big / small))
-    bench.figure("orchestrator_peak_rss_mb", st["VmHWM"] / 1024)
+    bench.figure("orchestrator_peak_rss_mb", steady["hwm"])
+    bench.figure("orchestrator_tasks_kept_then", steady["kept"])
+    bench.figure("orchestrator_peak_rss_mb_end", st["VmHWM"] / 1024)
     bench.figure("orchestrator_cpu_seconds_largest", cpu_largest)
     bench.figure("orchestrator_steady_cpu_percent", steady["cpu"])
 

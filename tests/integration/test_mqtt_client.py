@@ -1,0 +1,93 @@
+"""dockyard.mqtt.Client against the real broker: keepalive housekeeping driven by its owner.
+
+The agent runs with ``misc_interval=None`` and calls ``housekeeping()`` from its status tick (one
+wake-up per tick, docs/benchmarks.md). These show both halves: the owner's calls keep the
+connection alive past the broker's 1.5 x keepalive limit, and without them nothing else pings
+(so the override of aiomqtt's private per-second loop really took effect)."""
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import aiomqtt
+import pytest
+
+from dockyard.mqtt import make_client
+from harness import MQTT_URL
+
+pytestmark = pytest.mark.integration
+
+KEEPALIVE = 2  # the broker drops a silent client after 3 s
+
+
+async def _housekeep(client, every: float) -> None:
+    while True:
+        await asyncio.sleep(every)
+        client.housekeeping()
+
+
+async def test_owner_driven_housekeeping_keeps_the_connection_and_none_drops_it(infra):
+    tag = uuid.uuid4().hex[:8]
+    will_topic = f"dockyard/v1/selftest-{tag}/will"
+    async with make_client(MQTT_URL, f"selftest-watch-{tag}") as watch:
+        await watch.subscribe(f"{will_topic}/#", qos=1)
+        wills = watch.messages
+
+        kept = make_client(MQTT_URL, f"selftest-kept-{tag}", keepalive=KEEPALIVE, misc_interval=None,
+                           will=aiomqtt.Will(f"{will_topic}/kept", b"gone", qos=1))
+        silent = make_client(MQTT_URL, f"selftest-silent-{tag}", keepalive=KEEPALIVE, misc_interval=None,
+                             will=aiomqtt.Will(f"{will_topic}/silent", b"gone", qos=1))
+        async with kept, silent:
+            beat = asyncio.create_task(_housekeep(kept, 0.5))
+            try:
+                # Mosquitto 2.0 enforces keepalive lazily (seen: 3-9 s for a 3 s limit): wait
+                # for the first Will rather than a fixed time. It must be the silent client's.
+                msg = await asyncio.wait_for(anext(aiter(wills)), timeout=20)
+                assert str(msg.topic) == f"{will_topic}/silent"
+                await asyncio.sleep(4.0)  # the kept one stays connected past its limit too
+                await kept.subscribe(f"dockyard/v1/selftest-{tag}/echo", qos=1)
+                await kept.publish(f"dockyard/v1/selftest-{tag}/echo", b"ok", qos=1)
+                echo = await asyncio.wait_for(anext(aiter(kept.messages)), timeout=3)
+                assert echo.payload == b"ok"
+                with pytest.raises(asyncio.TimeoutError):
+                    await asyncio.wait_for(anext(aiter(wills)), timeout=0.5)
+                with pytest.raises(aiomqtt.MqttError):
+                    await silent.publish(f"dockyard/v1/selftest-{tag}/x", b"x", qos=1, timeout=2)
+            finally:
+                beat.cancel()
+
+
+async def test_default_client_pings_by_itself(infra):
+    """misc_interval=1.0 (the default, aiomqtt's own cadence): idle past the limit, still connected."""
+    tag = uuid.uuid4().hex[:8]
+    async with make_client(MQTT_URL, f"selftest-default-{tag}", keepalive=KEEPALIVE) as c:
+        await asyncio.sleep(9.0)
+        await c.subscribe(f"dockyard/v1/selftest-{tag}/echo", qos=1)
+        await c.publish(f"dockyard/v1/selftest-{tag}/echo", b"ok", qos=1)
+        echo = await asyncio.wait_for(anext(aiter(c.messages)), timeout=3)
+        assert echo.payload == b"ok"
+
+
+async def test_publishing_counts_as_activity_so_no_pings_are_sent(infra):
+    """paho 2.2 pings every keepalive even while publishing (it never records writes); the
+    override records each publish, so a client that publishes more often than keepalive never
+    pings (each PINGRESP would be one more wake-up of an idle agent)."""
+    tag = uuid.uuid4().hex[:8]
+    async with make_client(MQTT_URL, f"selftest-busy-{tag}", keepalive=KEEPALIVE, misc_interval=None) as c:
+        pings = []
+        orig = c._client._send_pingreq
+
+        def spy():
+            pings.append(1)
+            return orig()
+
+        c._client._send_pingreq = spy
+        for _ in range(8):  # 4 s: two keepalive periods
+            await asyncio.sleep(0.5)
+            c.housekeeping()
+            await c.publish(f"dockyard/v1/selftest-{tag}/beat", b"x", qos=1)
+        assert pings == []
+        for _ in range(6):  # 3 s silent: now a ping is due
+            await asyncio.sleep(0.5)
+            c.housekeeping()
+        assert pings, "an idle client must still ping"

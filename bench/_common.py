@@ -64,11 +64,20 @@ def proc_status(pid: int) -> dict[str, int]:
 
 
 def proc_cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (its threads included), in seconds."""
-    with open(f"/proc/{pid}/stat") as fh:
-        fields = fh.read().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks
+    """CPU time of a process (its live threads), in seconds: the scheduler's nanosecond sums
+    (/proc/PID/task/*/schedstat) where available, else utime + stime in clock ticks (10 ms:
+    too coarse for an idle process, whose every wake-up may be charged a whole tick)."""
+    try:
+        total = 0
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as fh:
+                total += int(fh.read().split()[0])
+        return total / 1e9
+    except (FileNotFoundError, ValueError):
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        ticks = os.sysconf("SC_CLK_TCK")
+        return (int(fields[11]) + int(fields[12])) / ticks
 
 
 def percentile(xs: list[float], p: float) -> float:

@@ -137,4 +137,7 @@ class Presence(Wire):
     capacityProviders: list[str] = Field(default_factory=lambda: ["EC2"])
     agentVersion: str = "0.1.0"
     runtime: str = "docker"
+    # Seconds between the agent's status snapshots (its heartbeat): the orchestrator declares the
+    # node disconnected after 3 missed. Agents before this field snapshot every 2 s.
+    statusInterval: float = Field(default=2.0, gt=0)
     ts: float = Field(default_factory=time.time)

@@ -147,7 +147,7 @@ class Controller:
     def check_nodes(self, now: float) -> None:
         grace_until = self.started_at + self.node_lost_seconds
         for n in list(self.state.nodes.values()):
-            if n.connected and n.lastSeenAt and now - n.lastSeenAt > max(self.node_lost_seconds, 3 * 2.0):
+            if n.connected and n.lastSeenAt and now - n.lastSeenAt > max(self.node_lost_seconds, 3 * n.statusInterval):
                 self.log.warning("node heartbeat timeout", node=n.nodeId, cluster=n.cluster)
                 n.connected = False
                 n.disconnectedAt = n.lastSeenAt
@@ -515,6 +515,7 @@ class Controller:
         n.capacityProviders = list(p.capacityProviders)
         n.runtime = p.runtime
         n.agentVersion = p.agentVersion
+        n.statusInterval = p.statusInterval
         self.state.put_node(n)
         if rejoined:
             # Republish so a returning agent sees the current document even if the retained one was lost.

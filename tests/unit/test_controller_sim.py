@@ -275,6 +275,18 @@ def test_heartbeat_timeout_disconnects_a_silent_node(sim):
     assert all(t.nodeId != "n1" for t in sim.tasks()) and len(sim.tasks()) == 3
 
 
+def test_heartbeat_timeout_follows_the_agents_announced_status_interval(sim):
+    """An agent that snapshots every 5 s is declared disconnected after 3 missed (15 s), not 6 s."""
+    sim.node_online("n1", statusInterval=5.0)
+    sim.reconcile(0)
+    sim.clock.advance(12)
+    sim.reconcile(0)
+    assert sim.state.nodes[(CLUSTER, "n1")].connected
+    sim.clock.advance(4)
+    sim.reconcile(0)
+    assert not sim.state.nodes[(CLUSTER, "n1")].connected
+
+
 def test_a_stale_offline_will_is_ignored(sim):
     sim.node_online("n1", boot="boot-2")  # the agent restarted
     sim.ctl.on_presence(CLUSTER, "n1", Presence(nodeId="n1", bootId="boot-n1", state="offline"))  # old Will

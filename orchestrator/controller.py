@@ -158,7 +158,7 @@ class Controller:
             if now - since < self.node_lost_seconds:
                 self._wake_at(since + self.node_lost_seconds)
                 continue
-            lost = [t for t in self.state.node_tasks(n.cluster, n.nodeId) if t.lastStatus != "STOPPED"]
+            lost = self.state.node_active_tasks(n.cluster, n.nodeId)
             for t in lost:
                 reason = f"Node {n.nodeId} lost: disconnected for more than {self.node_lost_seconds:g}s"
                 mark_stopped(t, "ServiceSchedulerInitiated" if t.serviceName else "TaskFailedToStart", reason, now)
@@ -416,9 +416,7 @@ class Controller:
                 capacity_providers=frozenset(n.capacityProviders),
             )
         for node_id, v in views.items():
-            for t in self.state.node_tasks(cluster, node_id):
-                if t.lastStatus == "STOPPED":
-                    continue
+            for t in self.state.node_active_tasks(cluster, node_id):
                 td = self.state.resolve_taskdef(t.taskDefinition)
                 if td is not None:
                     v.add(task_ask(t, td.spec))
@@ -443,8 +441,8 @@ class Controller:
             if node is None:
                 continue
             tasks = sorted(
-                (t for t in self.state.node_tasks(cluster, node_id) if t.lastStatus != "STOPPED"),
-                key=lambda t: t.createdAt,
+                self.state.node_active_tasks(cluster, node_id),
+                key=lambda t: (t.createdAt, t.taskId),
             )
             content = tuple((t.taskId, t.desiredStatus) for t in tasks)
             if self._published.get(key) == content:
@@ -566,8 +564,8 @@ class Controller:
             if out.stopped_now:
                 self._on_task_stopped(t, out.failure, now)
         if st.kind == "snapshot" and st.observedEpoch == self.epoch:
-            for t in self.state.node_tasks(cluster, node_id):
-                if (t.lastStatus != "STOPPED" and t.taskId not in reported and t.placedGeneration is not None
+            for t in self.state.node_active_tasks(cluster, node_id):
+                if (t.taskId not in reported and t.placedGeneration is not None
                         and st.observedGeneration >= t.placedGeneration):
                     unexpected = t.desiredStatus == "RUNNING"  # before mark_stopped changes it
                     mark_stopped(t, "TaskFailedToStart", f"Task not found on node {node_id}", now)

@@ -377,7 +377,7 @@ class Ops:
         }
 
     def node_view(self, n) -> dict[str, Any]:
-        tasks = [t for t in self.state.node_tasks(n.cluster, n.nodeId) if t.lastStatus != "STOPPED"]
+        tasks = self.state.node_active_tasks(n.cluster, n.nodeId)
         used_cpu = sum(t.cpu for t in tasks)
         used_mem = sum(t.memory for t in tasks)
         return {

@@ -268,3 +268,38 @@ def test_resolve_taskdef():
     assert state.resolve_taskdef("web:3").revision == 3  # pinned, even INACTIVE (as ECS)
     assert state.resolve_taskdef("web:9") is None and state.resolve_taskdef("api") is None
     assert state.resolve_taskdef("web:x") is None
+
+
+def test_active_index_holds_the_not_stopped_tasks_of_each_node_through_every_change():
+    """node_active_tasks == the node's tasks that are not STOPPED, after moves, in-place status
+    changes, object replacement and deletion (the controller reads only the index)."""
+    state = State(None)
+    *_, task, _ = records()
+    other = task.model_copy(update={"taskId": "t-other", "nodeId": None})
+
+    def check() -> None:
+        for node in ("n1", "n2", "n3"):
+            want = {t.taskId for t in state.node_tasks("prod", node) if t.lastStatus != "STOPPED"}
+            assert {t.taskId for t in state.node_active_tasks("prod", node)} == want, node
+
+    state.put_task(task)
+    state.put_task(other)
+    check()
+    assert [t.taskId for t in state.node_active_tasks("prod", "n1")] == [task.taskId]
+    other.nodeId = "n1"  # placed, in place
+    state.put_task(other)
+    check()
+    task.nodeId = "n2"  # moved, in place
+    state.put_task(task)
+    check()
+    task.lastStatus = "STOPPED"  # stopped, in place: kept in node_tasks, gone from the index
+    state.put_task(task)
+    check()
+    assert state.node_active_tasks("prod", "n2") == [] and state.node_tasks("prod", "n2") == [task]
+    replaced = other.model_copy(update={"nodeId": "n3"})  # a new object for the same task
+    state.put_task(replaced)
+    check()
+    assert state.node_active_tasks("prod", "n1") == [] and state.node_active_tasks("prod", "n3") == [replaced]
+    state.delete_task(replaced)
+    check()
+    assert state.node_active_tasks("prod", "n3") == []

@@ -228,9 +228,8 @@ class Controller:
         checked_by_ref: dict[str, set[str]] = {}
         if fresh or entry is None or entry[0] != self.state.nodes_version:
             views: dict[str, svc_core.TaskView] = {}
-            for t in self.state.service_tasks(s.cluster, s.serviceName):
-                if t.lastStatus != "STOPPED":
-                    views[t.taskId] = self._view(t, checked_by_ref)
+            for t in self.state.service_active_tasks(s.cluster, s.serviceName):
+                views[t.taskId] = self._view(t, checked_by_ref)
         else:
             views = entry[1]
             for task_id in changed:

@@ -365,8 +365,7 @@ class Ops:
 
     # ---- views ----------------------------------------------------------------------------
     def service_view(self, s: Service) -> dict[str, Any]:
-        tasks = self.state.service_tasks(s.cluster, s.serviceName)
-        active = [t for t in tasks if t.active]
+        active = [t for t in self.state.service_active_tasks(s.cluster, s.serviceName) if t.active]
         primary = svc_core.primary_of(s)
         return {
             **s.model_dump(mode="json"),

@@ -35,6 +35,7 @@ class State:
         # those reads grow with the cluster's history (bench/scale.py: +30 % CPU per 10k kept).
         self.active_by_node: dict[tuple[str, str], set[str]] = defaultdict(set)
         self._active_node: dict[str, str] = {}
+        self.active_by_service: dict[tuple[str, str], set[str]] = defaultdict(set)  # likewise, for views
         self._dirty: dict[tuple[str, str], tuple[str, object]] = {}
         self._deleted: set[tuple[str, str]] = set()
         # Nodes whose desired document may have changed since it was last published.
@@ -188,6 +189,11 @@ class State:
         self._track_active(t)
 
     def _track_active(self, t: Task) -> None:
+        if t.serviceName:
+            if t.lastStatus == "STOPPED":
+                self._service_inactive(t)
+            else:
+                self.active_by_service[(t.cluster, t.serviceName)].add(t.taskId)
         want = t.nodeId if t.nodeId and t.lastStatus != "STOPPED" else None
         prev = self._active_node.get(t.taskId)
         if prev == want:
@@ -198,6 +204,14 @@ class State:
         if want:
             self.active_by_node[(t.cluster, want)].add(t.taskId)
             self._active_node[t.taskId] = want
+
+    def _service_inactive(self, t: Task) -> None:
+        key = (t.cluster, t.serviceName)
+        members = self.active_by_service.get(key)  # type: ignore[arg-type]
+        if members is not None:
+            members.discard(t.taskId)
+            if not members:
+                del self.active_by_service[key]  # type: ignore[arg-type]
 
     def _track_unplaced(self, t: Task) -> None:
         if t.nodeId is None and t.lastStatus != "STOPPED":
@@ -212,6 +226,8 @@ class State:
         node = self._indexed_node.pop(t.taskId, t.nodeId)
         if node:
             self.tasks_by_node[(t.cluster, node)].discard(t.taskId)
+        if t.serviceName:
+            self._service_inactive(t)
         active = self._active_node.pop(t.taskId, None)
         if active:
             self.active_by_node[(t.cluster, active)].discard(t.taskId)
@@ -233,6 +249,10 @@ class State:
     def node_tasks(self, cluster: str, node_id: str) -> list[Task]:
         """Every task placed on the node, the STOPPED ones still kept included."""
         return [self.tasks[i] for i in self.tasks_by_node.get((cluster, node_id), ())]
+
+    def service_active_tasks(self, cluster: str, name: str) -> list[Task]:
+        """The service's tasks that are not STOPPED (O(them), whatever the history)."""
+        return [self.tasks[i] for i in self.active_by_service.get((cluster, name), ())]
 
     def node_active_tasks(self, cluster: str, node_id: str) -> list[Task]:
         """The node's tasks that are not STOPPED (O(them), whatever the history)."""

@@ -281,6 +281,8 @@ def test_active_index_holds_the_not_stopped_tasks_of_each_node_through_every_cha
         for node in ("n1", "n2", "n3"):
             want = {t.taskId for t in state.node_tasks("prod", node) if t.lastStatus != "STOPPED"}
             assert {t.taskId for t in state.node_active_tasks("prod", node)} == want, node
+        want = {t.taskId for t in state.service_tasks("prod", "web") if t.lastStatus != "STOPPED"}
+        assert {t.taskId for t in state.service_active_tasks("prod", "web")} == want
 
     state.put_task(task)
     state.put_task(other)

@@ -12,9 +12,11 @@ orchestrator does) straight to the agent's `desired` topic with aiomqtt (TCP_NOD
    each holds the running tasks plus one new task (desiredStatus STOPPED: a change the agent
    must validate, but no container work). Latency = from just before the publish to the
    arrival of the agent's StatusDoc "update" carrying that observedGeneration (the
-   acknowledgement). The agent keeps its status snapshots (2 s) and re-lists (5 s) meanwhile.
-3. The peer, the MQTT floor: the same documents, same gap, same broker and client, answered
-   by a process that does nothing but echo the generation (aiomqtt, QoS 1).
+   acknowledgement). The agent keeps its status ticks (5 s) meanwhile.
+3. The peers, the MQTT floor: the same documents, same gap, same broker, answered by a process
+   that does nothing but echo the generation, QoS 1 both ways: (a) aiomqtt on both sides, as the
+   agent; (b) raw blocking sockets on both sides (bench/_rawmqtt.py: no client library, no
+   event loop), the least any client pays on this machine.
 4. Idle: with the tasks' containers running, the agent's RSS (VmRSS, /proc) and CPU% (scheduler
    time over --idle-seconds, of one core) after a 5 s settle. Two peers over the same window
    give the machine's floor: the echo peer (an idle aiomqtt client as it comes: a 1 s
@@ -23,7 +25,7 @@ orchestrator does) straight to the agent's `desired` topic with aiomqtt (TCP_NOD
    milliseconds of CPU, so idle CPU is mostly wake-ups per second.
 
 Figures: ack_p50_ms (target <= 2), ack_p99_ms, ack_max_ms, echo_floor_p50_ms,
-echo_floor_p99_ms, ack/floor_p50, agent_idle_rss_mb (target <= 60), agent_peak_rss_mb,
+echo_floor_p99_ms, ack/floor_p50, raw_floor_p50_ms, raw_floor_p99_ms, ack/raw_floor_p50, agent_idle_rss_mb (target <= 60), agent_peak_rss_mb,
 agent_idle_cpu_percent (target <= 1), aiomqtt_idle_cpu_percent (the echo peer),
 tick_floor_cpu_percent (the bare loop waking every 5 s).
 """
@@ -39,7 +41,8 @@ import uuid
 from _common import IMAGE, Bench, CannotMeasure, log, main, percentile, proc_cpu_seconds, proc_status
 
 from dockyard.ecs import TaskDefinitionSpec
-from dockyard.mqtt import make_client
+import _rawmqtt
+from dockyard.mqtt import make_client, parse_url
 from dockyard.wire import DesiredDoc, DesiredTask, StatusDoc, node_topic
 
 
@@ -156,7 +159,7 @@ async def measure(bench: Bench, node_id: str, n_tasks: int, n_docs: int, gap: fl
             log(f"timing the echo peer with the same {n_docs} documents")
             echo_lat = await roundtrips(client, t_echo_in, docs, echoes, gap)
             await client.publish(t_echo_in, b"", qos=1, retain=True)
-            return agent_lat, echo_lat
+            return agent_lat, echo_lat, [(g, p.encode()) for g, p in docs]
         finally:
             rd.cancel()
 
@@ -201,7 +204,17 @@ def run(bench: Bench) -> None:
     proc = env.start_agent(node_id=node_id)  # no orchestrator: returns at once
     echo = bench.spawn("echo-peer", [sys.executable, __file__, "--echo-peer", env.mqtt_url,
                                      f"bench/{env.cluster}/echo/in", f"bench/{env.cluster}/echo/out"])
-    lat, floor = asyncio.run(measure(bench, node_id, args.tasks, args.docs, args.gap))
+    lat, floor, docs = asyncio.run(measure(bench, node_id, args.tasks, args.docs, args.gap))
+    bench.stop(echo)
+    # The machine's floor: the same documents, gap and broker, no client library on either side.
+    b = parse_url(env.mqtt_url)
+    t_in, t_out = f"bench/{env.cluster}/raw/in", f"bench/{env.cluster}/raw/out"
+    raw_echo = bench.spawn("raw-echo", [sys.executable, _rawmqtt.__file__, "echo", b.host, str(b.port), t_in, t_out])
+    log(f"timing the raw-socket echo with the same {len(docs)} documents")
+    raw = _rawmqtt.roundtrips(b.host, b.port, t_in, t_out, docs, args.gap)
+    bench.stop(raw_echo)
+    echo = bench.spawn("echo-peer", [sys.executable, __file__, "--echo-peer", env.mqtt_url,
+                                     f"bench/{env.cluster}/echo/in", f"bench/{env.cluster}/echo/out"])
     if proc.popen.poll() is not None:
         raise CannotMeasure("the agent exited")
     pid = proc.popen.pid
@@ -225,6 +238,9 @@ def run(bench: Bench) -> None:
     bench.figure("echo_floor_p50_ms", percentile(floor, 50))
     bench.figure("echo_floor_p99_ms", percentile(floor, 99))
     bench.figure("ack/floor_p50", percentile(lat, 50) / percentile(floor, 50))
+    bench.figure("raw_floor_p50_ms", percentile(raw, 50))
+    bench.figure("raw_floor_p99_ms", percentile(raw, 99))
+    bench.figure("ack/raw_floor_p50", percentile(lat, 50) / percentile(raw, 50))
     bench.figure("agent_idle_rss_mb", st["VmRSS"] / 1024)
     bench.figure("agent_peak_rss_mb", st["VmHWM"] / 1024)
     bench.figure("agent_idle_cpu_percent", cpu[0])

@@ -34,6 +34,7 @@ MAX_PARALLEL_TASKS = 12  # tasks whose actions execute at the same time (order k
 # that ignores SIGTERM), so it gives back its task's slot meanwhile (see _Slot).
 MAX_PARALLEL_STOPS = 64
 MAX_FINISHED = 100_000  # finished task ids remembered (never restarted)
+EVENT_SETTLE_SECONDS = 0.5  # a second pass after a container event, see Agent._on_event
 
 
 @dataclass
@@ -86,6 +87,7 @@ class Agent:
         self.publish_lock = asyncio.Lock()
         self.last_relist = 0.0  # loop time of the last reconcile pass (which re-lists)
         self._networks_listed: bool | None = None
+        self._settle: asyncio.TimerHandle | None = None  # see _on_event
         self._tasks: list[asyncio.Task[None]] = []
 
     # ---- presence / status -------------------------------------------------------------------
@@ -386,7 +388,7 @@ class Agent:
         while True:
             try:
                 async for _ev in self.rt.events(self.node_id):
-                    self.wake.set()
+                    self._on_event()
                     backoff.reset()
                 self.log.warning("container event stream ended; resubscribing")
             except asyncio.CancelledError:
@@ -395,6 +397,18 @@ class Agent:
                 self.log.warning("container event stream failed; resubscribing", error=f"{type(e).__name__}: {e}")
             self.wake.set()  # events may have been missed: re-list now, not at the next relist_interval
             await asyncio.sleep(backoff.next())
+
+    def _on_event(self) -> None:
+        """Wake a pass now, and once more EVENT_SETTLE_SECONDS later: Docker sends ``die``
+        before the container's new state is visible to a list (a pass woken by the event alone
+        still saw it running, and nothing else woke the agent until the next re-list)."""
+        self.wake.set()
+        if self._settle is None:
+            self._settle = asyncio.get_running_loop().call_later(EVENT_SETTLE_SECONDS, self._settled)
+
+    def _settled(self) -> None:
+        self._settle = None
+        self.wake.set()
 
     def keepalive(self) -> int:
         """MQTT keepalive, long enough for housekeeping once per status tick (paho pings when

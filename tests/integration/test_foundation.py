@@ -77,7 +77,9 @@ def test_killed_container_is_stopped_with_exit_code_and_replaced(dockyard_env):
         t = env.get(f"/v1/clusters/{env.cluster}/tasks/{victim['taskId']}")["task"]
         return t if t["lastStatus"] == "STOPPED" else None
 
-    t = env.wait_for(stopped, timeout=30, message="killed task STOPPED")
+    # Event-driven: well under the agent's 30 s re-list (Docker's die event comes before a list
+    # shows the container exited; the agent passes again EVENT_SETTLE_SECONDS later).
+    t = env.wait_for(stopped, timeout=10, message="killed task STOPPED")
     assert t["stopCode"] == "EssentialContainerExited"
     assert t["stoppedReason"] == "Essential container in task exited"
     assert t["containers"][0]["exitCode"] == 137

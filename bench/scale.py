@@ -81,6 +81,23 @@ async def wait_services(api: httpx.AsyncClient, cluster: str, prefix: str, n: in
     raise CannotMeasure(f"{what}: not reached within {timeout:.0f}s (running, pending, services = {last})")
 
 
+UPDATES = 'dockyard_status_messages_total{kind="update"}'
+SNAPSHOTS = 'dockyard_status_messages_total{kind="snapshot"}'
+
+
+async def scrape(api: httpx.AsyncClient) -> dict[str, float]:
+    """The orchestrator's /metrics samples (name{labels} -> value)."""
+    out: dict[str, float] = {}
+    for line in (await api.get("/metrics")).text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            try:
+                out[name] = float(value)
+            except ValueError:
+                pass
+    return out
+
+
 def run(bench: Bench) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[1])
     ap.add_argument("--nodes", type=int, default=1000)
@@ -127,6 +144,7 @@ def run(bench: Bench) -> None:
                 n = abs(n)
                 prefix = f"r{r}"
                 path = bench.manifest(services(prefix, n, args.services), f"scale-{n}.yaml")
+                m0 = await scrape(api)
                 c0 = proc_cpu_seconds(opid)
                 a0 = sum(proc_cpu_seconds(p.popen.pid) for p in env.agents.values())
                 b0 = proc_cpu_seconds(bench.broker.proc.pid)
@@ -149,6 +167,13 @@ def run(bench: Bench) -> None:
                 running = sum(t["lastStatus"] == "RUNNING" for t in tasks)
                 if running != n:
                     raise CannotMeasure(f"cluster view said {n} RUNNING but the task list has {running}")
+                m1 = await scrape(api)
+                d = {k: m1.get(k, 0.0) - m0.get(k, 0.0) for k in m1}
+                log(f"  orchestrator: {d.get('dockyard_reconcile_pass_seconds_count', 0):.0f} passes "
+                    f"({d.get('dockyard_reconcile_pass_seconds_sum', 0):.2f} s), "
+                    f"{d.get('dockyard_desired_documents_published_total', 0):.0f} desired documents, status messages "
+                    f"{d.get(UPDATES, 0):.0f} updates + "
+                    f"{d.get(SNAPSHOTS, 0):.0f} snapshots")
                 log(f"{n} tasks: RUNNING after {took:.2f}s ({n / took:.0f}/s), cpu seconds: orchestrator "
                     f"{cpu:.1f}, hollow agents {agents_cpu:.1f}, broker {broker_cpu:.1f}; orchestrator rss "
                     f"{proc_status(opid)['VmRSS'] / 1024:.0f} MB")

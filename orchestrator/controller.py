@@ -26,6 +26,11 @@ EVENTS_KEPT = 100
 # Every this many seconds a pass plans every service, not only those marked dirty (the
 # level-triggered backstop for anything that changes without marking them).
 FULL_PASS_SECONDS = 5.0
+# Coalescing: a pass waits PASS_GAP_MIN after its wake-up, and after a long pass FACTOR times
+# as long as that pass blocked the loop (so passes hold it at most 1/(1+FACTOR) of the time and
+# each plans a larger batch of changes; see run()).
+PASS_GAP_MIN = 0.02
+PASS_GAP_FACTOR = 1.5
 Publish = Callable[[DesiredDoc], Awaitable[None]]
 
 
@@ -112,7 +117,7 @@ class Controller:
             # API at least as long before the next one: a pass runs without yielding, so passes
             # back to back would starve the inbound messages (status reports, heartbeats) and
             # their backlog would grow until nodes time out.
-            await asyncio.sleep(max(0.005, self._last_pass_seconds))
+            await asyncio.sleep(max(PASS_GAP_MIN, PASS_GAP_FACTOR * self._last_pass_seconds))
             try:
                 await self.run_pass()
             except Exception:  # never let one bad pass kill the control plane

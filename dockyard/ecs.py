@@ -276,7 +276,8 @@ class TaskDefinitionSpec(EcsModel):
 
 
 def container_hash(c: ContainerDefinition) -> str:
-    blob = json.dumps(c.model_dump(mode="json", exclude_none=True, exclude_defaults=True), sort_keys=True)
+    """A label recording the container's spec (fields in model order: stable for a version)."""
+    blob = c.model_dump_json(exclude_none=True, exclude_defaults=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

@@ -85,6 +85,14 @@ UPDATES = 'dockyard_status_messages_total{kind="update"}'
 SNAPSHOTS = 'dockyard_status_messages_total{kind="snapshot"}'
 
 
+def log_metrics(m0: dict[str, float], m1: dict[str, float]) -> None:
+    d = {k: m1.get(k, 0.0) - m0.get(k, 0.0) for k in m1}
+    log(f"  orchestrator: {d.get('dockyard_reconcile_pass_seconds_count', 0):.0f} passes "
+        f"({d.get('dockyard_reconcile_pass_seconds_sum', 0):.2f} s), "
+        f"{d.get('dockyard_desired_documents_published_total', 0):.0f} desired documents, status messages "
+        f"{d.get(UPDATES, 0):.0f} updates + {d.get(SNAPSHOTS, 0):.0f} snapshots")
+
+
 async def scrape(api: httpx.AsyncClient) -> dict[str, float]:
     """The orchestrator's /metrics samples (name{labels} -> value)."""
     out: dict[str, float] = {}
@@ -167,13 +175,7 @@ def run(bench: Bench) -> None:
                 running = sum(t["lastStatus"] == "RUNNING" for t in tasks)
                 if running != n:
                     raise CannotMeasure(f"cluster view said {n} RUNNING but the task list has {running}")
-                m1 = await scrape(api)
-                d = {k: m1.get(k, 0.0) - m0.get(k, 0.0) for k in m1}
-                log(f"  orchestrator: {d.get('dockyard_reconcile_pass_seconds_count', 0):.0f} passes "
-                    f"({d.get('dockyard_reconcile_pass_seconds_sum', 0):.2f} s), "
-                    f"{d.get('dockyard_desired_documents_published_total', 0):.0f} desired documents, status messages "
-                    f"{d.get(UPDATES, 0):.0f} updates + "
-                    f"{d.get(SNAPSHOTS, 0):.0f} snapshots")
+                log_metrics(m0, await scrape(api))
                 log(f"{n} tasks: RUNNING after {took:.2f}s ({n / took:.0f}/s), cpu seconds: orchestrator "
                     f"{cpu:.1f}, hollow agents {agents_cpu:.1f}, broker {broker_cpu:.1f}; orchestrator rss "
                     f"{proc_status(opid)['VmRSS'] / 1024:.0f} MB")
@@ -190,11 +192,13 @@ def run(bench: Bench) -> None:
                     await asyncio.sleep(args.steady_seconds)
                     steady["cpu"] = (proc_cpu_seconds(opid) - s0) / (time.monotonic() - w0) * 100
                     log(f"  steady state with {n} tasks: orchestrator cpu {steady['cpu']:.1f}%")
+                m0 = await scrape(api)
                 t1 = time.monotonic()
                 for i in range(args.services):
                     (await api.delete(f"/v1/clusters/{env.cluster}/services/{prefix}-{i}")).raise_for_status()
                 await wait_services(api, env.cluster, prefix, 0, t1, args.timeout, "all tasks stopped")
                 log(f"  deleted; all stopped after {time.monotonic() - t1:.1f}s")
+                log_metrics(m0, await scrape(api))
                 await asyncio.sleep(2.0)
 
     asyncio.run(rounds())

@@ -86,7 +86,7 @@ class Agent:
         self.stop_sem = asyncio.Semaphore(MAX_PARALLEL_STOPS)
         self.publish_lock = asyncio.Lock()
         self.last_relist = 0.0  # loop time of the last reconcile pass (which re-lists)
-        self._networks_listed: bool | None = None
+        self._networks_listed = False
         self._settle: asyncio.TimerHandle | None = None  # see _on_event
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -287,7 +287,7 @@ class Agent:
 
     async def reconcile_once(self) -> None:
         self.actual = await self.rt.list(self.node_id)
-        if self._networks_listed is None or self.networks or self._awsvpc_desired():
+        if not self._networks_listed or self.networks or self._awsvpc_desired():
             # Task networks exist only for awsvpc/FARGATE tasks: list them on the first pass (to
             # remove leftovers) and while any are known or wanted; an idle bridge-only node skips
             # the request (each one is a wake-up, see status_loop).

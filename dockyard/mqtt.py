@@ -43,7 +43,8 @@ class Client(aiomqtt.Client):
     Why: on a VM every wake-up of an idle process costs milliseconds of CPU (7-17 ms measured on
     the project's machine), so a once-a-second timer alone is ~1 % of a core. An agent drives the
     housekeeping from the status tick it has anyway and wakes once per tick.
-    Overrides aiomqtt 2.x's private ``_misc_loop`` (pinned <3; tests/unit/test_mqtt.py checks it)."""
+    Overrides aiomqtt 2.x's private ``_misc_loop`` (pinned <3; tests/integration/test_mqtt_client.py
+    shows the override takes effect against the real broker)."""
 
     def __init__(self, *args: object, misc_interval: float | None = 1.0, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]

@@ -43,9 +43,31 @@ class CircuitBreaker(EcsModel):
 
 
 class DeploymentConfiguration(EcsModel):
+    """ECS's deploymentConfiguration, plus dockyard's proof and deadline settings.
+
+    ECS clients (boto3, the AWS CLI) cannot send the dockyard keys, so their defaults are the
+    safe behaviour: a task counts healthy only after it stayed healthy ``minimumHealthyTimeSeconds``
+    (Nomad's min_healthy_time), a deployment completes only after a bake time without failures,
+    and one that proves no new task for ``progressDeadlineSeconds`` fails (Kubernetes'
+    progressDeadlineSeconds)."""
+
     maximumPercent: int = Field(default=200, ge=100, le=1000)
     minimumHealthyPercent: int = Field(default=100, ge=0, le=100)
     deploymentCircuitBreaker: CircuitBreaker = Field(default_factory=CircuitBreaker)
+    bakeTimeInMinutes: int | None = Field(default=None, ge=0, le=1440)  # ECS's field
+    # dockyard extensions
+    minimumHealthyTimeSeconds: int = Field(default=10, ge=0, le=3600)
+    bakeTimeSeconds: int | None = Field(default=None, ge=0, le=86400)
+    progressDeadlineSeconds: int = Field(default=600, ge=0, le=86400)  # 0: no deadline
+
+    @property
+    def bake_seconds(self) -> float:
+        """bakeTimeSeconds, else bakeTimeInMinutes, else the minimum healthy time."""
+        if self.bakeTimeSeconds is not None:
+            return float(self.bakeTimeSeconds)
+        if self.bakeTimeInMinutes is not None:
+            return 60.0 * self.bakeTimeInMinutes
+        return float(self.minimumHealthyTimeSeconds)
 
 
 class PlacementStrategy(EcsModel):
@@ -148,6 +170,11 @@ class Deployment(Record):
     launchFailures: int = 0
     nextLaunchAt: float = 0.0
     isRollback: bool = False
+    # Proof and bake (dockyard): tasks of this deployment proven healthy, when the last one was
+    # (progress, for the deadline), and when all of them were (the bake started).
+    provenCount: int = 0
+    lastProgressAt: float | None = None
+    bakeStartedAt: float | None = None
 
 
 class ServiceEvent(Record):
@@ -169,6 +196,7 @@ class Service(Record):
     createdAt: float = Field(default_factory=now)
     ignoredFields: list[str] = Field(default_factory=list)
     steadyState: bool = False
+    failingReason: str | None = None  # tasks keep failing with no deployment to complete or roll back
 
     @property
     def desiredCount(self) -> int:
@@ -214,6 +242,9 @@ class Task(Record):
     desiredStatus: Literal["RUNNING", "STOPPED"] = "RUNNING"
     lastStatus: TaskStatus = "PROVISIONING"
     healthStatus: HealthStatus = "UNKNOWN"
+    # The orchestrator's clock when the task last became healthy (RUNNING, and HEALTHY if it has a
+    # health check); None while it is not. Deployments count it only once proven (see core.services).
+    healthySince: float | None = None
     containers: list[TaskContainer] = Field(default_factory=list)
     cpu: int = 0
     memory: int = 0

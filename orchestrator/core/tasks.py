@@ -54,6 +54,14 @@ def apply_report(task: Task, r: TaskReport, now: float) -> Outcome:
     return Outcome(before != after, stopped_now, failure and task.stopCode in FAILURE_CODES)
 
 
+def proof_clock(healthy_since: float | None, healthy: bool, now: float) -> float | None:
+    """A task's healthySince after a report: kept while it stays healthy, ``now`` when it turns
+    healthy, None when it is not (a later recovery starts the proof over)."""
+    if not healthy:
+        return None
+    return healthy_since if healthy_since is not None else now
+
+
 def mark_stopped(task: Task, stop_code: str, reason: str, now: float) -> None:
     """Stop a task without waiting for an agent (never placed, or its node is lost)."""
     task.desiredStatus = "STOPPED"

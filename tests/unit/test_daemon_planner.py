@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from dockyard.ecs import TaskDefinitionSpec
 from orchestrator.core.daemon import eligible, plan_daemon
 from orchestrator.core.services import HEALTH_STOP_REASON, TaskView, new_deployment, primary_of, record_failure
-from orchestrator.models import Node, PlacementConstraint, Service, ServiceSpec
+from orchestrator.models import DeploymentConfiguration, Node, PlacementConstraint, Service, ServiceSpec
 
 T0 = 1_000_000.0
 _ids = count()
@@ -24,9 +24,13 @@ def td_spec(constraints: list[dict] | None = None) -> TaskDefinitionSpec:
     })
 
 
-def daemon(constraints: list[dict] | None = None, launch_type: str = "EC2", td: str = "agent:1") -> Service:
+def daemon(constraints: list[dict] | None = None, launch_type: str = "EC2", td: str = "agent:1",
+           min_time: int = 0, bake: int = 0) -> Service:
+    """A DAEMON service; without proof time or bake unless a test sets them."""
     spec = ServiceSpec(serviceName="agent", taskDefinition=td, schedulingStrategy="DAEMON", launchType=launch_type,
-                       placementConstraints=[PlacementConstraint(**c) for c in constraints or []])
+                       placementConstraints=[PlacementConstraint(**c) for c in constraints or []],
+                       deploymentConfiguration=DeploymentConfiguration(minimumHealthyTimeSeconds=min_time,
+                                                                       bakeTimeSeconds=bake))
     s = Service(cluster="default", serviceName="agent", spec=spec)
     s.deployments = new_deployment([], td, 0, T0)
     return s
@@ -37,10 +41,10 @@ def node(i: int | str, status: str = "ACTIVE", connected: bool = True, **attrs) 
 
 
 def tv(dep: str, node_id: str, status: str = "RUNNING", health: str = "HEALTHY", draining: bool = False,
-       tid: str | None = None, td: str = "agent:1") -> TaskView:
+       tid: str | None = None, td: str = "agent:1", since: float = T0) -> TaskView:
     return TaskView(task_id=tid or f"d{next(_ids)}", deployment_id=dep, node_id=node_id, last_status=status,
                     task_definition=td, health=health, has_health_check=False, started_at=T0,
-                    node_draining=draining)
+                    healthy_since=since if status == "RUNNING" else None, node_draining=draining)
 
 
 def stopped(plan) -> set[str]:
@@ -212,5 +216,48 @@ def test_property_after_the_plan_each_eligible_node_has_exactly_one_current_task
         current = [t for t in here if t.deployment_id == new] + (["new"] if n.nodeId in plan.start_on else [])
         if want:
             assert len(current) == 1 and len(here) == len(current) - (n.nodeId in plan.start_on)
+        elif not n.connected and n.status == "ACTIVE" and n.attributes["role"] == "edge":
+            # disconnected: keeps its current task (node-lost decides), never gets a new one
+            had = [t for t in tasks if t.node_id == n.nodeId and t.deployment_id == new]
+            assert n.nodeId not in plan.start_on and len(current) == min(1, len(had))
+            assert all(t.deployment_id == new for t in here)
         else:
             assert here == [] and n.nodeId not in plan.start_on
+
+
+# ---- proof and bake (as for REPLICA services) -------------------------------------------------
+def test_daemon_rollout_completes_only_after_proof_and_bake():
+    s = daemon(min_time=10, bake=5)
+    p = primary_of(s).id
+    views = [tv(p, "n1", since=T0), tv(p, "n2", since=T0)]
+    plan = plan_daemon(s, views, [node(1), node(2)], td_spec(), T0 + 3)
+    assert not plan.steady and plan.wake_at == T0 + 10  # not proven yet: back when the proof ends
+    assert next(d for d in plan.deployments if d.id == p).rolloutState == "IN_PROGRESS"
+    s.deployments = plan.deployments
+    plan = plan_daemon(s, views, [node(1), node(2)], td_spec(), T0 + 10)  # proven: the bake starts
+    dep = next(d for d in plan.deployments if d.id == p)
+    assert dep.rolloutState == "IN_PROGRESS" and dep.bakeStartedAt == T0 + 10 and plan.wake_at == T0 + 15
+    s.deployments = plan.deployments
+    plan = plan_daemon(s, views, [node(1), node(2)], td_spec(), T0 + 15)
+    assert next(d for d in plan.deployments if d.id == p).rolloutState == "COMPLETED" and plan.steady
+
+
+def test_daemon_task_that_crashes_within_its_proof_never_completes_the_rollout():
+    s = daemon(min_time=10, bake=0)
+    p = primary_of(s).id
+    now = T0
+    for _ in range(5):  # RUNNING for 5 s, then it dies and a new one starts: never 10 s healthy
+        plan = plan_daemon(s, [tv(p, "n1", since=now)], [node(1)], td_spec(), now + 5)
+        s.deployments = plan.deployments
+        assert primary_of(s).rolloutState == "IN_PROGRESS" and not plan.steady
+        now += 6
+
+
+def test_a_disconnected_node_keeps_its_task_and_gets_no_new_one():
+    """A broker restart disconnects every node for a moment: no daemon task may be stopped for it."""
+    s = daemon()
+    p = primary_of(s).id
+    gone, empty = node(1, connected=False), node(2, connected=False)
+    plan = plan_daemon(s, [tv(p, "n1", tid="a")], [gone, empty, node(3)], td_spec(), T0)
+    assert plan.stop == [] and plan.start_on == ["n3"]
+    assert next(d for d in plan.deployments if d.id == p).desiredCount == 2  # n1 (kept) and n3

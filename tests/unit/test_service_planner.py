@@ -25,6 +25,7 @@ from orchestrator.core.services import (
     primary_of,
     record_failure,
 )
+from orchestrator.core.tasks import proof_clock
 from orchestrator.models import CircuitBreaker, DeploymentConfiguration, PlacementStrategy, Service, ServiceSpec
 
 T0 = 1_000_000.0
@@ -33,11 +34,13 @@ DEP_TD: dict[str, str] = {}  # deployment id -> its task definition, so task vie
 
 def make_service(desired: int = 3, td: str = "web:1", minimum: int = 100, maximum: int = 200, grace: int = 0,
                  breaker: tuple[bool, bool] = (False, False), strategy: list | None = None,
-                 completed: bool = False) -> Service:
+                 completed: bool = False, min_time: int = 0, bake: int = 0, deadline: int = 600) -> Service:
+    """A service; the examples below use no proof time or bake unless they test those."""
     spec = ServiceSpec(
         serviceName="web", taskDefinition=td, desiredCount=desired, healthCheckGracePeriodSeconds=grace,
         deploymentConfiguration=DeploymentConfiguration(
-            minimumHealthyPercent=minimum, maximumPercent=maximum,
+            minimumHealthyPercent=minimum, maximumPercent=maximum, minimumHealthyTimeSeconds=min_time,
+            bakeTimeSeconds=bake, progressDeadlineSeconds=deadline,
             deploymentCircuitBreaker=CircuitBreaker(enable=breaker[0], rollback=breaker[1])),
         placementStrategy=[PlacementStrategy(**s) for s in (strategy or [])],
     )
@@ -62,10 +65,13 @@ _ids = count()
 
 def tv(dep: str | None, status: str = "RUNNING", health: str = "HEALTHY", node: str = "n1", hc: bool = True,
        started: float | None = T0, draining: bool = False, tid: str | None = None, td: str | None = None,
-       stopping: bool = False) -> TaskView:
+       stopping: bool = False, since: float | None = None) -> TaskView:
+    """A task view; a healthy one has been healthy since ``since`` (default: ``started``)."""
     td = DEP_TD.get(dep, "") if td is None else td
+    healthy = status == "RUNNING" and (health == "HEALTHY" or not hc)
     return TaskView(task_id=tid or f"t{next(_ids):04d}", deployment_id=dep, node_id=node, last_status=status,
                     task_definition=td, health=health, has_health_check=hc, started_at=started,
+                    healthy_since=(since if since is not None else started) if healthy else None,
                     node_draining=draining, stopping=stopping)
 
 
@@ -500,7 +506,7 @@ def test_record_failure_backs_off_exponentially_and_capped():
 
 
 def test_launch_backoff_no_start_until_next_launch_at():
-    s = make_service(desired=3)
+    s = make_service(desired=3, deadline=0)
     record_failure(primary_of(s), T0)
     record_failure(primary_of(s), T0)  # next launch at T0 + 2
     plan = plan_service(s, [], T0 + 1)
@@ -593,6 +599,17 @@ class World:
     def views(self) -> list[TaskView]:
         return list(self.tasks.values())
 
+    def observe(self, now: float) -> None:
+        """The orchestrator receives the reports: each task's proof clock as the controller keeps it."""
+        for tid, t in self.tasks.items():
+            since = proof_clock(t.healthy_since, t.healthy, now)
+            if since != t.healthy_since:
+                self.tasks[tid] = replace(t, healthy_since=since)
+
+    def proven(self, now: float) -> int:
+        min_time = self.s.spec.deploymentConfiguration.minimumHealthyTimeSeconds
+        return sum(t.proven(now, min_time) for t in self.active())
+
     def active(self) -> list[TaskView]:
         return [t for t in self.tasks.values() if not t.stopping]
 
@@ -656,6 +673,7 @@ def scale(s: Service, desired: int) -> None:
 def step(world: World, now: float):
     """One reconcile pass: plan, check the invariants, apply the plan to the world."""
     s = world.s
+    world.observe(now)
     views = world.views()
     active = [t for t in views if not t.stopping]
     by_id = {t.task_id: t for t in views}
@@ -672,12 +690,14 @@ def step(world: World, now: float):
     assert len(primaries) == 1
     if primaries[0].rolloutState == "FAILED":
         assert plan.start == 0
-    # minimumHealthyPercent: the planner's own stops of healthy tasks never take healthy below the minimum
-    healthy_before = sum(t.healthy for t in active)
-    healthy_stopped = sum(by_id[i].healthy for i in ids)
+    # minimumHealthyPercent: the planner's own stops of proven tasks never take proven ones below the
+    # minimum (healthy but not yet proven tasks do not count)
+    min_time = s.spec.deploymentConfiguration.minimumHealthyTimeSeconds
+    healthy_before = sum(t.proven(now, min_time) for t in active)
+    healthy_stopped = sum(by_id[i].proven(now, min_time) for i in ids)
     if healthy_stopped:
         assert healthy_before - healthy_stopped >= min_healthy, (
-            f"planner stopped {healthy_stopped} of {healthy_before} healthy tasks; minimum {min_healthy} "
+            f"planner stopped {healthy_stopped} of {healthy_before} proven tasks; minimum {min_healthy} "
             f"(desired {desired})")
 
     # apply
@@ -756,6 +776,9 @@ def simulate(rnd, desired, cfg, has_hc, grace, breaker, failures, scaling, stop_
     if not can_progress(s):
         return  # e.g. desired 1 with 50/100: no room to replace anything (ECS stalls too)
     quiesce(world, now, steps=int(BACKOFF_CAP / 10) + 80)
+    p = primary_of(s)
+    if failures and p.rolloutState == "FAILED" and "progressDeadlineSeconds" in p.rolloutStateReason:
+        return  # failures and their launch backoff kept it from proving a task for the deadline: FAILED is right
     assert_converged(world, revision)
 
 
@@ -817,11 +840,13 @@ def test_simulation_scaling_of_a_completed_deployment(rnd, cfg, has_hc, stop_lag
     has_hc=st.booleans(),
     stop_lag=st.booleans(),
     deploys=st.lists(st.integers(0, 40), min_size=1, max_size=3),
+    proof=st.sampled_from([(0, 0), (10, 10), (5, 0), (30, 60)]),
 )
 def test_simulation_without_failures_always_completes_on_the_newest_revision(rnd, desired, cfg, has_hc, stop_lag,
-                                                                             deploys):
-    """No failures, no scaling, several deployments at random steps (superseding each other)."""
-    s = make_service(desired=desired, minimum=cfg[0], maximum=cfg[1])
+                                                                             deploys, proof):
+    """No failures, no scaling, several deployments at random steps (superseding each other): a
+    good revision always completes, whatever the proof and bake times."""
+    s = make_service(desired=desired, minimum=cfg[0], maximum=cfg[1], min_time=proof[0], bake=proof[1])
     if not can_progress(s):
         return
     world = World(rnd, s, has_hc, stop_lag)
@@ -862,3 +887,170 @@ def test_simulation_rollback_converges_on_the_previous_revision(rnd, desired, ha
     quiesce(world, now)
     assert primary_of(s).rolloutState == "COMPLETED"
     assert all(t.task_definition == "web:1" for t in world.active()) and len(world.active()) == desired
+
+
+# ---- proof time, bake, deadline (issue: a crashing revision must never roll out "successfully") ----
+def proven_service(desired: int = 3, min_time: int = 10, bake: int = 10, breaker=(True, True), **kw):
+    """web:1 COMPLETED with ``desired`` tasks proven long ago; web:2 being deployed at T0 + 100."""
+    s = make_service(desired=desired, breaker=breaker, completed=True, min_time=min_time, bake=bake, **kw)
+    old = [tv(pid(s), hc=False, node=f"n{i % 3 + 1}", tid=f"old-{i}", started=T0, since=T0) for i in range(desired)]
+    new = deploy(s, "web:2")
+    return s, old, new
+
+
+def test_new_tasks_count_healthy_only_once_proven():
+    s, old, new = proven_service()
+    fresh = [tv(new, hc=False, tid=f"new-{i}", started=T0 + 101, since=T0 + 101) for i in range(3)]
+    plan = plan_service(s, old + fresh, T0 + 105)  # healthy for 4 s of 10
+    assert not plan.stop and plan.wake_at == T0 + 111
+    assert plan_primary(plan).rolloutState == "IN_PROGRESS" and plan_primary(plan).provenCount == 0
+    s.deployments = plan.deployments
+    plan = plan_service(s, old + fresh, T0 + 111)  # proven: the old ones may go (minimum 100 %)
+    assert stopped(plan) == {t.task_id for t in old}
+    assert plan_primary(plan).provenCount == 3 and plan_primary(plan).lastProgressAt == T0 + 111
+
+
+def test_a_task_running_for_a_moment_never_replaces_a_serving_one():
+    """The outage of the issue: no health check, the new revision exits right after RUNNING."""
+    s, old, new = proven_service()
+    now = T0 + 100
+    for i in range(3):
+        now += 1
+        crashing = tv(new, hc=False, tid=f"crash-{i}", started=now, since=now)
+        plan = plan_service(s, old + [crashing], now + 0.01)
+        assert not stopped(plan) & {t.task_id for t in old}
+        s.deployments = plan.deployments
+        record_failure(primary_of(s), now)  # it exited: the controller counts the failure
+    plan = plan_service(s, old, now + 1)
+    failed = next(d for d in plan.deployments if d.id == new)
+    assert failed.rolloutState == "FAILED" and "circuit breaker" in failed.rolloutStateReason
+    assert plan_primary(plan).isRollback and plan_primary(plan).taskDefinition == "web:1"
+    assert set(plan.adopt) == {t.task_id for t in old} and not plan.stop
+
+
+def test_failures_during_the_bake_still_trip_the_breaker():
+    s, old, new = proven_service(desired=3, bake=60)
+    proven_new = [tv(new, hc=False, tid=f"new-{i}", started=T0 + 101, since=T0 + 101) for i in range(3)]
+    plan = plan_service(s, old + proven_new, T0 + 120)  # the old ones are stopped: all proven, the bake starts
+    assert stopped(plan) == {t.task_id for t in old}
+    assert plan_primary(plan).bakeStartedAt == T0 + 120 and plan_primary(plan).rolloutState == "IN_PROGRESS"
+    assert plan.wake_at == T0 + 180 and not plan.steady
+    assert any("baking for 60s" in e for e in plan.events)
+    s.deployments = plan.deployments
+    plan = plan_service(s, proven_new, T0 + 121)
+    assert plan_primary(plan).bakeStartedAt == T0 + 120 and plan_primary(plan).rolloutState == "IN_PROGRESS"
+    s.deployments = plan.deployments
+    for _ in range(3):  # three new tasks die during the bake
+        record_failure(primary_of(s), T0 + 130)
+    plan = plan_service(s, proven_new[:0], T0 + 131)
+    assert next(d for d in plan.deployments if d.id == new).rolloutState == "FAILED"
+    assert plan_primary(plan).isRollback
+
+
+def test_bake_completes_then_retires_the_old_deployment_and_only_then_steady():
+    s, old, new = proven_service(desired=2, bake=20)
+    first = next(d.id for d in s.deployments if d.id != new)
+    fresh = [tv(new, hc=False, tid=f"new-{i}", started=T0 + 101, since=T0 + 101) for i in range(2)]
+    s.deployments = plan_service(s, old + fresh, T0 + 111).deployments
+    plan = plan_service(s, fresh, T0 + 112)
+    old_dep = next(d for d in plan.deployments if d.id != new and d.status != "INACTIVE")
+    assert old_dep.status == "ACTIVE" and not plan.steady  # kept while the new one bakes
+    s.deployments = plan.deployments
+    plan = plan_service(s, fresh, T0 + 132)
+    assert plan_primary(plan).rolloutState == "COMPLETED" and plan.steady
+    assert next(d for d in plan.deployments if d.id == first).status == "INACTIVE"
+
+
+def test_bake_restarts_when_a_task_is_lost_during_it():
+    s, old, new = proven_service(desired=2, bake=20, breaker=(False, False))
+    fresh = [tv(new, hc=False, tid=f"new-{i}", started=T0 + 101, since=T0 + 101) for i in range(2)]
+    s.deployments = plan_service(s, old + fresh, T0 + 111).deployments
+    s.deployments = plan_service(s, fresh, T0 + 112).deployments
+    assert primary_of(s).bakeStartedAt == T0 + 111
+    plan = plan_service(s, fresh[:1], T0 + 120)  # one lost with its node
+    assert plan_primary(plan).bakeStartedAt is None and plan.start == 1
+    assert plan_primary(plan).failedTasks == 0
+
+
+def test_progress_deadline_fails_and_rolls_back():
+    s, old, new = proven_service(deadline=60)
+    pending = [tv(new, status="PENDING", hc=False, tid="stuck")]
+    plan = plan_service(s, old + pending, T0 + 159)
+    assert plan_primary(plan).rolloutState == "IN_PROGRESS" and plan.wake_at == T0 + 160
+    s.deployments = plan.deployments
+    plan = plan_service(s, old + pending, T0 + 160)
+    failed = next(d for d in plan.deployments if d.id == new)
+    assert failed.rolloutState == "FAILED" and "no progress for 60s" in failed.rolloutStateReason
+    assert plan_primary(plan).isRollback and plan_primary(plan).taskDefinition == "web:1"
+
+
+def test_progress_deadline_without_rollback_keeps_the_old_tasks():
+    s, old, new = proven_service(deadline=60, breaker=(False, False))
+    plan = plan_service(s, old, T0 + 161)
+    assert plan_primary(plan).rolloutState == "FAILED" and plan.start == 0 and not plan.stop
+
+
+def test_a_completed_service_whose_tasks_keep_failing_says_so():
+    s = make_service(desired=2, completed=True, min_time=10)
+    for _ in range(3):
+        record_failure(primary_of(s), T0)
+    plan = plan_service(s, [], T0 + 10)
+    assert plan.failing and "3 tasks of web:1 failed in a row" in plan.failing and not plan.steady
+    healthy = [tv(pid(s), hc=False, tid=f"h{i}", since=T0) for i in range(2)]
+    assert plan_service(s, healthy, T0 + 20).failing is None  # proven again: not failing
+
+
+def test_bake_seconds_precedence():
+    cfg = DeploymentConfiguration
+    assert cfg().bake_seconds == 10 == cfg().minimumHealthyTimeSeconds
+    assert cfg(bakeTimeInMinutes=2).bake_seconds == 120
+    assert cfg(bakeTimeInMinutes=2, bakeTimeSeconds=0).bake_seconds == 0
+    assert cfg(minimumHealthyTimeSeconds=3).bake_seconds == 3
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    rnd=st.randoms(use_true_random=False),
+    desired=st.integers(1, 5),
+    cfg=st.sampled_from(CONFIGS),
+    has_hc=st.booleans(),
+    breaker=st.sampled_from([(False, False), (True, False), (True, True)]),
+    proof=st.sampled_from([(5, 0), (10, 10), (30, 5)]),
+    stop_lag=st.booleans(),
+)
+def test_simulation_a_revision_that_dies_within_its_proof_never_completes(rnd, desired, cfg, has_hc, breaker, proof,
+                                                                          stop_lag):
+    """web:2's tasks each die at a random moment before or after RUNNING but before they have been
+    healthy for minimumHealthyTimeSeconds. At every step: web:2 never COMPLETES, and the web:1 tasks
+    left never drop below ceil(desired x minimumHealthyPercent) (all of them at 100 %)."""
+    min_time, bake = proof
+    s = make_service(desired=desired, minimum=cfg[0], maximum=cfg[1], breaker=breaker, min_time=min_time, bake=bake)
+    world = World(rnd, s, has_hc, stop_lag)
+    now = quiesce(world, T0)
+    assert_converged(world, 1)
+    originals = {t.task_id for t in world.active()}
+    new = deploy(s, "web:2", now)
+    death: dict[str, float] = {}
+    _, _, min_healthy = bounds(s)
+    for _ in range(120):
+        now += rnd.choice([1, 2, 3, 5, 10])
+        world.progress(now, 0.5)
+        for tid, t in list(world.tasks.items()):
+            if t.task_definition != "web:2" or t.stopping:
+                continue
+            if tid not in death:  # dies within the proof window, counted from now (before or after RUNNING)
+                death[tid] = now + rnd.uniform(0, min_time * 0.9)
+            if now >= death[tid] or (t.healthy_since is not None and now - t.healthy_since >= min_time * 0.9):
+                del world.tasks[tid]
+                for d in s.deployments:
+                    if d.id == t.deployment_id and d.status == "PRIMARY":
+                        record_failure(d, now)
+        step(world, now)
+        dep = next(d for d in s.deployments if d.id == new)
+        assert dep.rolloutState != "COMPLETED", "a revision whose tasks never stayed healthy completed"
+        left = {t.task_id for t in world.active()} & originals
+        assert len(left) >= min_healthy, f"{len(left)} web:1 tasks left, minimum {min_healthy}"
+        if cfg[0] == 100:
+            assert left == originals
+        if primary_of(s).isRollback:
+            break

@@ -1,0 +1,25 @@
+"""The task-health rule (ECS's): a task's health follows its essential containers that have a
+health check: UNHEALTHY if any of them is, HEALTHY when all of them are, UNKNOWN otherwise or
+when none has a check. An essential sidecar without a check must not block a rollout forever.
+"""
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable
+
+
+def task_health(containers: Iterable[tuple[str, str]], checked: Collection[str]) -> str:
+    """``containers``: (name, healthStatus) as reported; ``checked``: the names of the essential
+    containers that have a health check."""
+    if not checked:
+        return "UNKNOWN"
+    states = [h for name, h in containers if name in checked]
+    if "UNHEALTHY" in states:
+        return "UNHEALTHY"
+    if len(states) == len(checked) and all(s == "HEALTHY" for s in states):
+        return "HEALTHY"
+    return "UNKNOWN"
+
+
+def is_healthy(last_status: str, health: str, has_check: bool) -> bool:
+    """Healthy for a service: RUNNING, and HEALTHY when it has a health check."""
+    return last_status == "RUNNING" and (health == "HEALTHY" or not has_check)

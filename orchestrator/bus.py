@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 import uuid
 
 import aiomqtt
@@ -21,6 +22,9 @@ from orchestrator import metrics
 # A StatusDoc's JSON without its "seq" and "ts" members (pydantic writes the fields in order).
 _SEQ_TS = re.compile(rb'"seq":\d+,|,"ts":[-+0-9.eE]+(?=}$)')
 _SNAPSHOTS = metrics.STATUS_RECEIVED.labels(kind="snapshot")
+# The orchestrator publishes to itself every PROBE_SECONDS: each echo proves the session works
+# (a half-open connection delivers nothing; core.nodes times out no node without that proof).
+PROBE_SECONDS = 1.0
 
 
 class Bus:
@@ -32,6 +36,8 @@ class Bus:
         self.last_docs: dict[tuple[str, str], DesiredDoc] = {}
         self._last_snapshot: dict[tuple[str, str], bytes] = {}  # per node, without seq and ts
         self.log = dlog.get("bus", mqtt=mqtt_url)
+        self.client_id = f"dockyard-orchestrator-{uuid.uuid4().hex[:8]}"
+        self.probe_topic = f"{PROTOCOL}/_orchestrator/{self.client_id}/probe"
 
     async def publish(self, doc: DesiredDoc) -> None:
         self.last_docs[(doc.cluster, doc.nodeId)] = doc
@@ -46,26 +52,41 @@ class Bus:
 
     async def run(self, stop: asyncio.Event) -> None:
         backoff = Backoff()
+        # Node liveness is judged only through a working broker session (orchestrator.core.nodes):
+        # the controller learns when one begins and ends.
+        self.controller.on_broker_disconnected(time.time())
         while not stop.is_set():
             try:
                 # One desired document per changed node per pass, all published at once: with paho's
                 # default of 20 unacknowledged, 1,000 documents waited for 50 round trips.
-                async with make_client(self.url, f"dockyard-orchestrator-{uuid.uuid4().hex[:8]}",
-                                       max_inflight_messages=1000) as client:
+                async with make_client(self.url, self.client_id, max_inflight_messages=1000) as client:
                     self.client = client
                     await client.subscribe(f"{PROTOCOL}/+/nodes/+/presence", qos=1)
                     await client.subscribe(f"{PROTOCOL}/+/nodes/+/status", qos=1)
+                    await client.subscribe(self.probe_topic, qos=0)
                     self.connected.set()
                     backoff.reset()
                     self.log.info("connected to broker")
+                    # After subscribing: the retained presence of every node arrives next, and is
+                    # handled after the session start, so those nodes count as seen in it.
+                    self.controller.on_broker_connected(time.time())
                     for doc in list(self.last_docs.values()):
                         await client.publish(node_topic(doc.cluster, doc.nodeId, "desired"), doc.model_dump_json(),
                                              qos=1, retain=True)
-                    async for msg in client.messages:
-                        self.handle(str(msg.topic), msg.payload)
+                    probe = asyncio.create_task(self._probe(client), name="bus-probe")
+                    try:
+                        async for msg in client.messages:
+                            topic = str(msg.topic)
+                            if topic == self.probe_topic:
+                                self.controller.on_broker_heard(time.time())
+                                continue
+                            self.handle(topic, msg.payload)
+                    finally:
+                        probe.cancel()
             except aiomqtt.MqttError as exc:
                 self.connected.clear()
                 self.client = None
+                self.controller.on_broker_disconnected(time.time())
                 delay = backoff.next()
                 self.log.warning("broker connection lost; retrying", error=str(exc), retry_in=round(delay, 2))
                 try:
@@ -73,6 +94,15 @@ class Bus:
                 except asyncio.TimeoutError:
                     pass
         self.connected.clear()
+
+    async def _probe(self, client: aiomqtt.Client) -> None:
+        """Publish to our own probe topic every PROBE_SECONDS (QoS 0, a few bytes)."""
+        while True:
+            await asyncio.sleep(PROBE_SECONDS)
+            try:
+                await client.publish(self.probe_topic, b"1", qos=0)
+            except aiomqtt.MqttError:
+                return  # the message loop sees the lost connection too
 
     def handle(self, topic: str, payload) -> None:
         parsed = parse_topic(topic)

@@ -14,6 +14,7 @@ Ctrl-C: 130); a Python traceback only with DOCKYARD_DEBUG=1.
 """
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -304,7 +305,8 @@ class RolloutVerdict:
     message: str
 
 
-def rollout_verdict(service: dict[str, Any], initial_ids: set[str], tracked: str | None) -> RolloutVerdict:
+def rollout_verdict(service: dict[str, Any], initial_ids: set[str], tracked: str | None,
+                    now: float | None = None) -> RolloutVerdict:
     """Decide ``rollout status`` from one snapshot of the service.
 
     ``initial_ids``: ids of the deployments that existed when the command started;
@@ -314,6 +316,7 @@ def rollout_verdict(service: dict[str, Any], initial_ids: set[str], tracked: str
     A new non-rollback PRIMARY (someone applied again) is followed instead.
     """
     name = service.get("serviceName")
+    now = time.time() if now is None else now
     deps = [d for d in service.get("deployments") or [] if isinstance(d, dict)]
     by_id = {d.get("id"): d for d in deps}
     if service.get("status") in ("DRAINING", "INACTIVE"):
@@ -345,7 +348,17 @@ def rollout_verdict(service: dict[str, Any], initial_ids: set[str], tracked: str
         return RolloutVerdict("complete", tracked, f"service {name} successfully rolled out {primary.get('taskDefinition')} ({counts})")
     others = [d for d in deps if d is not primary and d.get("status") != "INACTIVE" and (d.get("runningCount") or 0) > 0]
     old = f"; {sum(d.get('runningCount') or 0 for d in others)} old task(s) running" if others else ""
-    return RolloutVerdict("progress", tracked, f"deployment {tracked} ({primary.get('taskDefinition')}) {state or 'IN_PROGRESS'}: {counts}{old}")
+    head = f"deployment {tracked} ({primary.get('taskDefinition')})"
+    bake_ends = primary.get("bakeEndsAt")
+    if isinstance(bake_ends, (int, float)):  # every task proven: the bake decides COMPLETED or rollback
+        left = max(0, math.ceil(bake_ends - now))
+        return RolloutVerdict("progress", tracked, f"{head} baking: all {primary.get('provenCount', 0)} tasks proven "
+                              f"healthy, completes in {left}s unless a task fails ({primary.get('failedTasks', 0)} failed){old}")
+    dc = (service.get("spec") or {}).get("deploymentConfiguration") or {}
+    proof = dc.get("minimumHealthyTimeSeconds")
+    proven = (f", {primary.get('provenCount', 0)}/{primary.get('desiredCount', 0)} proven healthy ({proof}s each)"
+              if proof is not None else "")
+    return RolloutVerdict("progress", tracked, f"{head} {state or 'IN_PROGRESS'}: {counts}{proven}{old}")
 
 
 # ---- click plumbing -----------------------------------------------------------------------
@@ -840,16 +853,27 @@ def rollout_undo(api: Api, service: str) -> None:
 @click.option("--node-lost-seconds", type=click.FloatRange(min=0, min_open=True), default=3.0, show_default=True, metavar="SECONDS",
               help="How long a node may stay disconnected (MQTT Will fired, or no heartbeat) before its tasks "
                    "are replaced elsewhere; a node that returns later drops them (fencing).")
+@click.option("--mass-loss-fraction", type=click.FloatRange(min=0, max=1), default=0.55, show_default=True,
+              metavar="FRACTION",
+              help="When more than this share of a cluster's nodes is disconnected (and some stay connected), "
+                   "node-lost replacements are rate-limited by --mass-loss-interval (Kubernetes' "
+                   "unhealthyZoneThreshold). With every node disconnected none is declared lost.")
+@click.option("--mass-loss-interval", type=click.FloatRange(min=0), default=30.0, show_default=True,
+              metavar="SECONDS",
+              help="During a mass loss, the tasks of at most one lost node are replaced per this many seconds, "
+                   "oldest-disconnected first; 0 pauses node-lost replacements until enough nodes reconnect.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
               default="info", show_default=True)
 @click.option("--log-json", is_flag=True, help="Log JSON lines instead of text.")
-def orchestrator_cmd(listen: str, store: str | None, mqtt: str, node_lost_seconds: float, log_level: str, log_json: bool) -> None:
+def orchestrator_cmd(listen: str, store: str | None, mqtt: str, node_lost_seconds: float, mass_loss_fraction: float,
+                     mass_loss_interval: float, log_level: str, log_json: bool) -> None:
     """Run the control-plane daemon (HTTP API, store, controllers)."""
     try:
         from orchestrator.daemon import run as run_daemon
     except ImportError as e:
         raise CliError(f"the orchestrator cannot start: {e} (install dockyard with all its dependencies: pip install dockyard)") from None
     sys.exit(run_daemon(listen=listen, store=store, mqtt=mqtt, node_lost_seconds=node_lost_seconds,
+                        mass_loss_fraction=mass_loss_fraction, mass_loss_interval=mass_loss_interval,
                         log_level=log_level.lower(), log_json=log_json))
 
 

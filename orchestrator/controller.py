@@ -13,12 +13,14 @@ import time
 from typing import Awaitable, Callable
 
 from dockyard import log as dlog
+from dockyard.health import is_healthy, task_health
 from dockyard.wire import DesiredDoc, DesiredTask, Presence, StatusDoc, TaskReport
 from orchestrator import metrics
+from orchestrator.core import nodes as nodes_core
 from orchestrator.core import scheduler
 from orchestrator.core import services as svc_core
 from orchestrator.core.scheduler import NodeView, TaskAsk
-from orchestrator.core.tasks import apply_report, mark_stopped, request_stop
+from orchestrator.core.tasks import Outcome, apply_report, mark_stopped, proof_clock, request_stop
 from orchestrator.models import Cluster, Node, Service, ServiceEvent, Task
 from orchestrator.state import STOPPED_TASK_RETENTION, State
 
@@ -66,24 +68,22 @@ def task_ask(t: Task, td_spec) -> TaskAsk:
     )
 
 
-def _checked_health(t: Task, checked: set[str]) -> str:
-    """Task health for deployments: the essential containers that have a health check decide
-    (an essential sidecar without a check must not block a rollout forever)."""
-    states = [c.healthStatus for c in t.containers if c.name in checked]
-    if not checked or len(states) < len(checked):
-        return t.healthStatus if checked else "UNKNOWN"
-    if "UNHEALTHY" in states:
-        return "UNHEALTHY"
-    return "HEALTHY" if all(s == "HEALTHY" for s in states) else "UNKNOWN"
-
-
 class Controller:
-    def __init__(self, state: State, epoch: int, publish: Publish, node_lost_seconds: float = 3.0) -> None:
+    def __init__(self, state: State, epoch: int, publish: Publish, node_lost_seconds: float = 3.0,
+                 mass_loss_fraction: float = 0.55, mass_loss_interval: float = 30.0) -> None:
         self.state = state
         self.epoch = epoch
         self.publish = publish
         self.node_lost_seconds = node_lost_seconds
+        self.mass_loss = nodes_core.MassLossPolicy(fraction=mass_loss_fraction, interval=mass_loss_interval)
         self.started_at = time.time()
+        # The orchestrator's broker session, as the bus reports it (on_broker_connected/-disconnected).
+        # Without a bus (tests) it counts as connected since started_at.
+        self.broker_connected = True
+        self.broker_since: float | None = None
+        self.broker_heard_at: float | None = None  # the bus's last probe echo (None: no bus)
+        self._mass_release: dict[str, float] = {}  # cluster -> when a node's tasks were last declared lost
+        self._mass_holds: dict[str, tuple] = {}  # cluster -> signature of the mass-loss hold last reported
         self.log = dlog.get("controller", epoch=epoch)
         self._wake = asyncio.Event()
         self._next_wake: float | None = None
@@ -97,6 +97,7 @@ class Controller:
         self._svc_views: dict[tuple[str, str], tuple[int, dict]] = {}  # see _task_views
         self._schedule_sig: tuple | None = None  # (capacity version, unplaced ids) after the last attempt
         self._schedule_retry_at = 0.0
+        self._checked_by_ref: dict[str, frozenset[str]] = {}
         self.passes = 0
 
     # ---- waking --------------------------------------------------------------------------
@@ -150,19 +151,26 @@ class Controller:
         return self.desired_documents()
 
     def check_nodes(self, now: float) -> None:
-        grace_until = self.started_at + self.node_lost_seconds
-        for n in list(self.state.nodes.values()):
-            if n.connected and n.lastSeenAt and now - n.lastSeenAt > max(self.node_lost_seconds, 3 * n.statusInterval):
-                self.log.warning("node heartbeat timeout", node=n.nodeId, cluster=n.cluster)
-                n.connected = False
-                n.disconnectedAt = n.lastSeenAt
-                self.state.put_node(n)
-            if n.connected or now < grace_until:
-                continue
-            since = n.disconnectedAt or n.lastSeenAt or self.started_at
-            if now - since < self.node_lost_seconds:
-                self._wake_at(since + self.node_lost_seconds)
-                continue
+        """Node liveness (orchestrator.core.nodes): time out silent nodes, stop the tasks of lost
+        ones, within the broker-outage and mass-loss rules; report mass-loss holds as events."""
+        views = [nodes_core.NodeLiveness(
+            cluster=n.cluster, node_id=n.nodeId, connected=n.connected, last_seen_at=n.lastSeenAt,
+            disconnected_at=n.disconnectedAt, status_interval=n.statusInterval,
+            active_tasks=len(self.state.active_by_node.get((n.cluster, n.nodeId), ())),
+        ) for n in self.state.nodes.values()]
+        broker = nodes_core.BrokerView(self.broker_connected,
+                                       self.broker_since if self.broker_since is not None else self.started_at,
+                                       self.broker_heard_at)
+        plan = nodes_core.plan_nodes(views, now, broker, self.node_lost_seconds, self.mass_loss, self._mass_release)
+        self._mass_release = dict(plan.last_release)
+        for to in plan.timed_out:
+            n = self.state.nodes[(to.cluster, to.node_id)]
+            self.log.warning("node heartbeat timeout", node=n.nodeId, cluster=n.cluster)
+            n.connected = False
+            n.disconnectedAt = to.disconnected_at
+            self.state.put_node(n)
+        for lost_node in plan.lost:
+            n = self.state.nodes[(lost_node.cluster, lost_node.node_id)]
             lost = self.state.node_active_tasks(n.cluster, n.nodeId)
             for t in lost:
                 reason = f"Node {n.nodeId} lost: disconnected for more than {self.node_lost_seconds:g}s"
@@ -171,6 +179,52 @@ class Controller:
                 metrics.TASKS_STOPPED.labels(reason="node_lost").inc()
             if lost:
                 self.log.warning("node lost; its tasks are stopped", node=n.nodeId, cluster=n.cluster, tasks=len(lost))
+        self._report_mass_loss(plan.holds, now)
+        if plan.wake_at is not None:
+            self._wake_at(plan.wake_at)
+
+    def _report_mass_loss(self, holds: tuple[nodes_core.Hold, ...], now: float) -> None:
+        """Log a mass-loss hold and add it to the events of every ACTIVE service with tasks on the
+        held nodes, once per change of the hold (not every pass); log when it ends."""
+        current = {h.cluster: h for h in holds}
+        for cluster in [c for c in self._mass_holds if c not in current]:
+            del self._mass_holds[cluster]
+            self.log.info("mass node loss: no node held back any more", cluster=cluster)
+        for h in holds:
+            if self._mass_holds.get(h.cluster) == h.signature:
+                continue
+            self._mass_holds[h.cluster] = h.signature
+            self.log.warning("mass node loss: node-lost replacements held back", cluster=h.cluster, mode=h.mode,
+                             down=h.down, nodes=h.total, held=list(h.held), next_release_at=h.next_release_at,
+                             detail=h.message)
+            names = {t.serviceName for node_id in h.held for t in self.state.node_active_tasks(h.cluster, node_id)
+                     if t.serviceName}
+            for name in sorted(names):
+                s = self.state.services.get((h.cluster, name))
+                if s is not None and s.status == "ACTIVE":
+                    add_event(s, f"(service {name}) {h.message}.", now)
+                    self.state.put_service(s)
+
+    # ---- the broker session (reported by the bus) -----------------------------------------------
+    def on_broker_connected(self, now: float) -> None:
+        """A broker session began (subscriptions in place): node liveness is judged again, and
+        every node gets its reconnect window from ``now`` to show itself (core.nodes)."""
+        self.broker_connected = True
+        self.broker_since = self.broker_heard_at = now
+        self.log.info("broker session started; nodes not seen since get their reconnect window",
+                      window_min=nodes_core.RECONNECT_WINDOW_MIN)
+        self.wake()
+
+    def on_broker_heard(self, now: float) -> None:
+        """The session delivered the bus's own probe: it works (a silent node may be timed out)."""
+        self.broker_heard_at = now
+
+    def on_broker_disconnected(self, now: float) -> None:
+        """No broker session (before the first connect, or it was lost): no node is timed out or
+        declared lost until one starts again, since the orchestrator sees nothing meanwhile."""
+        if self.broker_connected and self.broker_since is not None:
+            self.log.warning("broker session lost; node liveness is not judged until it is back")
+        self.broker_connected = False
 
     def follow_families(self, now: float) -> None:
         """A service given as "family" follows the latest ACTIVE revision: a revision newer than any it
@@ -230,11 +284,10 @@ class Controller:
         key = (s.cluster, s.serviceName)
         changed = self.state.take_changed_tasks(key)
         entry = self._svc_views.get(key)
-        checked_by_ref: dict[str, set[str]] = {}
         if fresh or entry is None or entry[0] != self.state.nodes_version:
             views: dict[str, svc_core.TaskView] = {}
             for t in self.state.service_active_tasks(s.cluster, s.serviceName):
-                views[t.taskId] = self._view(t, checked_by_ref)
+                views[t.taskId] = self._view(t)
         else:
             views = entry[1]
             for task_id in changed:
@@ -242,16 +295,29 @@ class Controller:
                 if t is None or t.lastStatus == "STOPPED" or (t.cluster, t.serviceName) != key:
                     views.pop(task_id, None)
                 else:
-                    views[task_id] = self._view(t, checked_by_ref)
+                    views[task_id] = self._view(t)
         self._svc_views[key] = (self.state.nodes_version, views)
         return list(views.values())
 
-    def _view(self, t: Task, checked_by_ref: dict[str, set[str]]) -> svc_core.TaskView:
-        checked = checked_by_ref.get(t.taskDefinition)
-        if checked is None:  # the essential containers with a health check, per task definition
-            td = self.state.resolve_taskdef(t.taskDefinition)
-            checked = {c.name for c in td.spec.containerDefinitions if c.essential and c.healthCheck} if td else set()
-            checked_by_ref[t.taskDefinition] = checked
+    def _checked(self, ref: str) -> frozenset[str]:
+        """The essential containers of task definition ``ref`` that have a health check (task
+        definitions are immutable: cached per ref)."""
+        checked = self._checked_by_ref.get(ref)
+        if checked is None:
+            td = self.state.resolve_taskdef(ref)
+            checked = frozenset(c.name for c in td.spec.containerDefinitions
+                                if c.essential and c.healthCheck) if td else frozenset()
+            if td is not None:
+                self._checked_by_ref[ref] = checked
+        return checked
+
+    def _health(self, t: Task) -> tuple[str, bool]:
+        """(health for deployments, has a health check) by the one rule in dockyard.health."""
+        checked = self._checked(t.taskDefinition)
+        return task_health(((c.name, c.healthStatus) for c in t.containers), checked), bool(checked)
+
+    def _view(self, t: Task) -> svc_core.TaskView:
+        health, has_check = self._health(t)
         node = self.state.nodes.get((t.cluster, t.nodeId)) if t.nodeId else None
         return svc_core.TaskView(
             task_id=t.taskId,
@@ -259,9 +325,10 @@ class Controller:
             task_definition=t.taskDefinition,
             node_id=t.nodeId,
             last_status=t.lastStatus,
-            health=_checked_health(t, checked) if checked else "UNKNOWN",
-            has_health_check=bool(checked),
+            health=health,
+            has_health_check=has_check,
             started_at=t.startedAt,
+            healthy_since=t.healthySince,
             node_draining=bool(node and node.status == "DRAINING"),
             stopping=t.desiredStatus == "STOPPED",
             node_attributes=node.attributes if node else {},
@@ -298,15 +365,16 @@ class Controller:
                 self._new_task(s.cluster, td, s, primary.id, node_id=node_id, now=now)
         if plan.wake_at:
             self._service_wake_at(s, plan.wake_at)
-        grace = s.spec.healthCheckGracePeriodSeconds
-        if grace:  # an unhealthy task is replaced once its grace period ends: come back then
-            for v in views:
-                if v.last_status == "RUNNING" and v.health == "UNHEALTHY" and (v.started_at or 0) + grace > now:
-                    self._service_wake_at(s, (v.started_at or 0) + grace)
         if plan.steady and not s.steadyState:
             add_event(s, f"(service {s.serviceName}) has reached a steady state.", now)
         if plan.steady != s.steadyState:
             s.steadyState = plan.steady
+            changed = True
+        if plan.failing != s.failingReason:
+            if plan.failing and not s.failingReason:
+                add_event(s, f"(service {s.serviceName}) is failing: {plan.failing}.", now)
+                self.log.warning("service failing", cluster=s.cluster, service=s.serviceName, reason=plan.failing)
+            s.failingReason = plan.failing
             changed = True
         if s.observedGeneration != s.generation:
             s.observedGeneration = s.generation
@@ -561,6 +629,10 @@ class Controller:
                 self._applied.pop(r.taskId, None)
             else:
                 self._applied[r.taskId] = r
+            since = proof_clock(t.healthySince, is_healthy(t.lastStatus, *self._health(t)), now)
+            if since != t.healthySince:
+                t.healthySince = since
+                out = Outcome(True, out.stopped_now, out.failure)
             if not out.changed:
                 continue
             self.state.put_task(t)

@@ -26,7 +26,8 @@ def _listen(addr: str) -> tuple[str, int]:
     return host or "127.0.0.1", int(port)
 
 
-async def serve(listen: str, store_path: Path, mqtt: str, node_lost_seconds: float) -> None:
+async def serve(listen: str, store_path: Path, mqtt: str, node_lost_seconds: float,
+                mass_loss_fraction: float = 0.55, mass_loss_interval: float = 30.0) -> None:
     log = dlog.get("orchestrator")
     host, port = _listen(listen)
     # Bind before anything else, so an address in use is a clear error and exit 1 (uvicorn would
@@ -53,7 +54,8 @@ async def serve(listen: str, store_path: Path, mqtt: str, node_lost_seconds: flo
     # every 10,000 net allocations and the old one 10x less often: 0 full collections there.
     gc.freeze()
     gc.set_threshold(10_000, 10, 100)
-    ctl = Controller(state, epoch, publish, node_lost_seconds=node_lost_seconds)
+    ctl = Controller(state, epoch, publish, node_lost_seconds=node_lost_seconds,
+                     mass_loss_fraction=mass_loss_fraction, mass_loss_interval=mass_loss_interval)
     bus = Bus(mqtt, ctl)
     ops = Ops(state, ctl)
     app = create_app(ops, ready=lambda: bus.connected.is_set())
@@ -90,14 +92,15 @@ async def serve(listen: str, store_path: Path, mqtt: str, node_lost_seconds: flo
 
 
 def run(listen: str = "127.0.0.1:8080", store: str | None = None, mqtt: str = "mqtt://127.0.0.1:1883",
-        node_lost_seconds: float = 3.0, log_level: str = "info", log_json: bool = False) -> int:
+        node_lost_seconds: float = 3.0, log_level: str = "info", log_json: bool = False,
+        mass_loss_fraction: float = 0.55, mass_loss_interval: float = 30.0) -> int:
     dlog.configure(log_level, log_json)
     log = dlog.get("orchestrator")
     try:
         _listen(listen)
         parse_url(mqtt)
         path = Path(store) if store else default_store_path()
-        asyncio.run(serve(listen, path, mqtt, node_lost_seconds))
+        asyncio.run(serve(listen, path, mqtt, node_lost_seconds, mass_loss_fraction, mass_loss_interval))
     except (ValueError, StoreError, OSError) as exc:
         log.error(str(exc))
         return 1

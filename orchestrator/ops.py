@@ -367,8 +367,13 @@ class Ops:
     def service_view(self, s: Service) -> dict[str, Any]:
         active = [t for t in self.state.service_active_tasks(s.cluster, s.serviceName) if t.active]
         primary = svc_core.primary_of(s)
+        view = s.model_dump(mode="json")
+        bake = s.spec.deploymentConfiguration.bake_seconds
+        for d in view["deployments"]:  # when a bake in progress ends (the rule lives in the model)
+            started = d.get("bakeStartedAt")
+            d["bakeEndsAt"] = started + bake if started is not None and d.get("rolloutState") == "IN_PROGRESS" else None
         return {
-            **s.model_dump(mode="json"),
+            **view,
             "desiredCount": s.spec.desiredCount,
             "runningCount": sum(t.lastStatus == "RUNNING" for t in active),
             "pendingCount": sum(t.lastStatus != "RUNNING" for t in active),

@@ -111,6 +111,18 @@ def service_taskdef(service: dict[str, Any]) -> str | None:
     return service.get("taskDefinition") or (primary or {}).get("taskDefinition") or (service.get("spec") or {}).get("taskDefinition")
 
 
+def service_state(service: dict[str, Any]) -> str:
+    """FAILING (tasks keep failing), STEADY, or DEPLOYING / BAKING while a deployment is in progress."""
+    if service.get("failingReason"):
+        return "FAILING"
+    if service.get("steadyState"):
+        return "STEADY"
+    primary = primary_deployment(service) or {}
+    if primary.get("rolloutState") == "IN_PROGRESS":
+        return "BAKING" if primary.get("bakeStartedAt") is not None else "DEPLOYING"
+    return "-"
+
+
 def service_desired(service: dict[str, Any]) -> Any:
     spec = service.get("spec") or {}
     return spec.get("desiredCount", service.get("desiredCount"))
@@ -234,7 +246,7 @@ def taskdefinitions_table(items: list[dict[str, Any]], now: float, wide: bool = 
 
 
 def services_table(items: list[dict[str, Any]], now: float, wide: bool = False) -> str:
-    headers = ["NAME", "TASKDEF", "DESIRED", "RUNNING", "PENDING", "ROLLOUT", "AGE"]
+    headers = ["NAME", "TASKDEF", "DESIRED", "RUNNING", "PENDING", "ROLLOUT", "AGE", "STATE"]
     if wide:
         headers += ["LAUNCH", "STRATEGY", "STATUS"]
     rows = []
@@ -249,6 +261,7 @@ def services_table(items: list[dict[str, Any]], now: float, wide: bool = False) 
             s.get("pendingCount"),
             primary.get("rolloutState"),
             age(s.get("createdAt"), now),
+            service_state(s),
         ]
         if wide:
             row += [spec.get("launchType"), spec.get("schedulingStrategy"), s.get("status")]
@@ -352,6 +365,14 @@ def section(title: str, body: str) -> str:
     return f"{title}:\n" + "\n".join(("  " + line) if line else line for line in body.splitlines())
 
 
+def bake_text(dc: dict[str, Any]) -> str:
+    if dc.get("bakeTimeSeconds") is not None:
+        return f"{dc['bakeTimeSeconds']}s"
+    if dc.get("bakeTimeInMinutes") is not None:
+        return f"{dc['bakeTimeInMinutes']}min"
+    return f"{dc.get('minimumHealthyTimeSeconds', 10)}s (the proof time)"
+
+
 def describe_service(service: dict[str, Any], tasks: list[dict[str, Any]] | None, now: float) -> str:
     spec = service.get("spec") or {}
     dc = spec.get("deploymentConfiguration") or {}
@@ -374,6 +395,9 @@ def describe_service(service: dict[str, Any], tasks: list[dict[str, Any]] | None
         ("Scheduling", spec.get("schedulingStrategy")),
         ("Deployment", f"maximumPercent {dc.get('maximumPercent', 200)}, minimumHealthyPercent {dc.get('minimumHealthyPercent', 100)}, "
          f"circuit breaker {'on' if cb.get('enable') else 'off'}{' with rollback' if cb.get('rollback') else ''}"),
+        ("Proof", f"healthy for {dc.get('minimumHealthyTimeSeconds', 10)}s, bake {bake_text(dc)}, "
+         f"progress deadline {dc.get('progressDeadlineSeconds', 600) or 'none'}{'s' if dc.get('progressDeadlineSeconds', 600) else ''}"),
+        ("State", service_state(service) + (f": {service['failingReason']}" if service.get("failingReason") else "")),
         ("Placement", "; ".join(p for p in (constraints, strategy) if p) or None),
         ("Health grace", f"{spec.get('healthCheckGracePeriodSeconds', 0)}s"),
         ("Generation", f"{service.get('generation')} (observed {service.get('observedGeneration')})"),

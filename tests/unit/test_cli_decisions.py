@@ -135,3 +135,13 @@ def test_deleted_service_fails():
 
 def test_primary_failed_without_tracking_fails():
     assert rollout_verdict(svc(dep("1", "FAILED")), {"1"}, None).state == "failed"
+
+
+def test_progress_names_the_proof_and_then_the_bake():
+    d = dep("2", running=2) | {"provenCount": 1}
+    s = svc(d) | {"spec": {"deploymentConfiguration": {"minimumHealthyTimeSeconds": 10}}}
+    v = rollout_verdict(s, {"2"}, None, now=100.0)
+    assert v.state == "progress" and "1/2 proven healthy (10s each)" in v.message
+    baking = svc(d | {"provenCount": 2, "bakeStartedAt": 95.0, "bakeEndsAt": 105.0})
+    v = rollout_verdict(baking, {"2"}, None, now=100.0)
+    assert v.state == "progress" and "baking: all 2 tasks proven healthy, completes in 5s" in v.message

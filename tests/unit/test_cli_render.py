@@ -79,8 +79,8 @@ def test_services_table_uses_primary_deployment():
         ],
     }
     lines = render.services_table([svc], NOW).splitlines()
-    assert lines[0].split() == ["NAME", "TASKDEF", "DESIRED", "RUNNING", "PENDING", "ROLLOUT", "AGE"]
-    assert lines[1].split() == ["web", "web:4", "3", "2", "1", "IN_PROGRESS", "120m"]
+    assert lines[0].split() == ["NAME", "TASKDEF", "DESIRED", "RUNNING", "PENDING", "ROLLOUT", "AGE", "STATE"]
+    assert lines[1].split() == ["web", "web:4", "3", "2", "1", "IN_PROGRESS", "120m", "DEPLOYING"]
 
 
 def test_nodes_table_remaining_over_registered():

@@ -121,6 +121,9 @@ def taskdef(name: str = "web", image: str = "busybox", cmem: int = 256, **spec) 
 
 
 def service(name: str = "web", td: str = "web", desired: int = 3, **spec) -> dict:
+    """A service document; without proof time or bake unless ``deploymentConfiguration`` is given
+    (tests of the proof rule pass their own)."""
+    spec.setdefault("deploymentConfiguration", {"minimumHealthyTimeSeconds": 0, "bakeTimeSeconds": 0})
     return {"apiVersion": "dockyard/v1", "kind": "Service", "metadata": {"name": name},
             "spec": {"taskDefinition": td, "desiredCount": desired, **spec}}
 
@@ -457,3 +460,57 @@ def test_placement_change_moves_tasks(sim):
                                                                    "expression": "attribute:zone == b"}]))
     running_everywhere(sim, steps=20)
     assert all(t.nodeId in ("n2", "n3") for t in sim.tasks())
+
+
+# ---- proof time: the orchestrator's clock, kept across a restart ----------------------------------
+PROOF = {"minimumHealthyTimeSeconds": 10, "bakeTimeSeconds": 5}
+
+
+def test_proof_clock_is_the_orchestrators_and_survives_a_restart(monkeypatch, tmp_path):
+    store = Store(tmp_path / "d.db")
+    first = Sim(monkeypatch, State(store), epoch=1)
+    for n in ("n1", "n2", "n3"):
+        first.node_online(n)
+    first.apply(taskdef(), service(deploymentConfiguration=PROOF))
+    first.reconcile()
+    first.clock.advance(1)
+    t_report = first.clock.t
+    first.agents()
+    assert all(t.healthySince == t_report for t in first.tasks())  # when the report arrived
+    first.reconcile(9)  # healthy for 9 s: not yet proven
+    s = first.service()
+    assert primary_of(s).rolloutState == "IN_PROGRESS" and primary_of(s).provenCount == 0 and not s.steadyState
+    store.close()
+
+    store = Store(tmp_path / "d.db")
+    second = Sim(monkeypatch, State(store), epoch=2)
+    second.clock.t = first.clock.t + 1  # 10 s after the first healthy report
+    second.ctl.started_at = second.clock.t
+    second.docs = first.docs
+    second.boot = first.boot
+    assert all(t.healthySince == t_report for t in second.tasks())  # stored: the restart neither resets nor skips it
+    second.agents()  # the same healthy reports again
+    assert all(t.healthySince == t_report for t in second.tasks())
+    second.reconcile(0)
+    p = primary_of(second.service())
+    assert p.provenCount == 3 and p.bakeStartedAt == second.clock.t and p.rolloutState == "IN_PROGRESS"
+    second.reconcile(5)
+    s = second.service()
+    assert primary_of(s).rolloutState == "COMPLETED" and s.steadyState
+    assert s.events[0].message.endswith("has reached a steady state.")
+    store.close()
+
+
+def test_a_task_that_exits_resets_its_proof_and_counts_as_a_failure(sim):
+    sim.apply(taskdef(), service(desired=1, deploymentConfiguration=PROOF))
+    sim.reconcile()
+    sim.agents()
+    task = sim.tasks()[0]
+    assert task.healthySince == sim.clock.t
+    sim.clock.advance(3)  # exits 3 s after RUNNING
+    sim.status(task.nodeId, [TaskReport(taskId=task.taskId, lastStatus="STOPPED", stoppedAt=sim.clock.t,
+                                        containers=[ContainerReport(name="web", lastStatus="STOPPED", exitCode=1)])])
+    stopped = sim.state.tasks[task.taskId]
+    assert stopped.lastStatus == "STOPPED" and stopped.healthySince is None
+    p = primary_of(sim.service())
+    assert p.failedTasks == 1 and p.rolloutState == "IN_PROGRESS"

@@ -10,6 +10,9 @@
 #   scripts/testbed.sh start-dockerd K (re)start host K's dockerd
 #   scripts/testbed.sh cut K           take host K's link down (a network partition)
 #   scripts/testbed.sh restore K       bring it back
+#   scripts/testbed.sh broker-stop [kill]  stop the bed's Mosquitto: SIGTERM (it publishes every Will),
+#                                      or SIGKILL with "kill" (no Wills); waits until it is gone
+#   scripts/testbed.sh broker-start    start it again (same config: persistence off, so nothing retained)
 #
 # Layout (k = 1..N):
 #   bridge dybr0 10.77.0.1/24 in the root namespace; Mosquitto on 10.77.0.1:1883
@@ -244,5 +247,16 @@ case "${1:-}" in
   start-dockerd) check_k "${2:-}"; start_dockerd "$2" ;;
   cut) check_k "${2:-}"; say "cutting h$2's network ($(veth "$2") down)"; ip link set "$(veth "$2")" down ;;
   restore) check_k "${2:-}"; say "restoring h$2's network ($(veth "$2") up)"; ip link set "$(veth "$2")" up ;;
+  broker-stop)
+    sig=TERM; [ "${2:-}" = kill ] && sig=KILL
+    f="$RUN/mosquitto.pid"
+    if [ -f "$f" ]; then
+      pid=$(cat "$f"); say "stopping the test bed's mosquitto (pid $pid, SIG$sig)"
+      kill -"$sig" "$pid" 2>/dev/null || true
+      for _ in $(seq 1 100); do pid_alive "$pid" || break; sleep 0.05; done
+      pid_alive "$pid" && die "mosquitto pid $pid did not exit after SIG$sig"
+      rm -f "$f"
+    fi ;;
+  broker-start) ensure_broker ;;
   *) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2 ;;
 esac

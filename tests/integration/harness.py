@@ -280,17 +280,19 @@ class Harness:
                 out += [flag, str(v)]
         return out
 
-    def start_orchestrator(self, wait: bool = True, timeout: float = 30.0, **extra_flags: Any) -> Proc:
+    def start_orchestrator(self, wait: bool = True, timeout: float = 30.0, mqtt: str | None = None,
+                           **extra_flags: Any) -> Proc:
         """Start ``dockyard orchestrator`` on this test's port and store; wait for /healthz.
 
         ``extra_flags`` become CLI flags: ``heartbeat_timeout=5`` -> ``--heartbeat-timeout 5``,
-        ``foo=True`` -> ``--foo``, lists repeat the flag.
+        ``foo=True`` -> ``--foo``, lists repeat the flag. ``mqtt``: another broker URL for the
+        orchestrator only (e.g. through a fault injector); cleanup still uses ``mqtt_url``.
         """
         if self.orchestrator and self.orchestrator.popen.poll() is None:
             raise AssertionError("orchestrator already running; stop_orchestrator() first")
         for attempt in range(3):
             argv = [DOCKYARD, "orchestrator", "--listen", f"127.0.0.1:{self.port}", "--store", str(self.store),
-                    "--mqtt", self.mqtt_url] + self._flags(extra_flags)
+                    "--mqtt", mqtt or self.mqtt_url] + self._flags(extra_flags)
             self.orchestrator = p = self._spawn("orchestrator", argv)
             self._mqtt_dirty = True
             if not wait:

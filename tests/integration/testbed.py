@@ -170,6 +170,15 @@ class Testbed:
     def restore(self, k: int) -> None:
         run_script("restore", str(k))
 
+    def broker_stop(self, kill: bool = False) -> None:
+        """Stop the bed's Mosquitto by pid: SIGTERM (it publishes every client's Will as it shuts
+        down) or SIGKILL (nothing published). Returns once the process is gone."""
+        run_script("broker-stop", *(["kill"] if kill else []))
+
+    def broker_start(self) -> None:
+        """Start the bed's Mosquitto again (persistence off: it comes back with nothing retained)."""
+        run_script("broker-start")
+
     # ---- with the harness ---------------------------------------------------------------------
     def attach(self, env: Harness) -> None:
         """Point ``env`` at the bed's broker (call before ``env.start_orchestrator``) and make its

@@ -58,7 +58,9 @@ def test_apply_three_replicas_runs_labelled_containers(dockyard_env):
         assert 49153 <= t["containers"][0]["networkBindings"][0]["hostPort"] <= 65535  # ECS dynamic range
     out = env.cli("get", "tasks").stdout
     assert out.count("RUNNING") >= 3 and all(t["taskId"][:12] in out for t in tasks)
-    svc = env.get(f"/v1/clusters/{env.cluster}/services/web")["service"]
+    # the deployment completes once its tasks are proven (minimumHealthyTimeSeconds) and baked
+    svc = env.wait_for(lambda: (s := env.get(f"/v1/clusters/{env.cluster}/services/web")["service"])
+                       ["deployments"][0]["rolloutState"] == "COMPLETED" and s, timeout=45, message="COMPLETED")
     assert svc["runningCount"] == 3 and svc["deployments"][0]["rolloutState"] == "COMPLETED"
     # applying the same manifest again changes nothing
     again = env.cli("apply", "-f", env.write_manifest(WEB)).stdout

@@ -1,9 +1,12 @@
 """The agent's pure core: desired tasks + actual containers -> a plan of container actions.
 
-No Docker, MQTT or clock in here (DESIGN.md: functional core, imperative shell). The shell
-(:mod:`agent.main`) lists containers, calls :func:`plan`, executes the actions in order per
-task, and publishes :func:`task_report` results. Being level-triggered, running :func:`plan`
-again after (part of) a plan was executed gives the remaining work and nothing more.
+Functional core, imperative shell: everything here takes a snapshot (desired tasks, the
+containers as listed, what is already known finished) and returns a value; it imports no
+Docker or MQTT code, reads no clock (time, where a rule needs it, is an argument) and mutates
+nothing it is given. The shell lists containers, calls :func:`plan`, has
+:mod:`agent.executor` apply the actions in order per task, and publishes :func:`task_report`
+results through :mod:`agent.reporter`. Being level-triggered, running :func:`plan` again
+after (part of) a plan was executed gives the remaining work and nothing more.
 
 Rules (ECS semantics):
 * A container is created and started only when all its ``dependsOn`` conditions hold
@@ -21,9 +24,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Sequence, Union
+from typing import Collection, Iterable, Mapping, Sequence, Union
 
 from dockyard.ecs import ContainerDefinition, ContainerDependency, start_order
+from dockyard.health import checked_containers, task_health
 from dockyard.wire import ContainerReport, DesiredTask, NetworkBinding, TaskReport
 
 from agent.runtime import ActualContainer
@@ -287,7 +291,11 @@ def task_report(
     finish: Finish | None = None,
     pull_error: str | None = None,
 ) -> TaskReport:
-    """The TaskReport of one task from its desired entry (None: not desired) and containers."""
+    """The TaskReport of one task from its desired entry (None: not desired) and containers.
+
+    ``healthStatus`` follows :func:`dockyard.health.task_health` (ECS's rule, the one the
+    orchestrator applies too): the essential containers that have a health check decide;
+    UNHEALTHY if any of them is, HEALTHY when all are, UNKNOWN otherwise or without any."""
     cs: dict[str, ActualContainer] = {}
     grouped: dict[str, list[ActualContainer]] = defaultdict(list)
     for c in containers:
@@ -298,9 +306,11 @@ def task_report(
     if task is not None:
         names = [d.name for d in task.taskDefinition.containerDefinitions]
         essential = {d.name for d in task.taskDefinition.containerDefinitions if d.essential}
-    else:
+        checked: Collection[str] = checked_containers(task.taskDefinition.containerDefinitions)
+    else:  # definition unknown: the labels say which are essential, Docker's health which have a check
         names = sorted(cs)
         essential = {n for n, c in cs.items() if c.essential}
+        checked = {n for n in essential if cs[n].health is not None}
     names += sorted(n for n in cs if n not in names)
     reports = [container_report(n, cs.get(n), stopping, finish) for n in names]
 
@@ -310,13 +320,7 @@ def task_report(
     else:
         ess = [r for r in reports if r.name in essential]
         last = "RUNNING" if ess and all(r.lastStatus == "RUNNING" for r in ess) else "PENDING"
-    ess_health = [r.healthStatus for r in reports if r.name in essential]
-    if any(h == "UNHEALTHY" for h in ess_health):
-        health = "UNHEALTHY"
-    elif ess_health and all(h == "HEALTHY" for h in ess_health):
-        health = "HEALTHY"
-    else:
-        health = "UNKNOWN"
+    health = task_health(((r.name, r.healthStatus) for r in reports), checked)
     started = [c.started_at for c in cs.values() if c.started_at]
     finished_at = [c.finished_at for c in cs.values() if c.finished_at and c.exited]
     ips = [c.ip_address for n, c in sorted(cs.items(), key=lambda kv: kv[0] not in essential) if c.ip_address]

@@ -5,6 +5,7 @@ when none has a check. An essential sidecar without a check must not block a rol
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable
+from typing import Any
 
 
 def task_health(containers: Iterable[tuple[str, str]], checked: Collection[str]) -> str:
@@ -23,3 +24,9 @@ def task_health(containers: Iterable[tuple[str, str]], checked: Collection[str])
 def is_healthy(last_status: str, health: str, has_check: bool) -> bool:
     """Healthy for a service: RUNNING, and HEALTHY when it has a health check."""
     return last_status == "RUNNING" and (health == "HEALTHY" or not has_check)
+
+
+def checked_containers(definitions: Iterable[Any]) -> frozenset[str]:
+    """The names of the essential containers that have a health check (``task_health``'s
+    ``checked``), from container definitions (``name``, ``essential``, ``healthCheck``)."""
+    return frozenset(d.name for d in definitions if d.essential and d.healthCheck)

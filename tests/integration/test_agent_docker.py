@@ -240,8 +240,8 @@ async def test_agent_runs_adopts_reports_and_removes(broker, ident, agents):
 
         healthy = await bus.wait(lambda d: (t := task_of(d, tid)) is not None
                                  and next(c for c in t["containers"] if c["name"] == "web")["healthStatus"] == "HEALTHY", timeout=20)
-        # "side" has no health check, so the task is UNKNOWN (HEALTHY needs every essential container HEALTHY).
-        assert task_of(healthy, tid)["healthStatus"] == "UNKNOWN"
+        # ECS's rule: the essential containers with a health check decide ("side" has none).
+        assert task_of(healthy, tid)["healthStatus"] == "HEALTHY"
 
         # Restart the agent: graceful stop leaves containers, publishes offline; the new boot adopts them.
         n_presence = len(bus.presence)

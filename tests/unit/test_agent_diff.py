@@ -185,6 +185,25 @@ def test_oom_reason():
 
 
 # ---- container spec (pure part of the Docker runtime) -------------------------------------------
+def test_task_health_follows_the_essential_containers_that_have_a_health_check():
+    """ECS's rule (dockyard.health.task_health): an essential sidecar without a health check no
+    longer keeps the task UNKNOWN (it used to: every essential container had to be HEALTHY)."""
+    hc = {"command": ["CMD", "true"]}
+    t = task("t1", [{"name": "web", "healthCheck": hc}, {"name": "side"}, {"name": "probe", "essential": False, "healthCheck": hc}])
+    web, side = ac("t1", "web", health="healthy"), ac("t1", "side")
+    assert diff.task_report("t1", t, [web, side, ac("t1", "probe", health="unhealthy")]).healthStatus == "HEALTHY"
+    assert diff.task_report("t1", t, [ac("t1", "web", health="starting"), side]).healthStatus == "UNKNOWN"
+    assert diff.task_report("t1", t, [ac("t1", "web", health="unhealthy"), side]).healthStatus == "UNHEALTHY"
+    assert diff.task_report("t1", t, [side]).healthStatus == "UNKNOWN"  # web not created yet
+    # no essential container has a check: UNKNOWN whatever the others report
+    t2 = task("t2", [{"name": "a"}, {"name": "b", "essential": False, "healthCheck": hc}])
+    assert diff.task_report("t2", t2, [ac("t2", "a"), ac("t2", "b", health="healthy")]).healthStatus == "UNKNOWN"
+    # a task no longer desired: labels say which are essential, Docker's health which have a check
+    assert diff.task_report("t1", None, [web, side]).healthStatus == "HEALTHY"
+    assert diff.task_report("t1", None, [ac("t1", "web", health="unhealthy"), side]).healthStatus == "UNHEALTHY"
+    assert diff.task_report("t1", None, [side]).healthStatus == "UNKNOWN"
+
+
 def test_create_spec_labels_ports_limits_health():
     from agent.docker_runtime import build_create_spec, credentials_env, registry_auth
 

@@ -20,8 +20,16 @@ from orchestrator.core import nodes as nodes_core
 from orchestrator.core import scheduler
 from orchestrator.core import services as svc_core
 from orchestrator.core.scheduler import NodeView, TaskAsk
-from orchestrator.core.tasks import Outcome, apply_report, mark_stopped, proof_clock, request_stop
-from orchestrator.models import Cluster, Node, Service, ServiceEvent, Task
+from orchestrator.core.tasks import (
+    Outcome,
+    apply_report,
+    mark_stopped,
+    missing_from_snapshot,
+    new_task,
+    proof_clock,
+    request_stop,
+)
+from orchestrator.models import Cluster, Node, Service, ServiceEvent, Task, new_task_id
 from orchestrator.state import STOPPED_TASK_RETENTION, State
 
 EVENTS_KEPT = 100
@@ -70,13 +78,15 @@ def task_ask(t: Task, td_spec) -> TaskAsk:
 
 class Controller:
     def __init__(self, state: State, epoch: int, publish: Publish, node_lost_seconds: float = 3.0,
-                 mass_loss_fraction: float = 0.55, mass_loss_interval: float = 30.0) -> None:
+                 mass_loss_fraction: float = 0.55, mass_loss_interval: float = 30.0,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock  # the one clock the controller (and Ops) decide on time with
         self.state = state
         self.epoch = epoch
         self.publish = publish
         self.node_lost_seconds = node_lost_seconds
         self.mass_loss = nodes_core.MassLossPolicy(fraction=mass_loss_fraction, interval=mass_loss_interval)
-        self.started_at = time.time()
+        self.started_at = clock()
         # The orchestrator's broker session, as the bus reports it (on_broker_connected/-disconnected).
         # Without a bus (tests) it counts as connected since started_at.
         self.broker_connected = True
@@ -108,7 +118,7 @@ class Controller:
         while not stop.is_set():
             timeout = 1.0
             if self._next_wake is not None:
-                timeout = max(0.0, min(timeout, self._next_wake - time.time()))
+                timeout = max(0.0, min(timeout, self._next_wake - self.clock()))
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=timeout)
             except asyncio.TimeoutError:
@@ -127,7 +137,7 @@ class Controller:
 
     async def run_pass(self) -> None:
         t0 = time.perf_counter()
-        docs = self.reconcile(time.time())
+        docs = self.reconcile(self.clock())
         busy = time.perf_counter() - t0
         # All documents at once: each publish waits for the broker's PUBACK (QoS 1), and one
         # after the other 1,000 documents took 1-3 s of round trips (bench/scale.py).
@@ -156,7 +166,7 @@ class Controller:
         views = [nodes_core.NodeLiveness(
             cluster=n.cluster, node_id=n.nodeId, connected=n.connected, last_seen_at=n.lastSeenAt,
             disconnected_at=n.disconnectedAt, status_interval=n.statusInterval,
-            active_tasks=len(self.state.active_by_node.get((n.cluster, n.nodeId), ())),
+            active_tasks=self.state.node_active_count(n.cluster, n.nodeId),
         ) for n in self.state.nodes.values()]
         broker = nodes_core.BrokerView(self.broker_connected,
                                        self.broker_since if self.broker_since is not None else self.started_at,
@@ -227,24 +237,13 @@ class Controller:
         self.broker_connected = False
 
     def follow_families(self, now: float) -> None:
-        """A service given as "family" follows the latest ACTIVE revision: a revision newer than any it
-        has deployed starts a deployment (so a rolled-back revision is not retried, but the next one is)."""
+        """Start the deployments core.services.follow_family asks for (new services, new revisions
+        of a followed family)."""
         for s in self.state.services.values():
-            if s.status != "ACTIVE":
-                continue
             td = self.state.resolve_taskdef(s.spec.taskDefinition)
-            if td is None:
-                continue
-            primary = svc_core.primary_of(s)
-            if primary is None:
-                self.start_deployment(s, td.ref, now)
-                continue
-            if ":" in s.spec.taskDefinition or primary.taskDefinition == td.ref:
-                continue
-            deployed = [int(d.taskDefinition.rpartition(":")[2]) for d in s.deployments
-                        if d.taskDefinition.rpartition(":")[0] == td.family]
-            if td.revision > max(deployed, default=0):
-                self.start_deployment(s, td.ref, now)
+            ref = svc_core.follow_family(s, td.ref if td else None)
+            if ref is not None:
+                self.start_deployment(s, ref, now)
 
     def start_deployment(self, s: Service, ref: str, now: float, rollback: bool = False) -> None:
         s.deployments = svc_core.new_deployment(s.deployments, ref, s.spec.desiredCount, now, rollback=rollback)
@@ -358,11 +357,11 @@ class Controller:
             td = self.state.resolve_taskdef(primary.taskDefinition)
             if td is not None:
                 for _ in range(plan.start):
-                    self._new_task(s.cluster, td, s, primary.id, node_id=None, now=now)
+                    self.create_task(s.cluster, td, now, service=s, deployment_id=primary.id)
         for node_id in plan.start_on:
             td = self.state.resolve_taskdef(primary.taskDefinition) if primary else None
             if td is not None:
-                self._new_task(s.cluster, td, s, primary.id, node_id=node_id, now=now)
+                self.create_task(s.cluster, td, now, service=s, deployment_id=primary.id, node_id=node_id)
         if plan.wake_at:
             self._service_wake_at(s, plan.wake_at)
         if plan.steady and not s.steadyState:
@@ -392,27 +391,10 @@ class Controller:
         nodes = [n for n in self.state.cluster_nodes(s.cluster)]
         return plan_daemon(s, views, nodes, td.spec if td else None, now)
 
-    def _new_task(self, cluster: str, td, s: Service | None, deployment_id: str | None, node_id: str | None,
-                  now: float, started_by: str | None = None, launch_type: str | None = None) -> Task:
-        constraints = list(td.spec.placementConstraints) + (list(s.spec.placementConstraints) if s else [])
-        t = Task(
-            cluster=cluster,
-            taskDefinition=td.ref,
-            family=td.family,
-            revision=td.revision,
-            group=f"service:{s.serviceName}" if s else f"family:{td.family}",
-            serviceName=s.serviceName if s else None,
-            deploymentId=deployment_id,
-            startedBy=started_by or (f"ecs-svc/{s.serviceName}" if s else None),
-            launchType=launch_type or (s.spec.launchType if s else "EC2"),
-            cpu=td.spec.total_cpu,
-            memory=td.spec.total_memory,
-            placementConstraints=constraints,
-            placementStrategy=list(s.spec.placementStrategy) if s else [],
-            createdAt=now,
-            nodeId=node_id,
-            lastStatus="PENDING" if node_id else "PROVISIONING",
-        )
+    def create_task(self, cluster: str, td, now: float, **kw) -> Task:
+        """Create and store a task (core.tasks.new_task's arguments): the one creation path, for
+        the service planners and for Ops' RunTask."""
+        t = new_task(new_task_id(), cluster, td, now, **kw)
         self.state.put_task(t)
         metrics.TASKS_CREATED.inc()
         return t
@@ -421,16 +403,13 @@ class Controller:
         pending = self.state.unplaced_tasks()
         if not pending:
             return
-        # Tasks that fit nowhere are tried again only when capacity may have appeared (a node
-        # changed, a placed task stopped), new tasks wait, or every 5 s: an attempt costs
-        # O(all tasks) (node usage) and used to run on every pass while any task was pending.
         sig = (self.state.capacity_version, tuple(t.taskId for t in pending))
-        if sig == self._schedule_sig and now < self._schedule_retry_at:
+        if not scheduler.retry_placement(sig, self._schedule_sig, now, self._schedule_retry_at):
             self._wake_at(self._schedule_retry_at)
             return
         self._schedule(pending, now)
         self._schedule_sig = (self.state.capacity_version, tuple(t.taskId for t in self.state.unplaced_tasks()))
-        self._schedule_retry_at = now + 5.0
+        self._schedule_retry_at = now + scheduler.RETRY_SECONDS
 
     def _schedule(self, pending: list[Task], now: float) -> None:
         by_cluster: dict[str, list[Task]] = {}
@@ -473,7 +452,7 @@ class Controller:
                         add_event(s, msg, now)
                         self.state.put_service(s)
             if result.unplaced:
-                self._wake_at(now + 5.0)  # retry placement periodically too (level-triggered)
+                self._wake_at(now + scheduler.RETRY_SECONDS)  # retry placement periodically too (level-triggered)
 
     def node_views(self, cluster: str) -> dict[str, NodeView]:
         views: dict[str, NodeView] = {}
@@ -507,7 +486,7 @@ class Controller:
 
     def desired_documents(self) -> list[DesiredDoc]:
         docs = []
-        for key in sorted(self.state.dirty_nodes):
+        for key in sorted(self.state.take_dirty_nodes()):
             cluster, node_id = key
             node = self.state.nodes.get(key)
             if node is None:
@@ -547,7 +526,6 @@ class Controller:
             self._published[key] = content
             docs.append(DesiredDoc.model_construct(cluster=cluster, nodeId=node_id, epoch=self.epoch,
                                                    generation=node.generation, tasks=desired_tasks))
-        self.state.dirty_nodes.clear()
         return docs
 
     def _wake_at(self, when: float) -> None:
@@ -560,7 +538,7 @@ class Controller:
             self.state.put_cluster(Cluster(clusterName=name))
 
     def on_presence(self, cluster: str, node_id: str, p: Presence) -> None:
-        now = time.time()
+        now = self.clock()
         self.ensure_cluster(cluster)
         n = self.state.nodes.get((cluster, node_id))
         if p.state == "offline":
@@ -590,7 +568,7 @@ class Controller:
         if rejoined:
             # Republish so a returning agent sees the current document even if the retained one was lost.
             self._published.pop((cluster, node_id), None)
-            self.state.dirty_nodes.add((cluster, node_id))
+            self.state.mark_node_dirty((cluster, node_id))
         self.wake()
 
     def on_status_repeat(self, cluster: str, node_id: str) -> bool:
@@ -599,11 +577,11 @@ class Controller:
         n = self.state.nodes.get((cluster, node_id))
         if n is None or not n.connected:
             return False
-        n.lastSeenAt = time.time()
+        n.lastSeenAt = self.clock()
         return True
 
     def on_status(self, cluster: str, node_id: str, st: StatusDoc) -> None:
-        now = time.time()
+        now = self.clock()
         n = self.state.nodes.get((cluster, node_id))
         if n is None:
             return  # presence comes first; the agent sends a snapshot again soon
@@ -640,14 +618,13 @@ class Controller:
             if out.stopped_now:
                 self._on_task_stopped(t, out.failure, now)
         if st.kind == "snapshot" and st.observedEpoch == self.epoch:
-            for t in self.state.node_active_tasks(cluster, node_id):
-                if (t.taskId not in reported and t.placedGeneration is not None
-                        and st.observedGeneration >= t.placedGeneration):
-                    unexpected = t.desiredStatus == "RUNNING"  # before mark_stopped changes it
-                    mark_stopped(t, "TaskFailedToStart", f"Task not found on node {node_id}", now)
-                    self.state.put_task(t)
-                    self._on_task_stopped(t, unexpected, now)
-                    woke = True
+            for t in missing_from_snapshot(self.state.node_active_tasks(cluster, node_id), reported,
+                                           st.observedGeneration):
+                unexpected = t.desiredStatus == "RUNNING"  # before mark_stopped changes it
+                mark_stopped(t, "TaskFailedToStart", f"Task not found on node {node_id}", now)
+                self.state.put_task(t)
+                self._on_task_stopped(t, unexpected, now)
+                woke = True
         if woke:
             self.wake()
 

@@ -251,3 +251,14 @@ def pick_scale_in(tasks: list[tuple[str, str | None, dict[str, str]]], count: in
         if ranks:
             heapq.heappush(heap, (-len(ranks), -ranks[-1], i))
     return chosen
+
+
+RETRY_SECONDS = 5.0
+
+
+def retry_placement(signature: tuple, last_signature: tuple | None, now: float, retry_at: float) -> bool:
+    """Whether to try placing pending tasks again. ``signature``: (capacity version, ids of the
+    tasks to place). Tasks that fit nowhere are tried again only when capacity may have appeared
+    (a node changed, a placed task stopped), new tasks wait, or every RETRY_SECONDS: an attempt
+    costs O(all tasks) (node usage)."""
+    return signature != last_signature or now >= retry_at

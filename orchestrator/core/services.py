@@ -158,10 +158,11 @@ def fail_deployment(service: Service, plan: ServicePlan, primary: Deployment, re
     return primary
 
 
-def rollback_target(deployments: list[Deployment], primary: Deployment) -> Deployment | None:
-    """The newest COMPLETED deployment of another revision than ``primary``'s."""
+def rollback_target(deployments: list[Deployment], primary: Deployment | None) -> Deployment | None:
+    """The newest COMPLETED deployment of another revision than ``primary``'s: where the circuit
+    breaker's rollback and `rollout undo` go."""
     return next((d for d in deployments if d is not primary and d.rolloutState == "COMPLETED"
-                 and d.taskDefinition != primary.taskDefinition), None)
+                 and (primary is None or d.taskDefinition != primary.taskDefinition)), None)
 
 
 def check_progress(service: Service, plan: ServicePlan, primary: Deployment, proven: int, desired: int,
@@ -221,6 +222,25 @@ def failing_reason(primary: Deployment, desired: int, all_proven: bool) -> str |
         return None
     return (f"{primary.launchFailures} tasks of {primary.taskDefinition} failed in a row since the service was last "
             f"steady (deployment {primary.id} {primary.rolloutState}); relaunching with backoff")
+
+
+def follow_family(service: Service, latest: str | None) -> str | None:
+    """The task definition (``family:revision``) to start a deployment of, if any. ``latest``: the
+    ref the service's ``taskDefinition`` resolves to now (the family's newest ACTIVE revision, or
+    the pinned one). A service without a deployment gets one; a service that follows a family
+    deploys a revision newer than any it has deployed (so a rolled-back revision is not retried,
+    but the next one is)."""
+    if service.status != "ACTIVE" or latest is None:
+        return None
+    primary = primary_of(service)
+    if primary is None:
+        return latest
+    if ":" in service.spec.taskDefinition or primary.taskDefinition == latest:
+        return None
+    family, _, rev = latest.rpartition(":")
+    deployed = [int(d.taskDefinition.rpartition(":")[2]) for d in service.deployments
+                if d.taskDefinition.rpartition(":")[0] == family]
+    return latest if int(rev) > max(deployed, default=0) else None
 
 
 def primary_of(service: Service) -> Deployment | None:

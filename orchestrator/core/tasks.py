@@ -10,7 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dockyard.wire import TaskReport
-from orchestrator.models import Task, TaskContainer
+from collections.abc import Iterable
+
+from orchestrator.models import PlacementConstraint, PlacementStrategy, Service, Task, TaskContainer, TaskDefinition
 
 FAILURE_CODES = ("EssentialContainerExited", "TaskFailedToStart")
 
@@ -86,3 +88,40 @@ def request_stop(task: Task, stop_code: str, reason: str, now: float) -> bool:
     if task.nodeId is None:
         mark_stopped(task, stop_code, reason, now)
     return True
+
+
+def new_task(task_id: str, cluster: str, td: TaskDefinition, now: float, service: Service | None = None,
+             deployment_id: str | None = None, node_id: str | None = None, started_by: str | None = None,
+             launch_type: str | None = None, constraints: Iterable[PlacementConstraint] = (),
+             strategy: Iterable[PlacementStrategy] | None = None) -> Task:
+    """A new task record of ``td`` (a service's, or a standalone one), PROVISIONING until placed
+    (PENDING when pinned to ``node_id``, as DAEMON tasks are). ``constraints`` add to the task
+    definition's and the service's own; ``strategy`` defaults to the service's."""
+    s = service
+    return Task(
+        taskId=task_id,
+        cluster=cluster,
+        taskDefinition=td.ref,
+        family=td.family,
+        revision=td.revision,
+        group=f"service:{s.serviceName}" if s else f"family:{td.family}",
+        serviceName=s.serviceName if s else None,
+        deploymentId=deployment_id,
+        startedBy=started_by or (f"ecs-svc/{s.serviceName}" if s else None),
+        launchType=launch_type or (s.spec.launchType if s else "EC2"),
+        cpu=td.spec.total_cpu,
+        memory=td.spec.total_memory,
+        placementConstraints=[*td.spec.placementConstraints, *(s.spec.placementConstraints if s else ()),
+                              *constraints],
+        placementStrategy=list(strategy) if strategy is not None else (list(s.spec.placementStrategy) if s else []),
+        createdAt=now,
+        nodeId=node_id,
+        lastStatus="PENDING" if node_id else "PROVISIONING",
+    )
+
+
+def missing_from_snapshot(tasks: Iterable[Task], reported: set[str], observed_generation: int) -> list[Task]:
+    """The node's tasks that a full snapshot no longer shows although the agent has applied a
+    document that carried them: the agent lost them (e.g. removed behind its back)."""
+    return [t for t in tasks if t.taskId not in reported and t.placedGeneration is not None
+            and observed_generation >= t.placedGeneration]

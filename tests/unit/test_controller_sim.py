@@ -3,15 +3,11 @@ messages go straight into its handlers, ``reconcile(now)`` is called by the test
 clock, and a fake agent obeys the desired documents it returns."""
 from __future__ import annotations
 
-import time as real_time
 from collections import Counter
-from types import SimpleNamespace
 
 import pytest
 
 from dockyard.wire import ContainerReport, DesiredDoc, NodeResources, Presence, StatusDoc, TaskReport
-from orchestrator import controller as controller_mod
-from orchestrator import ops as ops_mod
 from orchestrator.controller import Controller
 from orchestrator.core.query import QueryError
 from orchestrator.core.services import primary_of
@@ -39,17 +35,14 @@ class Sim:
     """A controller, its Ops, a fake clock and fake agents that obey the published documents."""
 
     def __init__(self, monkeypatch, state: State | None = None, epoch: int = 1) -> None:
-        self.clock = Clock()
-        fake_time = SimpleNamespace(time=self.clock, perf_counter=real_time.perf_counter)
-        monkeypatch.setattr(controller_mod, "time", fake_time)
-        monkeypatch.setattr(ops_mod, "time", fake_time)
+        self.clock = Clock()  # injected: the controller and Ops read time only through it
         self.published: list[DesiredDoc] = []
 
         async def publish(doc: DesiredDoc) -> None:  # never awaited: reconcile() returns the documents
             self.published.append(doc)
 
         self.state = state or State(None)
-        self.ctl = Controller(self.state, epoch=epoch, publish=publish, node_lost_seconds=LOST)
+        self.ctl = Controller(self.state, epoch=epoch, publish=publish, node_lost_seconds=LOST, clock=self.clock)
         self.ops = Ops(self.state, self.ctl)
         self.boot: dict[str, str] = {}
         self.seq = 0
@@ -439,13 +432,15 @@ def test_task_missing_from_a_snapshot_counts_as_a_failure(sim):
     assert primary_of(sim.service()).failedTasks == 1
 
 
-def test_bad_task_definition_expression_does_not_break_scheduling(sim):
+def test_bad_task_definition_expression_is_rejected_at_apply(sim):
+    """Apply refuses it (nothing changes); what the planners do with one that reaches state anyway
+    is tested directly in test_scheduler.py and test_daemon_planner.py."""
     sim.apply(taskdef(), service(desired=2))
-    try:
+    with pytest.raises(UserError) as exc:
         sim.apply(taskdef("bad", placementConstraints=[{"type": "memberOf", "expression": "attribute:zone =="}]),
                   service("bad", td="bad", desired=1))
-    except UserError:
-        pass  # rejecting it at apply time is fine too
+    assert "placementConstraints" in exc.value.errors[0].field
+    assert ("default", "bad") not in sim.state.services and "bad" not in sim.state.taskdefs
     sim.reconcile()
     assert len([t for t in sim.tasks("web") if t.nodeId]) == 2
 
@@ -514,3 +509,17 @@ def test_a_task_that_exits_resets_its_proof_and_counts_as_a_failure(sim):
     assert stopped.lastStatus == "STOPPED" and stopped.healthySince is None
     p = primary_of(sim.service())
     assert p.failedTasks == 1 and p.rolloutState == "IN_PROGRESS"
+
+
+def test_delete_documents_is_all_or_nothing(sim):
+    """A later document that cannot be deleted (a busy cluster: 409) leaves the earlier ones alone."""
+    sim.apply(taskdef(), service())
+    docs = [{"source": "a.yaml", "document": service()},
+            {"source": "b.yaml", "document": {"apiVersion": "dockyard/v1", "kind": "Cluster",
+                                              "metadata": {"name": CLUSTER}, "spec": {}}}]
+    with pytest.raises(UserError) as exc:
+        sim.ops.delete_documents(docs, CLUSTER)
+    assert exc.value.status == 409
+    assert sim.service().status == "ACTIVE" and all(t.desiredStatus == "RUNNING" for t in sim.tasks())
+    out = sim.ops.delete_documents(docs[:1] + [{"source": "c.yaml", "document": service("nope")}], CLUSTER)
+    assert [r["action"] for r in out] == ["deleted", "not found"] and sim.service().status == "DRAINING"

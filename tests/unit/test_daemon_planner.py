@@ -261,3 +261,9 @@ def test_a_disconnected_node_keeps_its_task_and_gets_no_new_one():
     plan = plan_daemon(s, [tv(p, "n1", tid="a")], [gone, empty, node(3)], td_spec(), T0)
     assert plan.stop == [] and plan.start_on == ["n3"]
     assert next(d for d in plan.deployments if d.id == p).desiredCount == 2  # n1 (kept) and n3
+
+
+def test_an_invalid_member_of_expression_makes_no_node_eligible_and_does_not_raise():
+    s = daemon(constraints=[{"type": "memberOf", "expression": "attribute:zone =="}])
+    plan = plan_daemon(s, [], [node(1), node(2)], td_spec(), T0)
+    assert plan.start_on == [] and not eligible(node(1), s, td_spec())

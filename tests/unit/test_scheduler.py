@@ -396,3 +396,14 @@ def test_property_scale_in_takes_from_the_busiest_node_each_time(placed, count):
         load = Counter(t[1] for t in remaining)
         assert load[by_id[victim][1]] == max(load.values())
         remaining.remove(by_id[victim])
+
+
+def test_an_invalid_member_of_expression_leaves_its_tasks_unplaced_and_places_the_others():
+    """Apply rejects such an expression; one that reaches the scheduler anyway (old data) must not
+    stop scheduling: its batch is unplaced with the reason, other tasks are placed."""
+    bad = asks(2, group="service:bad", member_of=("attribute:zone ==",), prefix="b")
+    good = asks(2, prefix="g")
+    p = place(bad + good, nodes(2))
+    assert set(p.assigned) == {"g0", "g1"}
+    assert set(p.unplaced) == {"b0", "b1"} and all("memberOf constraint is invalid" in r for r in p.unplaced.values())
+    assert "memberOf constraint is invalid" in unplaced_reason(bad[0], nodes(2))

@@ -1,12 +1,12 @@
 """What the API can ask of the control plane: apply, delete, run, stop, scale, drain, rollback.
 
-Each operation validates everything first and then changes the in-memory state and the
-store in one transaction; user errors raise :class:`UserError` (-> HTTP 4xx) with the field
+Each operation validates everything first (apply and delete: every document) and only then
+changes the in-memory state; the changes are written to the store together, in one flush at
+the end of the operation. User errors raise :class:`UserError` (-> HTTP 4xx) with the field
 and a hint. The reconcile loop is woken afterwards to act on the change.
 """
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from dockyard.ecs import ignored_fields
@@ -105,7 +105,7 @@ class Ops:
                 family, _, rev = ref.partition(":")
                 known = self.state.resolve_taskdef(ref) is not None or (family in families and not rev)
                 if family in families and rev:
-                    known = known or int(rev) == self._next_revision(family, docs)
+                    known = known or int(rev) == self._next_revision(family)
                 if not known:
                     errors.append(DocError(d.source, f"task definition {ref!r} does not exist",
                                            "spec.taskDefinition", d.kind, d.name,
@@ -124,13 +124,13 @@ class Ops:
                                            "spec.launchType", d.kind, d.name, "delete and re-create the service"))
         if errors:
             raise UserError(f"{len(errors)} error(s) in the applied documents; nothing was changed", 400, errors=errors)
-        now = time.time()
+        now = self.ctl.clock()
         results = [self._apply_one(d, now, dry_run) for d in docs]
         if not dry_run:
             self._commit()
         return results
 
-    def _next_revision(self, family: str, docs: list[Doc]) -> int:
+    def _next_revision(self, family: str) -> int:
         revs = self.state.taskdefs.get(family, {})
         return (max(revs) if revs else 0) + 1
 
@@ -224,44 +224,77 @@ class Ops:
 
     # ---- delete ---------------------------------------------------------------------------
     def delete_documents(self, documents: list[dict[str, Any]], default_cluster: str) -> list[dict[str, Any]]:
-        results = []
+        """Delete what the documents name, all or nothing: every document is parsed and every
+        deletion checked (a name that does not exist is reported "not found", not an error)
+        before anything changes."""
+        parsed: list[tuple[str, Doc]] = []
+        errors: list[DocError] = []
         for i, item in enumerate(documents):
             source = str(item.get("source") or f"document {i + 1}")
             doc, errs = parse_document(source, item.get("document", item), default_cluster)
             if doc is None:
-                raise UserError("invalid document in delete", 400, errors=errs)
-            try:
-                if doc.kind == "Service":
-                    self.delete_service(doc.cluster, doc.name)  # type: ignore[arg-type]
-                elif doc.kind == "TaskDefinition":
-                    for td in list(self.state.taskdefs.get(doc.spec.family, {}).values()):  # type: ignore[attr-defined]
-                        self.deregister_taskdef(td.ref)
-                elif doc.kind == "Cluster":
-                    self.delete_cluster(doc.name)
-                elif doc.kind == "Task":
-                    for t in self.state.tasks.values():
-                        if t.startedBy == f"manifest/{doc.name}" and t.cluster == doc.cluster:
-                            self.stop_task(t.cluster, t.taskId, "Deleted by user")
-                results.append({"source": source, "kind": doc.kind, "name": doc.name, "action": "deleted"})
-            except UserError as exc:
-                if exc.status != 404:
-                    raise
-                results.append({"source": source, "kind": doc.kind, "name": doc.name, "action": "not found"})
+                errors += errs
+            else:
+                parsed.append((source, doc))
+        if errors:
+            raise UserError(f"{len(errors)} invalid document(s) in delete; nothing was deleted", 400, errors=errors)
+        plan = [(source, doc, self._deletable(doc)) for source, doc in parsed]  # raises before any change
+        results = []
+        for source, doc, found in plan:
+            if found:
+                self._delete(doc)
+            results.append({"source": source, "kind": doc.kind, "name": doc.name,
+                            "action": "deleted" if found else "not found"})
         self._commit()
         return results
+
+    def _deletable(self, doc: Doc) -> bool:
+        """Whether ``doc`` names something that exists; raise if it cannot be deleted."""
+        try:
+            if doc.kind == "Service":
+                self.service(doc.cluster, doc.name)  # type: ignore[arg-type]
+            elif doc.kind == "TaskDefinition":
+                return bool(self.state.taskdefs.get(doc.spec.family))  # type: ignore[attr-defined]
+            elif doc.kind == "Cluster":
+                self._check_cluster_empty(self.cluster(doc.name))
+            elif doc.kind == "Task":
+                return any(t.startedBy == f"manifest/{doc.name}" and t.cluster == doc.cluster
+                           for t in self.state.tasks.values())
+        except UserError as exc:
+            if exc.status != 404:
+                raise
+            return False
+        return True
+
+    def _delete(self, doc: Doc) -> None:
+        if doc.kind == "Service":
+            self._delete_service(self.service(doc.cluster, doc.name))  # type: ignore[arg-type]
+        elif doc.kind == "TaskDefinition":
+            for td in list(self.state.taskdefs.get(doc.spec.family, {}).values()):  # type: ignore[attr-defined]
+                td.status = "INACTIVE"
+                self.state.put_taskdef(td)
+        elif doc.kind == "Cluster":
+            self._delete_cluster(self.cluster(doc.name))
+        elif doc.kind == "Task":
+            for t in self.state.tasks.values():
+                if t.startedBy == f"manifest/{doc.name}" and t.cluster == doc.cluster:
+                    self._stop(t, "Deleted by user")
 
     def delete_service(self, cluster: str, name: str) -> Service:
         """As `aws ecs delete-service --force`: scale to zero, stop tasks, then forget the service."""
         s = self.service(cluster, name)
-        now = time.time()
-        s.status = "DRAINING"
-        for t in self.state.service_tasks(cluster, name):
-            if request_stop(t, "ServiceSchedulerInitiated", f"Service {name} deleted", now):
-                self.state.put_task(t)
-        add_event(s, f"(service {name}) deleted; stopping its tasks.", now)
-        self.state.put_service(s)
+        self._delete_service(s)
         self._commit()
         return s
+
+    def _delete_service(self, s: Service) -> None:
+        now = self.ctl.clock()
+        s.status = "DRAINING"
+        for t in self.state.service_tasks(s.cluster, s.serviceName):
+            if request_stop(t, "ServiceSchedulerInitiated", f"Service {s.serviceName} deleted", now):
+                self.state.put_task(t)
+        add_event(s, f"(service {s.serviceName}) deleted; stopping its tasks.", now)
+        self.state.put_service(s)
 
     def deregister_taskdef(self, ref: str) -> TaskDefinition:
         if ":" not in ref:
@@ -274,16 +307,23 @@ class Ops:
 
     def delete_cluster(self, name: str) -> Cluster:
         c = self.cluster(name)
+        self._check_cluster_empty(c)
+        self._delete_cluster(c)
+        self._commit()
+        return c
+
+    def _check_cluster_empty(self, c: Cluster) -> None:
+        name = c.clusterName
         busy = [s.serviceName for s in self.state.cluster_services(name)]
         running = [t for t in self.state.tasks.values() if t.cluster == name and t.lastStatus != "STOPPED"]
         if busy or running:
             raise UserError(f"cluster {name!r} still has {len(busy)} services and {len(running)} tasks", 409,
                             hint="delete its services and stop its tasks first")
-        for n in self.state.cluster_nodes(name):
+
+    def _delete_cluster(self, c: Cluster) -> None:
+        for n in self.state.cluster_nodes(c.clusterName):
             self.state.delete_node(n)
         self.state.delete_cluster(c)
-        self._commit()
-        return c
 
     def delete_node(self, cluster: str, node_id: str):
         n = self.node(cluster, node_id)
@@ -304,26 +344,27 @@ class Ops:
             if errs:
                 raise UserError(errs[0].message, 400, field=errs[0].field, hint=errs[0].hint)
         self._ensure_cluster(cluster, False)
-        tasks = self._run(cluster, spec, spec.startedBy, time.time())
+        tasks = self._run(cluster, spec, spec.startedBy, self.ctl.clock())
         self._commit()
         return tasks
 
     def _run(self, cluster: str, spec: RunTaskSpec, started_by: str | None, now: float) -> list[Task]:
         td = self.taskdef(spec.taskDefinition)
-        out = []
-        for _ in range(spec.count):
-            t = self.ctl._new_task(cluster, td, None, None, None, now, started_by=started_by, launch_type=spec.launchType)
-            t.placementConstraints = list(td.spec.placementConstraints) + list(spec.placementConstraints)
-            t.placementStrategy = list(spec.placementStrategy)
-            out.append(t)
-        return out
+        return [self.ctl.create_task(cluster, td, now, started_by=started_by, launch_type=spec.launchType,
+                                     constraints=spec.placementConstraints, strategy=spec.placementStrategy)
+                for _ in range(spec.count)]
 
     def stop_task(self, cluster: str, ref: str, reason: str | None) -> Task:
         t = self.task(cluster, ref)
-        if request_stop(t, "UserInitiated", reason or "Task stopped by user", time.time()):
-            self.state.put_task(t)
+        if self._stop(t, reason or "Task stopped by user"):
             self._commit()
         return t
+
+    def _stop(self, t: Task, reason: str) -> bool:
+        if request_stop(t, "UserInitiated", reason, self.ctl.clock()):
+            self.state.put_task(t)
+            return True
+        return False
 
     def scale(self, cluster: str, name: str, count: int) -> Service:
         if count < 0:
@@ -331,8 +372,8 @@ class Ops:
         s = self.service(cluster, name)
         if s.spec.schedulingStrategy == "DAEMON":
             raise UserError("a DAEMON service runs one task per node and cannot be scaled", 400, field="desiredCount")
-        self._update_service(s, s.spec.model_copy(update={"desiredCount": count}), time.time())
-        add_event(s, f"(service {name}) desiredCount set to {count}.", time.time())
+        self._update_service(s, s.spec.model_copy(update={"desiredCount": count}), self.ctl.clock())
+        add_event(s, f"(service {name}) desiredCount set to {count}.", self.ctl.clock())
         self.state.put_service(s)
         self._commit()
         return s
@@ -341,11 +382,10 @@ class Ops:
         """`rollout undo`: redeploy the task definition of the last completed deployment before the primary."""
         s = self.service(cluster, name)
         primary = svc_core.primary_of(s)
-        target = next((d for d in s.deployments if d is not primary and d.rolloutState == "COMPLETED"
-                       and (primary is None or d.taskDefinition != primary.taskDefinition)), None)
+        target = svc_core.rollback_target(s.deployments, primary)
         if target is None:
             raise UserError(f"service {name!r} has no earlier completed deployment to roll back to", 409)
-        now = time.time()
+        now = self.ctl.clock()
         # Pin the service to that revision so following the family does not undo the undo.
         s.spec = s.spec.model_copy(update={"taskDefinition": target.taskDefinition})
         s.generation += 1
@@ -359,7 +399,7 @@ class Ops:
         n = self.node(cluster, node_id)
         n.status = status  # type: ignore[assignment]
         self.state.put_node(n)
-        self.state.dirty_nodes.add((cluster, node_id))
+        self.state.mark_node_dirty((cluster, node_id))
         self._commit()
         return n
 

@@ -111,6 +111,17 @@ class State:
     def take_changed_tasks(self, key: tuple[str, str]) -> set[str]:
         return self.changed_tasks.pop(key, set())
 
+    def mark_node_dirty(self, key: tuple[str, str]) -> None:
+        """The node's desired document must be rebuilt (and republished if it changed)."""
+        self.dirty_nodes.add(key)
+
+    def take_dirty_nodes(self) -> set[tuple[str, str]]:
+        dirty, self.dirty_nodes = self.dirty_nodes, set()
+        return dirty
+
+    def node_active_count(self, cluster: str, node_id: str) -> int:
+        return len(self.active_by_node.get((cluster, node_id), ()))
+
     def take_dirty_services(self) -> set[tuple[str, str]]:
         dirty, self.dirty_services = self.dirty_services, set()
         return dirty

@@ -243,7 +243,7 @@ def test_moving_a_task_between_nodes_reindexes_and_dirties_both():
     state = State(None)
     *_, task, _ = records()
     state.put_task(task)
-    state.dirty_nodes.clear()
+    state.take_dirty_nodes()
     task.nodeId = "n2"
     state.put_task(task)
     assert state.node_tasks("prod", "n1") == [] and [t.taskId for t in state.node_tasks("prod", "n2")] == [task.taskId]

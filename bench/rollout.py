@@ -10,15 +10,21 @@ httpd as PID 1 ignores SIGTERM, so every stop takes the grace period). Each firs
 environment:
 
 * dockyard: orchestrator + one agent on the local engine; the service follows the family
-  with deploymentConfiguration maximumPercent 200 / minimumHealthyPercent 100. Timed from
-  spawning `dockyard apply` (task definition revision 2) until the new deployment is
-  COMPLETED and the engine runs 50 containers of revision 2 and none of revision 1.
+  with deploymentConfiguration maximumPercent 200 / minimumHealthyPercent 100, a task counted
+  healthy once it stayed healthy 5 s (minimumHealthyTimeSeconds 5, like Swarm's 5 s
+  --update-monitor) and no bake. Timed from spawning `dockyard apply` (task definition
+  revision 2) until the new deployment is COMPLETED and the engine runs 50 containers of
+  revision 2 and none of revision 1. Then a second rollout (revision 3) at dockyard's defaults
+  (proof 10 s, bake 10 s), timed the same way.
 * swarm: `docker service update --detach --env-add REV=2 --update-parallelism 10
-  --update-order start-first` (the same health check from `service create`). Timed until
-  UpdateStatus is "completed" and the engine runs 50 containers of the new spec and none of
-  the old one.
+  --update-order start-first --update-monitor 5s` (the same health check from `service
+  create`). Timed until UpdateStatus is "completed" and the engine runs 50 containers of the
+  new spec and none of the old one.
 
-Figures: dockyard_seconds, swarm_seconds, dockyard/swarm (target <= 0.5).
+Where dockyard's time goes is logged per phase: every new task RUNNING, HEALTHY, proven, COMPLETED.
+
+Figures: dockyard_seconds, swarm_seconds, dockyard/swarm (target <= 0.5), and
+dockyard_defaults_seconds, dockyard_defaults/swarm.
 """
 from __future__ import annotations
 
@@ -38,8 +44,13 @@ HEALTH = "wget -q -O /dev/null http://127.0.0.1:8080/ || exit 1"
 TIMEOUT = 300.0
 
 
-def manifest(n: int, rev: int) -> str:
+LIKE_SWARM = "minimumHealthyTimeSeconds: 5, bakeTimeSeconds: 0"
+
+
+def manifest(n: int, rev: int, proof: str = LIKE_SWARM) -> str:
+    """``proof``: extra deploymentConfiguration keys (empty: dockyard's defaults)."""
     env = "" if rev == 1 else f"\n      environment: [{{name: REV, value: '{rev}'}}]"
+    extra = f", {proof}" if proof else ""
     return f"""
 apiVersion: dockyard/v1
 kind: TaskDefinition
@@ -63,7 +74,7 @@ metadata: {{name: broll}}
 spec:
   taskDefinition: broll
   desiredCount: {n}
-  deploymentConfiguration: {{maximumPercent: 200, minimumHealthyPercent: 100}}
+  deploymentConfiguration: {{maximumPercent: 200, minimumHealthyPercent: 100{extra}}}
 """
 
 
@@ -82,11 +93,20 @@ async def wait_dockyard(bench: Bench, n: int, rev: int, t0: float) -> float:
     label = f"dockyard.cluster={env.cluster}"
     d = aiodocker.Docker()
     last = None
+    phases: dict[str, float] = {}
     try:
         async with httpx.AsyncClient(base_url=env.base_url, timeout=10) as api:
             while time.monotonic() - t0 < TIMEOUT:
                 deps = (await api.get(f"/v1/clusters/{env.cluster}/services/broll/deployments")).json()["deployments"]
                 primary = next((x for x in deps if x["status"] == "PRIMARY"), None)
+                if primary and primary["taskDefinition"] == f"broll:{rev}":
+                    tasks = (await api.get(f"/v1/clusters/{env.cluster}/tasks")).json()["tasks"]
+                    mine = [t for t in tasks if t.get("deploymentId") == primary["id"] and t["desiredStatus"] == "RUNNING"]
+                    for phase, ok in (("running", sum(t["lastStatus"] == "RUNNING" for t in mine) >= n),
+                                      ("healthy", sum(t["healthStatus"] == "HEALTHY" for t in mine) >= n),
+                                      ("proven", primary.get("provenCount", 0) >= n)):
+                        if ok and phase not in phases:
+                            phases[phase] = time.monotonic() - t0
                 done = bool(primary and primary["taskDefinition"] == f"broll:{rev}" and primary["rolloutState"] == "COMPLETED")
                 if primary and primary["rolloutState"] == "FAILED":
                     raise CannotMeasure(f"dockyard deployment failed: {primary['rolloutStateReason']}")
@@ -94,7 +114,10 @@ async def wait_dockyard(bench: Bench, n: int, rev: int, t0: float) -> float:
                     counts = await running_by(d, label, "dockyard.revision")
                     last = counts
                     if counts.get(str(rev), 0) == n and sum(counts.values()) == n:
-                        return time.monotonic() - t0
+                        took = time.monotonic() - t0
+                        log(f"dockyard revision {rev}: all {n} new tasks " + ", ".join(
+                            f"{k} at {v:.1f}s" for k, v in phases.items()) + f", COMPLETED and old gone at {took:.1f}s")
+                        return took
                 await asyncio.sleep(0.1)
     finally:
         await d.close()
@@ -149,7 +172,14 @@ def run(bench: Bench) -> None:
     subprocess.run([DOCKYARD, "--server", env.base_url, "-c", env.cluster, "apply", "-f", str(path)],
                    check=True, capture_output=True)
     dy = asyncio.run(wait_dockyard(bench, n, 2, t0))
-    log(f"dockyard: rollout to revision 2 completed in {dy:.2f}s")
+    log(f"dockyard: rollout to revision 2 (proof 5 s, no bake) completed in {dy:.2f}s")
+    time.sleep(2.0)
+    path = bench.manifest(manifest(n, 3, proof=""), "rev3.yaml")
+    t0 = time.monotonic()
+    subprocess.run([DOCKYARD, "--server", env.base_url, "-c", env.cluster, "apply", "-f", str(path)],
+                   check=True, capture_output=True)
+    dy_defaults = asyncio.run(wait_dockyard(bench, n, 3, t0))
+    log(f"dockyard: rollout to revision 3 at the defaults (proof 10 s, bake 10 s) completed in {dy_defaults:.2f}s")
     bench.new_env()  # stop dockyard's processes and remove its containers before Swarm runs
 
     # ---- swarm
@@ -163,7 +193,7 @@ def run(bench: Bench) -> None:
     time.sleep(2.0)
     t0 = time.monotonic()
     docker("service", "update", "--detach", "--env-add", "REV=2", "--update-parallelism", "10",
-           "--update-order", "start-first", "--no-resolve-image", name)
+           "--update-order", "start-first", "--update-monitor", "5s", "--no-resolve-image", name)
     sw = asyncio.run(wait_swarm(name, n, t0, update=True))
     log(f"swarm: update completed in {sw:.2f}s")
     swarm.remove_services()
@@ -171,6 +201,8 @@ def run(bench: Bench) -> None:
     bench.figure("dockyard_seconds", dy)
     bench.figure("swarm_seconds", sw)
     bench.figure("dockyard/swarm", dy / sw)
+    bench.figure("dockyard_defaults_seconds", dy_defaults)
+    bench.figure("dockyard_defaults/swarm", dy_defaults / sw)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
 from dockyard import __version__
-from orchestrator import metrics
+from orchestrator import metrics, views
 from orchestrator.models import RunTaskSpec
 from orchestrator.ops import Ops, UserError
 
@@ -84,11 +84,11 @@ def create_app(ops: Ops, ready=lambda: True) -> FastAPI:
     # ---- clusters ------------------------------------------------------------------------
     @app.get("/v1/clusters")
     async def list_clusters() -> dict:
-        return {"clusters": [ops.cluster_view(c) for c in sorted(st.clusters.values(), key=lambda c: c.clusterName)]}
+        return {"clusters": [views.cluster_view(st, c) for c in sorted(st.clusters.values(), key=lambda c: c.clusterName)]}
 
     @app.get("/v1/clusters/{cluster}")
     async def get_cluster(cluster: str) -> dict:
-        return {"cluster": ops.cluster_view(ops.cluster(cluster))}
+        return {"cluster": views.cluster_view(st, ops.cluster(cluster))}
 
     @app.delete("/v1/clusters/{cluster}")
     async def delete_cluster(cluster: str) -> dict:
@@ -113,19 +113,19 @@ def create_app(ops: Ops, ready=lambda: True) -> FastAPI:
     # ---- services ------------------------------------------------------------------------
     @app.get("/v1/clusters/{cluster}/services")
     async def list_services(cluster: str) -> dict:
-        return {"services": [ops.service_view(s) for s in sorted(st.cluster_services(cluster), key=lambda s: s.serviceName)]}
+        return {"services": [views.service_view(st, s) for s in sorted(st.cluster_services(cluster), key=lambda s: s.serviceName)]}
 
     @app.get("/v1/clusters/{cluster}/services/{name}")
     async def get_service(cluster: str, name: str) -> dict:
-        return {"service": ops.service_view(ops.service(cluster, name))}
+        return {"service": views.service_view(st, ops.service(cluster, name))}
 
     @app.delete("/v1/clusters/{cluster}/services/{name}")
     async def delete_service(cluster: str, name: str) -> dict:
-        return {"service": ops.service_view(ops.delete_service(cluster, name))}
+        return {"service": views.service_view(st, ops.delete_service(cluster, name))}
 
     @app.post("/v1/clusters/{cluster}/services/{name}/scale")
     async def scale(cluster: str, name: str, req: ScaleRequest) -> dict:
-        return {"service": ops.service_view(ops.scale(cluster, name, req.desiredCount))}
+        return {"service": views.service_view(st, ops.scale(cluster, name, req.desiredCount))}
 
     @app.get("/v1/clusters/{cluster}/services/{name}/deployments")
     async def deployments(cluster: str, name: str) -> dict:
@@ -134,7 +134,7 @@ def create_app(ops: Ops, ready=lambda: True) -> FastAPI:
 
     @app.post("/v1/clusters/{cluster}/services/{name}/rollback")
     async def rollback(cluster: str, name: str) -> dict:
-        return {"service": ops.service_view(ops.rollback(cluster, name))}
+        return {"service": views.service_view(st, ops.rollback(cluster, name))}
 
     # ---- tasks ---------------------------------------------------------------------------
     @app.get("/v1/clusters/{cluster}/tasks")
@@ -166,11 +166,11 @@ def create_app(ops: Ops, ready=lambda: True) -> FastAPI:
     # ---- nodes ---------------------------------------------------------------------------
     @app.get("/v1/clusters/{cluster}/nodes")
     async def list_nodes(cluster: str) -> dict:
-        return {"nodes": [ops.node_view(n) for n in sorted(st.cluster_nodes(cluster), key=lambda n: n.nodeId)]}
+        return {"nodes": [views.node_view(st, n) for n in sorted(st.cluster_nodes(cluster), key=lambda n: n.nodeId)]}
 
     @app.get("/v1/clusters/{cluster}/nodes/{node_id}")
     async def get_node(cluster: str, node_id: str) -> dict:
-        return {"node": ops.node_view(ops.node(cluster, node_id))}
+        return {"node": views.node_view(st, ops.node(cluster, node_id))}
 
     @app.delete("/v1/clusters/{cluster}/nodes/{node_id}")
     async def delete_node(cluster: str, node_id: str) -> dict:
@@ -178,10 +178,10 @@ def create_app(ops: Ops, ready=lambda: True) -> FastAPI:
 
     @app.post("/v1/clusters/{cluster}/nodes/{node_id}/drain")
     async def drain(cluster: str, node_id: str) -> dict:
-        return {"node": ops.node_view(ops.set_node_status(cluster, node_id, "DRAINING"))}
+        return {"node": views.node_view(st, ops.set_node_status(cluster, node_id, "DRAINING"))}
 
     @app.post("/v1/clusters/{cluster}/nodes/{node_id}/activate")
     async def activate(cluster: str, node_id: str) -> dict:
-        return {"node": ops.node_view(ops.set_node_status(cluster, node_id, "ACTIVE"))}
+        return {"node": views.node_view(st, ops.set_node_status(cluster, node_id, "ACTIVE"))}
 
     return app

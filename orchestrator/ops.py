@@ -14,7 +14,14 @@ from orchestrator.controller import Controller, add_event
 from orchestrator.core import services as svc_core
 from orchestrator.core.tasks import request_stop
 from orchestrator.manifests import Doc, DocError, fargate_errors, parse_document
-from orchestrator.models import Cluster, RunTaskSpec, Service, ServiceSpec, Task, TaskDefinition
+from orchestrator.models import (
+    Cluster,
+    RunTaskSpec,
+    Service,
+    ServiceSpec,
+    Task,
+    TaskDefinition,
+)
 from orchestrator.state import State
 
 
@@ -402,43 +409,3 @@ class Ops:
         self.state.mark_node_dirty((cluster, node_id))
         self._commit()
         return n
-
-    # ---- views ----------------------------------------------------------------------------
-    def service_view(self, s: Service) -> dict[str, Any]:
-        active = [t for t in self.state.service_active_tasks(s.cluster, s.serviceName) if t.active]
-        primary = svc_core.primary_of(s)
-        view = s.model_dump(mode="json")
-        bake = s.spec.deploymentConfiguration.bake_seconds
-        for d in view["deployments"]:  # when a bake in progress ends (the rule lives in the model)
-            started = d.get("bakeStartedAt")
-            d["bakeEndsAt"] = started + bake if started is not None and d.get("rolloutState") == "IN_PROGRESS" else None
-        return {
-            **view,
-            "desiredCount": s.spec.desiredCount,
-            "runningCount": sum(t.lastStatus == "RUNNING" for t in active),
-            "pendingCount": sum(t.lastStatus != "RUNNING" for t in active),
-            "taskDefinition": primary.taskDefinition if primary else s.spec.taskDefinition,
-        }
-
-    def node_view(self, n) -> dict[str, Any]:
-        tasks = self.state.node_active_tasks(n.cluster, n.nodeId)
-        used_cpu = sum(t.cpu for t in tasks)
-        used_mem = sum(t.memory for t in tasks)
-        return {
-            **n.model_dump(mode="json"),
-            "runningTasks": sum(t.lastStatus == "RUNNING" for t in tasks),
-            "pendingTasks": sum(t.lastStatus != "RUNNING" for t in tasks),
-            "remaining": {"cpu": n.resources.cpu - used_cpu, "memory": n.resources.memory - used_mem},
-        }
-
-    def cluster_view(self, c: Cluster) -> dict[str, Any]:
-        tasks = [t for t in self.state.tasks.values() if t.cluster == c.clusterName]
-        nodes = self.state.cluster_nodes(c.clusterName)
-        return {
-            **c.model_dump(mode="json"),
-            "activeServicesCount": len(self.state.cluster_services(c.clusterName)),
-            "runningTasksCount": sum(t.lastStatus == "RUNNING" for t in tasks),
-            "pendingTasksCount": sum(t.lastStatus in ("PROVISIONING", "PENDING") for t in tasks),
-            "registeredContainerInstancesCount": len(nodes),
-            "connectedNodesCount": sum(n.connected for n in nodes),
-        }

@@ -4,7 +4,12 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from orchestrator.cli import essential_containers, rollout_verdict, run_exit_code, task_exit_status
+from orchestrator.client.decisions import (
+    essential_containers,
+    rollout_verdict,
+    run_exit_code,
+    task_exit_status,
+)
 
 
 def task(tid="t1", containers=(), **kw):

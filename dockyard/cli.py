@@ -1,0 +1,131 @@
+"""The `dockyard` console script: the client commands and the two daemons in one command tree.
+
+    dockyard apply -f manifests/          # kubectl-style client commands (orchestrator.client)
+    dockyard get services -o wide
+    dockyard orchestrator                 # the control-plane daemon (imported lazily)
+    dockyard agent ...                    # the per-host agent (imported lazily)
+
+The daemons are imported only inside their commands, so ``dockyard get ...`` loads neither
+uvicorn nor aiodocker and an agent host needs none of the API server's dependencies.
+Exit codes and error lines: :mod:`orchestrator.client.errors` (docs/cli.md).
+"""
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from dockyard import __version__
+from orchestrator.client import commands as client_commands
+from orchestrator.client.api import DEFAULT_CLUSTER, DEFAULT_SERVER
+from orchestrator.client.errors import CliError, exit_reporting_errors
+from orchestrator.client.session import Session
+
+CLIENT_COMMANDS = ["apply", "delete", "get", "describe", "run", "stop", "scale", "node", "rollout"]
+DAEMON_COMMANDS = ["orchestrator", "agent"]
+
+
+class RootGroup(click.Group):
+    """Lists commands in sections, and owns error handling and exit codes."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        order = CLIENT_COMMANDS + DAEMON_COMMANDS
+        return sorted(self.commands, key=lambda n: order.index(n) if n in order else len(order))
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        for title, names in (("Client commands", CLIENT_COMMANDS), ("Daemons", DAEMON_COMMANDS)):
+            rows = []
+            for n in names:
+                cmd = self.commands.get(n)
+                if cmd is not None and not cmd.hidden:
+                    rows.append((n, cmd.get_short_help_str(limit=200)))
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows)
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        exit_reporting_errors(
+            lambda: super(RootGroup, self).main(args, prog_name or "dockyard", complete_var, standalone_mode=False, **extra))
+
+
+@click.group(cls=RootGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--server", envvar="DOCKYARD_SERVER", default=DEFAULT_SERVER, show_default=True, metavar="URL",
+              help="Orchestrator API URL [env DOCKYARD_SERVER].")
+@click.option("-c", "--cluster", envvar="DOCKYARD_CLUSTER", default=DEFAULT_CLUSTER, show_default=True, metavar="NAME",
+              help="Cluster to work on [env DOCKYARD_CLUSTER].")
+@click.version_option(__version__, "--version", prog_name="dockyard", message="%(prog)s %(version)s")
+@click.pass_context
+def cli(ctx: click.Context, server: str, cluster: str) -> None:
+    """dockyard: a self-hosted container orchestrator modelled on AWS ECS.
+
+    \b
+    dockyard orchestrator                  start the control plane
+    dockyard agent ...                     start the agent on a host
+    dockyard apply -f manifests/           create or update task definitions and services
+    dockyard get services                  list services (also: tasks, nodes, td, clusters)
+    dockyard rollout status web            follow a deployment
+    """
+    session = ctx.ensure_object(Session)  # tests pass their own (transport, clock) as obj=
+    session.connect(server, cluster)
+    ctx.call_on_close(session.close)
+
+
+for _command in client_commands():
+    cli.add_command(_command)
+
+
+# ---- daemons (lazy imports) ---------------------------------------------------------------
+@cli.command("orchestrator")
+@click.option("--listen", default="127.0.0.1:8080", show_default=True, metavar="HOST:PORT", help="HTTP API address.")
+@click.option("--store", default=None, metavar="PATH", help="SQLite store file. Default: in the user data directory.")
+@click.option("--mqtt", default="mqtt://127.0.0.1:1883", show_default=True, metavar="URL", help="MQTT broker.")
+@click.option("--node-lost-seconds", type=click.FloatRange(min=0, min_open=True), default=3.0, show_default=True, metavar="SECONDS",
+              help="How long a node may stay disconnected (MQTT Will fired, or no heartbeat) before its tasks "
+                   "are replaced elsewhere; a node that returns later drops them (fencing).")
+@click.option("--mass-loss-fraction", type=click.FloatRange(min=0, max=1), default=0.55, show_default=True,
+              metavar="FRACTION",
+              help="When more than this share of a cluster's nodes is disconnected (and some stay connected), "
+                   "node-lost replacements are rate-limited by --mass-loss-interval (Kubernetes' "
+                   "unhealthyZoneThreshold). With every node disconnected none is declared lost.")
+@click.option("--mass-loss-interval", type=click.FloatRange(min=0), default=30.0, show_default=True,
+              metavar="SECONDS",
+              help="During a mass loss, the tasks of at most one lost node are replaced per this many seconds, "
+                   "oldest-disconnected first; 0 pauses node-lost replacements until enough nodes reconnect.")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+              default="info", show_default=True)
+@click.option("--log-json", is_flag=True, help="Log JSON lines instead of text.")
+def orchestrator_cmd(listen: str, store: str | None, mqtt: str, node_lost_seconds: float, mass_loss_fraction: float,
+                     mass_loss_interval: float, log_level: str, log_json: bool) -> None:
+    """Run the control-plane daemon (HTTP API, store, controllers)."""
+    try:
+        from orchestrator.daemon import run as run_daemon
+    except ImportError as e:
+        raise CliError(f"the orchestrator cannot start: {e} (install dockyard with all its dependencies: pip install dockyard)") from None
+    sys.exit(run_daemon(listen=listen, store=store, mqtt=mqtt, node_lost_seconds=node_lost_seconds,
+                        mass_loss_fraction=mass_loss_fraction, mass_loss_interval=mass_loss_interval,
+                        log_level=log_level.lower(), log_json=log_json))
+
+
+@cli.command("agent", add_help_option=False, short_help="Run the per-host agent (drives Docker; see dockyard agent --help).",
+             context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def agent_cmd(args: tuple[str, ...]) -> Any:
+    """Run the per-host agent; all arguments go to it (see dockyard agent --help)."""
+    try:
+        from agent.main import agent_command
+    except ImportError as e:
+        raise CliError(f"the agent cannot start: {e} (install dockyard with all its dependencies: pip install dockyard)") from None
+    return agent_command.main(args=list(args), prog_name="dockyard agent", standalone_mode=False)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    cli.main(args=argv, prog_name="dockyard")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,29 @@
+"""The `dockyard` client: an HTTP client of the orchestrator API and its commands, by noun.
+
+    api.py        ApiClient(server, cluster, transport=...): httpx, paths, error translation
+    errors.py     CliError and friends, the one-line error formats, exit codes
+    decisions.py  pure: ``run --wait`` exit codes, ``rollout status`` verdicts
+    session.py    what a command gets (the client and the clock), shared options and output
+    kinds.py      object kinds and their aliases (svc, td, ...)
+    manifests.py  apply, delete
+    get.py        get, describe
+    tasks.py      run, stop
+    services.py   scale, rollout
+    nodes.py      node drain|activate
+
+Everything here imports only click, httpx, PyYAML and the pure modules
+:mod:`orchestrator.render` and :mod:`orchestrator.manifest_files`, so the client starts fast
+and an agent host needs none of the API server's dependencies. The entry point that hangs
+these commands next to the daemons is :mod:`dockyard.cli`.
+"""
+from __future__ import annotations
+
+import click
+
+
+def commands() -> list[click.Command]:
+    """The client commands, in the order ``dockyard --help`` lists them."""
+    from orchestrator.client import get, manifests, nodes, services, tasks
+
+    return [manifests.apply, manifests.delete, get.get, get.describe, tasks.run, tasks.stop,
+            services.scale, nodes.node, services.rollout]

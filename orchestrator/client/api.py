@@ -1,0 +1,115 @@
+"""The orchestrator's HTTP JSON API as the CLI sees it: paths, requests, error translation.
+
+:class:`ApiClient` wraps an :class:`httpx.Client` and takes its transport as httpx does, so
+the unit tests answer requests with an :class:`httpx.MockTransport` instead of a server.
+Transport failures become :class:`UnreachableError`, HTTP errors :class:`ApiError`, each
+with the one-line message the user sees.
+"""
+from __future__ import annotations
+
+from typing import Any, Self
+from urllib.parse import quote
+
+import httpx
+
+from dockyard import __version__
+from orchestrator.client.errors import ApiError, CliError, UnreachableError, error_lines
+
+DEFAULT_SERVER = "http://127.0.0.1:8080"
+DEFAULT_CLUSTER = "default"
+TIMEOUT = 30.0
+
+
+def normalise_server(url: str) -> str:
+    """``host:port`` alone means ``http://host:port``; no trailing slash."""
+    url = url.strip().rstrip("/")
+    if "://" not in url:
+        url = "http://" + url
+    return url
+
+
+def seg(value: Any) -> str:
+    """One URL path segment (``family:revision`` keeps its colon)."""
+    return quote(str(value), safe=":")
+
+
+def unwrap(data: Any, key: str) -> dict[str, Any]:
+    """Object responses may be ``{"service": {...}}`` or the bare object; accept both."""
+    if isinstance(data, dict) and isinstance(data.get(key), dict):
+        return data[key]
+    return data if isinstance(data, dict) else {}
+
+
+class ApiClient:
+    """The API at ``server``, working on ``cluster`` (which ``-c`` after a subcommand may change).
+
+    The httpx client is created on the first request, so commands that never call the API
+    (``--help``, the daemons) pay nothing for it.
+    """
+
+    def __init__(self, server: str, cluster: str, transport: httpx.BaseTransport | None = None,
+                 timeout: float = TIMEOUT) -> None:
+        self.server = normalise_server(server)
+        self.cluster = cluster
+        self.timeout = timeout
+        self._transport = transport
+        self._client: httpx.Client | None = None
+
+    @property
+    def client(self) -> httpx.Client:
+        if self._client is None:
+            self._client = httpx.Client(
+                base_url=self.server,
+                timeout=self.timeout,
+                transport=self._transport,
+                headers={"User-Agent": f"dockyard-cli/{__version__}", "Accept": "application/json"},
+            )
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def cpath(self, *parts: Any) -> str:
+        """``/v1/clusters/<cluster>/<parts...>``."""
+        return "/".join(["/v1/clusters", seg(self.cluster), *(seg(p) for p in parts)])
+
+    def request(self, method: str, path: str, params: dict[str, Any] | None = None, body: Any = None) -> Any:
+        params = {k: v for k, v in (params or {}).items() if v is not None}
+        try:
+            resp = self.client.request(method, path, params=params or None, json=body)
+        except (httpx.UnsupportedProtocol, httpx.InvalidURL) as e:
+            raise CliError(f"invalid server URL {self.server!r}: {e} (use e.g. --server http://127.0.0.1:8080)") from None
+        except httpx.ConnectError:
+            raise UnreachableError(
+                f"cannot reach the dockyard API at {self.server} "
+                "(is the orchestrator running? start it with: dockyard orchestrator)"
+            ) from None
+        except httpx.TimeoutException:
+            raise UnreachableError(f"the dockyard API at {self.server} did not answer within {self.timeout:g} s") from None
+        except httpx.HTTPError as e:
+            raise UnreachableError(f"request to the dockyard API at {self.server} failed: {e or type(e).__name__}") from None
+        try:
+            data = resp.json() if resp.content else {}
+        except ValueError:
+            data = None
+        if resp.is_error:
+            raise ApiError(resp.status_code, *error_lines(resp.status_code, data, resp.text))
+        if data is None:
+            raise CliError(f"the API at {self.server} answered {method} {path} with something that is not JSON")
+        return data
+
+    def get(self, path: str, **params: Any) -> Any:
+        return self.request("GET", path, params=params)
+
+    def post(self, path: str, body: Any = None, **params: Any) -> Any:
+        return self.request("POST", path, params=params, body=body if body is not None else {})
+
+    def delete(self, path: str, **params: Any) -> Any:
+        return self.request("DELETE", path, params=params)

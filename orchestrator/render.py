@@ -6,8 +6,9 @@ always a parameter so output is deterministic in tests. Standard library only.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 NONE = "<none>"
 COLUMN_GAP = "   "
@@ -46,7 +47,7 @@ def to_epoch(ts: Any) -> float | None:
         return float(ts) if ts > 0 else None
     if isinstance(ts, str):
         try:
-            return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+            return datetime.fromisoformat(ts).timestamp()
         except ValueError:
             return None
     return None
@@ -393,10 +394,10 @@ def describe_service(service: dict[str, Any], tasks: list[dict[str, Any]] | None
         ("Pending", service.get("pendingCount")),
         ("Launch type", spec.get("launchType")),
         ("Scheduling", spec.get("schedulingStrategy")),
-        ("Deployment", f"maximumPercent {dc.get('maximumPercent', 200)}, minimumHealthyPercent {dc.get('minimumHealthyPercent', 100)}, "
-         f"circuit breaker {'on' if cb.get('enable') else 'off'}{' with rollback' if cb.get('rollback') else ''}"),
-        ("Proof", f"healthy for {dc.get('minimumHealthyTimeSeconds', 10)}s, bake {bake_text(dc)}, "
-         f"progress deadline {dc.get('progressDeadlineSeconds', 600) or 'none'}{'s' if dc.get('progressDeadlineSeconds', 600) else ''}"),
+        ("Deployment", (f"maximumPercent {dc.get('maximumPercent', 200)}, minimumHealthyPercent {dc.get('minimumHealthyPercent', 100)}, "
+         f"circuit breaker {'on' if cb.get('enable') else 'off'}{' with rollback' if cb.get('rollback') else ''}")),
+        ("Proof", (f"healthy for {dc.get('minimumHealthyTimeSeconds', 10)}s, bake {bake_text(dc)}, "
+         f"progress deadline {dc.get('progressDeadlineSeconds', 600) or 'none'}{'s' if dc.get('progressDeadlineSeconds', 600) else ''}")),
         ("State", service_state(service) + (f": {service['failingReason']}" if service.get("failingReason") else "")),
         ("Placement", "; ".join(p for p in (constraints, strategy) if p) or None),
         ("Health grace", f"{spec.get('healthCheckGracePeriodSeconds', 0)}s"),

@@ -6,7 +6,12 @@ import json
 
 import pytest
 
-from orchestrator.manifest_files import ManifestError, expand_paths, parse_text, read_manifests
+from orchestrator.manifest_files import (
+    ManifestError,
+    expand_paths,
+    parse_text,
+    read_manifests,
+)
 
 TD = """apiVersion: dockyard/v1
 kind: TaskDefinition

@@ -23,14 +23,25 @@ Rules (ECS semantics):
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Collection, Iterable, Mapping, Sequence, Union
-
-from dockyard.ecs import ContainerDefinition, ContainerDependency, start_order
-from dockyard.health import checked_containers, task_health
-from dockyard.wire import ContainerReport, DesiredTask, NetworkBinding, TaskReport
+from typing import Literal, cast
 
 from agent.runtime import ActualContainer
+from dockyard.ecs import ContainerDefinition, ContainerDependency, start_order
+from dockyard.health import checked_containers, task_health
+from dockyard.wire import (
+    ContainerReport,
+    DesiredDoc,
+    DesiredDocHead,
+    DesiredTask,
+    HealthStatus,
+    NetworkBinding,
+    TaskReport,
+    TaskStatus,
+)
+
+ContainerStatus = Literal["PENDING", "RUNNING", "STOPPED"]
 
 ESSENTIAL_EXITED = "EssentialContainerExited"
 FAILED_TO_START = "TaskFailedToStart"
@@ -79,7 +90,7 @@ class RemoveNetwork:
     network: str
 
 
-Action = Union[Create, Start, Stop, Remove, RemoveNetwork]
+Action = Create | Start | Stop | Remove | RemoveNetwork
 
 
 @dataclass(frozen=True)
@@ -206,8 +217,8 @@ def plan(
 
         planned: set[str] = set()  # started by this plan (in order, so START conditions hold)
         for name in order:
-            c = primary.get(name)
-            if c is not None and c.state != "created":
+            pc = primary.get(name)
+            if pc is not None and pc.state != "created":
                 continue  # running, or exited (non-essential): never restarted
             ready = all(
                 condition_state(dep, primary.get(dep.containerName), dep.containerName in planned) == OK
@@ -215,11 +226,11 @@ def plan(
             )
             if not ready:
                 continue
-            if c is None:
+            if pc is None:
                 out.actions.append(Create(task, name))
                 out.actions.append(Start(tid, name, None))
             else:
-                out.actions.append(Start(tid, name, c.id))
+                out.actions.append(Start(tid, name, pc.id))
             planned.add(name)
 
     # Tasks no longer desired: stop and remove everything, then the per-task network.
@@ -227,9 +238,7 @@ def plan(
         grouped2: dict[str, list[ActualContainer]] = defaultdict(list)
         for c in cs:
             grouped2[c.container_name].append(c)
-        ordered: list[ActualContainer] = []
-        for c in _reverse_start_order(None, {n: _pick(v)[0] for n, v in grouped2.items()}):
-            ordered.append(c)
+        ordered = _reverse_start_order(None, {n: _pick(v)[0] for n, v in grouped2.items()})
         extras = [c for c in cs if c not in ordered]
         out.actions += _stop_remove(tid, ordered + extras, remove=True)
         if tid in networks:
@@ -261,14 +270,14 @@ def _dependency_failure(order: list[str], defs: Mapping[str, ContainerDefinition
 
 
 # ---- reports --------------------------------------------------------------------------------
-_HEALTH = {"healthy": "HEALTHY", "unhealthy": "UNHEALTHY"}
+_HEALTH: dict[str, HealthStatus] = {"healthy": "HEALTHY", "unhealthy": "UNHEALTHY"}
 
 
 def container_report(name: str, c: ActualContainer | None, stopping: bool, finish: Finish | None) -> ContainerReport:
     if c is None:
         reason = finish.reason if finish is not None and finish.container == name else None
         return ContainerReport(name=name, lastStatus="STOPPED" if stopping else "PENDING", reason=reason)
-    status = "RUNNING" if c.running else "STOPPED" if c.exited else ("STOPPED" if stopping else "PENDING")
+    status: ContainerStatus = "RUNNING" if c.running else "STOPPED" if c.exited else ("STOPPED" if stopping else "PENDING")
     reason = "OOMKilled" if c.oom_killed else (c.error or None)
     return ContainerReport(
         name=name,
@@ -315,12 +324,13 @@ def task_report(
     reports = [container_report(n, cs.get(n), stopping, finish) for n in names]
 
     any_running = any(c.running for c in cs.values())
+    last: TaskStatus
     if stopping:
         last = "STOPPING" if any_running else "STOPPED"
     else:
         ess = [r for r in reports if r.name in essential]
         last = "RUNNING" if ess and all(r.lastStatus == "RUNNING" for r in ess) else "PENDING"
-    health = task_health(((r.name, r.healthStatus) for r in reports), checked)
+    health = cast(HealthStatus, task_health(((r.name, r.healthStatus) for r in reports), checked))
     started = [c.started_at for c in cs.values() if c.started_at]
     finished_at = [c.finished_at for c in cs.values() if c.finished_at and c.exited]
     ips = [c.ip_address for n, c in sorted(cs.items(), key=lambda kv: kv[0] not in essential) if c.ip_address]
@@ -336,3 +346,26 @@ def task_report(
         stoppedAt=(max(finished_at) if finished_at else None) if last == "STOPPED" else None,
         ipAddress=ips[0] if ips else None,
     )
+
+
+# ---- desired documents --------------------------------------------------------------------------
+OTHER_NODE, STALE = "other-node", "stale"
+
+
+def rejects(head: DesiredDocHead, node_id: str, cluster: str, applied: tuple[int, int] | None) -> str | None:
+    """Why a desired document is not applied (``OTHER_NODE``, ``STALE``), or None: a document
+    applies only to its own node and only if its (epoch, generation) is newer than the one
+    last applied, so duplicates, replays and a stale orchestrator are harmless."""
+    if head.nodeId != node_id or head.cluster != cluster:
+        return OTHER_NODE
+    if applied is not None and head.version() <= applied:
+        return STALE
+    return None
+
+
+def changed_task_ids(previous: DesiredDoc | None, doc: DesiredDoc) -> set[str]:
+    """Tasks new in ``doc``, changed (desiredStatus) or gone since ``previous``. Entries that
+    :func:`agent.session.parse_desired` carried over unchanged are the same objects."""
+    old = {t.taskId: t for t in previous.tasks} if previous is not None else {}
+    ids = {t.taskId for t in doc.tasks if old.get(t.taskId) is not t}
+    return ids | (old.keys() - {t.taskId for t in doc.tasks})

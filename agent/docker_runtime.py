@@ -9,48 +9,45 @@ import random
 import re
 import socket
 import time
+from collections.abc import AsyncIterator, Mapping
 from datetime import datetime
-from typing import Any, AsyncIterator
+from typing import Any
 
 import aiodocker
 from aiodocker.exceptions import DockerError
 
+from agent.runtime import (
+    L_CONTAINER,
+    L_NODE,
+    L_TASK,
+    ActualContainer,
+    CreateSpec,
+    EngineInfo,
+    ImageUnavailable,
+    PortBinding,
+    container_labels,
+    container_name,
+    network_mode,
+    task_network_name,
+)
 from dockyard import log
-from dockyard.ecs import ContainerDefinition, container_hash
+from dockyard.ecs import ContainerDefinition
 from dockyard.wire import DesiredTask
 
-from agent.runtime import (
-    L_CLUSTER, L_CONTAINER, L_ESSENTIAL, L_FAMILY, L_NODE, L_REVISION, L_SPEC_HASH, L_STOP_TIMEOUT, L_TASK,
-    ActualContainer, CreateSpec, EngineInfo, ImageUnavailable, PortBinding,
-)
+__all__ = ["DockerRuntime", "build_create_spec", "container_name", "network_mode", "registry_auth", "task_network_name"]
 
 MiB = 1024 * 1024
 PULL_FAILURE_TTL = 60.0  # a failed pull is not retried for this long (per image)
 PULL_BEHAVIORS = ("default", "always", "once", "prefer-cached")
 # Container events that can change a report (each wakes a reconcile pass: list + inspect).
 # Not exec_create/exec_start/exec_die: a health check runs one exec per interval per container,
-# so with 50 health-checked containers (5 s) the agent re-listed ~30 times a second, 6.8% CPU
-# idle (bench/bus.py --health-check). "health_status" (sent when the status changes) is
-# matched by prefix ("health_status: healthy"). The periodic re-list is the backstop.
+# so health-checked containers would wake the agent many times a second (bench/bus.py
+# --health-check measures it). "health_status" (sent when the status changes) is matched by
+# prefix ("health_status: healthy"). The periodic re-list is the backstop.
 WATCHED_EVENTS = ("create", "start", "die", "destroy", "oom", "pause", "unpause", "health_status")
-_NAME_BAD = re.compile(r"[^a-zA-Z0-9_.-]")
 
 
 # ---- container spec (pure) -------------------------------------------------------------------
-def container_name(task: DesiredTask, name: str) -> str:
-    return _NAME_BAD.sub("_", f"dockyard-{task.family}-{task.revision}-{name}-{task.taskId[:8]}")
-
-
-def task_network_name(task_id: str) -> str:
-    return _NAME_BAD.sub("_", f"dockyard-task-{task_id[:12]}")
-
-
-def network_mode(task: DesiredTask) -> str:
-    if task.launchType == "FARGATE":
-        return "awsvpc"  # FARGATE tasks always get their own network (ECS: awsvpc is mandatory)
-    return task.taskDefinition.networkMode or "bridge"
-
-
 def health_config(c: ContainerDefinition) -> dict[str, Any] | None:
     hc = c.healthCheck
     if hc is None:
@@ -67,18 +64,7 @@ def health_config(c: ContainerDefinition) -> dict[str, Any] | None:
 def build_create_spec(task: DesiredTask, c: ContainerDefinition, node_id: str, cluster: str) -> CreateSpec:
     """The Docker ContainerCreate body for container ``c`` of ``task`` (see docs/agent.md)."""
     td = task.taskDefinition
-    labels = dict(c.dockerLabels)
-    labels.update({
-        L_CLUSTER: cluster,
-        L_TASK: task.taskId,
-        L_CONTAINER: c.name,
-        L_FAMILY: task.family,
-        L_REVISION: str(task.revision),
-        L_NODE: node_id,
-        L_SPEC_HASH: container_hash(c),
-        L_STOP_TIMEOUT: str(c.effective_stop_timeout),
-        L_ESSENTIAL: "true" if c.essential else "false",
-    })
+    labels = container_labels(task, c, node_id, cluster)
     mode = network_mode(task)
     fargate = task.launchType == "FARGATE"
     host: dict[str, Any] = {"RestartPolicy": {"Name": "no"}}
@@ -149,13 +135,12 @@ def credentials_env(parameter: str) -> str:
     return "DOCKYARD_REGISTRY_AUTH_" + re.sub(r"[^A-Z0-9]", "_", parameter.upper())
 
 
-def registry_auth(c: ContainerDefinition, environ: dict[str, str] | None = None) -> dict[str, str] | None:
+def registry_auth(c: ContainerDefinition, environ: Mapping[str, str] | None = None) -> dict[str, str] | None:
     """``repositoryCredentials.credentialsParameter`` NAME -> env DOCKYARD_REGISTRY_AUTH_<NAME>="user:password"."""
     if c.repositoryCredentials is None:
         return None
-    environ = os.environ if environ is None else environ
-    var = credentials_env(c.repositoryCredentials.credentialsParameter)
-    raw = environ.get(var)
+    env: Mapping[str, str] = os.environ if environ is None else environ
+    raw = env.get(credentials_env(c.repositoryCredentials.credentialsParameter))
     if not raw or ":" not in raw:
         return None
     user, _, password = raw.partition(":")
@@ -237,6 +222,22 @@ class DockerRuntime:
         self._pulled: set[str] = set()
         self._port_reserved: dict[tuple[int, str], float] = {}
         self.log = log.get("agent.docker")
+
+    # -- engine-specific decisions (Runtime) -------------------------------------------------------
+    def task_network(self, task: DesiredTask) -> str | None:
+        return task_network_name(task.taskId) if network_mode(task) == "awsvpc" else None
+
+    def create_spec(self, task: DesiredTask, c: ContainerDefinition, node_id: str, cluster: str) -> CreateSpec:
+        return build_create_spec(task, c, node_id, cluster)
+
+    def registry_auth(self, c: ContainerDefinition) -> dict[str, str] | None:
+        return registry_auth(c)
+
+    def failure(self, e: Exception) -> str | None:
+        """Docker's answers (and a spec it cannot take) fail the task; connection errors are retried."""
+        if isinstance(e, (DockerError, KeyError, ValueError)):
+            return str(getattr(e, "message", None) or e)
+        return None
 
     @property
     def docker(self) -> aiodocker.Docker:

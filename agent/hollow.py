@@ -11,13 +11,30 @@ import asyncio
 import itertools
 import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import replace
-from typing import Any, AsyncIterator
+from typing import Any
 
-from agent.runtime import L_CONTAINER, L_NODE, L_TASK, ActualContainer, CreateSpec, EngineInfo
+from agent.runtime import (
+    L_CONTAINER,
+    L_NODE,
+    L_TASK,
+    ActualContainer,
+    CreateSpec,
+    EngineInfo,
+    container_labels,
+    container_name,
+    network_mode,
+    task_network_name,
+)
+from dockyard.ecs import ContainerDefinition
+from dockyard.wire import DesiredTask
 
 
 class HollowRuntime:
+    """The engine-neutral rules (names, labels, a network per awsvpc/FARGATE task) are the
+    Docker runtime's; there is no Docker body, no registry and no engine error to classify."""
+
     name = "hollow"
 
     def __init__(self, cpu: int = 4096, memory: int = 16384, start_delay: float = 0.0) -> None:
@@ -26,6 +43,22 @@ class HollowRuntime:
         self._queues: list[asyncio.Queue[dict[str, Any]]] = []
         self._ids = itertools.count()
         self.cpu, self.memory, self.start_delay = cpu, memory, start_delay
+
+    def task_network(self, task: DesiredTask) -> str | None:
+        return task_network_name(task.taskId) if network_mode(task) == "awsvpc" else None
+
+    def create_spec(self, task: DesiredTask, c: ContainerDefinition, node_id: str, cluster: str) -> CreateSpec:
+        return CreateSpec(name=container_name(task, c.name), image=c.image,
+                          labels=container_labels(task, c, node_id, cluster), body={})
+
+    def registry_auth(self, c: ContainerDefinition) -> dict[str, str] | None:
+        return None  # nothing is pulled
+
+    def failure(self, e: Exception) -> str | None:
+        """An unknown container id (KeyError) or a bad value fails the task, as Docker's answers do."""
+        if isinstance(e, (KeyError, ValueError)):
+            return str(e)
+        return None
 
     async def info(self) -> EngineInfo:
         return EngineInfo(cpu=self.cpu, memory=self.memory, architecture="x86_64")

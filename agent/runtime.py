@@ -1,15 +1,25 @@
-"""The container runtime seam: what the reconcile loop needs from a container engine.
+"""The container runtime seam: everything the agent needs from a container engine.
 
 Two implementations: :mod:`agent.docker_runtime` (the real one, aiodocker) and
-:mod:`agent.hollow` (in-memory, for control-plane benchmarks). Nothing here imports
-Docker or MQTT code, so :mod:`agent.diff` can use :class:`ActualContainer` and stay pure.
+:mod:`agent.hollow` (in-memory, for control-plane benchmarks). Everything engine-specific
+(the create spec, the task's network, registry credentials, which errors fail a task) is
+behind :class:`Runtime`; the executor and the rest of the agent only call it. Nothing here
+imports Docker or MQTT code, so :mod:`agent.diff` can use :class:`ActualContainer` and stay
+pure. The engine-neutral rules both runtimes share (names, labels, which tasks get their own
+network) are the functions below.
 """
 from __future__ import annotations
 
+import re
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Protocol
+from typing import Any, Protocol
 
-# Labels every container the agent creates carries (see DESIGN.md, "Containers").
+from dockyard.ecs import ContainerDefinition, container_hash
+from dockyard.wire import DesiredTask
+
+# Labels every container the agent creates carries. The agent owns only the containers that
+# carry its node's label, and adopts them after a restart instead of recreating them.
 L_CLUSTER = "dockyard.cluster"
 L_TASK = "dockyard.task"
 L_CONTAINER = "dockyard.container"
@@ -19,6 +29,41 @@ L_NODE = "dockyard.node"
 L_SPEC_HASH = "dockyard.spec-hash"
 L_STOP_TIMEOUT = "dockyard.stop-timeout"
 L_ESSENTIAL = "dockyard.essential"
+
+_NAME_BAD = re.compile(r"[^a-zA-Z0-9_.-]")
+
+
+def container_name(task: DesiredTask, name: str) -> str:
+    """Readable and unique: ``dockyard-<family>-<revision>-<container>-<taskId[:8]>``."""
+    return _NAME_BAD.sub("_", f"dockyard-{task.family}-{task.revision}-{name}-{task.taskId[:8]}")
+
+
+def task_network_name(task_id: str) -> str:
+    return _NAME_BAD.sub("_", f"dockyard-task-{task_id[:12]}")
+
+
+def network_mode(task: DesiredTask) -> str:
+    if task.launchType == "FARGATE":
+        return "awsvpc"  # FARGATE tasks always get their own network (ECS: awsvpc is mandatory)
+    return task.taskDefinition.networkMode or "bridge"
+
+
+def container_labels(task: DesiredTask, c: ContainerDefinition, node_id: str, cluster: str) -> dict[str, str]:
+    """The definition's ``dockerLabels`` plus (overriding them) the agent's own labels."""
+    labels = dict(c.dockerLabels)
+    labels.update({
+        L_CLUSTER: cluster,
+        L_TASK: task.taskId,
+        L_CONTAINER: c.name,
+        L_FAMILY: task.family,
+        L_REVISION: str(task.revision),
+        L_NODE: node_id,
+        L_SPEC_HASH: container_hash(c),
+        L_STOP_TIMEOUT: str(c.effective_stop_timeout),
+        L_ESSENTIAL: "true" if c.essential else "false",
+    })
+    return labels
+
 
 # Docker container states (State.Status) grouped the way the diff needs them.
 RUNNING_STATES = frozenset({"running", "paused", "restarting"})
@@ -102,6 +147,26 @@ class ImageUnavailable(Exception):
 class Runtime(Protocol):
     name: str
 
+    # -- engine-specific decisions (no I/O) ------------------------------------------------------
+    def task_network(self, task: DesiredTask) -> str | None:
+        """The network ``task`` gets of its own (created before its containers, removed with
+        the task), or None when its containers use a shared network mode."""
+        ...
+
+    def create_spec(self, task: DesiredTask, c: ContainerDefinition, node_id: str, cluster: str) -> CreateSpec:
+        """What to create for container ``c`` of ``task``."""
+        ...
+
+    def registry_auth(self, c: ContainerDefinition) -> dict[str, str] | None:
+        """Credentials for pulling ``c``'s image (``repositoryCredentials``), or None."""
+        ...
+
+    def failure(self, e: Exception) -> str | None:
+        """The text of an engine's answer that fails the task (a bad spec, a start error);
+        None when ``e`` is a connection-level failure, retried on the next pass."""
+        ...
+
+    # -- engine I/O -------------------------------------------------------------------------------
     async def info(self) -> EngineInfo: ...
 
     async def list(self, node_id: str) -> list[ActualContainer]:

@@ -283,7 +283,7 @@ def scenarios(draw):
     for i in range(draw(st.integers(0, 2))):  # another node's containers, also of desired tasks
         tid = tasks[0].taskId if tasks and i == 0 else f"x{i}"
         actual.append(ac(tid, "c0", draw(st.sampled_from(["created", "running", "exited"])), node="n2", exit_code=1))
-    finished = {t.taskId: Finish("X", "y") for t in tasks if draw(st.integers(0, 5)) == 0}
+    finished = {t.taskId: Finish(diff.FAILED_TO_START, "y") for t in tasks if draw(st.integers(0, 5)) == 0}
     networks = {t: f"net-{t}" for t in draw(st.sets(st.sampled_from(["t0", "gone0", "old"]), max_size=2))}
     return tasks, actual, finished, networks
 

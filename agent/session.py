@@ -1,0 +1,139 @@
+"""The agent's MQTT session: connection with reconnect and backoff, presence and its Will,
+the subscription to the node's ``desired`` topic, and decoding of desired documents.
+
+On every connect: publish ``online`` presence (retained), subscribe, call ``on_connect`` (the
+agent sends a snapshot), then hand every message to ``on_message``. aiomqtt does not
+reconnect by itself, so :meth:`Session.run` loops with jittered exponential backoff.
+"""
+from __future__ import annotations
+
+import asyncio
+import math
+import socket
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal
+
+import aiomqtt
+from pydantic_core import from_json
+
+from agent.runtime import EngineInfo
+from dockyard.mqtt import Backoff, Client, make_client
+from dockyard.wire import (
+    DesiredDoc,
+    DesiredDocHead,
+    DesiredTask,
+    NodeResources,
+    Presence,
+    node_topic,
+)
+
+
+class Session:
+    def __init__(self, *, node_id: str, cluster: str, mqtt_url: str, boot_id: str, status_interval: float,
+                 attributes: dict[str, str], capacity_providers: list[str], runtime_name: str, log: Any,
+                 on_connect: Callable[[], Awaitable[None]], on_message: Callable[[Any], Awaitable[None]]) -> None:
+        self.node_id, self.cluster, self.mqtt_url, self.boot_id = node_id, cluster, mqtt_url, boot_id
+        self.status_interval = status_interval
+        self.user_attributes, self.capacity_providers, self.runtime_name = attributes, capacity_providers, runtime_name
+        self.log, self.on_connect, self.on_message = log, on_connect, on_message
+        self.t_desired = node_topic(cluster, node_id, "desired")
+        self.t_status = node_topic(cluster, node_id, "status")
+        self.t_presence = node_topic(cluster, node_id, "presence")
+        self.info: EngineInfo | None = None  # set by the agent once the engine answered
+        self.client: Client | None = None  # None while disconnected
+        self.connected = asyncio.Event()
+
+    # ---- presence -----------------------------------------------------------------------------
+    def attributes(self) -> dict[str, str]:
+        base = {
+            "ecs.os-type": self.info.os_type if self.info else "linux",
+            "ecs.cpu-architecture": self.info.architecture if self.info else "x86_64",
+            "hostname": socket.gethostname(),
+        }
+        return {**base, **self.user_attributes}
+
+    def presence(self, state: Literal["online", "offline"]) -> bytes:
+        res = NodeResources(cpu=self.info.cpu, memory=self.info.memory) if self.info else None
+        return Presence(
+            nodeId=self.node_id, bootId=self.boot_id, state=state, cluster=self.cluster, resources=res,
+            attributes=self.attributes(), capacityProviders=list(self.capacity_providers), runtime=self.runtime_name,
+            statusInterval=self.status_interval,
+        ).model_dump_json().encode()
+
+    def keepalive(self) -> int:
+        """MQTT keepalive, long enough for housekeeping once per status tick (paho pings when
+        nothing was sent or received for keepalive s; the broker's Will fires after 1.5x)."""
+        return max(10, math.ceil(3 * self.status_interval))
+
+    def housekeeping(self) -> None:
+        """Keepalive work, driven by the agent's status tick (the client has no timer of its own)."""
+        client = self.client
+        if client is not None:
+            client.housekeeping()
+
+    # ---- connection ---------------------------------------------------------------------------
+    async def run(self) -> None:
+        backoff = Backoff()
+        ident = f"dockyard-agent-{self.cluster}-{self.node_id}"[:128]
+        while True:
+            try:
+                will = aiomqtt.Will(self.t_presence, self.presence("offline"), qos=1, retain=True)
+                async with make_client(self.mqtt_url, ident, will=will, keepalive=self.keepalive(),
+                                       misc_interval=None) as client:  # housekeeping: the status tick
+                    self.client = client
+                    backoff.reset()
+                    await client.publish(self.t_presence, self.presence("online"), qos=1, retain=True)
+                    await client.subscribe(self.t_desired, qos=1)
+                    self.connected.set()
+                    self.log.info("connected", broker=self.mqtt_url, bootId=self.boot_id)
+                    await self.on_connect()
+                    async for msg in client.messages:
+                        await self.on_message(msg.payload)
+            except aiomqtt.MqttError as e:
+                self.client = None
+                self.connected.clear()
+                delay = backoff.next()
+                self.log.warning("mqtt disconnected; reconnecting", error=str(e), retry_in=round(delay, 2))
+                await asyncio.sleep(delay)
+            finally:
+                self.client = None
+                self.connected.clear()
+
+    async def goodbye(self) -> None:
+        """Publish ``offline`` presence ourselves (a graceful stop), waiting at most 2 s."""
+        client = self.client
+        if client is None:
+            return
+        try:
+            await asyncio.wait_for(client.publish(self.t_presence, self.presence("offline"), qos=1, retain=True), 2.0)
+        except Exception as e:  # noqa: BLE001
+            self.log.warning("offline presence not published", error=str(e))
+
+
+def parse_desired(payload: Any, head: DesiredDocHead, previous: DesiredDoc | None) -> DesiredDoc:
+    """The DesiredDoc in ``payload``, validating only the tasks ``previous`` did not have.
+
+    Documents are full task sets, so most tasks repeat from one generation to the next; a
+    task's definition is fixed by its id and family:revision (revisions are immutable), so
+    the already-validated entry is reused (with the new desiredStatus): validating every task
+    definition of every document would cost far more than the head (bench/bus.py measures
+    it). ``head`` is the payload parsed as :class:`DesiredDocHead`."""
+    known = {t.taskId: t for t in previous.tasks} if previous is not None else {}
+    tasks: list[DesiredTask | None] = []
+    for h in head.tasks:
+        k = known.get(h.taskId)
+        if k is None or (k.family, k.revision, k.launchType, k.serviceName) != (h.family, h.revision, h.launchType, h.serviceName):
+            tasks.append(None)
+        elif k.desiredStatus != h.desiredStatus:
+            tasks.append(k.model_copy(update={"desiredStatus": h.desiredStatus}))
+        else:
+            tasks.append(k)
+    if all(t is None for t in tasks):
+        return DesiredDoc.model_validate_json(payload)
+    if any(t is None for t in tasks):
+        raw = from_json(payload)["tasks"]
+        for i, t in enumerate(tasks):
+            if t is None:
+                tasks[i] = DesiredTask.model_validate(raw[i])
+    return DesiredDoc.model_construct(cluster=head.cluster, nodeId=head.nodeId, epoch=head.epoch,
+                                      generation=head.generation, tasks=tasks, publishedAt=head.publishedAt)

@@ -24,6 +24,17 @@ TaskStatus = Literal[
     "PROVISIONING", "PENDING", "ACTIVATING", "RUNNING", "DEACTIVATING", "STOPPING", "DEPROVISIONING", "STOPPED"
 ]
 HealthStatus = Literal["HEALTHY", "UNHEALTHY", "UNKNOWN"]
+# ECS's stop codes, and the reasons both sides write with them (one place for the words).
+StopCode = Literal["TaskFailedToStart", "EssentialContainerExited", "UserInitiated", "ServiceSchedulerInitiated"]
+TASK_FAILED_TO_START: StopCode = "TaskFailedToStart"
+ESSENTIAL_CONTAINER_EXITED: StopCode = "EssentialContainerExited"
+USER_INITIATED: StopCode = "UserInitiated"
+SERVICE_SCHEDULER_INITIATED: StopCode = "ServiceSchedulerInitiated"
+FAILURE_CODES: tuple[StopCode, ...] = (ESSENTIAL_CONTAINER_EXITED, TASK_FAILED_TO_START)  # it stopped on its own
+ESSENTIAL_EXITED_REASON = "Essential container in task exited"
+HEALTH_STOP_REASON = "Task failed container health checks"
+REPLACED_REASON = "Task replaced by a newer deployment"
+USER_STOP_REASON = "Task stopped by user"
 
 
 def node_topic(cluster: str, node_id: str, leaf: str) -> str:
@@ -103,7 +114,7 @@ class TaskReport(Wire):
     lastStatus: TaskStatus
     healthStatus: HealthStatus = "UNKNOWN"
     containers: list[ContainerReport] = Field(default_factory=list)
-    stopCode: str | None = None
+    stopCode: str | None = None  # a StopCode; any string is accepted so a newer agent's report is not dropped
     stoppedReason: str | None = None
     pullError: str | None = None  # image pull failed; a local copy may still have been used
     startedAt: float | None = None

@@ -10,11 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from dockyard import log as dlog
 from dockyard.health import is_healthy, task_health
-from dockyard.wire import DesiredDoc, DesiredTask, Presence, StatusDoc, TaskReport
+from dockyard.wire import (
+    SERVICE_SCHEDULER_INITIATED,
+    TASK_FAILED_TO_START,
+    DesiredDoc,
+    DesiredTask,
+    Presence,
+    StatusDoc,
+    TaskReport,
+)
 from orchestrator import metrics
 from orchestrator.core import nodes as nodes_core
 from orchestrator.core import scheduler
@@ -121,7 +129,7 @@ class Controller:
                 timeout = max(0.0, min(timeout, self._next_wake - self.clock()))
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             self._wake.clear()
             # Coalesce a burst of messages into one pass. After a long pass, give the bus and the
@@ -184,7 +192,7 @@ class Controller:
             lost = self.state.node_active_tasks(n.cluster, n.nodeId)
             for t in lost:
                 reason = f"Node {n.nodeId} lost: disconnected for more than {self.node_lost_seconds:g}s"
-                mark_stopped(t, "ServiceSchedulerInitiated" if t.serviceName else "TaskFailedToStart", reason, now)
+                mark_stopped(t, SERVICE_SCHEDULER_INITIATED if t.serviceName else TASK_FAILED_TO_START, reason, now)
                 self.state.put_task(t)
                 metrics.TASKS_STOPPED.labels(reason="node_lost").inc()
             if lost:
@@ -421,7 +429,7 @@ class Controller:
             for t in tasks:
                 td = self.state.resolve_taskdef(t.taskDefinition)
                 if td is None:
-                    mark_stopped(t, "TaskFailedToStart", f"task definition {t.taskDefinition} not found", now)
+                    mark_stopped(t, TASK_FAILED_TO_START, f"task definition {t.taskDefinition} not found", now)
                     self.state.put_task(t)
                     continue
                 asks.append(task_ask(t, td.spec))
@@ -621,7 +629,7 @@ class Controller:
             for t in missing_from_snapshot(self.state.node_active_tasks(cluster, node_id), reported,
                                            st.observedGeneration):
                 unexpected = t.desiredStatus == "RUNNING"  # before mark_stopped changes it
-                mark_stopped(t, "TaskFailedToStart", f"Task not found on node {node_id}", now)
+                mark_stopped(t, TASK_FAILED_TO_START, f"Task not found on node {node_id}", now)
                 self.state.put_task(t)
                 self._on_task_stopped(t, unexpected, now)
                 woke = True

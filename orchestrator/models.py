@@ -12,7 +12,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from dockyard.ecs import NAME_RE, EcsModel, PlacementConstraint, TaskDefinitionSpec
-from dockyard.wire import ContainerReport, HealthStatus, NodeResources, TaskStatus
+from dockyard.wire import (
+    ContainerReport,
+    HealthStatus,
+    NodeResources,
+    StopCode,
+    TaskStatus,
+)
 
 LaunchType = Literal["EC2", "FARGATE"]
 
@@ -75,7 +81,7 @@ class PlacementStrategy(EcsModel):
     field: str | None = None
 
     @model_validator(mode="after")
-    def _field(self) -> "PlacementStrategy":
+    def _field(self) -> PlacementStrategy:
         if self.type == "binpack" and self.field not in ("cpu", "memory"):
             raise ValueError('binpack needs field "cpu" or "memory"')
         if self.type == "spread":
@@ -214,7 +220,7 @@ class TaskContainer(Record):
     networkBindings: list[dict[str, Any]] = Field(default_factory=list)
 
     @classmethod
-    def from_report(cls, r: ContainerReport) -> "TaskContainer":
+    def from_report(cls, r: ContainerReport) -> TaskContainer:
         return cls(
             name=r.name,
             lastStatus=r.lastStatus,
@@ -251,7 +257,7 @@ class Task(Record):
     placementConstraints: list[PlacementConstraint] = Field(default_factory=list)
     placementStrategy: list[PlacementStrategy] = Field(default_factory=list)
     pendingReason: str | None = None
-    stopCode: str | None = None  # TaskFailedToStart | EssentialContainerExited | UserInitiated | ServiceSchedulerInitiated
+    stopCode: str | None = None  # a dockyard.wire.StopCode (as reported; see TaskReport)
     stoppedReason: str | None = None
     pullError: str | None = None
     ipAddress: str | None = None

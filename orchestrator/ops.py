@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from dockyard.ecs import ignored_fields
+from dockyard.wire import SERVICE_SCHEDULER_INITIATED, USER_INITIATED, USER_STOP_REASON
 from orchestrator.controller import Controller, add_event
 from orchestrator.core import services as svc_core
 from orchestrator.core.tasks import request_stop
@@ -298,7 +299,7 @@ class Ops:
         now = self.ctl.clock()
         s.status = "DRAINING"
         for t in self.state.service_tasks(s.cluster, s.serviceName):
-            if request_stop(t, "ServiceSchedulerInitiated", f"Service {s.serviceName} deleted", now):
+            if request_stop(t, SERVICE_SCHEDULER_INITIATED, f"Service {s.serviceName} deleted", now):
                 self.state.put_task(t)
         add_event(s, f"(service {s.serviceName}) deleted; stopping its tasks.", now)
         self.state.put_service(s)
@@ -363,12 +364,12 @@ class Ops:
 
     def stop_task(self, cluster: str, ref: str, reason: str | None) -> Task:
         t = self.task(cluster, ref)
-        if self._stop(t, reason or "Task stopped by user"):
+        if self._stop(t, reason or USER_STOP_REASON):
             self._commit()
         return t
 
     def _stop(self, t: Task, reason: str) -> bool:
-        if request_stop(t, "UserInitiated", reason, self.ctl.clock()):
+        if request_stop(t, USER_INITIATED, reason, self.ctl.clock()):
             self.state.put_task(t)
             return True
         return False

@@ -8,6 +8,7 @@ deployments default to minimumHealthyPercent 0, maximumPercent 100).
 """
 from __future__ import annotations
 
+from dockyard.wire import REPLACED_REASON, SERVICE_SCHEDULER_INITIATED
 from orchestrator.core import query
 from orchestrator.core.services import (
     ServicePlan,
@@ -58,9 +59,9 @@ def plan_daemon(service: Service, tasks: list[TaskView], nodes: list[Node], td_s
             if node_id is not None and node_id not in known:
                 continue
             reason = (f"Container instance {node_id} is being drained" if t.node_draining
-                      else "Task replaced by a newer deployment" if t.deployment_id != primary.id
+                      else REPLACED_REASON if t.deployment_id != primary.id
                       else f"Node {node_id} no longer eligible for daemon service")
-            plan.stop.append(StopTask(t.task_id, "ServiceSchedulerInitiated", reason))
+            plan.stop.append(StopTask(t.task_id, SERVICE_SCHEDULER_INITIATED, reason))
     stopping = {s.task_id for s in plan.stop}
     connected = {n.nodeId for n in nodes if n.connected}
     for node_id in sorted(wanted):

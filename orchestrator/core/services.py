@@ -28,10 +28,14 @@ import math
 from dataclasses import dataclass, field
 
 from dockyard.health import is_healthy
+from dockyard.wire import (
+    HEALTH_STOP_REASON,
+    REPLACED_REASON,
+    SERVICE_SCHEDULER_INITIATED,
+)
 from orchestrator.core.scheduler import pick_scale_in
 from orchestrator.models import Deployment, Service
 
-HEALTH_STOP_REASON = "Task failed container health checks"
 BACKOFF_BASE = 1.0
 BACKOFF_CAP = 300.0
 HISTORY = 10  # finished deployments kept for `rollout history` and rollback
@@ -64,7 +68,7 @@ class TaskView:
 @dataclass(frozen=True)
 class StopTask:
     task_id: str
-    stop_code: str
+    stop_code: StopCode
     reason: str
     failure: bool = False  # counts against the deployment (circuit breaker, backoff)
 
@@ -126,7 +130,7 @@ def stop_unhealthy(service: Service, tasks: list[TaskView], primary: Deployment,
     for t in tasks:
         unhealthy = t.last_status == "RUNNING" and t.health == "UNHEALTHY"
         if unhealthy and (t.started_at or 0) + grace <= now:
-            plan.stop.append(StopTask(t.task_id, "ServiceSchedulerInitiated", HEALTH_STOP_REASON, failure=True))
+            plan.stop.append(StopTask(t.task_id, SERVICE_SCHEDULER_INITIATED, HEALTH_STOP_REASON, failure=True))
             if t.deployment_id == primary.id:
                 record_failure(primary, now)
         else:
@@ -304,9 +308,9 @@ def plan_service(service: Service, tasks: list[TaskView], now: float) -> Service
     # 4. Stop old tasks: unproven ones freely, proven ones while the minimum still holds.
     for t in sorted(old, key=lambda t: (proven(t), t.task_id)):
         if not proven(t):
-            plan.stop.append(StopTask(t.task_id, "ServiceSchedulerInitiated", _replace_reason(t)))
+            plan.stop.append(StopTask(t.task_id, SERVICE_SCHEDULER_INITIATED, _replace_reason(t)))
         elif healthy - 1 >= min_healthy:
-            plan.stop.append(StopTask(t.task_id, "ServiceSchedulerInitiated", _replace_reason(t)))
+            plan.stop.append(StopTask(t.task_id, SERVICE_SCHEDULER_INITIATED, _replace_reason(t)))
             healthy -= 1
     stopping = {s.task_id for s in plan.stop}
     old_left = [t for t in old if t.task_id not in stopping]
@@ -326,7 +330,7 @@ def plan_service(service: Service, tasks: list[TaskView], now: float) -> Service
         victim_ids = set(victims)
         for t in current:
             if t.task_id in victim_ids:
-                plan.stop.append(StopTask(t.task_id, "ServiceSchedulerInitiated", scale_reason))
+                plan.stop.append(StopTask(t.task_id, SERVICE_SCHEDULER_INITIATED, scale_reason))
                 healthy -= proven(t)
         current = [t for t in current if t.task_id not in victim_ids]
     over = len(current) + len(old_left) - max_total
@@ -334,12 +338,12 @@ def plan_service(service: Service, tasks: list[TaskView], now: float) -> Service
         unready_ids = {t.task_id for t in [t for t in current if not proven(t)][:over]}
         for t in current:
             if t.task_id in unready_ids:
-                plan.stop.append(StopTask(t.task_id, "ServiceSchedulerInitiated", scale_reason))
+                plan.stop.append(StopTask(t.task_id, SERVICE_SCHEDULER_INITIATED, scale_reason))
                 over -= 1
         current = [t for t in current if t.task_id not in unready_ids]
         for t in sorted(old_left, key=lambda t: t.task_id):
             if over > 0 and healthy - 1 >= min_healthy:
-                plan.stop.append(StopTask(t.task_id, "ServiceSchedulerInitiated", scale_reason))
+                plan.stop.append(StopTask(t.task_id, SERVICE_SCHEDULER_INITIATED, scale_reason))
                 healthy -= 1
                 over -= 1
     stopping = {s.task_id for s in plan.stop}
@@ -398,4 +402,4 @@ def plan_service(service: Service, tasks: list[TaskView], now: float) -> Service
 def _replace_reason(t: TaskView) -> str:
     if t.node_draining:
         return f"Container instance {t.node_id} is being drained"
-    return "Task replaced by a newer deployment"
+    return REPLACED_REASON

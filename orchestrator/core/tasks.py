@@ -7,14 +7,24 @@ Pure: takes a Task and a TaskReport, changes the Task, says what happened.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from dockyard.wire import TaskReport
-from collections.abc import Iterable
-
-from orchestrator.models import PlacementConstraint, PlacementStrategy, Service, Task, TaskContainer, TaskDefinition
-
-FAILURE_CODES = ("EssentialContainerExited", "TaskFailedToStart")
+from dockyard.wire import (
+    ESSENTIAL_CONTAINER_EXITED,
+    ESSENTIAL_EXITED_REASON,
+    FAILURE_CODES,
+    StopCode,
+    TaskReport,
+)
+from orchestrator.models import (
+    PlacementConstraint,
+    PlacementStrategy,
+    Service,
+    Task,
+    TaskContainer,
+    TaskDefinition,
+)
 
 
 @dataclass(frozen=True)
@@ -44,8 +54,8 @@ def apply_report(task: Task, r: TaskReport, now: float) -> Outcome:
         task.stoppingAt = task.stoppingAt or task.stoppedAt
         if task.desiredStatus == "RUNNING":  # it ended on its own
             task.desiredStatus = "STOPPED"
-            task.stopCode = r.stopCode or "EssentialContainerExited"
-            task.stoppedReason = r.stoppedReason or "Essential container in task exited"
+            task.stopCode = r.stopCode or ESSENTIAL_CONTAINER_EXITED
+            task.stoppedReason = r.stoppedReason or ESSENTIAL_EXITED_REASON
         if r.startedAt and not task.startedAt:
             task.startedAt = r.startedAt
     elif r.lastStatus in ("STOPPING", "DEACTIVATING", "DEPROVISIONING"):
@@ -64,7 +74,7 @@ def proof_clock(healthy_since: float | None, healthy: bool, now: float) -> float
     return healthy_since if healthy_since is not None else now
 
 
-def mark_stopped(task: Task, stop_code: str, reason: str, now: float) -> None:
+def mark_stopped(task: Task, stop_code: StopCode, reason: str, now: float) -> None:
     """Stop a task without waiting for an agent (never placed, or its node is lost)."""
     task.desiredStatus = "STOPPED"
     task.lastStatus = "STOPPED"
@@ -77,7 +87,7 @@ def mark_stopped(task: Task, stop_code: str, reason: str, now: float) -> None:
             c.lastStatus = "STOPPED"
 
 
-def request_stop(task: Task, stop_code: str, reason: str, now: float) -> bool:
+def request_stop(task: Task, stop_code: StopCode, reason: str, now: float) -> bool:
     """Ask for a task to stop; the agent stops its containers. False if it was already stopping."""
     if task.desiredStatus == "STOPPED":
         return False

@@ -159,7 +159,7 @@ def plan_nodes(nodes: Iterable[NodeLiveness], now: float, broker: BrokerView, no
             if not n.active_tasks:
                 continue
             due_at = since + node_lost_seconds
-            if n.last_seen_at < session:  # not seen in this session: give it a fair chance
+            if n.last_seen_at <= session:  # not seen since this session began: give it a fair chance
                 due_at = max(due_at, session + reconnect_window(n, node_lost_seconds))
             if now >= due_at:
                 due.append((since, n.node_id, due_at))

@@ -15,9 +15,15 @@ from pydantic import ValidationError
 
 from dockyard import log as dlog
 from dockyard.mqtt import Backoff, make_client
-from dockyard.wire import PROTOCOL, DesiredDoc, Presence, StatusDoc, node_topic, parse_topic
+from dockyard.wire import (
+    PROTOCOL,
+    DesiredDoc,
+    Presence,
+    StatusDoc,
+    node_topic,
+    parse_topic,
+)
 from orchestrator import metrics
-
 
 # A StatusDoc's JSON without its "seq" and "ts" members (pydantic writes the fields in order).
 _SEQ_TS = re.compile(rb'"seq":\d+,|,"ts":[-+0-9.eE]+(?=}$)')
@@ -91,7 +97,7 @@ class Bus:
                 self.log.warning("broker connection lost; retrying", error=str(exc), retry_in=round(delay, 2))
                 try:
                     await asyncio.wait_for(stop.wait(), timeout=delay)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
         self.connected.clear()
 

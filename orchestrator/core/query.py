@@ -11,8 +11,9 @@ Parsing happens at apply time (errors point into the expression); evaluation is 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Union
+from typing import Union
 
 # Words stop at "=" and "!" (except a leading "!" as in "!in"), so "attribute:zone==a" reads as three tokens.
 _TOKEN = re.compile(r"\s*(\(|\)|\[|\]|,|==|!=|&&|\|\||!?[^\s()\[\],=!]+|[=!~<>]+)")
@@ -38,8 +39,8 @@ class Cmp:
 @dataclass(frozen=True)
 class BoolOp:
     op: str  # "and" | "or"
-    left: "Expr"
-    right: "Expr"
+    left: Expr
+    right: Expr
 
 
 Expr = Union[Cmp, BoolOp]

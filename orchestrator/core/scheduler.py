@@ -41,7 +41,7 @@ class NodeView:
     def free_memory(self) -> int:
         return self.memory - self.used_memory
 
-    def add(self, ask: "TaskAsk") -> None:
+    def add(self, ask: TaskAsk) -> None:
         self.used_cpu += ask.cpu
         self.used_memory += ask.memory
         self.used_ports.update(ask.ports)

@@ -1,28 +1,31 @@
-"""The agent against a real dockerd and a private Mosquitto (agent run as a subprocess)."""
+"""The agent against a real dockerd and a private Mosquitto (agent run as a subprocess).
+
+dockerd, mosquitto and the test image are guaranteed by the ``infra`` fixture (tests/conftest.py),
+which fails the test when they are missing. "Nothing changed" assertions wait for an observable
+event (N status snapshots, an acknowledged observedGeneration), never a fixed time."""
 from __future__ import annotations
 
 import asyncio
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
+import aiodocker
+import aiomqtt
 import pytest
 
+from dockyard.ecs import TaskDefinitionSpec
+from dockyard.wire import DesiredDoc, DesiredTask, node_topic
+
 pytestmark = pytest.mark.integration
-
-aiomqtt = pytest.importorskip("aiomqtt")
-aiodocker = pytest.importorskip("aiodocker")
-
-from dockyard.ecs import TaskDefinitionSpec  # noqa: E402
-from dockyard.wire import DesiredDoc, DesiredTask, node_topic  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 PY = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv" / "bin" / "python").exists() else sys.executable
@@ -33,11 +36,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _docker_ok() -> bool:
-    return shutil.which("docker") is not None and subprocess.run(
-        ["docker", "image", "inspect", IMAGE], capture_output=True).returncode == 0
 
 
 class Broker:
@@ -70,8 +68,6 @@ class Broker:
 
 @pytest.fixture
 def mosquitto(tmp_path):
-    if shutil.which("mosquitto") is None:
-        pytest.skip("mosquitto not installed")
     b = Broker(tmp_path)
     b.start()
     try:
@@ -82,8 +78,6 @@ def mosquitto(tmp_path):
 
 @pytest.fixture
 def broker(mosquitto):
-    if not _docker_ok():
-        pytest.skip(f"docker or the image {IMAGE} is not available")
     return mosquitto.url
 
 
@@ -162,8 +156,20 @@ class Bus:
             self._new.clear()
             try:
                 await asyncio.wait_for(self._new.wait(), left)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
+
+    async def snapshots(self, n: int, since: int, boot: str | None = None, timeout: float = 15.0) -> list[dict]:
+        """Wait for ``n`` snapshots after ``bus.status[since]`` (of ``boot`` if given): with the
+        agents' 0.5 s status interval and 1 s re-list, 4 snapshots span at least one re-list pass."""
+        def enough(_d: dict) -> bool:
+            return len(snaps()) >= n
+
+        def snaps() -> list[dict]:
+            return [d for d in self.status[since:] if d["kind"] == "snapshot" and (boot is None or d["bootId"] == boot)]
+
+        await self.wait(enough, timeout=timeout, since=since)
+        return snaps()
 
     async def desired(self, doc: DesiredDoc, retain: bool = True) -> None:
         await self.client.publish(node_topic(self.cluster, self.node, "desired"), doc.model_dump_json(), qos=1, retain=retain)
@@ -254,16 +260,21 @@ async def test_agent_runs_adopts_reports_and_removes(broker, ident, agents):
         boot2 = online2["bootId"]
         snap = await bus.wait(lambda d: d["bootId"] == boot2 and (t := task_of(d, tid)) is not None and t["lastStatus"] == "RUNNING")
         assert {c["name"]: c["dockerId"] for c in task_of(snap, tid)["containers"]} == ids1
-        await asyncio.sleep(1.5)  # a few reconcile passes: still exactly the same two containers
+        await bus.snapshots(4, since=bus.status.index(snap), boot=boot2)  # a re-list pass or more
         assert sorted(c.id for c in await docker_containers(docker, node)) == sorted(ids1.values())
 
-        # An older (epoch, generation) document is ignored (not retained, so the retained doc stays valid).
+        # An older (epoch, generation) document is ignored (not retained, so the retained doc stays
+        # valid). The agent handles its documents in order, so once it acknowledges a newer one
+        # (generation 2, the same task) it has seen the older ones: every status before says 1/1.
+        n = len(bus.status)
         await bus.desired(DesiredDoc(cluster=cluster, nodeId=node, epoch=1, generation=0, tasks=[]), retain=False)
         await bus.desired(DesiredDoc(cluster=cluster, nodeId=node, epoch=0, generation=99, tasks=[]), retain=False)
-        n = len(bus.status)
-        await asyncio.sleep(1.5)
-        assert all(d["observedGeneration"] == 1 and d["observedEpoch"] == 1 for d in bus.status[n:])
-        assert len(await docker_containers(docker, node)) == 2
+        await bus.desired(DesiredDoc(cluster=cluster, nodeId=node, epoch=1, generation=2, tasks=[two_container_task(tid)]))
+        ack2 = await bus.wait(lambda d: d["observedGeneration"] == 2, since=n)
+        assert ack2["kind"] == "update" and ack2["observedEpoch"] == 1 and ack2["tasks"] == []  # nothing changed
+        before = bus.status[n:bus.status.index(ack2)]
+        assert all(d["observedGeneration"] == 1 and d["observedEpoch"] == 1 for d in before), before
+        assert sorted(c.id for c in await docker_containers(docker, node)) == sorted(ids1.values())
 
         # Kill the essential web container: the task stops with EssentialContainerExited, never restarted.
         await docker.containers.container(ids1["web"]).kill(signal="SIGKILL")
@@ -273,19 +284,19 @@ async def test_agent_runs_adopts_reports_and_removes(broker, ident, agents):
         web = next(c for c in t["containers"] if c["name"] == "web")
         assert web["exitCode"] == 137 and web["lastStatus"] == "STOPPED"
         assert all(c["lastStatus"] == "STOPPED" for c in t["containers"])
-        await asyncio.sleep(1.5)
+        await bus.snapshots(4, since=bus.status.index(stopped))  # a re-list pass or more
         cs = await docker_containers(docker, node)
         assert sorted(c.id for c in cs) == sorted(ids1.values())  # kept (inspectable), not restarted
         assert all(c._container["State"] == "exited" for c in cs)
 
         # A document without the task removes its containers.
-        await bus.desired(DesiredDoc(cluster=cluster, nodeId=node, epoch=1, generation=2, tasks=[]))
-        await bus.wait(lambda d: d["observedGeneration"] == 2)
+        await bus.desired(DesiredDoc(cluster=cluster, nodeId=node, epoch=1, generation=3, tasks=[]))
+        await bus.wait(lambda d: d["observedGeneration"] == 3)
         deadline = time.monotonic() + 10
         while await docker_containers(docker, node):
             assert time.monotonic() < deadline, "containers of a removed task were not removed"
             await asyncio.sleep(0.2)
-        await bus.wait(lambda d: d["kind"] == "snapshot" and d["observedGeneration"] == 2 and not d["tasks"])
+        await bus.wait(lambda d: d["kind"] == "snapshot" and d["observedGeneration"] == 3 and not d["tasks"])
     finally:
         pump.cancel()
         await asyncio.gather(pump, return_exceptions=True)

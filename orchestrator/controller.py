@@ -321,7 +321,9 @@ class Controller:
     def _health(self, t: Task) -> tuple[str, bool]:
         """(health for deployments, has a health check) by the one rule in dockyard.health."""
         checked = self._checked(t.taskDefinition)
-        return task_health(((c.name, c.healthStatus) for c in t.containers), checked), bool(checked)
+        if not checked:  # most task definitions: no health check, nothing to look at
+            return "UNKNOWN", False
+        return task_health([(c.name, c.healthStatus) for c in t.containers], checked), True
 
     def _view(self, t: Task) -> svc_core.TaskView:
         health, has_check = self._health(t)

@@ -35,9 +35,9 @@ class Outcome:
 
 
 def apply_report(task: Task, r: TaskReport, now: float) -> Outcome:
-    before = (task.lastStatus, task.healthStatus, [c.model_dump() for c in task.containers], task.pullError, task.ipAddress)
     if task.lastStatus == "STOPPED":
         return Outcome(False)
+    before = (task.lastStatus, task.healthStatus, task.containers, task.pullError, task.ipAddress)
     task.containers = [TaskContainer.from_report(c) for c in r.containers]
     task.healthStatus = r.healthStatus
     task.pullError = r.pullError
@@ -62,7 +62,7 @@ def apply_report(task: Task, r: TaskReport, now: float) -> Outcome:
         task.lastStatus = "STOPPING"
     elif task.lastStatus in ("PROVISIONING", "PENDING"):
         task.lastStatus = "PENDING" if r.lastStatus in ("PENDING", "PROVISIONING") else r.lastStatus
-    after = (task.lastStatus, task.healthStatus, [c.model_dump() for c in task.containers], task.pullError, task.ipAddress)
+    after = (task.lastStatus, task.healthStatus, task.containers, task.pullError, task.ipAddress)
     return Outcome(before != after, stopped_now, failure and task.stopCode in FAILURE_CODES)
 
 

@@ -429,6 +429,29 @@ class Harness:
                  message: str = "condition") -> T:
         return wait_for(predicate, timeout=timeout, interval=interval, message=message)
 
+    def metric(self, sample: str) -> float:
+        """The value of one sample of the orchestrator's /metrics, e.g.
+        ``dockyard_status_messages_total{kind="snapshot"}`` (0 when absent)."""
+        r = self.api.get("/metrics")
+        r.raise_for_status()
+        for line in r.text.splitlines():
+            name, _, value = line.rpartition(" ")
+            if name == sample:
+                return float(value)
+        return 0.0
+
+    def wait_quiet_evidence(self, snapshots: int = 2, timeout: float = 30.0) -> None:
+        """Wait for the observable events after which "nothing changed" means something: the
+        orchestrator received ``snapshots`` more full status snapshots (every agent sends one per
+        status interval) and ran a reconcile pass after the last of them."""
+        snap, passes = 'dockyard_status_messages_total{kind="snapshot"}', "dockyard_reconcile_pass_seconds_count"
+        target = self.metric(snap) + snapshots
+        self.wait_for(lambda: self.metric(snap) >= target, timeout=timeout, interval=0.2,
+                      message=f"{snapshots} more status snapshots")
+        after = self.metric(passes)
+        self.wait_for(lambda: self.metric(passes) > after, timeout=timeout, interval=0.1,
+                      message="a reconcile pass after them")
+
     def wait_running(self, count: int, timeout: float = 60.0) -> list[dict]:
         """Wait until exactly ``count`` tasks are RUNNING; returns them."""
         return self.wait_for(lambda: (lambda r: r if len(r) == count else None)(self.running_tasks()),

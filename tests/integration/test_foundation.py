@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
@@ -116,7 +115,7 @@ spec:
     assert t["lastStatus"] == "STOPPED" and t["stopCode"] == "EssentialContainerExited"
     assert t["containers"][0]["exitCode"] == 3
     assert env.containers(all=False) == []
-    time.sleep(2.5)  # a batch task is never replaced
+    env.wait_quiet_evidence()  # a batch task is never replaced
     assert len(env.tasks()) == 1 and env.containers(all=False) == []
 
 
@@ -128,7 +127,7 @@ def test_orchestrator_restart_keeps_containers_and_state(dockyard_env):
     env.restart_orchestrator(kill=True)  # a crash, not a clean stop
     assert env.get("/healthz")["epoch"] == epoch1 + 1
     env.wait_for(lambda: (env.node(env.node_ids[0]) or {}).get("connected"), timeout=20, message="node reconnected")
-    time.sleep(3)  # a few agent heartbeats under the new epoch
+    env.wait_quiet_evidence()  # agent snapshots and a reconcile pass under the new epoch
     assert sorted(c["ID"] for c in env.containers(all=False)) == before
     assert {t["taskId"] for t in env.running_tasks()} == {t["taskId"] for t in tasks}
     # and the service still converges after the restart
@@ -146,7 +145,7 @@ def test_agent_restart_adopts_containers(dockyard_env):
     before = sorted(c["ID"] for c in env.containers(all=True))
     env.stop_agent(node, kill=True)
     env.start_agent(node)
-    time.sleep(4)  # snapshots, relists and a reconcile pass under the new bootId
+    env.wait_quiet_evidence()  # snapshots and a reconcile pass under the new bootId
     after = sorted(c["ID"] for c in env.containers(all=True))
     assert after == before, "agent restart must adopt, not recreate"
     assert {t["taskId"] for t in env.running_tasks()} == {t["taskId"] for t in tasks}

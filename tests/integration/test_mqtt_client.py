@@ -26,6 +26,27 @@ async def _housekeep(client, every: float) -> None:
         client.housekeeping()
 
 
+def count_pings(client) -> list[int]:
+    """Record each PINGREQ the client sends (paho's private hook, pinned by aiomqtt <3)."""
+    pings: list[int] = []
+    orig = client._client._send_pingreq
+
+    def spy():
+        pings.append(1)
+        return orig()
+
+    client._client._send_pingreq = spy
+    return pings
+
+
+async def pings_sent(pings: list[int], n: int, timeout: float) -> None:
+    """Wait until ``n`` more pings were sent: an observable event, each one keepalive apart."""
+    target = len(pings) + n
+    async with asyncio.timeout(timeout):
+        while len(pings) < target:
+            await asyncio.sleep(0.1)
+
+
 async def test_owner_driven_housekeeping_keeps_the_connection_and_none_drops_it(infra):
     tag = uuid.uuid4().hex[:8]
     will_topic = f"dockyard/v1/selftest-{tag}/will"
@@ -38,13 +59,14 @@ async def test_owner_driven_housekeeping_keeps_the_connection_and_none_drops_it(
         silent = make_client(MQTT_URL, f"selftest-silent-{tag}", keepalive=KEEPALIVE, misc_interval=None,
                              will=aiomqtt.Will(f"{will_topic}/silent", b"gone", qos=1))
         async with kept, silent:
+            pings = count_pings(kept)
             beat = asyncio.create_task(_housekeep(kept, 0.5))
             try:
                 # Mosquitto 2.0 enforces keepalive lazily (seen: 3-9 s for a 3 s limit): wait
                 # for the first Will rather than a fixed time. It must be the silent client's.
                 msg = await asyncio.wait_for(anext(aiter(wills)), timeout=20)
                 assert str(msg.topic) == f"{will_topic}/silent"
-                await asyncio.sleep(4.0)  # the kept one stays connected past its limit too
+                await pings_sent(pings, 2, timeout=15)  # two more keepalive periods: the kept one stays connected
                 await kept.subscribe(f"dockyard/v1/selftest-{tag}/echo", qos=1)
                 await kept.publish(f"dockyard/v1/selftest-{tag}/echo", b"ok", qos=1)
                 echo = await asyncio.wait_for(anext(aiter(kept.messages)), timeout=3)
@@ -61,7 +83,7 @@ async def test_default_client_pings_by_itself(infra):
     """misc_interval=1.0 (the default, aiomqtt's own cadence): idle past the limit, still connected."""
     tag = uuid.uuid4().hex[:8]
     async with make_client(MQTT_URL, f"selftest-default-{tag}", keepalive=KEEPALIVE) as c:
-        await asyncio.sleep(9.0)
+        await pings_sent(count_pings(c), 3, timeout=15)  # idle for three keepalive periods
         await c.subscribe(f"dockyard/v1/selftest-{tag}/echo", qos=1)
         await c.publish(f"dockyard/v1/selftest-{tag}/echo", b"ok", qos=1)
         echo = await asyncio.wait_for(anext(aiter(c.messages)), timeout=3)
@@ -74,14 +96,7 @@ async def test_publishing_counts_as_activity_so_no_pings_are_sent(infra):
     pings (each PINGRESP would be one more wake-up of an idle agent)."""
     tag = uuid.uuid4().hex[:8]
     async with make_client(MQTT_URL, f"selftest-busy-{tag}", keepalive=KEEPALIVE, misc_interval=None) as c:
-        pings = []
-        orig = c._client._send_pingreq
-
-        def spy():
-            pings.append(1)
-            return orig()
-
-        c._client._send_pingreq = spy
+        pings = count_pings(c)
         for _ in range(8):  # 4 s: two keepalive periods
             await asyncio.sleep(0.5)
             c.housekeeping()

@@ -107,7 +107,7 @@ def test_spread_binpack_constraints_and_ports(cluster, bed):
     assert sorted(one.values()) == [1, 1, 1]
     ports = wait_placement(env, "port", 3)
     assert sorted(ports.values()) == [1, 1, 1], f"static host ports must not collide: {ports}"
-    time.sleep(1.5)
+    env.wait_quiet_evidence(snapshots=3)  # every host reported and a pass planned after that
     pending = {t["serviceName"]: t for t in env.tasks() if t["lastStatus"] in ("PENDING", "PROVISIONING")}
     assert set(pending) == {"one", "port"}
     assert "distinctInstance" in pending["one"]["pendingReason"]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import heapq
 import random
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from orchestrator.core import query
 
@@ -40,6 +40,10 @@ class NodeView:
     @property
     def free_memory(self) -> int:
         return self.memory - self.used_memory
+
+    def copy(self) -> NodeView:
+        """A copy whose load can change without touching this one."""
+        return replace(self, used_ports=set(self.used_ports), groups=Counter(self.groups))
 
     def add(self, ask: TaskAsk) -> None:
         self.used_cpu += ask.cpu
@@ -70,6 +74,7 @@ class TaskAsk:
 class Placement:
     assigned: dict[str, str] = field(default_factory=dict)  # task id -> node id
     unplaced: dict[str, str] = field(default_factory=dict)  # task id -> reason
+    nodes: list[NodeView] = field(default_factory=list)  # the node views with the assigned load added
 
 
 def _shortfalls(ask: TaskAsk, node: NodeView, exprs: list[query.Expr]) -> list[tuple[int, str]]:
@@ -143,9 +148,10 @@ def _strategy_key(ask: TaskAsk, node: NodeView, attr_counts: dict[tuple[str, str
 
 
 def place(asks: list[TaskAsk], nodes: list[NodeView], seed: int | None = None) -> Placement:
-    """Place ``asks`` onto ``nodes`` (mutating the node views' load). Pure otherwise."""
+    """Place ``asks`` onto ``nodes``; the views given are not changed (placing works on copies)."""
+    nodes = [n.copy() for n in nodes]
     rng = random.Random(seed)
-    result = Placement()
+    result = Placement(nodes=nodes)
     by_batch: dict[tuple, list[TaskAsk]] = {}
     for a in asks:
         by_batch.setdefault(a.batch_key(), []).append(a)

@@ -51,6 +51,7 @@ def test_spread_counts_only_the_same_group():
 def test_binpack_memory_fills_one_node_before_the_next():
     ns = nodes(3, cpu=10_000, memory=2048)
     p = place(asks(6, memory=512, strategy=(("binpack", "memory"),)), ns)
+    ns = p.nodes
     assert not p.unplaced
     counts = per_node(p)
     assert sorted(counts.values()) == [2, 4]  # 4 fill the first node (2048/512), the rest go to one more
@@ -236,8 +237,7 @@ def test_fargate_without_any_fargate_node_is_unplaced_naming_the_pool():
 
 
 def test_placement_accounts_the_load_on_node_views():
-    ns = nodes(1, cpu=1024, memory=1024)
-    place(asks(2, cpu=256, memory=300), ns)
+    ns = place(asks(2, cpu=256, memory=300), nodes(1, cpu=1024, memory=1024)).nodes
     assert (ns[0].used_cpu, ns[0].used_memory, ns[0].tasks) == (512, 600, 2)
     assert ns[0].groups["service:web"] == 2
 
@@ -325,6 +325,7 @@ def test_property_invariants_of_any_placement(groups, node_list, seed):
     all_asks, ns = build(groups, node_list)
     capacity = {n.node_id: (n.cpu, n.memory) for n in ns}
     p = place(all_asks, ns, seed=seed)
+    ns = p.nodes
     by_id = {a.task_id: a for a in all_asks}
     # every ask is either assigned or unplaced, exactly once
     assert set(p.assigned) | set(p.unplaced) == set(by_id)
@@ -378,6 +379,7 @@ def test_property_spread_stays_balanced_over_successive_placements(n_nodes, batc
     total = Counter()
     for b, count in enumerate(batches):
         p = place(asks(count, prefix=f"b{b}-"), ns)
+        ns = p.nodes
         total.update(p.assigned.values())
         counts = [total.get(n.node_id, 0) for n in ns]
         assert max(counts) - min(counts) <= 1
@@ -407,3 +409,11 @@ def test_an_invalid_member_of_expression_leaves_its_tasks_unplaced_and_places_th
     assert set(p.assigned) == {"g0", "g1"}
     assert set(p.unplaced) == {"b0", "b1"} and all("memberOf constraint is invalid" in r for r in p.unplaced.values())
     assert "memberOf constraint is invalid" in unplaced_reason(bad[0], nodes(2))
+
+
+def test_place_does_not_change_the_node_views_it_is_given():
+    views = nodes(3)
+    before = [(v.used_cpu, v.used_memory, set(v.used_ports), dict(v.groups), v.tasks) for v in views]
+    p = place(asks(6, ports=((8080, "tcp"),)) [:3] + asks(3, prefix="x"), views)
+    assert len(p.assigned) == 6
+    assert [(v.used_cpu, v.used_memory, set(v.used_ports), dict(v.groups), v.tasks) for v in views] == before

@@ -8,11 +8,13 @@ nothing here ever returns a stack trace.
 """
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
@@ -20,6 +22,26 @@ from dockyard import __version__
 from orchestrator import metrics, views
 from orchestrator.models import RunTaskSpec
 from orchestrator.ops import Ops, UserError
+
+LIST_PAGE = 500  # tasks per chunk of a streamed task list
+
+
+async def task_list_body(tasks) -> AsyncIterator[bytes]:
+    """``{"tasks": [...]}`` a chunk of LIST_PAGE tasks at a time, yielding to the event loop
+    between chunks: the STOPPED tasks come from the store (100k of them are kept for 24 h in a
+    busy cluster), and neither the whole list nor its JSON is ever held in memory at once."""
+    yield b'{"tasks":['
+    first = True
+    chunk: list[str] = []
+    for t in tasks:
+        chunk.append(t.model_dump_json())
+        if len(chunk) >= LIST_PAGE:
+            yield (b"" if first else b",") + ",".join(chunk).encode()
+            first, chunk = False, []
+            await asyncio.sleep(0)
+    if chunk:
+        yield (b"" if first else b",") + ",".join(chunk).encode()
+    yield b"]}"
 
 
 class ApplyRequest(BaseModel):
@@ -139,17 +161,13 @@ def create_app(ops: Ops, ready=lambda: True) -> FastAPI:
     # ---- tasks ---------------------------------------------------------------------------
     @app.get("/v1/clusters/{cluster}/tasks")
     async def list_tasks(cluster: str, desiredStatus: Literal["RUNNING", "STOPPED"] | None = None,
-                   service: str | None = None, family: str | None = None, node: str | None = None) -> dict:
-        if service:
-            tasks = st.service_tasks(cluster, service)
-        elif node:
-            tasks = st.node_tasks(cluster, node)
-        else:
-            tasks = [t for t in st.tasks.values() if t.cluster == cluster]
-        tasks = [t for t in tasks if (desiredStatus is None or t.desiredStatus == desiredStatus)
-                 and (family is None or t.family == family)]
-        tasks.sort(key=lambda t: t.createdAt)
-        return {"tasks": [t.model_dump(mode="json") for t in tasks]}
+                         service: str | None = None, family: str | None = None,
+                         node: str | None = None) -> StreamingResponse:
+        """Every task of the cluster, the STOPPED ones kept included, oldest first; filtered by
+        desiredStatus, service, node, family."""
+        tasks = st.iter_tasks(cluster, service=service or None, node=None if service else node or None,
+                              desired=desiredStatus, family=family)
+        return StreamingResponse(task_list_body(tasks), media_type="application/json")
 
     @app.post("/v1/clusters/{cluster}/tasks")
     async def run_task(cluster: str, spec: RunTaskSpec) -> dict:

@@ -486,9 +486,8 @@ class Controller:
     def collect_garbage(self, now: float) -> None:
         if self.passes % 100:
             return
-        for t in list(self.state.tasks.values()):
-            if t.lastStatus == "STOPPED" and t.stoppedAt and now - t.stoppedAt > STOPPED_TASK_RETENTION:
-                self.state.delete_task(t)
+        # STOPPED tasks live in the store once flushed: forgetting the old ones is one DELETE.
+        self.state.collect_stopped(now - STOPPED_TASK_RETENTION)
         for task_id in [i for i in self._applied if (t := self.state.tasks.get(i)) is None or t.lastStatus == "STOPPED"]:
             del self._applied[task_id]
         for key in [k for k in self._svc_views if k not in self.state.services]:

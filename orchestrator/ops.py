@@ -70,15 +70,20 @@ class Ops:
         return s
 
     def task(self, cluster: str, ref: str) -> Task:
-        t = self.state.tasks.get(ref)
+        """The task with id ``ref``, or the only one whose id starts with it (STOPPED ones too:
+        those are read from the store)."""
+        t = self.state.task(ref)
         if t is not None and t.cluster == cluster:
             return t
-        matches = [t for t in self.state.tasks.values() if t.cluster == cluster and t.taskId.startswith(ref)]
+        matches = self.state.task_ids(cluster, ref) if ref else []
         if not matches:
             raise not_found("task", ref, f"list tasks with: dockyard -c {cluster} get tasks --all")
         if len(matches) > 1:
             raise UserError(f"task id prefix {ref!r} is ambiguous ({len(matches)} tasks)", 409, hint="give more characters")
-        return matches[0]
+        t = self.state.task(matches[0])
+        if t is None:
+            raise not_found("task", ref, f"list tasks with: dockyard -c {cluster} get tasks --all")
+        return t
 
     def node(self, cluster: str, node_id: str):
         n = self.state.nodes.get((cluster, node_id))
@@ -166,7 +171,7 @@ class Ops:
         # Task: a one-off run, idempotent per manifest name.
         spec: RunTaskSpec = d.spec  # type: ignore[assignment]
         started_by = f"manifest/{d.name}"
-        if any(t.startedBy == started_by and t.cluster == d.cluster for t in self.state.tasks.values()):
+        if self.state.started_by_exists(d.cluster, started_by):  # STOPPED ones count: run once
             return {**res, "action": "unchanged", "detail": f"task/{d.name}"}
         if not dry_run:
             self._run(d.cluster, spec, started_by, now)  # type: ignore[arg-type]
@@ -266,8 +271,7 @@ class Ops:
             elif doc.kind == "Cluster":
                 self._check_cluster_empty(self.cluster(doc.name))
             elif doc.kind == "Task":
-                return any(t.startedBy == f"manifest/{doc.name}" and t.cluster == doc.cluster
-                           for t in self.state.tasks.values())
+                return self.state.started_by_exists(doc.cluster, f"manifest/{doc.name}")  # type: ignore[arg-type]
         except UserError as exc:
             if exc.status != 404:
                 raise
@@ -283,8 +287,8 @@ class Ops:
                 self.state.put_taskdef(td)
         elif doc.kind == "Cluster":
             self._delete_cluster(self.cluster(doc.name))
-        elif doc.kind == "Task":
-            for t in self.state.tasks.values():
+        elif doc.kind == "Task":  # the STOPPED ones (in the store only) have nothing to stop
+            for t in list(self.state.tasks.values()):
                 if t.startedBy == f"manifest/{doc.name}" and t.cluster == doc.cluster:
                     self._stop(t, "Deleted by user")
 
@@ -298,7 +302,7 @@ class Ops:
     def _delete_service(self, s: Service) -> None:
         now = self.ctl.clock()
         s.status = "DRAINING"
-        for t in self.state.service_tasks(s.cluster, s.serviceName):
+        for t in self.state.service_active_tasks(s.cluster, s.serviceName):  # STOPPED ones: nothing to stop
             if request_stop(t, SERVICE_SCHEDULER_INITIATED, f"Service {s.serviceName} deleted", now):
                 self.state.put_task(t)
         add_event(s, f"(service {s.serviceName}) deleted; stopping its tasks.", now)

@@ -1,11 +1,22 @@
-"""The orchestrator's in-memory state: every record, indexed, with write-back to the store.
+"""The orchestrator's in-memory state: the live records, indexed, with write-back to the store.
 
 All mutation goes through :class:`State` so indexes (tasks by service, by node) and the set
 of dirty records stay right; :meth:`State.flush` writes the dirty records in one transaction.
+
+Memory holds every record except STOPPED tasks: a task that reaches STOPPED leaves
+``State.tasks`` and every index once :meth:`flush` has written it, and lives on in the store
+only (kept listable for STOPPED_TASK_RETENTION; bench/scale.py: ~13 KB each in memory, so a
+cluster churning 10k tasks an hour needed gigabytes). The reads that include stopped tasks
+(:meth:`task`, :meth:`task_ids`, :meth:`iter_tasks`, :meth:`service_tasks`,
+:meth:`node_tasks`, :meth:`started_by_exists`) merge memory with the store's STOPPED rows; the
+reconcile loop's reads (``tasks.get``, the active indexes, ``unplaced_tasks``) never see a
+flushed STOPPED task, so a late report for one finds nothing and changes nothing.
 """
 from __future__ import annotations
 
+import heapq
 from collections import defaultdict
+from collections.abc import Iterator
 
 from orchestrator.models import Cluster, Node, Service, Task, TaskDefinition
 from orchestrator.store import Store
@@ -19,9 +30,15 @@ def _node_signature(n: Node) -> tuple:
             n.resources.cpu if n.resources else None, n.resources.memory if n.resources else None)
 
 
+def _order(t: Task) -> tuple[float, str]:
+    return (t.createdAt, t.taskId)
+
+
 class State:
     def __init__(self, store: Store | None = None) -> None:
-        self.store = store
+        # Without a store (unit tests): a private in-memory SQLite one, so STOPPED tasks leave
+        # memory the same way.
+        self.store = store if store is not None else Store(":memory:")
         self.clusters: dict[str, Cluster] = {}
         self.taskdefs: dict[str, dict[int, TaskDefinition]] = {}
         self.services: dict[tuple[str, str], Service] = {}
@@ -31,8 +48,7 @@ class State:
         self.tasks_by_node: dict[tuple[str, str], set[str]] = defaultdict(set)
         self._indexed_node: dict[str, str | None] = {}
         # The not-STOPPED tasks of each node: what placement, desired documents and status
-        # reports read. tasks_by_node also holds the STOPPED ones kept for 24 h, which would make
-        # those reads grow with the cluster's history (bench/scale.py: +30 % CPU per 10k kept).
+        # reports read. tasks_by_node also holds the STOPPED ones not yet flushed.
         self.active_by_node: dict[tuple[str, str], set[str]] = defaultdict(set)
         self._active_node: dict[str, str] = {}
         self.active_by_service: dict[tuple[str, str], set[str]] = defaultdict(set)  # likewise, for views
@@ -59,6 +75,7 @@ class State:
         self._stopped_placed: set[str] = set()
         if store is not None:
             self._load(store)
+        self.tasks_evicted = 0  # STOPPED tasks dropped from memory after their flush (a counter)
 
     def _load(self, store: Store) -> None:
         for c in store.load("cluster"):
@@ -70,8 +87,8 @@ class State:
         for n in store.load("node"):
             n.connected = False  # type: ignore[attr-defined]
             self.nodes[(n.cluster, n.nodeId)] = n  # type: ignore[attr-defined]
-        for t in store.load("task"):
-            self._index(t)  # type: ignore[arg-type]
+        for t in store.load_live_tasks():  # not the STOPPED ones: they stay in the store
+            self._index(t)
         self.dirty_nodes = set(self.nodes)
         self.dirty_services = set(self.services)
 
@@ -171,21 +188,37 @@ class State:
         self.delete("cluster", c.clusterName)
 
     def delete_task(self, t: Task) -> None:
-        self._stopped_placed.discard(t.taskId)
-        self._unindex(t)
-        self.tasks.pop(t.taskId, None)
+        self._forget(t)
         self.delete("task", t.taskId)
 
+    def _forget(self, t: Task) -> None:
+        self._stopped_placed.discard(t.taskId)
+        if self.tasks.get(t.taskId) is t:
+            self._unindex(t)
+            del self.tasks[t.taskId]
+
+    def collect_stopped(self, stopped_before: float) -> int:
+        """Delete the STOPPED tasks that stopped before ``stopped_before`` (one SQL DELETE, plus
+        any not yet flushed); returns how many the store deleted."""
+        for t in [t for kind, t in self._dirty.values() if kind == "task"]:
+            if t.lastStatus == "STOPPED" and t.stoppedAt and t.stoppedAt < stopped_before:  # type: ignore[attr-defined]
+                self.delete_task(t)  # type: ignore[arg-type]
+        return self.store.delete_stopped_tasks(stopped_before)
+
     def flush(self) -> int:
-        """Write dirty records in one transaction; returns how many rows were written."""
+        """Write dirty records in one transaction; returns how many rows were written. The
+        STOPPED tasks written leave memory (the store keeps them)."""
         if not self._dirty and not self._deleted:
             return 0
         puts = [(kind, obj) for kind, obj in self._dirty.values()]
         dels = list(self._deleted)
-        if self.store is not None:
-            self.store.write(puts, dels)  # type: ignore[arg-type]
+        self.store.write(puts, dels)  # type: ignore[arg-type]
         self._dirty.clear()
         self._deleted.clear()
+        for kind, obj in puts:
+            if kind == "task" and obj.lastStatus == "STOPPED" and self.tasks.get(obj.taskId) is obj:  # type: ignore[attr-defined]
+                self._forget(obj)  # type: ignore[arg-type]
+                self.tasks_evicted += 1
         return len(puts) + len(dels)
 
     # ---- indexes -----------------------------------------------------------------------------
@@ -254,12 +287,71 @@ class State:
             self._indexed_node[t.taskId] = t.nodeId
 
     # ---- reads -------------------------------------------------------------------------------
+    def _stored(self, t: Task, held: set[str]) -> bool:
+        """A STOPPED task read from the store that memory does not supersede (held, or deleted
+        but not yet flushed)."""
+        return t.taskId not in held and ("task", t.taskId) not in self._deleted
+
+    def task(self, task_id: str) -> Task | None:
+        """The task with this id, from memory, else (STOPPED) from the store."""
+        t = self.tasks.get(task_id)
+        if t is not None or ("task", task_id) in self._deleted:
+            return t
+        t = self.store.task(task_id)
+        return t if t is not None and t.lastStatus == "STOPPED" else None
+
+    def task_ids(self, cluster: str, prefix: str, limit: int | None = None) -> list[str]:
+        """Ids of the cluster's tasks (STOPPED included) that start with ``prefix``, sorted; at
+        most ``limit`` of those in the store."""
+        ids = {i for i, t in self.tasks.items() if t.cluster == cluster and i.startswith(prefix)}
+        ids.update(i for i in self.store.stopped_task_ids(cluster, prefix, limit) if ("task", i) not in self._deleted)
+        return sorted(ids)
+
+    def started_by_exists(self, cluster: str, started_by: str) -> bool:
+        """Whether a task of the cluster (STOPPED included) was started by ``started_by``."""
+        if any(t.startedBy == started_by and t.cluster == cluster for t in self.tasks.values()):
+            return True
+        return self.store.stopped_started_by(cluster, started_by)
+
+    def iter_tasks(self, cluster: str, service: str | None = None, node: str | None = None,
+                   desired: str | None = None, family: str | None = None, page: int = 500) -> Iterator[Task]:
+        """The cluster's tasks, STOPPED included, oldest first (createdAt, taskId), filtered as
+        the task list API is. Lazy: the store's STOPPED ones are read a page at a time (no
+        cursor is held between pages, so the caller may yield to the event loop meanwhile);
+        the tasks in memory when it starts come from memory."""
+        if service is not None:
+            ids = self.tasks_by_service.get((cluster, service), ())
+        elif node is not None:
+            ids = self.tasks_by_node.get((cluster, node), ())
+        else:
+            ids = self.tasks.keys()
+        held = set(self.tasks)  # what memory supersedes in the store, as it starts
+        mem = sorted((t for i in ids if (t := self.tasks.get(i)) is not None and t.cluster == cluster
+                      and (service is None or t.serviceName == service) and (node is None or t.nodeId == node)
+                      and (desired is None or t.desiredStatus == desired) and (family is None or t.family == family)),
+                     key=_order)
+
+        def stored() -> Iterator[Task]:
+            after = None
+            while True:
+                rows = self.store.stopped_tasks(cluster, service=service, node=node, desired=desired,
+                                                family=family, after=after, limit=page)
+                for t in rows:
+                    if self._stored(t, held):
+                        yield t
+                if len(rows) < page:
+                    return
+                after = _order(rows[-1])
+
+        return heapq.merge(mem, stored(), key=_order)
+
     def service_tasks(self, cluster: str, name: str) -> list[Task]:
-        return [self.tasks[i] for i in self.tasks_by_service.get((cluster, name), ())]
+        """Every task of the service, the STOPPED ones in the store included (oldest first)."""
+        return list(self.iter_tasks(cluster, service=name))
 
     def node_tasks(self, cluster: str, node_id: str) -> list[Task]:
-        """Every task placed on the node, the STOPPED ones still kept included."""
-        return [self.tasks[i] for i in self.tasks_by_node.get((cluster, node_id), ())]
+        """Every task placed on the node, the STOPPED ones in the store included (oldest first)."""
+        return list(self.iter_tasks(cluster, node=node_id))
 
     def service_active_tasks(self, cluster: str, name: str) -> list[Task]:
         """The service's tasks that are not STOPPED (O(them), whatever the history)."""

@@ -1,12 +1,19 @@
 """SQLite (WAL) persistence of the control-plane records.
 
-The store is the source of truth across restarts. The orchestrator keeps the whole state in
+The store is the source of truth across restarts. The orchestrator keeps the live records in
 memory (:mod:`orchestrator.state`) and writes changed records back here in one transaction
 per reconcile pass (or per API call), so a burst of 10,000 placements is one commit, not
-10,000.
+10,000. STOPPED tasks (kept listable for 24 h) live only here: a task row carries the fields
+they are looked up by (cluster, status, service, node, ...) as columns, with partial indexes
+over the STOPPED rows, so reading them, listing them and deleting the old ones are queries,
+not scans of memory.
+
+Schema versions: 1 = one ``records`` table (kind, key, JSON body); 2 = the task columns and
+indexes (an existing version-1 store is upgraded in place, the columns filled from the bodies).
 """
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 from collections.abc import Iterable
@@ -16,7 +23,7 @@ from pydantic import BaseModel
 
 from orchestrator.models import Cluster, Node, Service, Task, TaskDefinition
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 KINDS: dict[str, type[BaseModel]] = {
     "cluster": Cluster,
     "taskdef": TaskDefinition,
@@ -32,6 +39,33 @@ def default_store_path() -> Path:
         return Path(os.environ["DOCKYARD_STORE"])
     base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
     return base / "dockyard" / "dockyard.db"
+
+
+# The columns of a task row beside its body (NULL in the rows of the other kinds), and the
+# Task field each one holds.
+TASK_COLUMNS = (("cluster", "cluster"), ("status", "lastStatus"), ("desired", "desiredStatus"),
+                ("service", "serviceName"), ("node", "nodeId"), ("family", "family"),
+                ("started_by", "startedBy"), ("created_at", "createdAt"), ("stopped_at", "stoppedAt"))
+_COLS = ", ".join(c for c, _ in TASK_COLUMNS)
+_NO_TASK = (None,) * len(TASK_COLUMNS)
+_PUT = f"INSERT OR REPLACE INTO records (kind, key, body, {_COLS}) VALUES (?, ?, ?{', ?' * len(TASK_COLUMNS)})"
+STOPPED = "status = 'STOPPED'"  # the literal condition of the partial indexes (queries repeat it)
+
+# Version 1 -> 2: the task columns and the indexes over them. Only the STOPPED rows are indexed
+# by cluster, service, node and startedBy (the live tasks are read from memory); the not-STOPPED
+# ones are indexed once, for the load at start.
+_V2_INDEXES = f"""
+CREATE INDEX IF NOT EXISTS task_live ON records (kind) WHERE status != 'STOPPED';
+CREATE INDEX IF NOT EXISTS task_stopped_at ON records (stopped_at) WHERE {STOPPED};
+CREATE INDEX IF NOT EXISTS task_stopped_cluster ON records (cluster, created_at, key) WHERE {STOPPED};
+CREATE INDEX IF NOT EXISTS task_stopped_service ON records (cluster, service, created_at, key) WHERE {STOPPED};
+CREATE INDEX IF NOT EXISTS task_stopped_node ON records (cluster, node, created_at, key) WHERE {STOPPED};
+CREATE INDEX IF NOT EXISTS task_stopped_started_by ON records (cluster, started_by) WHERE {STOPPED};
+"""
+
+
+def task_columns(t: Task) -> tuple:
+    return tuple(getattr(t, f) for _, f in TASK_COLUMNS)
 
 
 def record_key(kind: str, obj: BaseModel) -> str:
@@ -82,6 +116,34 @@ class Store:
                 COMMIT;
                 """
             )
+        if version < 2:
+            self._migrate_v2()
+
+    def _migrate_v2(self) -> None:
+        """Add the task columns, fill them from the task bodies, index them: one transaction."""
+        cur = self.db.cursor()
+        cur.execute("BEGIN")
+        try:
+            have = {r[1] for r in cur.execute("PRAGMA table_info(records)")}
+            for col, _ in TASK_COLUMNS:
+                if col not in have:
+                    cur.execute(f"ALTER TABLE records ADD COLUMN {col}")
+            rows = cur.execute("SELECT key, body FROM records WHERE kind='task'").fetchall()
+            fill = []
+            for key, body in rows:
+                d = json.loads(body)
+                fill.append((*(d.get(f) for _, f in TASK_COLUMNS), key))
+            sets = ", ".join(f"{c} = ?" for c, _ in TASK_COLUMNS)
+            cur.executemany(f"UPDATE records SET {sets} WHERE kind='task' AND key=?", fill)
+            for statement in _V2_INDEXES.split(";"):  # not executescript: it would COMMIT first
+                if statement.strip():
+                    cur.execute(statement)
+            cur.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', '2')")
+            cur.execute("COMMIT")
+        except BaseException:
+            if self.db.in_transaction:
+                cur.execute("ROLLBACK")
+            raise
 
     # ---- meta ------------------------------------------------------------------------------
     def get_meta(self, key: str, default: str | None = None) -> str | None:
@@ -100,21 +162,70 @@ class Store:
         rows = self.db.execute("SELECT body FROM records WHERE kind=?", (kind,)).fetchall()
         return [model.model_validate_json(r[0]) for r in rows]
 
+    def load_live_tasks(self) -> list[Task]:
+        """The tasks not STOPPED (what the orchestrator holds in memory)."""
+        rows = self.db.execute("SELECT body FROM records WHERE kind='task' AND status != 'STOPPED'").fetchall()
+        return [Task.model_validate_json(r[0]) for r in rows]
+
     def write(self, puts: Iterable[tuple[str, BaseModel]], deletes: Iterable[tuple[str, str]] = ()) -> None:
         """Write records and deletions in one transaction."""
-        rows = [(kind, record_key(kind, obj), obj.model_dump_json()) for kind, obj in puts]
+        rows = [(kind, record_key(kind, obj), obj.model_dump_json(),
+                 *(task_columns(obj) if isinstance(obj, Task) else _NO_TASK)) for kind, obj in puts]
         dels = list(deletes)
         if not rows and not dels:
             return
         cur = self.db.cursor()
         cur.execute("BEGIN")
         try:
-            cur.executemany("INSERT OR REPLACE INTO records (kind, key, body) VALUES (?, ?, ?)", rows)
+            cur.executemany(_PUT, rows)
             cur.executemany("DELETE FROM records WHERE kind=? AND key=?", dels)
             cur.execute("COMMIT")
         except BaseException:
             cur.execute("ROLLBACK")
             raise
+
+    # ---- stopped tasks (kept here only) -----------------------------------------------------
+    def task(self, task_id: str) -> Task | None:
+        row = self.db.execute("SELECT body FROM records WHERE kind='task' AND key=?", (task_id,)).fetchone()
+        return Task.model_validate_json(row[0]) if row else None
+
+    def stopped_task_ids(self, cluster: str, prefix: str, limit: int | None = None) -> list[str]:
+        """Ids of the cluster's STOPPED tasks that start with ``prefix`` (a range of the key)."""
+        rows = self.db.execute(
+            f"SELECT key FROM records WHERE kind='task' AND key >= ? AND key < ? AND cluster = ? AND {STOPPED}"
+            " ORDER BY key LIMIT ?", (prefix, prefix + "\U0010ffff", cluster, -1 if limit is None else limit))
+        return [r[0] for r in rows]
+
+    def stopped_tasks(self, cluster: str, service: str | None = None, node: str | None = None,
+                      desired: str | None = None, family: str | None = None,
+                      after: tuple[float, str] | None = None, limit: int = 500) -> list[Task]:
+        """A page of the cluster's STOPPED tasks, by (createdAt, taskId), from after ``after``."""
+        where, args = ["cluster = ?", STOPPED], [cluster]
+        for col, value in (("service", service), ("node", node), ("desired", desired), ("family", family)):
+            if value is not None:
+                where.append(f"{col} = ?")
+                args.append(value)
+        if after is not None:
+            where.append("(created_at, key) > (?, ?)")
+            args += list(after)
+        rows = self.db.execute(
+            f"SELECT body FROM records WHERE {' AND '.join(where)} ORDER BY created_at, key LIMIT ?",
+            (*args, limit)).fetchall()
+        return [Task.model_validate_json(r[0]) for r in rows]
+
+    def stopped_started_by(self, cluster: str, started_by: str) -> bool:
+        """Whether a STOPPED task of the cluster was started by ``started_by``."""
+        return self.db.execute(
+            f"SELECT 1 FROM records WHERE cluster = ? AND started_by = ? AND {STOPPED} LIMIT 1",
+            (cluster, started_by)).fetchone() is not None
+
+    def count_stopped_tasks(self) -> int:
+        return self.db.execute(f"SELECT COUNT(*) FROM records WHERE {STOPPED}").fetchone()[0]
+
+    def delete_stopped_tasks(self, stopped_before: float) -> int:
+        """Delete the STOPPED tasks that stopped before ``stopped_before``; how many."""
+        cur = self.db.execute(f"DELETE FROM records WHERE {STOPPED} AND stopped_at < ?", (stopped_before,))
+        return cur.rowcount
 
     def close(self) -> None:
         self.db.close()

@@ -2,13 +2,23 @@
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 
 import pytest
 
 from dockyard.ecs import TaskDefinitionSpec
 from dockyard.wire import NodeResources
 from orchestrator.core.services import new_deployment
-from orchestrator.models import Cluster, Node, Service, ServiceEvent, ServiceSpec, Task, TaskContainer, TaskDefinition
+from orchestrator.models import (
+    Cluster,
+    Node,
+    Service,
+    ServiceEvent,
+    ServiceSpec,
+    Task,
+    TaskContainer,
+    TaskDefinition,
+)
 from orchestrator.state import State
 from orchestrator.store import SCHEMA_VERSION, Store, StoreError
 
@@ -81,7 +91,7 @@ def test_round_trip_of_every_kind(db):
 
 def test_write_replaces_by_key_and_deletes(db):
     store = Store(db)
-    cluster, td, svc, task, node = records()
+    _cluster, _td, _svc, task, _node = records()
     store.write([("task", task)])
     task.lastStatus = "STOPPED"
     store.write([("task", task)])
@@ -136,7 +146,7 @@ def test_epoch_increments_and_persists(db):
 
 def test_write_is_atomic(db):
     store = Store(db)
-    cluster, td, svc, task, node = records()
+    cluster, _td, _svc, task, node = records()
     store.write([("cluster", cluster)])
     # make the second insert of the batch fail inside the transaction
     store.db.execute("CREATE TRIGGER no_nodes BEFORE INSERT ON records WHEN NEW.kind = 'node' "
@@ -205,7 +215,7 @@ def test_state_reload_indexes_and_disconnects_nodes(db):
 def test_state_deletes_are_flushed(db):
     store = Store(db)
     state = State(store)
-    cluster, td, svc, task, node = records()
+    _cluster, _td, svc, task, node = records()
     state.put_service(svc)
     state.put_task(task)
     state.put_node(node)
@@ -232,11 +242,12 @@ def test_delete_then_put_again_keeps_the_record(db):
     store.close()
 
 
-def test_state_without_a_store_counts_but_writes_nothing():
+def test_state_without_a_store_writes_to_a_private_in_memory_one():
     state = State(None)
     cluster, *_ = records()
     state.put_cluster(cluster)
     assert state.flush() == 1 and state.flush() == 0
+    assert state.store.path == Path(":memory:") and state.store.load("cluster") == [cluster]
 
 
 def test_moving_a_task_between_nodes_reindexes_and_dirties_both():

@@ -30,15 +30,13 @@ from orchestrator.core import services as svc_core
 from orchestrator.core.scheduler import NodeView, TaskAsk
 from orchestrator.core.tasks import (
     Outcome,
-    apply_report,
-    mark_stopped,
     missing_from_snapshot,
     new_task,
     proof_clock,
-    request_stop,
 )
 from orchestrator.models import Cluster, Node, Service, ServiceEvent, Task, new_task_id
 from orchestrator.state import STOPPED_TASK_RETENTION, State
+from orchestrator.task_apply import apply_report, mark_stopped, request_stop
 
 EVENTS_KEPT = 100
 # Every this many seconds a pass plans every service, not only those marked dirty (the

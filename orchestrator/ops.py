@@ -13,7 +13,6 @@ from dockyard.ecs import ignored_fields
 from dockyard.wire import SERVICE_SCHEDULER_INITIATED, USER_INITIATED, USER_STOP_REASON
 from orchestrator.controller import Controller, add_event
 from orchestrator.core import services as svc_core
-from orchestrator.core.tasks import request_stop
 from orchestrator.manifests import Doc, DocError, fargate_errors, parse_document
 from orchestrator.models import (
     Cluster,
@@ -24,6 +23,7 @@ from orchestrator.models import (
     TaskDefinition,
 )
 from orchestrator.state import State
+from orchestrator.task_apply import request_stop
 
 
 class UserError(Exception):

@@ -3,12 +3,14 @@
     PROVISIONING --placed--> PENDING --agent: essential containers up--> RUNNING
     RUNNING/PENDING --essential exit | failed start | stop requested--> STOPPING --> STOPPED
 
-Pure: takes a Task and a TaskReport, changes the Task, says what happened.
+Pure: ``fold_report`` and the ``*_changes`` functions take a Task (and a report) and return the
+fields to change, mutating nothing; orchestrator/task_apply.py applies them.
 """
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from dockyard.wire import (
     ESSENTIAL_CONTAINER_EXITED,
@@ -34,36 +36,45 @@ class Outcome:
     failure: bool = False  # it stopped on its own (essential exit, failed start), not because we asked
 
 
-def apply_report(task: Task, r: TaskReport, now: float) -> Outcome:
+# The fields a report can change that count as a change of the task (for the planners, the store).
+_TRACKED = ("lastStatus", "healthStatus", "containers", "pullError", "ipAddress")
+
+
+def fold_report(task: Task, r: TaskReport, now: float) -> tuple[dict[str, Any], Outcome]:
+    """What agent report ``r`` changes in ``task``: (field -> new value, outcome). Changes
+    nothing itself; orchestrator.task_apply applies the fields."""
     if task.lastStatus == "STOPPED":
-        return Outcome(False)
-    before = (task.lastStatus, task.healthStatus, task.containers, task.pullError, task.ipAddress)
-    task.containers = [TaskContainer.from_report(c) for c in r.containers]
-    task.healthStatus = r.healthStatus
-    task.pullError = r.pullError
-    task.ipAddress = r.ipAddress or task.ipAddress
+        return {}, Outcome(False)
+    new: dict[str, Any] = {
+        "containers": [TaskContainer.from_report(c) for c in r.containers],
+        "healthStatus": r.healthStatus,
+        "pullError": r.pullError,
+        "ipAddress": r.ipAddress or task.ipAddress,
+    }
     stopped_now = failure = False
+    stop_code = task.stopCode
     if r.lastStatus == "RUNNING":
-        task.lastStatus = "RUNNING"
-        task.startedAt = task.startedAt or r.startedAt or now
+        new["lastStatus"] = "RUNNING"
+        new["startedAt"] = task.startedAt or r.startedAt or now
     elif r.lastStatus == "STOPPED":
         stopped_now = True
         failure = task.desiredStatus == "RUNNING"
-        task.lastStatus = "STOPPED"
-        task.stoppedAt = r.stoppedAt or now
-        task.stoppingAt = task.stoppingAt or task.stoppedAt
+        new["lastStatus"] = "STOPPED"
+        new["stoppedAt"] = r.stoppedAt or now
+        new["stoppingAt"] = task.stoppingAt or new["stoppedAt"]
         if task.desiredStatus == "RUNNING":  # it ended on its own
-            task.desiredStatus = "STOPPED"
-            task.stopCode = r.stopCode or ESSENTIAL_CONTAINER_EXITED
-            task.stoppedReason = r.stoppedReason or ESSENTIAL_EXITED_REASON
+            new["desiredStatus"] = "STOPPED"
+            new["stopCode"] = stop_code = r.stopCode or ESSENTIAL_CONTAINER_EXITED
+            new["stoppedReason"] = r.stoppedReason or ESSENTIAL_EXITED_REASON
         if r.startedAt and not task.startedAt:
-            task.startedAt = r.startedAt
+            new["startedAt"] = r.startedAt
     elif r.lastStatus in ("STOPPING", "DEACTIVATING", "DEPROVISIONING"):
-        task.lastStatus = "STOPPING"
+        new["lastStatus"] = "STOPPING"
     elif task.lastStatus in ("PROVISIONING", "PENDING"):
-        task.lastStatus = "PENDING" if r.lastStatus in ("PENDING", "PROVISIONING") else r.lastStatus
-    after = (task.lastStatus, task.healthStatus, task.containers, task.pullError, task.ipAddress)
-    return Outcome(before != after, stopped_now, failure and task.stopCode in FAILURE_CODES)
+        new["lastStatus"] = "PENDING" if r.lastStatus in ("PENDING", "PROVISIONING") else r.lastStatus
+    changes = {k: v for k, v in new.items() if getattr(task, k) != v}
+    changed = any(k in changes for k in _TRACKED)
+    return changes, Outcome(changed, stopped_now, failure and stop_code in FAILURE_CODES)
 
 
 def proof_clock(healthy_since: float | None, healthy: bool, now: float) -> float | None:
@@ -74,30 +85,29 @@ def proof_clock(healthy_since: float | None, healthy: bool, now: float) -> float
     return healthy_since if healthy_since is not None else now
 
 
-def mark_stopped(task: Task, stop_code: StopCode, reason: str, now: float) -> None:
-    """Stop a task without waiting for an agent (never placed, or its node is lost)."""
-    task.desiredStatus = "STOPPED"
-    task.lastStatus = "STOPPED"
-    task.stopCode = task.stopCode or stop_code
-    task.stoppedReason = task.stoppedReason or reason
-    task.stoppingAt = task.stoppingAt or now
-    task.stoppedAt = now
-    for c in task.containers:
-        if c.lastStatus != "STOPPED":
-            c.lastStatus = "STOPPED"
+def stopped_changes(task: Task, stop_code: StopCode, reason: str, now: float) -> dict[str, Any]:
+    """A task STOPPED without waiting for an agent (never placed, or its node is lost)."""
+    return {
+        "desiredStatus": "STOPPED",
+        "lastStatus": "STOPPED",
+        "stopCode": task.stopCode or stop_code,
+        "stoppedReason": task.stoppedReason or reason,
+        "stoppingAt": task.stoppingAt or now,
+        "stoppedAt": now,
+        "containers": [c if c.lastStatus == "STOPPED" else c.model_copy(update={"lastStatus": "STOPPED"})
+                       for c in task.containers],
+    }
 
 
-def request_stop(task: Task, stop_code: StopCode, reason: str, now: float) -> bool:
-    """Ask for a task to stop; the agent stops its containers. False if it was already stopping."""
+def stop_changes(task: Task, stop_code: StopCode, reason: str, now: float) -> dict[str, Any] | None:
+    """Ask for a task to stop (the agent stops its containers); None if it was already asked."""
     if task.desiredStatus == "STOPPED":
-        return False
-    task.desiredStatus = "STOPPED"
-    task.stopCode = stop_code
-    task.stoppedReason = reason
-    task.stoppingAt = now
-    if task.nodeId is None:
-        mark_stopped(task, stop_code, reason, now)
-    return True
+        return None
+    changes: dict[str, Any] = {"desiredStatus": "STOPPED", "stopCode": stop_code, "stoppedReason": reason,
+                               "stoppingAt": now}
+    if task.nodeId is None:  # never placed: nothing to wait for
+        changes.update(stopped_changes(task.model_copy(update=changes), stop_code, reason, now))
+    return changes
 
 
 def new_task(task_id: str, cluster: str, td: TaskDefinition, now: float, service: Service | None = None,

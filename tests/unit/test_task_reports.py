@@ -5,8 +5,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dockyard.wire import ContainerReport, TaskReport
-from orchestrator.core.tasks import apply_report, mark_stopped, request_stop
 from orchestrator.models import Task
+from orchestrator.task_apply import apply_report, mark_stopped, request_stop
 
 T0 = 1_000_000.0
 
@@ -179,3 +179,16 @@ def test_property_stopped_is_final_and_reported_once(seq, asked):
     if stopped_now:
         assert t.lastStatus == "STOPPED" and t.desiredStatus == "STOPPED" and t.stoppedAt is not None
         assert t.stopCode == ("UserInitiated" if asked else "EssentialContainerExited")
+
+
+def test_the_core_functions_change_nothing_they_are_given():
+    from orchestrator.core.tasks import fold_report, stop_changes, stopped_changes
+
+    t = task(containers=[])
+    apply_report(t, report(t.taskId, "RUNNING", containers=[web()]), T0)
+    before = t.model_dump()
+    changes, out = fold_report(t, report(t.taskId, "STOPPED", containers=[web("STOPPED", exitCode=1)]), T0 + 5)
+    assert out.changed and out.stopped_now and changes["lastStatus"] == "STOPPED"
+    assert stop_changes(t, "UserInitiated", "by user", T0 + 6)["desiredStatus"] == "STOPPED"
+    assert stopped_changes(t, "ServiceSchedulerInitiated", "Node n1 lost", T0 + 7)["containers"][0].lastStatus == "STOPPED"
+    assert t.model_dump() == before

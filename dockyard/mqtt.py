@@ -94,7 +94,8 @@ def make_client(url: str, identifier: str, will: aiomqtt.Will | None = None, kee
 
 
 class Backoff:
-    """Exponential backoff with full jitter, reset after a successful connection."""
+    """Exponential backoff with "equal jitter" (a delay drawn from [d/2, d] for the attempt's d,
+    capped), reset after a successful connection."""
 
     def __init__(self, base: float = 0.2, cap: float = 10.0) -> None:
         self.base, self.cap, self.attempt = base, cap, 0

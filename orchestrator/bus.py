@@ -124,10 +124,10 @@ class Bus:
                 p = Presence.model_validate_json(payload)
                 self.controller.on_presence(cluster, node_id, p)
             elif leaf == "status":
-                # Every node sends a snapshot every 2 s; in a steady cluster it repeats the last one
-                # but for seq and ts. Such a repeat only refreshes the heartbeat (parsing and folding
-                # 10 task reports cost ~0.25 ms: 500 snapshots/s from 1,000 nodes were 12% of a
-                # core in bench/scale.py). Any other message drops the remembered snapshot.
+                # Every node sends a snapshot every status interval; in a steady cluster it repeats
+                # the last one but for seq and ts. Such a repeat only refreshes the heartbeat
+                # (parsing and folding it again is the bulk of a steady control plane's CPU). Any
+                # other message drops the remembered snapshot.
                 # Updates (most messages while tasks change) skip the comparison and its regex.
                 key = (cluster, node_id)
                 raw = bytes(payload)

@@ -145,8 +145,8 @@ class Controller:
         t0 = time.perf_counter()
         docs = self.reconcile(self.clock())
         busy = time.perf_counter() - t0
-        # All documents at once: each publish waits for the broker's PUBACK (QoS 1), and one
-        # after the other 1,000 documents took 1-3 s of round trips (bench/scale.py).
+        # All documents at once: each publish waits for the broker's PUBACK (QoS 1); one after
+        # the other they would wait for a round trip each.
         if docs:
             await asyncio.gather(*(self.publish(doc) for doc in docs))
         t1 = time.perf_counter()
@@ -283,9 +283,9 @@ class Controller:
 
     def _task_views(self, s: Service, fresh: bool = False) -> list[svc_core.TaskView]:
         """The planner's view of the service's tasks not yet STOPPED, kept per service and
-        updated for the tasks put since the last plan (State.changed_tasks): rebuilding all
-        10,000 views took ~40 ms per pass during bench/scale.py's 10k round. Rebuilt in full
-        when a node changed as planning sees it, and by the periodic full pass (``fresh``)."""
+        updated for the tasks put since the last plan (State.changed_tasks), so a pass does not
+        rebuild every view. Rebuilt in full when a node changed as planning sees it, and by the
+        periodic full pass (``fresh``)."""
         key = (s.cluster, s.serviceName)
         changed = self.state.take_changed_tasks(key)
         entry = self._svc_views.get(key)
@@ -510,9 +510,8 @@ class Controller:
                 td = self.state.resolve_taskdef(t.taskDefinition)
                 if td is None:
                     continue
-                # model_construct: every field comes from validated records. Constructing it
-                # validated re-ran TaskDefinitionSpec's model validators for every task of every
-                # document (0.8 s per 10,000-task round of bench/scale.py).
+                # model_construct: every field comes from validated records (validating would re-run
+                # TaskDefinitionSpec's model validators for every task of every document).
                 desired_tasks.append(
                     DesiredTask.model_construct(
                         taskId=t.taskId,

@@ -47,11 +47,10 @@ async def serve(listen: str, store_path: Path, mqtt: str, node_lost_seconds: flo
         assert bus is not None
         await bus.publish(doc)
 
-    # Cyclic GC: the state is many long-lived objects and every status report allocates more.
-    # With the default thresholds (700, 10, 10) bench/scale.py (1,000 nodes, 10,000 tasks)
-    # spent 3.4 s in 25 full collections of ~270k objects (137 ms each, the loop blocked), a
-    # third of the orchestrator's CPU. Freeze what was loaded, collect the young generation
-    # every 10,000 net allocations and the old one 10x less often: 0 full collections there.
+    # Cyclic GC: the state is many long-lived objects and every status report allocates more;
+    # with the default thresholds full collections of the whole state blocked the loop for a
+    # third of its CPU (docs/benchmarks.md). Freeze what was loaded, collect the young generation
+    # every 10,000 net allocations and the old one 10x less often.
     gc.freeze()
     gc.set_threshold(10_000, 10, 100)
     ctl = Controller(state, epoch, publish, node_lost_seconds=node_lost_seconds,

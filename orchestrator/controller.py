@@ -296,11 +296,12 @@ class Controller:
         else:
             views = entry[1]
             for task_id in changed:
-                t = self.state.tasks.get(task_id)
-                if t is None or t.lastStatus == "STOPPED" or (t.cluster, t.serviceName) != key:
+                changed_task = self.state.tasks.get(task_id)
+                if changed_task is None or changed_task.lastStatus == "STOPPED" \
+                        or (changed_task.cluster, changed_task.serviceName) != key:
                     views.pop(task_id, None)
                 else:
-                    views[task_id] = self._view(t)
+                    views[task_id] = self._view(changed_task)
         self._svc_views[key] = (self.state.nodes_version, views)
         return list(views.values())
 
@@ -366,9 +367,9 @@ class Controller:
             if td is not None:
                 for _ in range(plan.start):
                     self.create_task(s.cluster, td, now, service=s, deployment_id=primary.id)
-        for node_id in plan.start_on:
-            td = self.state.resolve_taskdef(primary.taskDefinition) if primary else None
-            if td is not None:
+        if plan.start_on and primary is not None:
+            td = self.state.resolve_taskdef(primary.taskDefinition)
+            for node_id in plan.start_on if td is not None else ():
                 self.create_task(s.cluster, td, now, service=s, deployment_id=primary.id, node_id=node_id)
         if plan.wake_at:
             self._service_wake_at(s, plan.wake_at)
@@ -395,8 +396,9 @@ class Controller:
     def _plan_daemon(self, s: Service, views: list[svc_core.TaskView], now: float) -> svc_core.ServicePlan:
         from orchestrator.core.daemon import plan_daemon
 
-        td = self.state.resolve_taskdef(svc_core.primary_of(s).taskDefinition) if svc_core.primary_of(s) else None
-        nodes = [n for n in self.state.cluster_nodes(s.cluster)]
+        primary = svc_core.primary_of(s)
+        td = self.state.resolve_taskdef(primary.taskDefinition) if primary else None
+        nodes = list(self.state.cluster_nodes(s.cluster))
         return plan_daemon(s, views, nodes, td.spec if td else None, now)
 
     def create_task(self, cluster: str, td, now: float, **kw) -> Task:

@@ -32,6 +32,7 @@ from dockyard.wire import (
     HEALTH_STOP_REASON,
     REPLACED_REASON,
     SERVICE_SCHEDULER_INITIATED,
+    StopCode,
 )
 from orchestrator.core.scheduler import pick_scale_in
 from orchestrator.models import Deployment, Service

@@ -20,6 +20,7 @@ from dockyard.wire import (
     TaskReport,
 )
 from orchestrator.models import (
+    LaunchType,
     PlacementConstraint,
     PlacementStrategy,
     Service,
@@ -112,7 +113,7 @@ def stop_changes(task: Task, stop_code: StopCode, reason: str, now: float) -> di
 
 def new_task(task_id: str, cluster: str, td: TaskDefinition, now: float, service: Service | None = None,
              deployment_id: str | None = None, node_id: str | None = None, started_by: str | None = None,
-             launch_type: str | None = None, constraints: Iterable[PlacementConstraint] = (),
+             launch_type: LaunchType | None = None, constraints: Iterable[PlacementConstraint] = (),
              strategy: Iterable[PlacementStrategy] | None = None) -> Task:
     """A new task record of ``td`` (a service's, or a standalone one), PROVISIONING until placed
     (PENDING when pinned to ``node_id``, as DAEMON tasks are). ``constraints`` add to the task

@@ -42,7 +42,7 @@ class CachedReport:
     def built_from(self, task: DesiredTask | None, containers: list[ActualContainer], finish: diff.Finish | None,
                    pull_error: str | None) -> bool:
         return (self.task is task and self.finish is finish and self.pull_error == pull_error
-                and len(self.containers) == len(containers) and all(a is b for a, b in zip(self.containers, containers)))
+                and len(self.containers) == len(containers) and all(a is b for a, b in zip(self.containers, containers, strict=True)))
 
 
 class Reporter:

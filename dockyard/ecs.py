@@ -66,7 +66,7 @@ class HealthCheck(EcsModel):
         return v
 
     @model_validator(mode="after")
-    def _limits(self) -> "HealthCheck":
+    def _limits(self) -> HealthCheck:
         for fname, (lo, hi) in HEALTH_LIMITS.items():
             val = getattr(self, fname)
             if val is not None and not lo <= val <= hi:
@@ -129,7 +129,7 @@ class ContainerDefinition(EcsModel):
         return v
 
     @model_validator(mode="after")
-    def _mem(self) -> "ContainerDefinition":
+    def _mem(self) -> ContainerDefinition:
         if self.memory is not None and self.memoryReservation is not None and self.memoryReservation > self.memory:
             raise ValueError("memoryReservation must not exceed memory")
         return self
@@ -216,7 +216,7 @@ class TaskDefinitionSpec(EcsModel):
         return parse_memory(v)
 
     @model_validator(mode="after")
-    def _rules(self) -> "TaskDefinitionSpec":
+    def _rules(self) -> TaskDefinitionSpec:
         # "@path: message" lets manifest errors point at the field (see orchestrator/manifests.py).
         if self.cpu is not None and self.cpu < 0:
             raise ValueError("@cpu: must not be negative")

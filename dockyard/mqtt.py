@@ -53,7 +53,7 @@ class Client(aiomqtt.Client):
     async def _misc_loop(self) -> None:
         if self.misc_interval is None:
             return
-        while self._client.loop_misc() == MQTTErrorCode.MQTT_ERR_SUCCESS:
+        while self._client.loop_misc() == MQTTErrorCode.MQTT_ERR_SUCCESS:  # noqa: ASYNC110 - a timer, not a wait for an event
             await asyncio.sleep(self.misc_interval)
 
     async def publish(self, *args: Any, **kwargs: Any) -> None:

@@ -16,7 +16,6 @@ from dockyard.wire import (
     ContainerReport,
     HealthStatus,
     NodeResources,
-    StopCode,
     TaskStatus,
 )
 

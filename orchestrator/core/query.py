@@ -13,7 +13,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Union
 
 # Words stop at "=" and "!" (except a leading "!" as in "!in"), so "attribute:zone==a" reads as three tokens.
 _TOKEN = re.compile(r"\s*(\(|\)|\[|\]|,|==|!=|&&|\|\||!?[^\s()\[\],=!]+|[=!~<>]+)")
@@ -43,7 +42,7 @@ class BoolOp:
     right: Expr
 
 
-Expr = Union[Cmp, BoolOp]
+Expr = Cmp | BoolOp
 
 
 def _tokenize(text: str) -> list[str]:

@@ -82,7 +82,7 @@ def _shortfalls(ask: TaskAsk, node: NodeView, exprs: list[query.Expr]) -> list[t
     out: list[tuple[int, str]] = []  # severity: 3 pool, 2 constraint, 1 resources
     if ask.launch_type not in node.capacity_providers:
         out.append((3, f"does not offer the {ask.launch_type} capacity pool"))
-    for text, e in zip(ask.member_of, exprs):
+    for text, e in zip(ask.member_of, exprs, strict=True):
         if not query.evaluate(e, node.node_id, node.attributes):
             out.append((2, f"does not match the memberOf constraint '{text}'"))
     if ask.distinct_instance and node.groups[ask.group]:
@@ -228,7 +228,7 @@ def _place_batch(batch: list[TaskAsk], nodes: list[NodeView], rng: random.Random
             continue
         chosen = min(candidates, key=lambda n: _strategy_key(ask, n, attr_counts, rng))
         chosen.add(ask)
-        for (attr, group), c in attr_counts.items():
+        for (attr, _group), c in attr_counts.items():
             c[chosen.attributes.get(attr)] += 1
         result.assigned[ask.task_id] = chosen.node_id
 

@@ -60,7 +60,8 @@ async def serve(listen: str, store_path: Path, mqtt: str, node_lost_seconds: flo
     app = create_app(ops, ready=lambda: bus.connected.is_set())
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
     server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # we handle signals ourselves
+    # uvicorn (>= 0.29) captures SIGINT/SIGTERM only while serve() runs and re-raises them after;
+    # our own handlers below set `stop`, which ends serve() through should_exit.
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
@@ -41,13 +41,41 @@ class DocError:
 
 
 @dataclass
-class Doc:
+class _Doc:
     source: str
-    kind: str
     name: str
-    cluster: str | None
-    spec: BaseModel
+    cluster: str  # the document's own, else the apply's default
     labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class ClusterDoc(_Doc):
+    spec: ClusterSpec = field(kw_only=True)
+    kind: Literal["Cluster"] = "Cluster"
+
+
+@dataclass
+class TaskDefinitionDoc(_Doc):
+    spec: TaskDefinitionSpec = field(kw_only=True)
+    kind: Literal["TaskDefinition"] = "TaskDefinition"
+
+
+@dataclass
+class ServiceDoc(_Doc):
+    spec: ServiceSpec = field(kw_only=True)
+    kind: Literal["Service"] = "Service"
+
+
+@dataclass
+class TaskDoc(_Doc):
+    spec: RunTaskSpec = field(kw_only=True)
+    kind: Literal["Task"] = "Task"
+
+
+# One applied document, told apart by ``kind`` (mypy narrows ``spec`` on it).
+Doc = ClusterDoc | TaskDefinitionDoc | ServiceDoc | TaskDoc
+_DOC_CLASSES: dict[str, type[_Doc]] = {"Cluster": ClusterDoc, "TaskDefinition": TaskDefinitionDoc,
+                                        "Service": ServiceDoc, "Task": TaskDoc}
 
 
 def _path(loc: tuple[Any, ...], prefix: str) -> str:
@@ -149,8 +177,9 @@ def parse_document(source: str, doc: Any, default_cluster: str) -> tuple[Doc | N
             spec.setdefault("family", name)
         elif kind == "Service":
             spec.setdefault("serviceName", name)
-        model = {"Cluster": ClusterSpec, "TaskDefinition": TaskDefinitionSpec, "Service": ServiceSpec, "Task": RunTaskSpec}[kind]
-        parsed = _validate(model, spec, source, kind, name, "spec", errors)
+        models: dict[str, type[BaseModel]] = {"Cluster": ClusterSpec, "TaskDefinition": TaskDefinitionSpec,
+                                              "Service": ServiceSpec, "Task": RunTaskSpec}
+        parsed = _validate(models[str(kind)], spec, source, str(kind), name, "spec", errors)
         prefix = "spec"
     elif "family" in doc or "containerDefinitions" in doc:
         kind, name, prefix, cluster, labels = "TaskDefinition", str(doc.get("family", "")), "", None, {}
@@ -181,7 +210,9 @@ def parse_document(source: str, doc: Any, default_cluster: str) -> tuple[Doc | N
         return None, errors
     if not isinstance(labels, dict):
         labels = {}
-    return Doc(source, kind, name, cluster or default_cluster, parsed, {str(k): str(v) for k, v in labels.items()}), []
+    doc = _DOC_CLASSES[str(kind)](source, name, cluster or default_cluster,  # type: ignore[call-arg]
+                                  {str(k): str(v) for k, v in labels.items()}, spec=parsed)
+    return doc, []  # type: ignore[return-value]
 
 
 # ECS Fargate task sizes: cpu units -> allowed memory MiB.

@@ -7,15 +7,16 @@ and a hint. The reconcile loop is woken afterwards to act on the change.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from dockyard.ecs import ignored_fields
+from dockyard.ecs import TaskDefinitionSpec, ignored_fields
 from dockyard.wire import SERVICE_SCHEDULER_INITIATED, USER_INITIATED, USER_STOP_REASON
 from orchestrator.controller import Controller, add_event
 from orchestrator.core import services as svc_core
-from orchestrator.manifests import Doc, DocError, fargate_errors, parse_document
+from orchestrator.manifests import Doc, DocError, ServiceDoc, TaskDefinitionDoc, fargate_errors, parse_document
 from orchestrator.models import (
     Cluster,
+    Node,
     RunTaskSpec,
     Service,
     ServiceSpec,
@@ -111,10 +112,10 @@ class Ops:
         order = {"Cluster": 0, "TaskDefinition": 1, "Service": 2, "Task": 3}
         docs.sort(key=lambda d: order[d.kind])
         # References: services and tasks must name a task definition that exists or is in this apply.
-        families = {d.spec.family for d in docs if d.kind == "TaskDefinition"}  # type: ignore[attr-defined]
+        families = {d.spec.family for d in docs if d.kind == "TaskDefinition"}
         for d in docs:
-            if d.kind in ("Service", "Task"):
-                ref = d.spec.taskDefinition  # type: ignore[attr-defined]
+            if d.kind == "Service" or d.kind == "Task":
+                ref = d.spec.taskDefinition
                 family, _, rev = ref.partition(":")
                 known = self.state.resolve_taskdef(ref) is not None or (family in families and not rev)
                 if family in families and rev:
@@ -125,14 +126,14 @@ class Ops:
                                            "apply the TaskDefinition first or in the same apply"))
                 else:
                     td_spec = self._td_spec_for(ref, docs)
-                    launch = d.spec.launchType  # type: ignore[attr-defined]
+                    launch = d.spec.launchType
                     if td_spec is not None and launch == "FARGATE" and not td_spec.is_fargate:
                         errors.append(DocError(d.source, f"task definition {ref!r} is not FARGATE-compatible",
                                                "spec.launchType", d.kind, d.name,
                                                "add requiresCompatibilities: [FARGATE] with task cpu/memory"))
             if d.kind == "Service":
                 existing = self.state.services.get((d.cluster, d.name))
-                if existing is not None and existing.spec.launchType != d.spec.launchType:  # type: ignore[attr-defined]
+                if existing is not None and existing.spec.launchType != d.spec.launchType:
                     errors.append(DocError(d.source, "launchType cannot change on an existing service",
                                            "spec.launchType", d.kind, d.name, "delete and re-create the service"))
         if errors:
@@ -147,12 +148,12 @@ class Ops:
         revs = self.state.taskdefs.get(family, {})
         return (max(revs) if revs else 0) + 1
 
-    def _td_spec_for(self, ref: str, docs: list[Doc]):
+    def _td_spec_for(self, ref: str, docs: list[Doc]) -> TaskDefinitionSpec | None:
         td = self.state.resolve_taskdef(ref)
         if td is not None:
             return td.spec
         family = ref.partition(":")[0]
-        return next((d.spec for d in docs if d.kind == "TaskDefinition" and d.spec.family == family), None)  # type: ignore
+        return next((d.spec for d in docs if isinstance(d, TaskDefinitionDoc) and d.spec.family == family), None)
 
     def _apply_one(self, d: Doc, now: float, dry_run: bool) -> dict[str, Any]:
         ignored = ignored_fields(d.spec)
@@ -164,24 +165,24 @@ class Ops:
                 self.state.put_cluster(Cluster(clusterName=d.name, createdAt=now))
             return {**res, "action": "created", "detail": f"cluster/{d.name}"}
         if d.kind == "TaskDefinition":
-            return {**res, **self.register_taskdef(d.spec, now, dry_run, ignored)}  # type: ignore[arg-type]
-        self._ensure_cluster(d.cluster, dry_run)  # type: ignore[arg-type]
+            return {**res, **self.register_taskdef(d.spec, now, dry_run, ignored)}
+        self._ensure_cluster(d.cluster, dry_run)
         if d.kind == "Service":
             return {**res, **self._apply_service(d, now, dry_run, ignored)}
         # Task: a one-off run, idempotent per manifest name.
-        spec: RunTaskSpec = d.spec  # type: ignore[assignment]
+        spec = d.spec
         started_by = f"manifest/{d.name}"
         if self.state.started_by_exists(d.cluster, started_by):  # STOPPED ones count: run once
             return {**res, "action": "unchanged", "detail": f"task/{d.name}"}
         if not dry_run:
-            self._run(d.cluster, spec, started_by, now)  # type: ignore[arg-type]
+            self._run(d.cluster, spec, started_by, now)
         return {**res, "action": "created", "detail": f"task/{d.name} ({spec.count} started)"}
 
     def _ensure_cluster(self, name: str, dry_run: bool) -> None:
         if not dry_run and name not in self.state.clusters:
             self.state.put_cluster(Cluster(clusterName=name))
 
-    def register_taskdef(self, spec, now: float, dry_run: bool, ignored: list[str]) -> dict[str, Any]:
+    def register_taskdef(self, spec: TaskDefinitionSpec, now: float, dry_run: bool, ignored: list[str]) -> dict[str, Any]:
         family = spec.family
         revs = self.state.taskdefs.get(family, {})
         h = spec.spec_hash()
@@ -194,10 +195,9 @@ class Ops:
                                                   ignoredFields=ignored))
         return {"action": "registered", "detail": f"taskdefinition/{family}:{rev}", "revision": rev}
 
-    def _apply_service(self, d: Doc, now: float, dry_run: bool, ignored: list[str]) -> dict[str, Any]:
-        spec: ServiceSpec = d.spec  # type: ignore[assignment]
-        spec = spec.model_copy(update={"cluster": d.cluster})
-        existing = self.state.services.get((d.cluster, d.name))  # type: ignore[arg-type]
+    def _apply_service(self, d: ServiceDoc, now: float, dry_run: bool, ignored: list[str]) -> dict[str, Any]:
+        spec = d.spec.model_copy(update={"cluster": d.cluster})
+        existing = self.state.services.get((d.cluster, d.name))
         if existing is not None and existing.status == "ACTIVE":
             if existing.spec.model_dump() == spec.model_dump():
                 return {"action": "unchanged", "detail": f"service/{d.name}"}
@@ -209,7 +209,7 @@ class Ops:
             return {"action": "configured", "detail": f"service/{d.name}"}
         if dry_run:
             return {"action": "created", "detail": f"service/{d.name}"}
-        s = Service(cluster=d.cluster, serviceName=d.name, spec=spec, createdAt=now, ignoredFields=ignored)  # type: ignore
+        s = Service(cluster=d.cluster, serviceName=d.name, spec=spec, createdAt=now, ignoredFields=ignored)
         td = self.state.resolve_taskdef(spec.taskDefinition)
         assert td is not None  # checked in apply()
         s.deployments = svc_core.new_deployment([], td.ref, spec.desiredCount, now)
@@ -265,13 +265,13 @@ class Ops:
         """Whether ``doc`` names something that exists; raise if it cannot be deleted."""
         try:
             if doc.kind == "Service":
-                self.service(doc.cluster, doc.name)  # type: ignore[arg-type]
+                self.service(doc.cluster, doc.name)
             elif doc.kind == "TaskDefinition":
-                return bool(self.state.taskdefs.get(doc.spec.family))  # type: ignore[attr-defined]
+                return bool(self.state.taskdefs.get(doc.spec.family))
             elif doc.kind == "Cluster":
                 self._check_cluster_empty(self.cluster(doc.name))
             elif doc.kind == "Task":
-                return self.state.started_by_exists(doc.cluster, f"manifest/{doc.name}")  # type: ignore[arg-type]
+                return self.state.started_by_exists(doc.cluster, f"manifest/{doc.name}")
         except UserError as exc:
             if exc.status != 404:
                 raise
@@ -280,9 +280,9 @@ class Ops:
 
     def _delete(self, doc: Doc) -> None:
         if doc.kind == "Service":
-            self._delete_service(self.service(doc.cluster, doc.name))  # type: ignore[arg-type]
+            self._delete_service(self.service(doc.cluster, doc.name))
         elif doc.kind == "TaskDefinition":
-            for td in list(self.state.taskdefs.get(doc.spec.family, {}).values()):  # type: ignore[attr-defined]
+            for td in list(self.state.taskdefs.get(doc.spec.family, {}).values()):
                 td.status = "INACTIVE"
                 self.state.put_taskdef(td)
         elif doc.kind == "Cluster":
@@ -407,9 +407,9 @@ class Ops:
         self._commit()
         return s
 
-    def set_node_status(self, cluster: str, node_id: str, status: str):
+    def set_node_status(self, cluster: str, node_id: str, status: Literal["ACTIVE", "DRAINING"]) -> Node:
         n = self.node(cluster, node_id)
-        n.status = status  # type: ignore[assignment]
+        n.status = status
         self.state.put_node(n)
         self.state.mark_node_dirty((cluster, node_id))
         self._commit()

@@ -162,11 +162,12 @@ def create_app(ops: Ops, ready=lambda: True) -> FastAPI:
     @app.get("/v1/clusters/{cluster}/tasks")
     async def list_tasks(cluster: str, desiredStatus: Literal["RUNNING", "STOPPED"] | None = None,
                          service: str | None = None, family: str | None = None,
-                         node: str | None = None) -> StreamingResponse:
-        """Every task of the cluster, the STOPPED ones kept included, oldest first; filtered by
-        desiredStatus, service, node, family."""
+                         node: str | None = None, stopped: bool = True) -> StreamingResponse:
+        """Every task of the cluster, the STOPPED ones kept included (``stopped=false``: only
+        those not yet STOPPED, read from memory alone), oldest first; filtered by desiredStatus,
+        service, node, family."""
         tasks = st.iter_tasks(cluster, service=service or None, node=None if service else node or None,
-                              desired=desiredStatus, family=family)
+                              desired=desiredStatus, family=family, stopped=stopped)
         return StreamingResponse(task_list_body(tasks), media_type="application/json")
 
     @app.post("/v1/clusters/{cluster}/tasks")

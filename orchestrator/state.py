@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import heapq
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from orchestrator.models import Cluster, Node, Service, Task, TaskDefinition
 from orchestrator.store import Store
@@ -79,14 +79,14 @@ class State:
 
     def _load(self, store: Store) -> None:
         for c in store.load("cluster"):
-            self.clusters[c.clusterName] = c  # type: ignore[attr-defined]
+            self.clusters[c.clusterName] = c
         for td in store.load("taskdef"):
-            self.taskdefs.setdefault(td.family, {})[td.revision] = td  # type: ignore[attr-defined]
+            self.taskdefs.setdefault(td.family, {})[td.revision] = td
         for s in store.load("service"):
-            self.services[(s.cluster, s.serviceName)] = s  # type: ignore[attr-defined]
+            self.services[(s.cluster, s.serviceName)] = s
         for n in store.load("node"):
-            n.connected = False  # type: ignore[attr-defined]
-            self.nodes[(n.cluster, n.nodeId)] = n  # type: ignore[attr-defined]
+            n.connected = False
+            self.nodes[(n.cluster, n.nodeId)] = n
         for t in store.load_live_tasks():  # not the STOPPED ones: they stay in the store
             self._index(t)
         self.dirty_nodes = set(self.nodes)
@@ -314,11 +314,13 @@ class State:
         return self.store.stopped_started_by(cluster, started_by)
 
     def iter_tasks(self, cluster: str, service: str | None = None, node: str | None = None,
-                   desired: str | None = None, family: str | None = None, page: int = 500) -> Iterator[Task]:
-        """The cluster's tasks, STOPPED included, oldest first (createdAt, taskId), filtered as
-        the task list API is. Lazy: the store's STOPPED ones are read a page at a time (no
-        cursor is held between pages, so the caller may yield to the event loop meanwhile);
-        the tasks in memory when it starts come from memory."""
+                   desired: str | None = None, family: str | None = None, page: int = 500,
+                   stopped: bool = True) -> Iterator[Task]:
+        """The cluster's tasks, STOPPED included (unless ``stopped`` is False), oldest first
+        (createdAt, taskId), filtered as the task list API is. Lazy: the store's STOPPED ones are
+        read a page at a time (no cursor is held between pages, so the caller may yield to the
+        event loop meanwhile); the tasks in memory when it starts come from memory."""
+        ids: Iterable[str]
         if service is not None:
             ids = self.tasks_by_service.get((cluster, service), ())
         elif node is not None:
@@ -330,6 +332,8 @@ class State:
                       and (service is None or t.serviceName == service) and (node is None or t.nodeId == node)
                       and (desired is None or t.desiredStatus == desired) and (family is None or t.family == family)),
                      key=_order)
+        if not stopped:
+            return iter([t for t in mem if t.lastStatus != "STOPPED"])
 
         def stored() -> Iterator[Task]:
             after = None

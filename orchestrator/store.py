@@ -18,6 +18,7 @@ import os
 import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -157,7 +158,8 @@ class Store:
         return epoch
 
     # ---- records ---------------------------------------------------------------------------
-    def load(self, kind: str) -> list[BaseModel]:
+    def load(self, kind: str) -> list[Any]:
+        """Every record of ``kind``, as its record class (KINDS)."""
         model = KINDS[kind]
         rows = self.db.execute("SELECT body FROM records WHERE kind=?", (kind,)).fetchall()
         return [model.model_validate_json(r[0]) for r in rows]
@@ -200,7 +202,8 @@ class Store:
                       desired: str | None = None, family: str | None = None,
                       after: tuple[float, str] | None = None, limit: int = 500) -> list[Task]:
         """A page of the cluster's STOPPED tasks, by (createdAt, taskId), from after ``after``."""
-        where, args = ["cluster = ?", STOPPED], [cluster]
+        where: list[str] = ["cluster = ?", STOPPED]
+        args: list[object] = [cluster]
         for col, value in (("service", service), ("node", node), ("desired", desired), ("family", family)):
             if value is not None:
                 where.append(f"{col} = ?")

@@ -286,13 +286,21 @@ def tasks_route(request):
 
 
 def test_get_tasks_hides_stopped_unless_all(api):
-    api.on("GET", "/v1/clusters/default/tasks", tasks_route)
+    asked: list[str | None] = []
+
+    def route(request):
+        asked.append(request.url.params.get("stopped"))
+        return tasks_route(request)
+
+    api.on("GET", "/v1/clusters/default/tasks", route)
     r = api.invoke("get", "tasks")
     assert r.exit_code == 0
+    assert asked == ["false", "false"]  # the server leaves the 24 h history out
     ids = [line.split()[0] for line in r.stdout.splitlines()[1:]]
     assert ids == ["aaaa00000000", "bbbb00000000"]
     r = api.invoke("get", "tasks", "--all", "-o", "json")
     assert [t["taskId"] for t in json.loads(r.stdout)] == ["aaaa00000000111", "bbbb00000000222", "cccc00000000333"]
+    assert asked[2:] == [None, None]
 
 
 def test_get_tasks_service_filter_goes_to_server(api):

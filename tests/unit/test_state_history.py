@@ -219,6 +219,8 @@ def test_the_task_list_api_streams_every_task_oldest_first_with_its_filters(stor
         assert set(ids(service="web")) == {t.taskId for t in [*stopped, *running]}
         assert set(ids(node="n1")) >= {t.taskId for t in [*stopped, *running]}
         assert ids(family="nope") == [] and ids(service="nope") == []
+        assert set(ids(stopped="false")) == {t.taskId for t in w.state.tasks.values() if t.lastStatus != "STOPPED"}
+        assert not set(ids(stopped="false")) & {t.taskId for t in stopped}
         assert api.get("/v1/clusters/other/tasks").json() == {"tasks": []}
         assert api.get(f"/v1/clusters/{C}/tasks/{stopped[0].taskId[:10]}").json()["task"]["lastStatus"] == "STOPPED"
 

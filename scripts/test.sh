@@ -7,6 +7,15 @@ cd "$REPO"
 
 "$REPO/scripts/bootstrap.sh" || { echo "test.sh: bootstrap failed; not running tests" >&2; exit 2; }
 
+# Lint and types first (seconds): a finding fails the run like a failing test. Skipped when
+# pytest arguments are given (a developer running a subset), always run in CI (no arguments).
+if [ "$#" -eq 0 ]; then
+  echo "==> ruff check orchestrator agent dockyard"
+  "$REPO/.venv/bin/ruff" check orchestrator agent dockyard || { echo "test.sh: ruff found problems" >&2; exit 1; }
+  echo "==> mypy (orchestrator agent dockyard, configured in pyproject.toml)"
+  "$REPO/.venv/bin/mypy" || { echo "test.sh: mypy found problems" >&2; exit 1; }
+fi
+
 echo "==> .venv/bin/pytest $*"
 "$REPO/.venv/bin/pytest" "$@"
 rc=$?

@@ -19,7 +19,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator
 
 from orchestrator.models import Cluster, Node, Service, Task, TaskDefinition
-from orchestrator.store import Store
+from orchestrator.store import Store, record_key
 
 STOPPED_TASK_RETENTION = 24 * 3600  # ECS keeps stopped tasks 1 hour; users ask for more.
 
@@ -99,16 +99,16 @@ class State:
 
     def put_cluster(self, c: Cluster) -> None:
         self.clusters[c.clusterName] = c
-        self._mark("cluster", c.clusterName, c)
+        self._mark("cluster", record_key("cluster", c), c)
 
     def put_taskdef(self, td: TaskDefinition) -> None:
         self.taskdefs.setdefault(td.family, {})[td.revision] = td
-        self._mark("taskdef", td.ref, td)
+        self._mark("taskdef", record_key("taskdef", td), td)
 
     def put_service(self, s: Service) -> None:
         self.services[(s.cluster, s.serviceName)] = s
         self.dirty_services.add((s.cluster, s.serviceName))
-        self._mark("service", f"{s.cluster}/{s.serviceName}", s)
+        self._mark("service", record_key("service", s), s)
 
     def put_node(self, n: Node) -> None:
         key = (n.cluster, n.nodeId)
@@ -119,7 +119,7 @@ class State:
             self.capacity_version += 1
             self.nodes_version += 1
             self.touch_cluster_services(n.cluster)
-        self._mark("node", f"{n.cluster}/{n.nodeId}", n)
+        self._mark("node", record_key("node", n), n)
 
     def touch_cluster_services(self, cluster: str) -> None:
         """Mark every service of ``cluster`` for planning (a node joined, left, drained, changed)."""
@@ -164,7 +164,7 @@ class State:
         if t.lastStatus == "STOPPED" and t.nodeId and t.taskId not in self._stopped_placed:
             self._stopped_placed.add(t.taskId)
             self.capacity_version += 1
-        self._mark("task", t.taskId, t)
+        self._mark("task", record_key("task", t), t)
 
     def delete(self, kind: str, key: str) -> None:
         self._dirty.pop((kind, key), None)
@@ -173,7 +173,7 @@ class State:
     def delete_service(self, s: Service) -> None:
         self.services.pop((s.cluster, s.serviceName), None)
         self.changed_tasks.pop((s.cluster, s.serviceName), None)
-        self.delete("service", f"{s.cluster}/{s.serviceName}")
+        self.delete("service", record_key("service", s))
 
     def delete_node(self, n: Node) -> None:
         self.nodes.pop((n.cluster, n.nodeId), None)
@@ -181,15 +181,15 @@ class State:
         self.capacity_version += 1
         self.nodes_version += 1
         self.touch_cluster_services(n.cluster)
-        self.delete("node", f"{n.cluster}/{n.nodeId}")
+        self.delete("node", record_key("node", n))
 
     def delete_cluster(self, c: Cluster) -> None:
         self.clusters.pop(c.clusterName, None)
-        self.delete("cluster", c.clusterName)
+        self.delete("cluster", record_key("cluster", c))
 
     def delete_task(self, t: Task) -> None:
         self._forget(t)
-        self.delete("task", t.taskId)
+        self.delete("task", record_key("task", t))
 
     def _forget(self, t: Task) -> None:
         self._stopped_placed.discard(t.taskId)

@@ -17,6 +17,7 @@ from orchestrator.core.services import (
     advance_rollout,
     check_progress,
     failing_reason,
+    primary_in,
     stop_unhealthy,
 )
 from orchestrator.models import Node, Service
@@ -40,7 +41,7 @@ def eligible(n: Node, service: Service, td_spec) -> bool:
 def plan_daemon(service: Service, tasks: list[TaskView], nodes: list[Node], td_spec, now: float) -> ServicePlan:
     tasks = [t for t in tasks if not t.stopping]
     plan = ServicePlan(deployments=[d.model_copy() for d in service.deployments])
-    primary = next((d for d in plan.deployments if d.status == "PRIMARY"), None)
+    primary = primary_in(plan.deployments)
     if primary is None:
         return plan
     tasks = stop_unhealthy(service, tasks, primary, plan, now)  # as for REPLICA services

@@ -24,6 +24,7 @@ The plan is applied by :mod:`orchestrator.controller`; nothing here does I/O.
 """
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass, field
 
@@ -117,9 +118,17 @@ def new_deployment(
                 d.rolloutStateReason = "ECS deployment superseded by a newer deployment."
         out.append(d)
     primary = Deployment(
-        taskDefinition=taskdef_ref, desiredCount=desired, createdAt=now, updatedAt=now, isRollback=rollback
+        id=deployment_id(taskdef_ref, now, deployments), taskDefinition=taskdef_ref, desiredCount=desired,
+        createdAt=now, updatedAt=now, isRollback=rollback,
     )
     return [primary] + out
+
+
+def deployment_id(taskdef_ref: str, now: float, deployments: list[Deployment]) -> str:
+    """ECS-style ``ecs-svc/<16 hex>``, derived from what the planner was given (so planning stays
+    a pure function): the revision, the time and the ids of the deployments before it."""
+    seed = "|".join([taskdef_ref, repr(now), *(d.id for d in deployments)])
+    return "ecs-svc/" + hashlib.sha256(seed.encode()).hexdigest()[:16]
 
 
 def stop_unhealthy(service: Service, tasks: list[TaskView], primary: Deployment, plan: ServicePlan,
@@ -249,7 +258,12 @@ def follow_family(service: Service, latest: str | None) -> str | None:
 
 
 def primary_of(service: Service) -> Deployment | None:
-    return next((d for d in service.deployments if d.status == "PRIMARY"), None)
+    return primary_in(service.deployments)
+
+
+def primary_in(deployments: list[Deployment]) -> Deployment | None:
+    """The PRIMARY deployment of a list (a service's, or a plan's copies)."""
+    return next((d for d in deployments if d.status == "PRIMARY"), None)
 
 
 def plan_service(service: Service, tasks: list[TaskView], now: float) -> ServicePlan:
@@ -259,7 +273,7 @@ def plan_service(service: Service, tasks: list[TaskView], now: float) -> Service
     present = len(tasks)
     tasks = [t for t in tasks if not t.stopping]
     plan = ServicePlan(deployments=[d.model_copy() for d in service.deployments])
-    primary = next((d for d in plan.deployments if d.status == "PRIMARY"), None)
+    primary = primary_in(plan.deployments)
     if primary is None:
         return plan
     name = service.serviceName

@@ -1054,3 +1054,11 @@ def test_simulation_a_revision_that_dies_within_its_proof_never_completes(rnd, d
             assert left == originals
         if primary_of(s).isRollback:
             break
+
+
+def test_the_planner_is_a_function_of_its_input_even_when_it_rolls_back():
+    """Same service, tasks and now -> the same plan, new deployment ids included (no random ids)."""
+    s, old, new = proven_service(deadline=60)
+    first, second = plan_service(s, old, T0 + 161), plan_service(s, old, T0 + 161)
+    assert plan_primary(first).isRollback and first.deployments == second.deployments
+    assert plan_primary(first).id.startswith("ecs-svc/") and len(plan_primary(first).id) == len("ecs-svc/") + 16

@@ -22,9 +22,12 @@ environment:
   new spec and none of the old one.
 
 Where dockyard's time goes is logged per phase: every new task RUNNING, HEALTHY, proven, COMPLETED.
+The engine floor (floor_seconds) is the same rollout with no orchestrator: aiodocker starts 50
+new containers beside 50 running ones until all are healthy, plus the 5 s proof and the 2 s stop
+grace that no orchestrator can skip; floor/swarm is the best ratio this machine allows.
 
-Figures: dockyard_seconds, swarm_seconds, dockyard/swarm (target <= 0.5), and
-dockyard_defaults_seconds, dockyard_defaults/swarm.
+Figures: dockyard_seconds, swarm_seconds, dockyard/swarm (target <= 0.5), floor_seconds,
+floor/swarm, dockyard/floor, and dockyard_defaults_seconds, dockyard_defaults/swarm.
 """
 from __future__ import annotations
 
@@ -151,6 +154,36 @@ async def wait_swarm(name: str, n: int, t0: float, update: bool) -> float:
     raise CannotMeasure(f"swarm service {name} not done within {TIMEOUT:.0f}s (state, current, running, healthy, version = {last})")
 
 
+async def engine_floor(n: int, label: str, proof: float, grace: float) -> float:
+    """The engine's floor for the like-for-like rollout, measured with aiodocker alone: create and
+    start n more httpd containers (12 at a time, as the agent) beside n running ones, until all
+    the new ones are healthy; plus the proof time and one stop grace an orchestrator cannot skip."""
+    d = aiodocker.Docker()
+    sem = asyncio.Semaphore(12)
+    spec = {"Image": IMAGE, "Cmd": CMD, "Labels": {label: "1"}, "HostConfig": {"Memory": 32 * 1024 * 1024},
+            "Healthcheck": {"Test": ["CMD-SHELL", HEALTH], "Interval": 5 * 10**9, "Timeout": 2 * 10**9, "Retries": 3}}
+
+    async def one() -> aiodocker.containers.DockerContainer:
+        async with sem:
+            c = await d.containers.create(spec)
+            await c.start()
+            return c
+    try:
+        await asyncio.gather(*(one() for _ in range(n)))
+        t0 = time.monotonic()
+        new = await asyncio.gather(*(one() for _ in range(n)))
+        while time.monotonic() - t0 < TIMEOUT:
+            states = [((await c.show())["State"].get("Health") or {}).get("Status") for c in new]
+            if all(s == "healthy" for s in states):
+                return time.monotonic() - t0 + proof + grace
+            await asyncio.sleep(0.1)
+        raise CannotMeasure("the raw engine's containers did not all turn healthy")
+    finally:
+        for c in await d.containers.list(all=True, filters={"label": [f"{label}=1"]}):
+            await c.delete(force=True)
+        await d.close()
+
+
 def run(bench: Bench) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[1])
     ap.add_argument("--replicas", type=int, default=50)
@@ -182,6 +215,10 @@ def run(bench: Bench) -> None:
     log(f"dockyard: rollout to revision 3 at the defaults (proof 10 s, bake 10 s) completed in {dy_defaults:.2f}s")
     bench.new_env()  # stop dockyard's processes and remove its containers before Swarm runs
 
+    # ---- the raw engine's floor for the same rollout (no orchestrator at all)
+    floor = asyncio.run(engine_floor(n, f"dockyard-bench-floor-{env.cluster}", proof=5.0, grace=2.0))
+    log(f"engine floor: {n} new containers healthy beside {n} running + 5 s proof + 2 s stop grace = {floor:.2f}s")
+
     # ---- swarm
     name = f"{env.cluster}-swarm"
     t0 = time.monotonic()
@@ -201,6 +238,9 @@ def run(bench: Bench) -> None:
     bench.figure("dockyard_seconds", dy)
     bench.figure("swarm_seconds", sw)
     bench.figure("dockyard/swarm", dy / sw)
+    bench.figure("floor_seconds", floor)
+    bench.figure("floor/swarm", floor / sw)
+    bench.figure("dockyard/floor", dy / floor)
     bench.figure("dockyard_defaults_seconds", dy_defaults)
     bench.figure("dockyard_defaults/swarm", dy_defaults / sw)
 

@@ -133,7 +133,7 @@ def _strategy_key(ask: TaskAsk, node: NodeView, attr_counts: dict[tuple[str, str
     key: list = []
     for kind, fld in ask.strategy:
         if kind == "spread":
-            if fld in (None, "instanceId", "host"):
+            if fld is None or fld in ("instanceId", "host"):
                 key.append(node.groups[ask.group])
             else:
                 attr = fld.split(":", 1)[1]

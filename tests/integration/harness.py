@@ -429,6 +429,18 @@ class Harness:
                  message: str = "condition") -> T:
         return wait_for(predicate, timeout=timeout, interval=interval, message=message)
 
+    def service(self, name: str) -> dict:
+        return self.get(f"/v1/clusters/{self.cluster}/services/{name}")["service"]
+
+    def completed(self, name: str, taskdef: str) -> Callable[[], dict | None]:
+        """A wait_for predicate: the service, once its PRIMARY deployment is ``taskdef`` and COMPLETED."""
+        def check() -> dict | None:
+            s = self.service(name)
+            p = s["deployments"][0]
+            done = p["status"] == "PRIMARY" and p["taskDefinition"] == taskdef and p["rolloutState"] == "COMPLETED"
+            return s if done else None
+        return check
+
     def metric(self, sample: str) -> float:
         """The value of one sample of the orchestrator's /metrics, e.g.
         ``dockyard_status_messages_total{kind="snapshot"}`` (0 when absent)."""

@@ -75,13 +75,15 @@ def start(env, bed, *, orchestrator_mqtt: str | None = None, agent_flags: dict |
 
 
 def service(env) -> dict:
-    return env.get(f"/v1/clusters/{env.cluster}/services/web")["service"]
+    return env.service("web")
 
 
 def completed(env, ref: str):
+    done = env.completed("web", ref)
+
     def check():
-        p = service(env)["deployments"][0]
-        return p["taskDefinition"] == ref and p["rolloutState"] == "COMPLETED" and p["runningCount"] == 3
+        s = done()
+        return bool(s) and s["deployments"][0]["runningCount"] == 3
     return check
 
 

@@ -44,15 +44,11 @@ spec:
 
 
 def service(env) -> dict:
-    return env.get(f"/v1/clusters/{env.cluster}/services/web")["service"]
+    return env.service("web")
 
 
 def completed(env, taskdef: str):
-    def check():
-        s = service(env)
-        p = s["deployments"][0]
-        return s if p["status"] == "PRIMARY" and p["taskDefinition"] == taskdef and p["rolloutState"] == "COMPLETED" else None
-    return check
+    return env.completed("web", taskdef)
 
 
 def start(env, manifest: str) -> None:

@@ -45,15 +45,11 @@ SERVE = "exec httpd -f -p 8080 -h /www"
 
 
 def service(env, name: str = "w") -> dict:
-    return env.get(f"/v1/clusters/{env.cluster}/services/{name}")["service"]
+    return env.service(name)
 
 
 def completed(env, taskdef: str):
-    def check():
-        s = service(env)
-        p = s["deployments"][0]
-        return s if p["status"] == "PRIMARY" and p["taskDefinition"] == taskdef and p["rolloutState"] == "COMPLETED" else None
-    return check
+    return env.completed("w", taskdef)
 
 
 class Watch:

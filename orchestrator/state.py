@@ -327,13 +327,13 @@ class State:
             ids = self.tasks_by_node.get((cluster, node), ())
         else:
             ids = self.tasks.keys()
-        held = set(self.tasks)  # what memory supersedes in the store, as it starts
         mem = sorted((t for i in ids if (t := self.tasks.get(i)) is not None and t.cluster == cluster
                       and (service is None or t.serviceName == service) and (node is None or t.nodeId == node)
                       and (desired is None or t.desiredStatus == desired) and (family is None or t.family == family)),
                      key=_order)
         if not stopped:
             return iter([t for t in mem if t.lastStatus != "STOPPED"])
+        held = set(self.tasks)  # what memory supersedes in the store, as it starts
 
         def stored() -> Iterator[Task]:
             after = None

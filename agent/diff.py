@@ -17,7 +17,8 @@ Rules (ECS semantics):
 * A finished task (in ``finished``, or newly finished by this plan) is never started again;
   its running containers are stopped in reverse dependency order, its containers kept.
 * ``desiredStatus == STOPPED``: stop the containers (reverse order), keep them.
-* Tasks absent from the desired set: stop and remove every container, then the task network.
+* Tasks absent from the desired set: stop and remove every container, then the task network
+  and the task-scoped volumes.
 * Only containers labelled with this node are ever considered.
 """
 from __future__ import annotations
@@ -90,7 +91,15 @@ class RemoveNetwork:
     network: str
 
 
-Action = Create | Start | Stop | Remove | RemoveNetwork
+@dataclass(frozen=True)
+class RemoveVolume:
+    """A task-scoped Docker volume, removed once the task's containers are gone."""
+
+    task_id: str
+    volume: str
+
+
+Action = Create | Start | Stop | Remove | RemoveNetwork | RemoveVolume
 
 
 @dataclass(frozen=True)
@@ -175,14 +184,17 @@ def plan(
     node_id: str,
     finished: Mapping[str, Finish] | None = None,
     networks: Mapping[str, str] | None = None,
+    volumes: Mapping[str, Sequence[str]] | None = None,
 ) -> Plan:
     """Compute the actions that move ``actual`` towards ``desired``.
 
     ``finished``: tasks already known STOPPED (never restarted). ``networks``: per-task
-    networks of this node (task id -> network name).
+    networks of this node (task id -> network name). ``volumes``: task-scoped volumes of this
+    node (task id -> volume names).
     """
     finished = finished or {}
     networks = networks or {}
+    volumes = volumes or {}
     out = Plan()
     by_task: dict[str, list[ActualContainer]] = defaultdict(list)
     for c in actual:
@@ -243,9 +255,13 @@ def plan(
         out.actions += _stop_remove(tid, ordered + extras, remove=True)
         if tid in networks:
             out.actions.append(RemoveNetwork(tid, networks[tid]))
+        out.actions += [RemoveVolume(tid, v) for v in volumes.get(tid, ())]
     for tid, net in sorted(networks.items()):
         if tid not in seen and tid not in by_task:
             out.actions.append(RemoveNetwork(tid, net))
+    for tid, vols in sorted(volumes.items()):
+        if tid not in seen and tid not in by_task:
+            out.actions += [RemoveVolume(tid, v) for v in vols]
     return out
 
 

@@ -9,13 +9,14 @@ import random
 import re
 import socket
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 import aiodocker
 from aiodocker.exceptions import DockerError
 
+from agent import docker_options
 from agent.runtime import (
     L_CONTAINER,
     L_NODE,
@@ -25,6 +26,8 @@ from agent.runtime import (
     EngineInfo,
     ImageUnavailable,
     PortBinding,
+    VolumeSpec,
+    VolumeUnavailable,
     container_labels,
     container_name,
     network_mode,
@@ -110,6 +113,8 @@ def build_create_spec(task: DesiredTask, c: ContainerDefinition, node_id: str, c
             memory = min(memory, td.memory) if memory else td.memory
     if memory:
         host["Memory"] = memory * MiB
+    host.update(docker_options.host_config(task, c, memory))
+    body.update(docker_options.config_options(c))
     return CreateSpec(
         name=container_name(task, c.name), image=c.image, labels=labels, body=body, network=network, network_alias=c.name
     )
@@ -255,7 +260,8 @@ class DockerRuntime:
         arch = i.get("Architecture") or "x86_64"
         arch = {"aarch64": "arm64", "amd64": "x86_64"}.get(arch, arch)
         return EngineInfo(cpu=int(i.get("NCPU") or 1) * 1024, memory=int(i.get("MemTotal") or 0) // MiB,
-                          architecture=arch, os_type=i.get("OSType") or "linux")
+                          architecture=arch, os_type=i.get("OSType") or "linux",
+                          cgroup_version=str(i.get("CgroupVersion") or ""))
 
     # -- state ---------------------------------------------------------------------------------
     async def list(self, node_id: str) -> list[ActualContainer]:
@@ -403,6 +409,38 @@ class DockerRuntime:
     async def remove_network(self, name: str) -> None:
         try:
             async with self.docker._query(f"networks/{name}", "DELETE"):
+                pass
+        except DockerError as e:
+            if e.status != 404:
+                raise
+
+    async def list_volumes(self, node_id: str) -> dict[str, Sequence[str]]:
+        params = {"filters": json.dumps({"label": [f"{L_NODE}={node_id}", L_TASK]})}
+        r = await self.docker._query_json("volumes", params=params)
+        out: dict[str, Sequence[str]] = {}
+        for v in r.get("Volumes") or []:
+            out[v["Labels"][L_TASK]] = [*out.get(v["Labels"][L_TASK], ()), v["Name"]]
+        return out
+
+    async def ensure_volume(self, spec: VolumeSpec) -> None:
+        try:
+            v = await self.docker._query_json(f"volumes/{spec.name}")
+        except DockerError as e:
+            if e.status != 404:
+                raise
+            if not spec.create:
+                raise VolumeUnavailable(f"volume {spec.name!r} does not exist on this node and autoprovision is false; "
+                                        f"create it (docker volume create {spec.name}) or set autoprovision: true") from None
+            body = {"Name": spec.name, "Driver": spec.driver or "local", "DriverOpts": spec.driver_opts, "Labels": spec.labels}
+            await self.docker._query_json("volumes/create", "POST", data=json.dumps(body))
+            return
+        if spec.driver and v.get("Driver") != spec.driver:
+            raise VolumeUnavailable(f"volume {spec.name!r} exists with driver {v.get('Driver')!r}, "
+                                    f"the task definition asks for {spec.driver!r}")
+
+    async def remove_volume(self, name: str) -> None:
+        try:
+            async with self.docker._query(f"volumes/{name}", "DELETE"):
                 pass
         except DockerError as e:
             if e.status != 404:

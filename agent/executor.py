@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, Self
 
 from agent import diff
-from agent.runtime import L_NODE, L_TASK, ImageUnavailable, Runtime
+from agent.runtime import L_NODE, L_TASK, ImageUnavailable, Runtime, VolumeUnavailable, task_volumes
 from agent.state import NodeState
 
 MAX_PARALLEL_TASKS = 12  # tasks whose actions execute at the same time (order kept within a task)
@@ -59,6 +59,12 @@ class Executor:
                         if net is not None:
                             await rt.ensure_network(net, {L_TASK: tid, L_NODE: node_id})
                         try:
+                            for vol in task_volumes(task, node_id, self.cluster):
+                                await rt.ensure_volume(vol)
+                        except VolumeUnavailable as e:
+                            self._fail(tid, f"CannotCreateContainerError: {e}", a.container_name)
+                            return
+                        try:
                             perr = await rt.ensure_image(cdef.image, rt.registry_auth(cdef))
                         except ImageUnavailable as e:
                             self.state.pull_errors[tid] = str(e)
@@ -95,6 +101,9 @@ class Executor:
                     elif isinstance(a, diff.RemoveNetwork):
                         await rt.remove_network(a.network)
                         lg.info("task network removed", network=a.network)
+                    elif isinstance(a, diff.RemoveVolume):
+                        await rt.remove_volume(a.volume)
+                        lg.info("task volume removed", volume=a.volume)
         except asyncio.CancelledError:
             raise
         except Exception as e:  # noqa: BLE001 - retried on the next pass (level-triggered)

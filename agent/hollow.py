@@ -11,7 +11,7 @@ import asyncio
 import itertools
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -22,6 +22,7 @@ from agent.runtime import (
     ActualContainer,
     CreateSpec,
     EngineInfo,
+    VolumeSpec,
     container_labels,
     container_name,
     network_mode,
@@ -77,6 +78,15 @@ class HollowRuntime:
 
     async def remove_network(self, name: str) -> None:
         self._networks.pop(name, None)
+
+    async def list_volumes(self, node_id: str) -> dict[str, Sequence[str]]:
+        return {}
+
+    async def ensure_volume(self, spec: VolumeSpec) -> None:
+        return None
+
+    async def remove_volume(self, name: str) -> None:
+        return None
 
     def _emit(self, c: ActualContainer, action: str) -> None:
         ev = {"Type": "container", "Action": action, "id": c.id, "Actor": {"Attributes": dict(c.labels)}}

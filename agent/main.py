@@ -74,6 +74,7 @@ class Agent:
         self.executor = Executor(runtime, self.state, cfg.cluster, self.wake.set, self.log)
         self.last_relist = 0.0  # loop time of the last reconcile pass (which re-lists)
         self._networks_listed = False
+        self._volumes_listed = False
         self._settle: asyncio.TimerHandle | None = None  # see _on_event
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -131,12 +132,19 @@ class Agent:
             # without such tasks skips the request (each one is a wake-up, see status_loop).
             st.networks = await self.rt.list_networks(self.node_id)
             self._networks_listed = True
+        if not self._volumes_listed or st.volumes or self._volumes_desired():
+            st.volumes = await self.rt.list_volumes(self.node_id)  # the same rule for task volumes
+            self._volumes_listed = True
         if st.doc is not None:  # no document yet: adopt and report, never remove anything
-            self.executor.apply(diff.plan(st.doc.tasks, st.actual, self.node_id, st.finished, st.networks))
+            self.executor.apply(diff.plan(st.doc.tasks, st.actual, self.node_id, st.finished, st.networks, st.volumes))
         await self.reporter.publish("update")
         live = st.live_task_ids()
         st.prune(live)
         self.reporter.prune(live)
+
+    def _volumes_desired(self) -> bool:
+        doc = self.state.doc
+        return doc is not None and any(t.taskDefinition.volumes for t in doc.tasks)
 
     def _own_networks_desired(self) -> bool:
         doc = self.state.doc

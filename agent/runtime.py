@@ -11,11 +11,12 @@ network) are the functions below.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from dockyard.ecs import ContainerDefinition, container_hash
+from dockyard.ecs_options import Volume
 from dockyard.wire import DesiredTask
 
 # Labels every container the agent creates carries. The agent owns only the containers that
@@ -63,6 +64,50 @@ def container_labels(task: DesiredTask, c: ContainerDefinition, node_id: str, cl
         L_ESSENTIAL: "true" if c.essential else "false",
     })
     return labels
+
+
+def task_volume_name(task_id: str, volume: str) -> str:
+    return _NAME_BAD.sub("_", f"dockyard-{task_id[:12]}-{volume}")
+
+
+@dataclass(frozen=True)
+class VolumeSpec:
+    """A Docker volume a task needs before its containers are created."""
+
+    name: str
+    task_scoped: bool  # removed with the task; shared volumes stay on the node
+    create: bool  # create when missing (task scope, or shared with autoprovision)
+    driver: str | None = None
+    driver_opts: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+def docker_volume_name(task: DesiredTask, v: Volume) -> str | None:
+    """The Docker volume behind ``v`` (None for a bind mount)."""
+    if v.bind_path is not None:
+        return None
+    return v.name if v.shared else task_volume_name(task.taskId, v.name)
+
+
+def task_volumes(task: DesiredTask, node_id: str, cluster: str) -> list[VolumeSpec]:
+    """The Docker volumes the task's mountPoints use, in definition order."""
+    used = {m.sourceVolume for c in task.taskDefinition.containerDefinitions for m in c.mountPoints or ()}
+    out = []
+    for v in task.taskDefinition.volumes:
+        name = docker_volume_name(task, v)
+        if name is None or v.name not in used:
+            continue
+        dvc = v.dockerVolumeConfiguration
+        labels = dict(dvc.labels) if dvc else {}
+        if v.shared:
+            labels.setdefault(L_CLUSTER, cluster)
+            out.append(VolumeSpec(name, False, bool(dvc and dvc.autoprovision), dvc.driver if dvc else None,
+                                  dict(dvc.driverOpts) if dvc else {}, labels))
+        else:
+            labels.update({L_CLUSTER: cluster, L_NODE: node_id, L_TASK: task.taskId})
+            out.append(VolumeSpec(name, True, True, dvc.driver if dvc else None,
+                                  dict(dvc.driverOpts) if dvc else {}, labels))
+    return out
 
 
 # Docker container states (State.Status) grouped the way the diff needs them.
@@ -126,6 +171,7 @@ class EngineInfo:
     memory: int  # MiB
     architecture: str  # x86_64 | arm64 | ...
     os_type: str = "linux"
+    cgroup_version: str = ""  # "1" | "2" | "" (unknown)
 
 
 @dataclass
@@ -142,6 +188,10 @@ class CreateSpec:
 
 class ImageUnavailable(Exception):
     """The image could not be pulled and there is no usable local copy."""
+
+
+class VolumeUnavailable(Exception):
+    """A volume the task mounts cannot be provided (a shared volume without autoprovision is missing)."""
 
 
 class Runtime(Protocol):
@@ -185,6 +235,17 @@ class Runtime(Protocol):
     async def ensure_network(self, name: str, labels: dict[str, str]) -> None: ...
 
     async def remove_network(self, name: str) -> None: ...
+
+    async def list_volumes(self, node_id: str) -> dict[str, Sequence[str]]:
+        """Task-scoped volumes of this node: task id -> volume names."""
+        ...
+
+    async def ensure_volume(self, spec: VolumeSpec) -> None:
+        """Create ``spec`` when missing (if ``spec.create``); raise :class:`VolumeUnavailable` when
+        it must exist and does not, or exists with another driver."""
+        ...
+
+    async def remove_volume(self, name: str) -> None: ...
 
     async def create(self, spec: CreateSpec) -> str: ...
 

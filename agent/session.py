@@ -19,6 +19,7 @@ from pydantic_core import from_json
 from agent.runtime import EngineInfo
 from dockyard.mqtt import Backoff, Client, make_client
 from dockyard.wire import (
+    CGROUP_ATTRIBUTE,
     DesiredDoc,
     DesiredDocHead,
     DesiredTask,
@@ -50,6 +51,8 @@ class Session:
             "ecs.cpu-architecture": self.info.architecture if self.info else "x86_64",
             "hostname": socket.gethostname(),
         }
+        if self.info and self.info.cgroup_version:
+            base[CGROUP_ATTRIBUTE] = self.info.cgroup_version
         return {**base, **self.user_attributes}
 
     def presence(self, state: Literal["online", "offline"]) -> bytes:

@@ -2,11 +2,12 @@
 containers as last listed, the task networks, finished tasks and pull errors.
 
 Held in memory only (the desired document is retained on the broker, the containers carry
-labels), shared by the reconcile pass (writes ``doc``, ``actual``, ``networks``), the
+labels), shared by the reconcile pass (writes ``doc``, ``actual``, ``networks``, ``volumes``), the
 executor (records finishes and pull errors) and the reporter (reads all of it).
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +25,7 @@ class NodeState:
     doc: DesiredDoc | None = None
     actual: list[ActualContainer] = field(default_factory=list)
     networks: dict[str, str] = field(default_factory=dict)  # task id -> its own network
+    volumes: dict[str, Sequence[str]] = field(default_factory=dict)  # task id -> its task-scoped volumes
     finished: dict[str, Finish] = field(default_factory=dict)  # oldest first
     pull_errors: dict[str, str] = field(default_factory=dict)
 

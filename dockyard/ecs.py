@@ -11,20 +11,23 @@ import json
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
-NAME_RE = re.compile(r"^[a-zA-Z0-9_-]{1,255}$")
+from dockyard.ecs_base import NAME_RE, EcsModel
+from dockyard.ecs_options import (
+    HostEntry,
+    LinuxParameters,
+    LogConfiguration,
+    SystemControl,
+    Ulimit,
+    Volume,
+    VolumeFrom,
+)
 
 # ECS container health-check defaults and limits (seconds).
 HEALTH_DEFAULTS = {"interval": 30, "timeout": 5, "retries": 3}
 HEALTH_LIMITS = {"interval": (5, 300), "timeout": (2, 120), "retries": (1, 10), "startPeriod": (0, 300)}
 DEFAULT_STOP_TIMEOUT = 30
-
-
-class EcsModel(BaseModel):
-    """Base for ECS documents: unknown fields are kept (to be reported), not rejected."""
-
-    model_config = ConfigDict(extra="allow", populate_by_name=True)
 
 
 class KeyValuePair(EcsModel):
@@ -113,6 +116,20 @@ class ContainerDefinition(EcsModel):
     links: list[str] | None = None
     mountPoints: list[MountPoint] | None = None
     repositoryCredentials: RepositoryCredentials | None = None
+    volumesFrom: list[VolumeFrom] = Field(default_factory=list)
+    logConfiguration: LogConfiguration | None = None
+    ulimits: list[Ulimit] = Field(default_factory=list)
+    readonlyRootFilesystem: bool | None = None
+    linuxParameters: LinuxParameters | None = None
+    extraHosts: list[HostEntry] = Field(default_factory=list)
+    dnsServers: list[str] = Field(default_factory=list)
+    dnsSearchDomains: list[str] = Field(default_factory=list)
+    hostname: str | None = None
+    systemControls: list[SystemControl] = Field(default_factory=list)
+    pseudoTerminal: bool | None = None
+    interactive: bool | None = None
+    disableNetworking: bool | None = None
+    dockerSecurityOptions: list[str] = Field(default_factory=list)
 
     @field_validator("name")
     @classmethod
@@ -147,10 +164,6 @@ class ContainerDefinition(EcsModel):
 class PlacementConstraint(EcsModel):
     type: Literal["memberOf", "distinctInstance"]
     expression: str | None = None
-
-
-class Volume(EcsModel):
-    name: str
 
 
 def parse_cpu(v: Any) -> int | None:
@@ -197,6 +210,8 @@ class TaskDefinitionSpec(EcsModel):
     volumes: list[Volume] = Field(default_factory=list)
     taskRoleArn: str | None = None
     executionRoleArn: str | None = None
+    pidMode: Literal["host", "task"] | None = None
+    ipcMode: Literal["host", "task", "none"] | None = None
 
     @field_validator("family")
     @classmethod
@@ -281,15 +296,25 @@ def container_hash(c: ContainerDefinition) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def order_deps(c: ContainerDefinition, known: set[str] | dict[str, Any]) -> list[str]:
+    """Containers that must come before ``c``: dependsOn, links (Docker links a running container)
+    and volumesFrom (the source must exist). Unknown names are left to validation."""
+    names = [d.containerName for d in c.dependsOn]
+    names += [link.partition(":")[0] for link in c.links or ()]
+    names += [v.sourceContainer for v in c.volumesFrom]
+    return [n for n in dict.fromkeys(names) if n in known and n != c.name]
+
+
 def _check_dependency_cycle(containers: list[ContainerDefinition]) -> None:
-    deps = {c.name: [d.containerName for d in c.dependsOn] for c in containers}
+    known = {c.name for c in containers}
+    deps = {c.name: order_deps(c, known) for c in containers}
     state: dict[str, int] = {}
 
     def visit(n: str, trail: list[str]) -> None:
         if state.get(n) == 2:
             return
         if state.get(n) == 1:
-            raise ValueError(f"@containerDefinitions: dependsOn has a cycle: {' -> '.join(trail + [n])}")
+            raise ValueError(f"@containerDefinitions: dependsOn/links/volumesFrom have a cycle: {' -> '.join(trail + [n])}")
         state[n] = 1
         for m in deps.get(n, []):
             visit(m, trail + [n])
@@ -301,7 +326,7 @@ def _check_dependency_cycle(containers: list[ContainerDefinition]) -> None:
 
 def start_order(containers: list[ContainerDefinition]) -> list[str]:
     """Container names in an order where each comes after the containers it depends on."""
-    if not any(c.dependsOn for c in containers):  # the common case, on every agent pass per task
+    if not any(c.dependsOn or c.links or c.volumesFrom for c in containers):  # the common case, every agent pass
         return [c.name for c in containers]
     done: list[str] = []
     by_name = {c.name: c for c in containers}
@@ -309,8 +334,8 @@ def start_order(containers: list[ContainerDefinition]) -> list[str]:
     def visit(n: str) -> None:
         if n in done:
             return
-        for d in by_name[n].dependsOn:
-            visit(d.containerName)
+        for d in order_deps(by_name[n], by_name):
+            visit(d)
         done.append(n)
 
     for c in containers:

@@ -37,6 +37,10 @@ REPLACED_REASON = "Task replaced by a newer deployment"
 USER_STOP_REASON = "Task stopped by user"
 
 
+# Node attribute the agent sets from its engine: "1" or "2" (linux.swappiness needs cgroup v1).
+CGROUP_ATTRIBUTE = "dockyard.cgroup-version"
+
+
 def node_topic(cluster: str, node_id: str, leaf: str) -> str:
     return f"{PROTOCOL}/{cluster}/nodes/{node_id}/{leaf}"
 

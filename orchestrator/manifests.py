@@ -20,6 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ValidationError
 
 from dockyard.ecs import TaskDefinitionSpec
+from dockyard.ecs_compat import taskdef_errors
 from orchestrator.core import query
 from orchestrator.models import ClusterSpec, RunTaskSpec, ServiceSpec
 
@@ -76,6 +77,11 @@ class TaskDoc(_Doc):
 Doc = ClusterDoc | TaskDefinitionDoc | ServiceDoc | TaskDoc
 _DOC_CLASSES: dict[str, type[_Doc]] = {"Cluster": ClusterDoc, "TaskDefinition": TaskDefinitionDoc,
                                         "Service": ServiceDoc, "Task": TaskDoc}
+
+
+def _join(prefix: str, path: str) -> str:
+    """An ECS path (``containerDefinitions[0].memory``) under a manifest prefix (``spec``)."""
+    return f"{prefix}.{path}" if prefix and path else prefix or path
 
 
 def _path(loc: tuple[Any, ...], prefix: str) -> str:
@@ -206,6 +212,8 @@ def parse_document(source: str, doc: Any, default_cluster: str) -> tuple[Doc | N
                                    "raise maximumPercent (e.g. 200) or lower minimumHealthyPercent"))
     if kind == "TaskDefinition" and isinstance(parsed, TaskDefinitionSpec):
         errors.extend(fargate_errors(parsed, source, name, prefix))
+        errors.extend(DocError(source, msg, _join(prefix, path), kind, name, hint)
+                      for path, msg, hint in taskdef_errors(parsed))
     if errors:
         return None, errors
     if not isinstance(labels, dict):
@@ -249,14 +257,15 @@ def fargate_errors(td: TaskDefinitionSpec, source: str = "", name: str = "", pre
         err("networkMode", f"FARGATE requires networkMode awsvpc, got {td.networkMode}", "set networkMode: awsvpc")
     if td.placementConstraints:
         err("placementConstraints", "FARGATE tasks do not support placement constraints", "remove placementConstraints")
-    if td.volumes:
-        err("volumes", "FARGATE tasks do not support host volumes here", "remove volumes")
+    for i, v in enumerate(td.volumes):
+        if v.bind_path is not None or v.dockerVolumeConfiguration is not None:
+            what = "host.sourcePath" if v.bind_path is not None else "dockerVolumeConfiguration"
+            err(f"volumes.{i}.{what.split('.')[0]}", f"FARGATE tasks do not support {what} volumes (as in ECS)",
+                "leave out host to get a task-scoped volume, or use EC2")
     for i, c in enumerate(td.containerDefinitions):
         base = f"containerDefinitions.{i}"
         if c.privileged:
             err(f"{base}.privileged", "FARGATE does not allow privileged containers", "remove privileged")
-        if c.links:
-            err(f"{base}.links", "FARGATE (awsvpc) does not support links", "remove links; containers share localhost")
         for j, pm in enumerate(c.portMappings):
             if pm.hostPort not in (None, 0, pm.containerPort):
                 err(f"{base}.portMappings.{j}.hostPort",

@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from dockyard.ecs import TaskDefinitionSpec, ignored_fields
-from dockyard.wire import SERVICE_SCHEDULER_INITIATED, USER_INITIATED, USER_STOP_REASON
+from dockyard.ecs_compat import taskdef_warnings
+from dockyard.wire import CGROUP_ATTRIBUTE, SERVICE_SCHEDULER_INITIATED, USER_INITIATED, USER_STOP_REASON
 from orchestrator.controller import Controller, add_event
 from orchestrator.core import services as svc_core
 from orchestrator.manifests import Doc, DocError, ServiceDoc, TaskDefinitionDoc, fargate_errors, parse_document
@@ -158,6 +159,9 @@ class Ops:
     def _apply_one(self, d: Doc, now: float, dry_run: bool) -> dict[str, Any]:
         ignored = ignored_fields(d.spec)
         res: dict[str, Any] = {"source": d.source, "kind": d.kind, "name": d.name, "ignoredFields": ignored}
+        if isinstance(d.spec, TaskDefinitionSpec):
+            cgroups = {n.attributes.get(CGROUP_ATTRIBUTE, "") for n in self.state.nodes.values()}
+            res["warnings"] = taskdef_warnings(d.spec, cgroups)
         if d.kind == "Cluster":
             if d.name in self.state.clusters:
                 return {**res, "action": "unchanged", "detail": f"cluster/{d.name}"}

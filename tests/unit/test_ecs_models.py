@@ -190,11 +190,11 @@ def test_container_hash_changes_with_the_container_only():
 def test_ignored_fields_are_kept_and_reported_with_paths():
     spec = td([c(secrets=[{"name": "A", "valueFrom": "arn"}], portMappings=[{"containerPort": 80, "appProtocol": "http"}],
                  healthCheck={"command": ["CMD", "true"], "unknownKnob": 1})],
-              tags=[{"key": "a", "value": "b"}], pidMode="host")
+              tags=[{"key": "a", "value": "b"}], ephemeralStorage={"sizeInGiB": 30})
     assert sorted(ignored_fields(spec)) == sorted([
-        "tags", "pidMode", "containerDefinitions[0].secrets",
+        "tags", "ephemeralStorage", "containerDefinitions[0].secrets",
         "containerDefinitions[0].portMappings[0].appProtocol", "containerDefinitions[0].healthCheck.unknownKnob"])
-    assert spec.model_extra["pidMode"] == "host"
+    assert spec.model_extra["ephemeralStorage"] == {"sizeInGiB": 30}
 
 
 def test_is_fargate():

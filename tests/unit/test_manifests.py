@@ -154,12 +154,12 @@ def test_bare_ecs_task_definition_is_accepted_with_ignored_fields_reported():
     ignored = set(ignored_fields(td))
     assert {
         "runtimePlatform", "tags",
-        "containerDefinitions[0].secrets", "containerDefinitions[0].logConfiguration",
-        "containerDefinitions[0].ulimits", "containerDefinitions[0].portMappings[0].appProtocol",
+        "containerDefinitions[0].secrets", "containerDefinitions[0].portMappings[0].appProtocol",
         "containerDefinitions[1].firelensConfiguration",
     } <= ignored
     assert "family" not in ignored and "containerDefinitions[0].image" not in ignored
     assert "taskRoleArn" not in ignored  # modelled (accepted, kept)
+    assert "containerDefinitions[0].ulimits" not in ignored and "containerDefinitions[0].logConfiguration" not in ignored
 
 
 def test_bare_create_service_body():
@@ -405,9 +405,14 @@ def test_fargate_rejects_privileged():
 
 
 def test_fargate_rejects_links_volumes_and_constraints():
-    errs = bad(fargate(container={"links": ["db"]}, volumes=[{"name": "data"}],
+    errs = bad(fargate(container={"links": ["db"]}, volumes=[{"name": "data", "host": {"sourcePath": "/srv"}}],
                        placementConstraints=[{"type": "memberOf", "expression": "attribute:zone == a"}]))
-    assert set(fields(errs)) == {"containerDefinitions[0].links", "volumes", "placementConstraints"}
+    assert set(fields(errs)) == {"containerDefinitions[0].links", "volumes[0].host", "placementConstraints"}
+    assert len(errs) == 3  # links: said once (networkMode awsvpc), not once per rule
+
+
+def test_fargate_allows_task_scoped_volumes():
+    assert ok(fargate(volumes=[{"name": "scratch"}])).spec.volumes[0].bind_path is None
 
 
 def test_fargate_rules_do_not_apply_to_ec2_definitions():

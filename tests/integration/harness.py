@@ -5,7 +5,7 @@ name ``t-<8 hex>``, store file, HTTP port and log directory. Everything it start
 in :meth:`Harness.cleanup`, which the fixture always runs, pass or fail:
 
 * processes it started are killed by pid (SIGTERM, then SIGKILL),
-* containers and networks labelled ``dockyard.cluster=<cluster>`` are force-removed,
+* containers, networks and volumes labelled ``dockyard.cluster=<cluster>`` are force-removed,
 * retained MQTT messages under ``dockyard/v1/<cluster>/`` are cleared.
 
 See docs/testing.md for the rules and an example.
@@ -135,7 +135,7 @@ def docker_containers(label_filters: list[str], all: bool = True, host: str | No
 
 
 def remove_by_label(label_filters: list[str], host: str | None = None) -> list[str]:
-    """Force-remove containers (then networks) carrying ALL the given labels. Returns removed ids."""
+    """Force-remove containers (then networks and volumes) carrying ALL the given labels. Returns removed ids."""
     ids = [c["ID"] for c in docker_containers(label_filters, all=True, host=host)]
     if ids:
         docker("rm", "-f", "-v", *ids, check=False, host=host)
@@ -145,6 +145,12 @@ def remove_by_label(label_filters: list[str], host: str | None = None) -> list[s
     nets = docker(*net_args, check=False, host=host).stdout.split()
     if nets:
         docker("network", "rm", *nets, check=False, host=host)
+    vol_args = ["volume", "ls", "-q"]
+    for f in label_filters:
+        vol_args += ["--filter", f"label={f}"]
+    vols = docker(*vol_args, check=False, host=host).stdout.split()
+    if vols:
+        docker("volume", "rm", "-f", *vols, check=False, host=host)
     return ids
 
 

@@ -24,6 +24,7 @@ REFUSED: dict[str, Problem] = {
         "o: addr=HOST, device: :/export}) or a host.sourcePath the node has mounted"),
     "volumes.fsxWindowsFileServerVolumeConfiguration": (
         "", "FSx for Windows File Server volumes are not available here", "use dockerVolumeConfiguration or host"),
+    "volumes.s3filesVolumeConfiguration": ("", "S3 Files volumes are not available here", "use dockerVolumeConfiguration or host"),
     "volumes.configuredAtLaunch": (
         "", "volumes configured at launch (EBS) are not available here", "use dockerVolumeConfiguration or host"),
     "containerDefinitions.environmentFiles": (
@@ -40,6 +41,8 @@ REFUSED: dict[str, Problem] = {
         "put the value in logConfiguration.options"),
     "proxyConfiguration": ("", "App Mesh proxy configuration is not supported: traffic would bypass the proxy",
                            "remove proxyConfiguration"),
+    "trustedExecutionConfiguration": ("", "trusted execution (confidential computing) is not available here: the task "
+                                      "would run without it", "remove trustedExecutionConfiguration"),
     "inferenceAccelerators": ("", "Elastic Inference accelerators are not available here", "remove inferenceAccelerators"),
 }
 

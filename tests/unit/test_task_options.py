@@ -253,3 +253,41 @@ def test_a_desired_task_keeps_its_volumes():
     running = ActualContainer(id="c1", task_id=TID, container_name="db", node="n1", state="running", started_at=1.0)
     p = diff.plan([task(spec)], [running], "n1", volumes={TID: [f"dockyard-{TID[:12]}-data"]})
     assert p.actions == []
+
+
+# ---- every RegisterTaskDefinition field has an answer (botocore's ECS model is the reference) ------
+PENDING_MERGE = {"containerDefinitions.secrets", "containerDefinitions.restartPolicy"}  # modelled on other branches
+
+
+def test_every_register_task_definition_field_is_modelled_refused_or_documented_as_without_effect():
+    import botocore.session
+
+    from dockyard import ecs, ecs_options
+    from dockyard.ecs_compat import NO_EFFECT, REFUSED
+
+    model = botocore.session.get_session().get_service_model("ecs")
+    ours = {"RegisterTaskDefinitionRequest": ecs.TaskDefinitionSpec, "ContainerDefinition": ecs.ContainerDefinition,
+            "Volume": ecs_options.Volume, "PortMapping": ecs.PortMapping, "HealthCheck": ecs.HealthCheck,
+            "MountPoint": ecs.MountPoint, "VolumeFrom": ecs_options.VolumeFrom, "LinuxParameters": ecs_options.LinuxParameters,
+            "LogConfiguration": ecs_options.LogConfiguration, "Ulimit": ecs_options.Ulimit, "Tmpfs": ecs_options.Tmpfs,
+            "Device": ecs_options.Device, "KernelCapabilities": ecs_options.KernelCapabilities,
+            "HostVolumeProperties": ecs_options.HostVolumeProperties, "HostEntry": ecs_options.HostEntry,
+            "DockerVolumeConfiguration": ecs_options.DockerVolumeConfiguration, "SystemControl": ecs_options.SystemControl,
+            "ContainerDependency": ecs.ContainerDependency, "RepositoryCredentials": ecs.RepositoryCredentials,
+            "KeyValuePair": ecs.KeyValuePair, "TaskDefinitionPlacementConstraint": ecs.PlacementConstraint}
+    unanswered: list[str] = []
+
+    def walk(shape, cls, path: str) -> None:
+        for name, member in shape.members.items():
+            p = f"{path}{name}"
+            if name not in cls.model_fields:
+                if p not in REFUSED and p not in NO_EFFECT and p not in PENDING_MERGE:
+                    unanswered.append(p)
+                continue
+            inner = member.member if member.type_name == "list" else member
+            if inner.type_name == "structure" and name not in ("tags",):
+                assert inner.name in ours, f"{p}: modelled, but its shape {inner.name} is not mapped in this test"
+                walk(inner, ours[inner.name], f"{p}.")
+
+    walk(model.operation_model("RegisterTaskDefinition").input_shape, ecs.TaskDefinitionSpec, "")
+    assert unanswered == [], f"fields with no answer (model them, or add them to REFUSED/NO_EFFECT and docs/ecs-compat.md): {unanswered}"

@@ -18,6 +18,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from dockyard.ecs import TaskDefinitionSpec
+from dockyard.lb import LbDesired, LbStatus
 
 PROTOCOL = "dockyard/v1"
 TaskStatus = Literal[
@@ -81,6 +82,7 @@ class DesiredDocHead(Wire):
     epoch: int
     generation: int
     tasks: list[DesiredTaskHead] = Field(default_factory=list)
+    loadBalancer: LbDesired | None = None  # load-balancer nodes only: what their HAProxy serves
     publishedAt: float = 0.0
 
     def version(self) -> tuple[int, int]:
@@ -139,6 +141,7 @@ class StatusDoc(Wire):
     observedEpoch: int = 0
     observedGeneration: int = 0
     tasks: list[TaskReport] = Field(default_factory=list)
+    loadBalancer: LbStatus | None = None  # load-balancer nodes: target health and sessions
     ts: float = Field(default_factory=time.time)
 
 
@@ -155,4 +158,6 @@ class Presence(Wire):
     # Seconds between the agent's status snapshots (its heartbeat): the orchestrator declares the
     # node disconnected after 3 missed. Agents before this field snapshot every 2 s.
     statusInterval: float = Field(default=2.0, gt=0)
+    address: str | None = None  # where other nodes reach this node's host ports (load-balancer targets)
+    loadBalancer: bool = False  # started with --load-balancer: runs HAProxy for the cluster's load balancers
     ts: float = Field(default_factory=time.time)

@@ -21,11 +21,12 @@ from pydantic import BaseModel, ValidationError
 
 from dockyard.ecs import TaskDefinitionSpec
 from dockyard.ecs_compat import taskdef_errors
+from dockyard.lb import LoadBalancerSpec, TargetGroupSpec
 from orchestrator.core import query
 from orchestrator.models import ClusterSpec, RunTaskSpec, ServiceSpec
 
 API_VERSION = "dockyard/v1"
-KINDS = ("Cluster", "TaskDefinition", "Service", "Task")
+KINDS = ("Cluster", "TaskDefinition", "Service", "Task", "TargetGroup", "LoadBalancer")
 
 
 @dataclass
@@ -73,10 +74,23 @@ class TaskDoc(_Doc):
     kind: Literal["Task"] = "Task"
 
 
+@dataclass
+class TargetGroupDoc(_Doc):
+    spec: TargetGroupSpec = field(kw_only=True)
+    kind: Literal["TargetGroup"] = "TargetGroup"
+
+
+@dataclass
+class LoadBalancerDoc(_Doc):
+    spec: LoadBalancerSpec = field(kw_only=True)
+    kind: Literal["LoadBalancer"] = "LoadBalancer"
+
+
 # One applied document, told apart by ``kind`` (mypy narrows ``spec`` on it).
-Doc = ClusterDoc | TaskDefinitionDoc | ServiceDoc | TaskDoc
+Doc = ClusterDoc | TaskDefinitionDoc | ServiceDoc | TaskDoc | TargetGroupDoc | LoadBalancerDoc
 _DOC_CLASSES: dict[str, type[_Doc]] = {"Cluster": ClusterDoc, "TaskDefinition": TaskDefinitionDoc,
-                                        "Service": ServiceDoc, "Task": TaskDoc}
+                                        "Service": ServiceDoc, "Task": TaskDoc, "TargetGroup": TargetGroupDoc,
+                                        "LoadBalancer": LoadBalancerDoc}
 
 
 def _join(prefix: str, path: str) -> str:
@@ -183,8 +197,11 @@ def parse_document(source: str, doc: Any, default_cluster: str) -> tuple[Doc | N
             spec.setdefault("family", name)
         elif kind == "Service":
             spec.setdefault("serviceName", name)
+        elif kind in ("TargetGroup", "LoadBalancer"):
+            spec.setdefault("name", name)
         models: dict[str, type[BaseModel]] = {"Cluster": ClusterSpec, "TaskDefinition": TaskDefinitionSpec,
-                                              "Service": ServiceSpec, "Task": RunTaskSpec}
+                                              "Service": ServiceSpec, "Task": RunTaskSpec,
+                                              "TargetGroup": TargetGroupSpec, "LoadBalancer": LoadBalancerSpec}
         parsed = _validate(models[str(kind)], spec, source, str(kind), name, "spec", errors)
         prefix = "spec"
     elif "family" in doc or "containerDefinitions" in doc:

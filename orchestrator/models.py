@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from dockyard.ecs import NAME_RE, EcsModel, PlacementConstraint, TaskDefinitionSpec
+from dockyard.lb import LoadBalancerSpec, ServiceLoadBalancer, TargetGroupSpec
 from dockyard.wire import (
     ContainerReport,
     HealthStatus,
@@ -104,6 +105,7 @@ class ServiceSpec(EcsModel):
     placementConstraints: list[PlacementConstraint] = Field(default_factory=list)
     placementStrategy: list[PlacementStrategy] = Field(default_factory=list)
     healthCheckGracePeriodSeconds: int = Field(default=0, ge=0)
+    loadBalancers: list[ServiceLoadBalancer] = Field(default_factory=list)
 
     @field_validator("serviceName")
     @classmethod
@@ -280,6 +282,26 @@ class Task(Record):
         return self.desiredStatus == "RUNNING" and self.lastStatus != "STOPPED"
 
 
+class TargetGroup(Record):
+    cluster: str
+    spec: TargetGroupSpec
+    createdAt: float = Field(default_factory=now)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+class LoadBalancer(Record):
+    cluster: str
+    spec: LoadBalancerSpec
+    createdAt: float = Field(default_factory=now)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
 class Node(Record):
     cluster: str
     nodeId: str
@@ -298,3 +320,5 @@ class Node(Record):
     generation: int = 0  # of the last desired document published for this node
     observedGeneration: int = 0
     observedEpoch: int = 0
+    address: str | None = None  # advertised by the agent: where load balancers reach its host ports
+    loadBalancer: bool = False  # a --load-balancer node (runs HAProxy)

@@ -7,6 +7,7 @@ and a hint. The reconcile loop is woken afterwards to act on the change.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from dockyard.ecs import TaskDefinitionSpec, ignored_fields
@@ -14,13 +15,16 @@ from dockyard.ecs_compat import taskdef_warnings
 from dockyard.wire import CGROUP_ATTRIBUTE, SERVICE_SCHEDULER_INITIATED, USER_INITIATED, USER_STOP_REASON
 from orchestrator.controller import Controller, add_event
 from orchestrator.core import services as svc_core
+from orchestrator.lb_ops import lb_errors
 from orchestrator.manifests import Doc, DocError, ServiceDoc, TaskDefinitionDoc, fargate_errors, parse_document
 from orchestrator.models import (
     Cluster,
+    LoadBalancer,
     Node,
     RunTaskSpec,
     Service,
     ServiceSpec,
+    TargetGroup,
     Task,
     TaskDefinition,
 )
@@ -110,7 +114,7 @@ class Ops:
             errors += errs
             if doc is not None:
                 docs.append(doc)
-        order = {"Cluster": 0, "TaskDefinition": 1, "Service": 2, "Task": 3}
+        order = {"Cluster": 0, "TaskDefinition": 1, "TargetGroup": 2, "LoadBalancer": 3, "Service": 4, "Task": 5}
         docs.sort(key=lambda d: order[d.kind])
         # References: services and tasks must name a task definition that exists or is in this apply.
         families = {d.spec.family for d in docs if d.kind == "TaskDefinition"}
@@ -137,6 +141,11 @@ class Ops:
                 if existing is not None and existing.spec.launchType != d.spec.launchType:
                     errors.append(DocError(d.source, "launchType cannot change on an existing service",
                                            "spec.launchType", d.kind, d.name, "delete and re-create the service"))
+        errors += lb_errors(
+            docs,
+            lambda c: {k[1]: tg.spec for k, tg in self.state.target_groups.items() if k[0] == c},
+            lambda c: {k[1]: lb.spec for k, lb in self.state.load_balancers.items() if k[0] == c},
+            self._td_spec_for)
         if errors:
             raise UserError(f"{len(errors)} error(s) in the applied documents; nothing was changed", 400, errors=errors)
         now = self.ctl.clock()
@@ -149,7 +158,7 @@ class Ops:
         revs = self.state.taskdefs.get(family, {})
         return (max(revs) if revs else 0) + 1
 
-    def _td_spec_for(self, ref: str, docs: list[Doc]) -> TaskDefinitionSpec | None:
+    def _td_spec_for(self, ref: str, docs: Sequence[Doc]) -> TaskDefinitionSpec | None:
         td = self.state.resolve_taskdef(ref)
         if td is not None:
             return td.spec
@@ -171,6 +180,20 @@ class Ops:
         if d.kind == "TaskDefinition":
             return {**res, **self.register_taskdef(d.spec, now, dry_run, ignored)}
         self._ensure_cluster(d.cluster, dry_run)
+        if d.kind == "TargetGroup":
+            tg = self.state.target_groups.get((d.cluster, d.name))
+            if tg is not None and tg.spec == d.spec:
+                return {**res, "action": "unchanged", "detail": f"targetgroup/{d.name}"}
+            if not dry_run:
+                self.state.put_target_group(TargetGroup(cluster=d.cluster, spec=d.spec, createdAt=tg.createdAt if tg else now))
+            return {**res, "action": "configured" if tg else "created", "detail": f"targetgroup/{d.name}"}
+        if d.kind == "LoadBalancer":
+            lb = self.state.load_balancers.get((d.cluster, d.name))
+            if lb is not None and lb.spec == d.spec:
+                return {**res, "action": "unchanged", "detail": f"loadbalancer/{d.name}"}
+            if not dry_run:
+                self.state.put_load_balancer(LoadBalancer(cluster=d.cluster, spec=d.spec, createdAt=lb.createdAt if lb else now))
+            return {**res, "action": "configured" if lb else "created", "detail": f"loadbalancer/{d.name}"}
         if d.kind == "Service":
             return {**res, **self._apply_service(d, now, dry_run, ignored)}
         # Task: a one-off run, idempotent per manifest name.
@@ -276,6 +299,11 @@ class Ops:
                 self._check_cluster_empty(self.cluster(doc.name))
             elif doc.kind == "Task":
                 return self.state.started_by_exists(doc.cluster, f"manifest/{doc.name}")
+            elif doc.kind == "TargetGroup":
+                self._check_target_group_unused(doc.cluster, doc.name)
+                return (doc.cluster, doc.name) in self.state.target_groups
+            elif doc.kind == "LoadBalancer":
+                return (doc.cluster, doc.name) in self.state.load_balancers
         except UserError as exc:
             if exc.status != 404:
                 raise
@@ -295,6 +323,38 @@ class Ops:
             for t in list(self.state.tasks.values()):
                 if t.startedBy == f"manifest/{doc.name}" and t.cluster == doc.cluster:
                     self._stop(t, "Deleted by user")
+        elif doc.kind == "TargetGroup":
+            self.state.delete_target_group(self.state.target_groups[(doc.cluster, doc.name)])
+        elif doc.kind == "LoadBalancer":
+            self.state.delete_load_balancer(self.state.load_balancers[(doc.cluster, doc.name)])
+
+    def _check_target_group_unused(self, cluster: str, name: str) -> None:
+        users = [f"service {s.serviceName}" for (c, _), s in sorted(self.state.services.items())
+                 if c == cluster and s.status == "ACTIVE" and any(lb.target_group == name for lb in s.spec.loadBalancers)]
+        users += [f"load balancer {lb.name}" for (c, _), lb in sorted(self.state.load_balancers.items())
+                  if c == cluster and any(name in [n for n, _ in a.targets()]
+                                          for ls in lb.spec.listeners
+                                          for a in [*ls.defaultActions, *(r.actions[0] for r in ls.rules)])]
+        if users:
+            raise UserError(f"target group {name} is in use by {', '.join(users)}", 409, field="name",
+                            hint="remove it from those first (ELB's ResourceInUse)")
+
+    def delete_target_group(self, cluster: str, name: str) -> TargetGroup:
+        tg = self.state.target_groups.get((cluster, name))
+        if tg is None:
+            raise not_found("target group", name, "list them with: dockyard get targetgroups")
+        self._check_target_group_unused(cluster, name)
+        self.state.delete_target_group(tg)
+        self._commit()
+        return tg
+
+    def delete_load_balancer(self, cluster: str, name: str) -> LoadBalancer:
+        lb = self.state.load_balancers.get((cluster, name))
+        if lb is None:
+            raise not_found("load balancer", name, "list them with: dockyard get loadbalancers")
+        self.state.delete_load_balancer(lb)
+        self._commit()
+        return lb
 
     def delete_service(self, cluster: str, name: str) -> Service:
         """As `aws ecs delete-service --force`: scale to zero, stop tasks, then forget the service."""

@@ -18,7 +18,7 @@ import heapq
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 
-from orchestrator.models import Cluster, Node, Service, Task, TaskDefinition
+from orchestrator.models import Cluster, LoadBalancer, Node, Service, TargetGroup, Task, TaskDefinition
 from orchestrator.store import Store, record_key
 
 STOPPED_TASK_RETENTION = 24 * 3600  # ECS keeps stopped tasks 1 hour; users ask for more.
@@ -44,6 +44,8 @@ class State:
         self.services: dict[tuple[str, str], Service] = {}
         self.tasks: dict[str, Task] = {}
         self.nodes: dict[tuple[str, str], Node] = {}
+        self.target_groups: dict[tuple[str, str], TargetGroup] = {}
+        self.load_balancers: dict[tuple[str, str], LoadBalancer] = {}
         self.tasks_by_service: dict[tuple[str, str], set[str]] = defaultdict(set)
         self.tasks_by_node: dict[tuple[str, str], set[str]] = defaultdict(set)
         self._indexed_node: dict[str, str | None] = {}
@@ -87,6 +89,10 @@ class State:
         for n in store.load("node"):
             n.connected = False
             self.nodes[(n.cluster, n.nodeId)] = n
+        for tg in store.load("targetgroup"):
+            self.target_groups[(tg.cluster, tg.name)] = tg
+        for lb in store.load("loadbalancer"):
+            self.load_balancers[(lb.cluster, lb.name)] = lb
         for t in store.load_live_tasks():  # not the STOPPED ones: they stay in the store
             self._index(t)
         self.dirty_nodes = set(self.nodes)
@@ -120,6 +126,30 @@ class State:
             self.nodes_version += 1
             self.touch_cluster_services(n.cluster)
         self._mark("node", record_key("node", n), n)
+
+    def put_target_group(self, tg: TargetGroup) -> None:
+        self.target_groups[(tg.cluster, tg.name)] = tg
+        self._mark("targetgroup", record_key("targetgroup", tg), tg)
+        self.touch_load_balancers(tg.cluster)
+
+    def put_load_balancer(self, lb: LoadBalancer) -> None:
+        self.load_balancers[(lb.cluster, lb.name)] = lb
+        self._mark("loadbalancer", record_key("loadbalancer", lb), lb)
+        self.touch_load_balancers(lb.cluster)
+
+    def delete_target_group(self, tg: TargetGroup) -> None:
+        self.target_groups.pop((tg.cluster, tg.name), None)
+        self.delete("targetgroup", record_key("targetgroup", tg))
+        self.touch_load_balancers(tg.cluster)
+
+    def delete_load_balancer(self, lb: LoadBalancer) -> None:
+        self.load_balancers.pop((lb.cluster, lb.name), None)
+        self.delete("loadbalancer", record_key("loadbalancer", lb))
+        self.touch_load_balancers(lb.cluster)
+
+    def touch_load_balancers(self, cluster: str) -> None:
+        """The LB nodes' documents of ``cluster`` must be rebuilt (a target, group or listener changed)."""
+        self.dirty_nodes.update(k for k, n in self.nodes.items() if k[0] == cluster and n.loadBalancer)
 
     def touch_cluster_services(self, cluster: str) -> None:
         """Mark every service of ``cluster`` for planning (a node joined, left, drained, changed)."""

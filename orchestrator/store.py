@@ -22,7 +22,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from orchestrator.models import Cluster, Node, Service, Task, TaskDefinition
+from orchestrator.models import Cluster, LoadBalancer, Node, Service, TargetGroup, Task, TaskDefinition
 
 SCHEMA_VERSION = 2
 KINDS: dict[str, type[BaseModel]] = {
@@ -31,6 +31,8 @@ KINDS: dict[str, type[BaseModel]] = {
     "service": Service,
     "task": Task,
     "node": Node,
+    "targetgroup": TargetGroup,
+    "loadbalancer": LoadBalancer,
 }
 
 
@@ -80,6 +82,8 @@ def record_key(kind: str, obj: BaseModel) -> str:
         return obj.taskId
     if isinstance(obj, Node):
         return f"{obj.cluster}/{obj.nodeId}"
+    if isinstance(obj, (TargetGroup, LoadBalancer)):
+        return f"{obj.cluster}/{obj.spec.name}"
     raise TypeError(f"not a record: {kind}")
 
 

@@ -166,7 +166,8 @@ def test_bare_create_service_body():
     body = {
         "cluster": "prod", "serviceName": "web", "taskDefinition": "arn:aws:ecs:us-east-1:123456789012:task-definition/web:3",
         "desiredCount": 2, "launchType": "EC2",
-        "loadBalancers": [{"targetGroupArn": "arn:...", "containerName": "web", "containerPort": 80}],
+        "loadBalancers": [{"targetGroupArn": "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/web/73e2d6bc24d8a067",
+                           "containerName": "web", "containerPort": 80}],
         "enableECSManagedTags": True, "propagateTags": "SERVICE",
         "deploymentConfiguration": {"maximumPercent": 200, "minimumHealthyPercent": 50,
                                     "deploymentCircuitBreaker": {"enable": True, "rollback": True}},
@@ -174,7 +175,8 @@ def test_bare_create_service_body():
     d = ok(body)
     assert d.kind == "Service" and d.name == "web" and d.cluster == "prod"
     assert d.spec.taskDefinition == "web:3"  # an ARN's last part
-    assert {"loadBalancers", "enableECSManagedTags", "propagateTags"} <= set(ignored_fields(d.spec))
+    assert {"enableECSManagedTags", "propagateTags"} <= set(ignored_fields(d.spec))
+    assert d.spec.loadBalancers[0].target_group == "web"  # the ARN's name part
 
 
 def test_bare_create_service_without_cluster_uses_the_default():

@@ -30,3 +30,16 @@ def checked_containers(definitions: Iterable[Any]) -> frozenset[str]:
     """The names of the essential containers that have a health check (``task_health``'s
     ``checked``), from container definitions (``name``, ``essential``, ``healthCheck``)."""
     return frozenset(d.name for d in definitions if d.essential and d.healthCheck)
+
+
+def with_targets(health: str, has_check: bool, targets: str | None) -> tuple[str, bool]:
+    """A load-balancer target's health for a service (ECS: RUNNING *and* healthy in its target
+    groups): ``targets`` is core.targets.target_health's answer, None for a task in no group.
+    Unhealthy in a target group counts as UNHEALTHY (the task is replaced, after the grace period)."""
+    if targets is None:
+        return health, has_check
+    if "UNHEALTHY" in (health, targets):
+        return "UNHEALTHY", True
+    if targets == "HEALTHY" and (health == "HEALTHY" or not has_check):
+        return "HEALTHY", True
+    return "UNKNOWN", True

@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from dockyard import log as dlog
-from dockyard.health import is_healthy, task_health
+from dockyard.health import is_healthy, task_health, with_targets
 from dockyard.wire import (
     SERVICE_SCHEDULER_INITIATED,
     TASK_FAILED_TO_START,
@@ -34,6 +34,7 @@ from orchestrator.core.tasks import (
     new_task,
     proof_clock,
 )
+from orchestrator.lb_shell import Targets
 from orchestrator.models import Cluster, Node, Service, ServiceEvent, Task, new_task_id
 from orchestrator.state import STOPPED_TASK_RETENTION, State
 from orchestrator.task_apply import apply_report, mark_stopped, request_stop
@@ -58,6 +59,11 @@ def add_event(service: Service, message: str, now: float) -> None:
         return
     service.events.insert(0, ServiceEvent(message=message, createdAt=now))
     del service.events[EVENTS_KEPT:]
+
+
+def _published_status(t: Task) -> str:
+    """The desiredStatus the task's node gets: a draining target keeps running until released."""
+    return "RUNNING" if t.lastStatus == "DEACTIVATING" else t.desiredStatus
 
 
 def task_ask(t: Task, td_spec) -> TaskAsk:
@@ -114,6 +120,7 @@ class Controller:
         self._schedule_sig: tuple | None = None  # (capacity version, unplaced ids) after the last attempt
         self._schedule_retry_at = 0.0
         self._checked_by_ref: dict[str, frozenset[str]] = {}
+        self.targets = Targets(state)  # load-balancer targets: reports, drains, LB documents
         self.passes = 0
 
     # ---- waking --------------------------------------------------------------------------
@@ -162,6 +169,7 @@ class Controller:
         self.check_nodes(now)
         self.follow_families(now)
         self.reconcile_services(now)
+        self.release_drains(now)
         self.schedule(now)
         self.collect_garbage(now)
         return self.desired_documents()
@@ -198,6 +206,20 @@ class Controller:
         self._report_mass_loss(plan.holds, now)
         if plan.wake_at is not None:
             self._wake_at(plan.wake_at)
+
+    def release_drains(self, now: float) -> None:
+        """DEACTIVATING targets whose drain is over (core.targets.drain_released) go STOPPING: their
+        node gets desiredStatus STOPPED, so SIGTERM comes only after the load balancers let go."""
+        if not self.state.load_balancers and not self.state.target_groups:
+            return
+        released, wake = self.targets.released(now)
+        for t in released:
+            t.lastStatus = "STOPPING"
+            self.state.put_task(t)
+            self.log.info("target drained; stopping task", task=t.short_id, cluster=t.cluster,
+                          seconds=round(now - (t.drainingSince or now), 3))
+        if wake is not None:
+            self._wake_at(wake)
 
     def _report_mass_loss(self, holds: tuple[nodes_core.Hold, ...], now: float) -> None:
         """Log a mass-loss hold and add it to the events of every ACTIVE service with tasks on the
@@ -321,8 +343,12 @@ class Controller:
         """(health for deployments, has a health check) by the one rule in dockyard.health."""
         checked = self._checked(t.taskDefinition)
         if not checked:  # most task definitions: no health check, nothing to look at
-            return "UNKNOWN", False
-        return task_health([(c.name, c.healthStatus) for c in t.containers], checked), True
+            own: tuple[str, bool] = ("UNKNOWN", False)
+        else:
+            own = (task_health([(c.name, c.healthStatus) for c in t.containers], checked), True)
+        if t.serviceName and self.state.load_balancers:
+            return with_targets(*own, self.targets.health_of(t))
+        return own
 
     def _view(self, t: Task) -> svc_core.TaskView:
         health, has_check = self._health(t)
@@ -359,7 +385,7 @@ class Controller:
             self.state.put_task(t)
         for stop in plan.stop:
             t = self.state.tasks[stop.task_id]
-            if request_stop(t, stop.stop_code, stop.reason, now):
+            if request_stop(t, stop.stop_code, stop.reason, now, drain=bool(self.targets.groups_of(t))):
                 self.state.put_task(t)
                 metrics.TASKS_STOPPED.labels(reason="scheduler").inc()
         if plan.start and primary is not None:
@@ -504,7 +530,9 @@ class Controller:
                 self.state.node_active_tasks(cluster, node_id),
                 key=lambda t: (t.createdAt, t.taskId),
             )
-            content = tuple((t.taskId, t.desiredStatus) for t in tasks)
+            lb_doc = self.targets.document(node) if node.loadBalancer else None
+            content = (tuple((t.taskId, _published_status(t)) for t in tasks),
+                       lb_doc.model_dump_json() if lb_doc is not None else None)
             if self._published.get(key) == content:
                 continue
             desired_tasks = []
@@ -519,7 +547,7 @@ class Controller:
                         taskId=t.taskId,
                         family=t.family,
                         revision=t.revision,
-                        desiredStatus=t.desiredStatus,
+                        desiredStatus=_published_status(t),
                         launchType=t.launchType,
                         serviceName=t.serviceName,
                         taskDefinition=td.spec,
@@ -533,7 +561,8 @@ class Controller:
             self.state.put_node(node)
             self._published[key] = content
             docs.append(DesiredDoc.model_construct(cluster=cluster, nodeId=node_id, epoch=self.epoch,
-                                                   generation=node.generation, tasks=desired_tasks))
+                                                   generation=node.generation, tasks=desired_tasks,
+                                                   loadBalancer=lb_doc))
         return docs
 
     def _wake_at(self, when: float) -> None:
@@ -572,7 +601,12 @@ class Controller:
         n.runtime = p.runtime
         n.agentVersion = p.agentVersion
         n.statusInterval = p.statusInterval
+        if (n.address, n.loadBalancer) != (p.address, p.loadBalancer):
+            n.address, n.loadBalancer = p.address, p.loadBalancer
+            self.state.touch_load_balancers(cluster)
         self.state.put_node(n)
+        if n.loadBalancer:
+            self.state.mark_node_dirty((cluster, node_id))
         if rejoined:
             # Republish so a returning agent sees the current document even if the retained one was lost.
             self._published.pop((cluster, node_id), None)
@@ -602,6 +636,8 @@ class Controller:
             n.observedEpoch, n.observedGeneration = st.observedEpoch, st.observedGeneration
             self.state.put_node(n)
         woke = False
+        if st.loadBalancer is not None and n.loadBalancer:
+            woke = self._on_lb_status(cluster, node_id, st, now)
         reported = set()
         for r in st.tasks:
             reported.add(r.taskId)
@@ -635,6 +671,19 @@ class Controller:
                 woke = True
         if woke:
             self.wake()
+
+    def _on_lb_status(self, cluster: str, node_id: str, st: StatusDoc, now: float) -> bool:
+        """An LB node's target health and sessions: a task whose target state changed may now be
+        proven (or no longer), or drained; its service is planned again."""
+        assert st.loadBalancer is not None
+        changed = self.targets.on_status(cluster, node_id, st.loadBalancer)
+        for task_id in changed:
+            t = self.state.tasks.get(task_id)
+            if t is None or t.cluster != cluster:
+                continue
+            t.healthySince = proof_clock(t.healthySince, is_healthy(t.lastStatus, *self._health(t)), now)
+            self.state.put_task(t)
+        return bool(changed)
 
     def _on_task_stopped(self, t: Task, failure: bool, now: float) -> None:
         metrics.TASKS_STOPPED.labels(reason=(t.stopCode or "unknown")).inc()

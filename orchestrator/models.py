@@ -254,6 +254,7 @@ class Task(Record):
     # The orchestrator's clock when the task last became healthy (RUNNING, and HEALTHY if it has a
     # health check); None while it is not. Deployments count it only once proven (see core.services).
     healthySince: float | None = None
+    drainingSince: float | None = None  # DEACTIVATING: out of rotation, waiting for its sessions to end
     containers: list[TaskContainer] = Field(default_factory=list)
     cpu: int = 0
     memory: int = 0

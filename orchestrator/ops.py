@@ -367,7 +367,8 @@ class Ops:
         now = self.ctl.clock()
         s.status = "DRAINING"
         for t in self.state.service_active_tasks(s.cluster, s.serviceName):  # STOPPED ones: nothing to stop
-            if request_stop(t, SERVICE_SCHEDULER_INITIATED, f"Service {s.serviceName} deleted", now):
+            if request_stop(t, SERVICE_SCHEDULER_INITIATED, f"Service {s.serviceName} deleted", now,
+                            drain=bool(self.ctl.targets.groups_of(t))):
                 self.state.put_task(t)
         add_event(s, f"(service {s.serviceName}) deleted; stopping its tasks.", now)
         self.state.put_service(s)
@@ -437,7 +438,7 @@ class Ops:
         return t
 
     def _stop(self, t: Task, reason: str) -> bool:
-        if request_stop(t, USER_INITIATED, reason, self.ctl.clock()):
+        if request_stop(t, USER_INITIATED, reason, self.ctl.clock(), drain=bool(self.ctl.targets.groups_of(t))):
             self.state.put_task(t)
             return True
         return False

@@ -191,6 +191,8 @@ class State:
         self._track_active(t)
         if t.serviceName:
             self.changed_tasks[(t.cluster, t.serviceName)].add(t.taskId)
+            if self.load_balancers and (s := self.services.get((t.cluster, t.serviceName))) and s.spec.loadBalancers:
+                self.touch_load_balancers(t.cluster)  # it may have become a target, or stopped being one
         if t.lastStatus == "STOPPED" and t.nodeId and t.taskId not in self._stopped_placed:
             self._stopped_placed.add(t.taskId)
             self.capacity_version += 1

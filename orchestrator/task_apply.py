@@ -27,9 +27,9 @@ def mark_stopped(task: Task, stop_code: StopCode, reason: str, now: float) -> No
     apply_changes(task, stopped_changes(task, stop_code, reason, now))
 
 
-def request_stop(task: Task, stop_code: StopCode, reason: str, now: float) -> bool:
+def request_stop(task: Task, stop_code: StopCode, reason: str, now: float, drain: bool = False) -> bool:
     """Apply :func:`stop_changes`; False if the task was already asked to stop."""
-    changes = stop_changes(task, stop_code, reason, now)
+    changes = stop_changes(task, stop_code, reason, now, drain)
     if changes is None:
         return False
     apply_changes(task, changes)

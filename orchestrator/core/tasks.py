@@ -2,6 +2,7 @@
 
     PROVISIONING --placed--> PENDING --agent: essential containers up--> RUNNING
     RUNNING/PENDING --essential exit | failed start | stop requested--> STOPPING --> STOPPED
+    RUNNING (a load-balancer target) --stop requested--> DEACTIVATING --drained--> STOPPING
 
 Pure: ``fold_report`` and the ``*_changes`` functions take a Task (and a report) and return the
 fields to change, mutating nothing; orchestrator/task_apply.py applies them.
@@ -55,7 +56,10 @@ def fold_report(task: Task, r: TaskReport, now: float) -> tuple[dict[str, Any], 
     stopped_now = failure = False
     stop_code = task.stopCode
     if r.lastStatus == "RUNNING":
-        new["lastStatus"] = "RUNNING"
+        # A draining target keeps running on its node: it stays DEACTIVATING until released.
+        # A released one is STOPPING until its node reports the stop.
+        keep = task.desiredStatus == "STOPPED" and task.lastStatus in ("DEACTIVATING", "STOPPING")
+        new["lastStatus"] = task.lastStatus if keep else "RUNNING"
         new["startedAt"] = task.startedAt or r.startedAt or now
     elif r.lastStatus == "STOPPED":
         stopped_now = True
@@ -100,12 +104,16 @@ def stopped_changes(task: Task, stop_code: StopCode, reason: str, now: float) ->
     }
 
 
-def stop_changes(task: Task, stop_code: StopCode, reason: str, now: float) -> dict[str, Any] | None:
-    """Ask for a task to stop (the agent stops its containers); None if it was already asked."""
+def stop_changes(task: Task, stop_code: StopCode, reason: str, now: float, drain: bool = False) -> dict[str, Any] | None:
+    """Ask for a task to stop (the agent stops its containers); None if it was already asked.
+    ``drain``: the task is a load-balancer target; a RUNNING one goes DEACTIVATING first (its node
+    keeps it running until core.targets.drain_released)."""
     if task.desiredStatus == "STOPPED":
         return None
     changes: dict[str, Any] = {"desiredStatus": "STOPPED", "stopCode": stop_code, "stoppedReason": reason,
                                "stoppingAt": now}
+    if drain and task.lastStatus == "RUNNING":
+        changes.update(lastStatus="DEACTIVATING", drainingSince=now)
     if task.nodeId is None:  # never placed: nothing to wait for
         changes.update(stopped_changes(task.model_copy(update=changes), stop_code, reason, now))
     return changes

@@ -19,12 +19,14 @@ import os
 import signal
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import click
 from pydantic import ValidationError
 
 from agent import diff
 from agent.executor import Executor
+from agent.lb.haproxy import LoadBalancerNode
 from agent.reporter import Reporter
 from agent.runtime import Runtime
 from agent.session import Session, parse_desired
@@ -55,6 +57,10 @@ class AgentConfig:
     image_pull_behavior: str = "default"  # ECS_IMAGE_PULL_BEHAVIOR: default | always | once | prefer-cached
     log_level: str = "info"
     log_json: bool = False
+    load_balancer: bool = False  # run HAProxy for the cluster's load balancers (agent/lb)
+    lb_dir: str | None = None  # default /var/lib/dockyard/lb/<node-id>
+    lb_bind: str = "0.0.0.0"  # the address listeners bind to
+    advertise_address: str | None = None  # default: the source address of the broker connection
 
 
 class Agent:
@@ -69,8 +75,15 @@ class Agent:
         self.session = Session(
             node_id=node_id, cluster=cfg.cluster, mqtt_url=cfg.mqtt_url, boot_id=self.boot_id,
             status_interval=cfg.status_interval, attributes=cfg.attributes, capacity_providers=cfg.capacity_providers,
-            runtime_name=runtime.name, log=self.log, on_connect=self._on_connect, on_message=self.on_desired)
+            runtime_name=runtime.name, log=self.log, on_connect=self._on_connect, on_message=self.on_desired,
+            advertise_address=cfg.advertise_address, load_balancer=cfg.load_balancer)
         self.reporter = Reporter(self.state, self.session, self.boot_id, self.log)
+        self.lb: LoadBalancerNode | None = None
+        if cfg.load_balancer:
+            lb_dir = Path(cfg.lb_dir or f"/var/lib/dockyard/lb/{node_id}")
+            self.lb = LoadBalancerNode(lb_dir, cfg.lb_bind, self.log.bind(component="lb"), self._lb_changed)
+            self.reporter.lb_status = self.lb.status
+        self._lb_publish: asyncio.Task[None] | None = None
         self.executor = Executor(runtime, self.state, cfg.cluster, self.wake.set, self.log)
         self.last_relist = 0.0  # loop time of the last reconcile pass (which re-lists)
         self._networks_listed = False
@@ -100,11 +113,18 @@ class Agent:
             self.log.debug("ignoring stale desired document", version=head.version(), applied=applied)
             return
         previous, st.doc = st.doc, doc
+        if self.lb is not None:
+            self.lb.set_desired(doc.loadBalancer)
         # The acknowledgement first, with the reports of only the tasks this document changed
         # (new, desiredStatus changed, removed): the reconcile pass woken here sends the rest.
         await self.reporter.ack(diff.changed_task_ids(previous, doc))
         self.wake.set()
         self.log.info("desired document applied", epoch=doc.epoch, generation=doc.generation, tasks=len(doc.tasks))
+
+    def _lb_changed(self) -> None:
+        """The LB's report changed (a target's health or sessions): send it now, one at a time."""
+        if self._lb_publish is None or self._lb_publish.done():
+            self._lb_publish = asyncio.create_task(self.reporter.publish("update", force=True))
 
     # ---- reconcile ----------------------------------------------------------------------------
     async def reconcile_loop(self) -> None:
@@ -207,7 +227,10 @@ class Agent:
         self.log.info("agent starting", bootId=self.boot_id, runtime=self.rt.name, cpu=info.cpu,
                       memory=info.memory, adopted=len(self.state.actual))
         self.wake.set()  # a first pass: report the adopted containers
-        for coro in (self.session.run(), self.reconcile_loop(), self.events_loop(), self.status_loop()):
+        loops = [self.session.run(), self.reconcile_loop(), self.events_loop(), self.status_loop()]
+        if self.lb is not None:
+            loops.append(self.lb.run())
+        for coro in loops:
             self._tasks.append(asyncio.create_task(coro))
 
     async def shutdown(self) -> None:
@@ -305,18 +328,26 @@ def _parse_attributes(ctx: click.Context, param: click.Parameter, values: tuple[
               help="Seconds between level-triggered container re-lists (at status ticks).")
 @click.option("--image-pull-behavior", type=click.Choice(["default", "always", "once", "prefer-cached"]),
               default="default", show_default=True, help="As ECS_IMAGE_PULL_BEHAVIOR.")
+@click.option("--load-balancer", is_flag=True,
+              help="Also serve the cluster's load balancers: run and drive a local HAProxy (docs/load-balancing.md).")
+@click.option("--lb-dir", metavar="DIR", help="HAProxy's files (config, sockets).  [default: /var/lib/dockyard/lb/<node-id>]")
+@click.option("--lb-bind", default="0.0.0.0", show_default=True, help="Address the listeners bind to.")
+@click.option("--advertise-address", metavar="IP",
+              help="Where load balancers reach this node's host ports.  [default: the source address of the broker connection]")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True)
 @click.option("--log-json", is_flag=True, help="JSON log lines.")
 @click.pass_context
 def agent_command(ctx: click.Context, node_id: str, cluster: str, mqtt_url: str, docker_url: str,
                   attributes: dict[str, str], runtime: str, hollow_count: int, fargate: bool, status_interval: float,
-                  relist_interval: float, image_pull_behavior: str, log_level: str, log_json: bool) -> None:
+                  relist_interval: float, image_pull_behavior: str, load_balancer: bool, lb_dir: str | None,
+                  lb_bind: str, advertise_address: str | None, log_level: str, log_json: bool) -> None:
     """Run the dockyard agent on this host: drive the local Docker engine as the orchestrator asks."""
     cfg = AgentConfig(
         node_id=node_id, cluster=cluster, mqtt_url=mqtt_url, docker_url=docker_url, attributes=attributes,
         runtime=runtime, hollow_count=hollow_count, capacity_providers=["EC2", "FARGATE"] if fargate else ["EC2"],
         status_interval=status_interval, relist_interval=relist_interval, image_pull_behavior=image_pull_behavior,
-        log_level=log_level, log_json=log_json,
+        log_level=log_level, log_json=log_json, load_balancer=load_balancer, lb_dir=lb_dir, lb_bind=lb_bind,
+        advertise_address=advertise_address,
     )
     ctx.exit(run(cfg))
 

@@ -12,7 +12,7 @@ Every message carries ``bootId``, a ``seq`` increasing per message and the appli
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -22,6 +22,7 @@ from agent import diff
 from agent.runtime import ActualContainer
 from agent.session import Session
 from agent.state import NodeState
+from dockyard.lb import LbStatus
 from dockyard.wire import DesiredTask, StatusDoc, TaskReport
 
 Kind = Literal["snapshot", "update"]
@@ -53,6 +54,9 @@ class Reporter:
         self.logged_status: dict[str, str] = {}  # task id -> lastStatus last logged
         self._cache: dict[str, CachedReport] = {}  # see reports()
         self._lock = asyncio.Lock()
+        # A load-balancer node's target health and sessions (agent.lb), sent with every message.
+        self.lb_status: Callable[[], LbStatus] | None = None
+        self._lb_sent = ""
 
     # ---- reports ------------------------------------------------------------------------------
     def reports(self, only: Collection[str] | None = None) -> dict[str, CachedReport]:
@@ -113,22 +117,25 @@ class Reporter:
         if client is None:
             return
         entries = self.reports(only)
+        lb = self.lb_status() if self.lb_status is not None else None
+        lb_dump = lb.model_dump_json() if lb is not None else ""
         if kind == "snapshot":
             send = list(entries.values())
         else:
             send = [ent for tid, ent in entries.items() if self.last_sent.get(tid) != ent.dump]
-            if not send and not force:
+            if not send and not force and lb_dump == self._lb_sent:
                 return
         self.seq += 1
         doc = self.state.doc
         epoch, gen = doc.version() if doc else (0, 0)
         msg = StatusDoc(nodeId=self.state.node_id, bootId=self.boot_id, seq=self.seq, kind=kind,
-                        observedEpoch=epoch, observedGeneration=gen, tasks=[ent.report for ent in send])
+                        observedEpoch=epoch, observedGeneration=gen, tasks=[ent.report for ent in send], loadBalancer=lb)
         try:
             await client.publish(self.session.t_status, msg.model_dump_json().encode(), qos=1)
         except aiomqtt.MqttError as e:
             self.log.warning("status publish failed", error=str(e))
             return
+        self._lb_sent = lb_dump
         if kind == "snapshot":
             self.last_sent = {tid: ent.dump for tid, ent in entries.items()}
         else:

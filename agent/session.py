@@ -32,8 +32,14 @@ from dockyard.wire import (
 class Session:
     def __init__(self, *, node_id: str, cluster: str, mqtt_url: str, boot_id: str, status_interval: float,
                  attributes: dict[str, str], capacity_providers: list[str], runtime_name: str, log: Any,
-                 on_connect: Callable[[], Awaitable[None]], on_message: Callable[[Any], Awaitable[None]]) -> None:
+                 on_connect: Callable[[], Awaitable[None]], on_message: Callable[[Any], Awaitable[None]],
+                 advertise_address: str | None = None, load_balancer: bool = False) -> None:
         self.node_id, self.cluster, self.mqtt_url, self.boot_id = node_id, cluster, mqtt_url, boot_id
+        # Where other nodes (load balancers) reach this node's host ports: the flag, else the
+        # source address of the broker connection (set on connect).
+        self.address = advertise_address
+        self._advertised = advertise_address is not None
+        self.load_balancer = load_balancer
         self.status_interval = status_interval
         self.user_attributes, self.capacity_providers, self.runtime_name = attributes, capacity_providers, runtime_name
         self.log, self.on_connect, self.on_message = log, on_connect, on_message
@@ -60,7 +66,7 @@ class Session:
         return Presence(
             nodeId=self.node_id, bootId=self.boot_id, state=state, cluster=self.cluster, resources=res,
             attributes=self.attributes(), capacityProviders=list(self.capacity_providers), runtime=self.runtime_name,
-            statusInterval=self.status_interval,
+            statusInterval=self.status_interval, address=self.address, loadBalancer=self.load_balancer,
         ).model_dump_json().encode()
 
     def keepalive(self) -> int:
@@ -85,6 +91,8 @@ class Session:
                                        misc_interval=None) as client:  # housekeeping: the status tick
                     self.client = client
                     backoff.reset()
+                    if not self._advertised:
+                        self.address = _source_address(client) or self.address
                     await client.publish(self.t_presence, self.presence("online"), qos=1, retain=True)
                     await client.subscribe(self.t_desired, qos=1)
                     self.connected.set()
@@ -113,6 +121,15 @@ class Session:
             self.log.warning("offline presence not published", error=str(e))
 
 
+def _source_address(client: Client) -> str | None:
+    """The local address of the broker connection (aiomqtt 2.x keeps paho's client in ``_client``)."""
+    try:
+        sock = client._client.socket()
+        return str(sock.getsockname()[0]) if sock is not None else None  # type: ignore[attr-defined]
+    except (AttributeError, OSError):
+        return None
+
+
 def parse_desired(payload: Any, head: DesiredDocHead, previous: DesiredDoc | None) -> DesiredDoc:
     """The DesiredDoc in ``payload``, validating only the tasks ``previous`` did not have.
 
@@ -139,4 +156,5 @@ def parse_desired(payload: Any, head: DesiredDocHead, previous: DesiredDoc | Non
             if t is None:
                 tasks[i] = DesiredTask.model_validate(raw[i])
     return DesiredDoc.model_construct(cluster=head.cluster, nodeId=head.nodeId, epoch=head.epoch,
-                                      generation=head.generation, tasks=tasks, publishedAt=head.publishedAt)
+                                      generation=head.generation, tasks=tasks, publishedAt=head.publishedAt,
+                                      loadBalancer=head.loadBalancer)

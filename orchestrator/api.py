@@ -19,7 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
 from dockyard import __version__
-from orchestrator import metrics, views
+from orchestrator import lb_views, metrics, views
 from orchestrator.models import RunTaskSpec
 from orchestrator.ops import Ops, UserError
 
@@ -131,6 +131,33 @@ def create_app(ops: Ops, ready=lambda: True) -> FastAPI:
     @app.delete("/v1/taskdefinitions/{ref}")
     async def deregister_taskdef(ref: str) -> dict:
         return {"taskDefinition": ops.deregister_taskdef(ref).model_dump(mode="json")}
+
+    # ---- load balancing ----------------------------------------------------------------
+    @app.get("/v1/clusters/{cluster}/targetgroups")
+    async def list_target_groups(cluster: str) -> dict:
+        return {"targetGroups": [lb_views.target_group_view(ops.ctl, tg) for (c, _), tg in sorted(st.target_groups.items())
+                                 if c == cluster]}
+
+    @app.get("/v1/clusters/{cluster}/targetgroups/{name}")
+    async def get_target_group(cluster: str, name: str) -> dict:
+        tg = st.target_groups.get((cluster, name))
+        if tg is None:
+            raise UserError(f"target group {name} not found in cluster {cluster}", 404, field="name",
+                            hint="list them with: dockyard get targetgroups")
+        return {"targetGroup": lb_views.target_group_view(ops.ctl, tg, targets=True)}
+
+    @app.delete("/v1/clusters/{cluster}/targetgroups/{name}")
+    async def delete_target_group(cluster: str, name: str) -> dict:
+        return {"targetGroup": lb_views.target_group_view(ops.ctl, ops.delete_target_group(cluster, name))}
+
+    @app.get("/v1/clusters/{cluster}/loadbalancers")
+    async def list_load_balancers(cluster: str) -> dict:
+        return {"loadBalancers": [lb_views.load_balancer_view(ops.ctl, lb) for (c, _), lb in sorted(st.load_balancers.items())
+                                  if c == cluster]}
+
+    @app.delete("/v1/clusters/{cluster}/loadbalancers/{name}")
+    async def delete_load_balancer(cluster: str, name: str) -> dict:
+        return {"loadBalancer": lb_views.load_balancer_view(ops.ctl, ops.delete_load_balancer(cluster, name))}
 
     # ---- services ------------------------------------------------------------------------
     @app.get("/v1/clusters/{cluster}/services")

@@ -2,8 +2,9 @@
 desired targets -> runtime-API commands, and the targets' health as ELB words it.
 
 Adding a target: ``add server ... disabled`` (an added server counts as UP before its first
-check), ``set server ... health down``, ``enable health``, ``set server ... state ready``: it
-takes traffic only once ``rise`` checks passed. Draining: ``state drain`` (no new requests,
+check), ``enable health``, then in one command line ``set server ... state ready; set server
+... health down`` (health down does not stick while in maintenance): it takes traffic only once
+``rise`` checks passed. Draining: ``state drain`` (no new requests,
 in-flight ones finish). Removing: ``state maint``, then ``del server`` once it has no sessions
 (HAProxy refuses while any connection is attached; the next pass retries).
 """
@@ -69,9 +70,11 @@ def commands(desired: LbDesired, live: Mapping[tuple[str, str], LiveServer]) -> 
             cur = live.get((be, t.id))
             if cur is None:
                 srv = f"{be}/{t.id}"
-                out += [f"add server {srv} {t.address}:{t.port} {check_args(tg)} disabled",
-                        f"set server {srv} health down", f"enable health {srv}"]
-                out.append(f"set server {srv} state {'drain' if t.state == 'draining' else 'ready'}")
+                # One command line, run in one go: out of maintenance and forced down together, so it
+                # never counts as UP before a check (health down does not stick while in maint).
+                out += [f"add server {srv} {t.address}:{t.port} {check_args(tg)} disabled", f"enable health {srv}",
+                        f"set server {srv} state {'drain' if t.state == 'draining' else 'ready'}; "
+                        f"set server {srv} health down"]
             elif t.state == "draining" and cur.state != "DRAIN":
                 out.append(f"set server {be}/{t.id} state drain")
             elif t.state == "active" and cur.state in ("DRAIN", "MAINT"):

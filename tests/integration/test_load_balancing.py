@@ -1,0 +1,239 @@
+"""Services behind a real HAProxy driven by the agent (issue 11): health-gated registration,
+drain before SIGTERM, zero failed requests while tasks come and go. Real Mosquitto, dockerd and
+HAProxy; the load goes to 127.0.0.1 only, bounded in time, and stops by itself."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from harness import IMAGE, docker, free_port
+
+pytestmark = pytest.mark.slow
+
+
+def web_manifest(tg_port: int, rev: str, count: int, extra: str = "", deploy: str = "") -> str:
+    return f"""
+apiVersion: dockyard/v1
+kind: TargetGroup
+metadata: {{name: web}}
+spec:
+  protocol: HTTP
+  deregistrationDelay: 20
+  healthCheck: {{path: /health, intervalSeconds: 5, timeoutSeconds: 2, healthyThresholdCount: 2, unhealthyThresholdCount: 2}}
+---
+apiVersion: dockyard/v1
+kind: LoadBalancer
+metadata: {{name: front}}
+spec:
+  listeners:
+    - port: {tg_port}
+      protocol: HTTP
+      defaultActions: [{{type: forward, targetGroupName: web}}]
+---
+apiVersion: dockyard/v1
+kind: TaskDefinition
+metadata: {{name: web}}
+spec:
+  containerDefinitions:
+    - name: web
+      image: {IMAGE}
+      memory: 32
+      stopTimeout: 2
+      command: ["sh", "-c", "mkdir -p /www; echo {rev} > /www/index.html; echo ok > /www/health; exec httpd -f -p 8080 -h /www"]
+      portMappings: [{{containerPort: 8080}}]
+{extra}
+---
+apiVersion: dockyard/v1
+kind: Service
+metadata: {{name: web}}
+spec:
+  taskDefinition: web
+  desiredCount: {count}
+  loadBalancers: [{{targetGroupName: web, containerName: web, containerPort: 8080}}]
+  deploymentConfiguration: {{maximumPercent: 200, minimumHealthyPercent: 100, minimumHealthyTimeSeconds: 2, bakeTimeSeconds: 0{deploy}}}
+"""
+
+
+@dataclass
+class Load:
+    """Steady requests to one URL from two clients at once (keep-alive, and a new connection per
+    request), at most ``rate`` per second each, until stopped or ``limit`` seconds passed."""
+
+    url: str
+    rate: float = 40.0
+    limit: float = 180.0
+    ok: Counter = field(default_factory=Counter)  # body -> count
+    bad: list = field(default_factory=list)  # (kind, detail)
+    stop: threading.Event = field(default_factory=threading.Event)
+    sent: int = 0
+
+    def _run(self) -> None:
+        asyncio.run(self._main())
+
+    async def _client(self, keepalive: bool) -> None:
+        limits = httpx.Limits(max_keepalive_connections=1 if keepalive else 0)
+        async with httpx.AsyncClient(limits=limits, timeout=10.0) as c:
+            t_end = time.monotonic() + self.limit
+            while not self.stop.is_set() and time.monotonic() < t_end:
+                t0 = time.monotonic()
+                self.sent += 1
+                try:
+                    r = await c.get(self.url, headers={} if keepalive else {"Connection": "close"})
+                    if r.status_code == 200:
+                        self.ok[r.text.strip()] += 1
+                    else:
+                        self.bad.append((round(time.time(), 2), r.status_code, r.text[:40]))
+                except httpx.HTTPError as e:
+                    self.bad.append((round(time.time(), 2), "error", f"{type(e).__name__}: {e}"))
+                await asyncio.sleep(max(0.0, 1 / self.rate - (time.monotonic() - t0)))
+
+    async def _main(self) -> None:
+        await asyncio.gather(self._client(True), self._client(False))
+
+    def __enter__(self) -> Load:
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=30)
+
+    def snapshot(self) -> Counter:
+        return Counter(self.ok)
+
+
+def _kill_haproxy(lb_dir: Path) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        os.kill(int((lb_dir / "haproxy.pid").read_text().split()[0]), signal.SIGKILL)
+
+
+@pytest.fixture
+def lb_env(dockyard_env, tmp_path):
+    lb_dir = tmp_path / "lb"
+    yield dockyard_env, lb_dir
+    _kill_haproxy(lb_dir)  # the agent leaves HAProxy running on purpose (a restart adopts it)
+
+
+def _healthy_targets(env, count: int):
+    def check():
+        tg = env.get(f"/v1/clusters/{env.cluster}/targetgroups/web")["targetGroup"]
+        healthy = [t for t in tg["targets"] if t["health"] and all(h["state"] == "healthy" for h in t["health"].values())]
+        return tg if len(healthy) == count and len(tg["targets"]) == count else None
+    return check
+
+
+def test_rolling_deploy_scale_in_and_stop_behind_haproxy_drop_nothing(lb_env):
+    env, lb_dir = lb_env
+    port = free_port()
+    env.start_orchestrator()
+    env.start_agent(load_balancer=True, lb_dir=str(lb_dir), lb_bind="127.0.0.1")
+    env.cli("apply", "-f", env.write_manifest(web_manifest(port, "rev1", 3)))
+    env.wait_for(env.completed("web", "web:1"), timeout=90, message="first deployment COMPLETED")
+    env.wait_for(_healthy_targets(env, 3), timeout=60, message="3 healthy targets")
+    with Load(f"http://127.0.0.1:{port}/") as load:
+        env.wait_for(lambda: sum(load.ok.values()) >= 20, timeout=20, message="traffic flowing")
+        # A rolling deployment (200/100): new tasks must be healthy in HAProxy before old ones drain.
+        env.cli("apply", "-f", env.write_manifest(web_manifest(port, "rev2", 3)))
+        env.wait_for(env.completed("web", "web:2"), timeout=120, message="deployment COMPLETED")
+        env.wait_for(_healthy_targets(env, 3), timeout=60, message="3 healthy rev2 targets")
+        after_deploy = load.snapshot()
+        # Scale in 3 -> 1: the two stopped tasks drain first.
+        env.cli("scale", "web", "1")
+        env.wait_for(lambda: len(env.running_tasks()) == 1 and _healthy_targets(env, 1)(), timeout=60, message="scaled in")
+        # Stop the last task by hand while another comes up: the replacement takes over, nothing fails.
+        (last,) = env.running_tasks()
+        env.cli("scale", "web", "2")
+        env.wait_for(_healthy_targets(env, 2), timeout=60, message="2 healthy targets")
+        t0 = time.monotonic()
+        env.cli("stop", last["taskId"])
+        stopped = env.wait_for(lambda: (t := env.get(f"/v1/clusters/{env.cluster}/tasks/{last['taskId']}")["task"])
+                               ["lastStatus"] == "STOPPED" and t, timeout=40, message="stopped task STOPPED")
+        stop_seconds = time.monotonic() - t0
+        env.wait_for(_healthy_targets(env, 2), timeout=60, message="replacement healthy")
+        time.sleep(0)  # the load keeps running until the replacement serves
+        env.wait_for(lambda: sum(load.ok.values()) >= sum(after_deploy.values()) + 40, timeout=20, message="more traffic")
+    total = sum(load.ok.values()) + len(load.bad)
+    print(f"\nLB: {total} requests, {len(load.bad)} failed; bodies {dict(load.ok)}; stop of a busy target -> "
+          f"STOPPED in {stop_seconds:.2f} s")
+    assert load.bad == [], load.bad[:10]
+    assert after_deploy["rev1"] > 0 and after_deploy["rev2"] > 0  # both revisions served during the deploy
+    assert load.ok["rev1"] == after_deploy["rev1"]  # only the new one after it
+    assert stopped["stopCode"] == "UserInitiated"
+
+
+def test_killed_task_leaves_rotation_and_haproxy_comes_back(lb_env):
+    env, lb_dir = lb_env
+    port = free_port()
+    env.start_orchestrator()
+    env.start_agent(load_balancer=True, lb_dir=str(lb_dir), lb_bind="127.0.0.1")
+    env.cli("apply", "-f", env.write_manifest(web_manifest(port, "rev1", 2)))
+    env.wait_for(_healthy_targets(env, 2), timeout=60, message="2 healthy targets")
+    with Load(f"http://127.0.0.1:{port}/") as load:
+        env.wait_for(lambda: sum(load.ok.values()) >= 20, timeout=20, message="traffic flowing")
+        victim = env.running_tasks()[0]
+        cid = env.containers(all=False, task=victim["taskId"])[0]["ID"]
+        before = len(load.bad)
+        t0 = time.monotonic()
+        docker("kill", "--signal", "KILL", cid)
+        env.wait_for(lambda: all(t["taskId"] != victim["taskId"] for t in
+                                 env.get(f"/v1/clusters/{env.cluster}/targetgroups/web")["targetGroup"]["targets"]),
+                     timeout=10, message="killed task out of the target group")
+        out_of_rotation = time.monotonic() - t0
+        killed_failures = len(load.bad) - before
+        env.wait_for(_healthy_targets(env, 2), timeout=60, message="replacement healthy")
+        # HAProxy killed: the agent brings it back with the same targets.
+        served = sum(load.ok.values())
+        _kill_haproxy(lb_dir)
+        t1 = time.monotonic()
+        env.wait_for(lambda: sum(load.ok.values()) > served + 5, timeout=10, message="HAProxy serving again")
+        back = time.monotonic() - t1
+        bad_after_restart = len(load.bad)
+        # The agent restarted: the same HAProxy keeps serving, nothing dropped.
+        node = env.node_ids[0]
+        env.stop_agent(node)
+        env.start_agent(node_id=node, load_balancer=True, lb_dir=str(lb_dir), lb_bind="127.0.0.1")
+        env.wait_for(lambda: sum(load.ok.values()) > served + 60, timeout=20, message="traffic across the agent restart")
+        bad_end = len(load.bad)
+    print(f"\nLB: SIGKILL of a target: {killed_failures} failed requests, out of the target group in "
+          f"{out_of_rotation:.2f} s; HAProxy killed: serving again in {back:.2f} s")
+    assert out_of_rotation <= 5.0  # one health-check interval
+    assert killed_failures <= 4  # at most those in flight on it (two clients, a retry each)
+    assert back <= 3.0
+    assert bad_end == bad_after_restart, load.bad[bad_after_restart:]  # the agent restart dropped nothing
+
+
+def test_bad_load_balancer_input_is_refused_with_field_paths(dockyard_env):
+    env = dockyard_env
+    env.start_orchestrator()
+    bad = """
+apiVersion: dockyard/v1
+kind: TargetGroup
+metadata: {name: raw}
+spec: {protocol: TCP}
+---
+apiVersion: dockyard/v1
+kind: LoadBalancer
+metadata: {name: front}
+spec:
+  listeners:
+    - port: 8080
+      protocol: HTTP
+      defaultActions: [{targetGroupName: raw}]
+      rules: [{priority: 1, conditions: [{field: path-pattern, values: ["/x*"]}], actions: [{targetGroupName: nope}]}]
+"""
+    cp = env.cli("apply", "-f", env.write_manifest(bad), check=False)
+    assert cp.returncode == 1
+    assert "spec.listeners[0].defaultActions[0].targetGroupName" in cp.stderr and "TCP" in cp.stderr, cp.stderr
+    assert "spec.listeners[0].rules[0].actions[0].targetGroupName" in cp.stderr and "'nope'" in cp.stderr, cp.stderr
+    assert env.get(f"/v1/clusters/{env.cluster}/targetgroups")["targetGroups"] == []  # nothing changed

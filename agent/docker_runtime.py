@@ -449,6 +449,9 @@ class DockerRuntime:
             raise
 
     async def start(self, container_id: str) -> None:
+        # A restarted container may exit again before the next list, with the same list row
+        # ("Exited (1)"): inspect it afresh then, for its new StartedAt (see agent.diff.restart_due).
+        self._inspect_cache.pop(container_id, None)
         try:
             async with self.docker._query(f"containers/{container_id}/start", "POST"):
                 pass

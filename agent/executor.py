@@ -85,6 +85,17 @@ class Executor:
                             self._fail(tid, f"CannotStartContainerError: {why}", a.container_name)
                             return
                         lg.info("container started", container=a.container_name, id=cid[:12])
+                    elif isinstance(a, diff.Restart):
+                        try:
+                            await rt.start(a.docker_id)
+                        except Exception as e:
+                            if (why := rt.failure(e)) is None:
+                                raise
+                            self._fail(tid, f"CannotStartContainerError: {why}", a.container_name)
+                            return
+                        n = self.state.restarted(a.docker_id)
+                        lg.info("container restarted in place (restartPolicy)", container=a.container_name,
+                                id=a.docker_id[:12], restartCount=n)
                     elif isinstance(a, diff.Stop):
                         lg.info("stopping container", container=a.container_name, id=a.docker_id[:12], timeout=a.timeout)
                         async with slot.released(), self.stop_sem:

@@ -17,6 +17,7 @@ import asyncio
 import gc
 import os
 import signal
+import time
 import uuid
 from dataclasses import dataclass, field
 
@@ -132,7 +133,7 @@ class Agent:
             st.networks = await self.rt.list_networks(self.node_id)
             self._networks_listed = True
         if st.doc is not None:  # no document yet: adopt and report, never remove anything
-            self.executor.apply(diff.plan(st.doc.tasks, st.actual, self.node_id, st.finished, st.networks))
+            self.executor.apply(diff.plan(st.doc.tasks, st.actual, self.node_id, st.finished, st.networks, time.time()))
         await self.reporter.publish("update")
         live = st.live_task_ids()
         st.prune(live)

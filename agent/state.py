@@ -26,6 +26,7 @@ class NodeState:
     networks: dict[str, str] = field(default_factory=dict)  # task id -> its own network
     finished: dict[str, Finish] = field(default_factory=dict)  # oldest first
     pull_errors: dict[str, str] = field(default_factory=dict)
+    restarts: dict[str, int] = field(default_factory=dict)  # docker id -> in-place restarts (restartPolicy)
 
     def finish(self, tid: str, fin: Finish) -> None:
         """Remember that ``tid`` reached STOPPED on its own (first reason wins)."""
@@ -37,6 +38,12 @@ class NodeState:
         while len(self.finished) > MAX_FINISHED:
             self.finished.pop(next(iter(self.finished)))
 
+    def restarted(self, docker_id: str) -> int:
+        """Count an in-place restart of ``docker_id`` (Docker's RestartCount moves only for its own
+        restart policy, not for a start by the agent); returns the new count."""
+        self.restarts[docker_id] = n = self.restarts.get(docker_id, 0) + 1
+        return n
+
     def live_task_ids(self) -> set[str]:
         """Tasks that are desired or still have containers."""
         return {c.task_id for c in self.actual} | ({t.taskId for t in self.doc.tasks} if self.doc else set())
@@ -44,3 +51,7 @@ class NodeState:
     def prune(self, live: set[str]) -> None:
         for tid in [t for t in self.pull_errors if t not in live]:
             del self.pull_errors[tid]
+        if self.restarts:
+            ids = {c.id for c in self.actual}
+            for cid in [c for c in self.restarts if c not in ids]:
+                del self.restarts[cid]

@@ -20,6 +20,8 @@ import signal
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import click
 from pydantic import ValidationError
@@ -35,6 +37,8 @@ from dockyard.mqtt import Backoff, parse_url
 from dockyard.wire import DesiredDocHead
 
 EVENT_SETTLE_SECONDS = 0.5  # a second pass after a container event, see Agent._on_event
+DEFAULT_STATE_ROOT = "/var/lib/dockyard/agent"  # the state directory is <root>/<node id> unless given
+METADATA_PORT = 51679  # ECS's task metadata endpoint port (the ECS agent's)
 
 
 @dataclass
@@ -56,6 +60,11 @@ class AgentConfig:
     image_pull_behavior: str = "default"  # ECS_IMAGE_PULL_BEHAVIOR: default | always | once | prefer-cached
     log_level: str = "info"
     log_json: bool = False
+    metadata_port: int = METADATA_PORT  # task metadata endpoint v4; 0: not served
+    state_dir: str | None = None  # what the agent keeps across restarts (the metadata token secret)
+
+    def state_path(self, node_id: str) -> Path:
+        return Path(self.state_dir) if self.state_dir else Path(DEFAULT_STATE_ROOT) / node_id
 
 
 class Agent:
@@ -77,6 +86,7 @@ class Agent:
         self._networks_listed = False
         self._settle: asyncio.TimerHandle | None = None  # see _on_event
         self._tasks: list[asyncio.Task[None]] = []
+        self.metadata: Any = None  # the MetadataServer while it serves
 
     # ---- desired documents --------------------------------------------------------------------
     async def _on_connect(self) -> None:
@@ -197,15 +207,40 @@ class Agent:
                 self.log.error("container engine unavailable; retrying", error=f"{type(e).__name__}: {e}", retry_in=round(delay, 2))
                 await asyncio.sleep(delay)
         self.session.info = info
+        if self.cfg.metadata_port:
+            await self._start_metadata()
         self.log.info("agent starting", bootId=self.boot_id, runtime=self.rt.name, cpu=info.cpu,
                       memory=info.memory, adopted=len(self.state.actual))
         self.wake.set()  # a first pass: report the adopted containers
         for coro in (self.session.run(), self.reconcile_loop(), self.events_loop(), self.status_loop()):
             self._tasks.append(asyncio.create_task(coro))
 
+    async def _start_metadata(self) -> None:
+        """Serve the task metadata endpoint v4 (Docker runtime only), before any container is created."""
+        from agent.docker_runtime import DockerRuntime
+        from agent.metadata_server import MetadataServer, load_secret
+
+        if not isinstance(self.rt, DockerRuntime):
+            return
+        state_dir = self.cfg.state_path(self.node_id)
+        try:
+            secret = load_secret(state_dir)
+        except OSError as e:
+            self.log.warning("cannot keep the metadata token secret in the state directory; URIs of this agent's "
+                             "containers stop working when it restarts", state_dir=str(state_dir), error=str(e),
+                             hint="give a writable --state-dir")
+            secret = os.urandom(32)
+        srv = MetadataServer(self.state, self.rt.docker, self.cfg.cluster, secret, self.cfg.metadata_port, self.log,
+                             attributes=self.cfg.attributes)
+        if await srv.start():
+            self.metadata = srv
+            self.rt.metadata_uri = srv.uri
+
     async def shutdown(self) -> None:
         """Publish offline presence, disconnect; containers keep running (a restart adopts them)."""
         await self.session.goodbye()
+        if self.metadata is not None:
+            await self.metadata.close()
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, self.executor.close(), return_exceptions=True)
@@ -298,18 +333,24 @@ def _parse_attributes(ctx: click.Context, param: click.Parameter, values: tuple[
               help="Seconds between level-triggered container re-lists (at status ticks).")
 @click.option("--image-pull-behavior", type=click.Choice(["default", "always", "once", "prefer-cached"]),
               default="default", show_default=True, help="As ECS_IMAGE_PULL_BEHAVIOR.")
+@click.option("--metadata-port", type=click.IntRange(0, 65535), default=METADATA_PORT, show_default=True,
+              help="Port of the task metadata endpoint v4 served to containers (0: not served).")
+@click.option("--state-dir", default=lambda: os.environ.get("DOCKYARD_AGENT_STATE_DIR"),
+              show_default=f"env DOCKYARD_AGENT_STATE_DIR or {DEFAULT_STATE_ROOT}/<node-id>",
+              help="Directory the agent keeps across restarts (the metadata token secret).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True)
 @click.option("--log-json", is_flag=True, help="JSON log lines.")
 @click.pass_context
 def agent_command(ctx: click.Context, node_id: str, cluster: str, mqtt_url: str, docker_url: str,
                   attributes: dict[str, str], runtime: str, hollow_count: int, fargate: bool, status_interval: float,
-                  relist_interval: float, image_pull_behavior: str, log_level: str, log_json: bool) -> None:
+                  relist_interval: float, image_pull_behavior: str, metadata_port: int, state_dir: str | None,
+                  log_level: str, log_json: bool) -> None:
     """Run the dockyard agent on this host: drive the local Docker engine as the orchestrator asks."""
     cfg = AgentConfig(
         node_id=node_id, cluster=cluster, mqtt_url=mqtt_url, docker_url=docker_url, attributes=attributes,
         runtime=runtime, hollow_count=hollow_count, capacity_providers=["EC2", "FARGATE"] if fargate else ["EC2"],
         status_interval=status_interval, relist_interval=relist_interval, image_pull_behavior=image_pull_behavior,
-        log_level=log_level, log_json=log_json,
+        log_level=log_level, log_json=log_json, metadata_port=metadata_port, state_dir=state_dir,
     )
     ctx.exit(run(cfg))
 

@@ -245,6 +245,7 @@ class Harness:
         self.logs: list[Path] = []     # every log file ever written (printed on failure)
         self._dead: list[Proc] = []
         self._agent_seq = 0
+        self._metadata_ports: dict[str, int] = {}  # node id -> its agent's --metadata-port
         self._manifest_seq = 0
         self._cleaned = False
         self._mqtt_dirty = False  # retained topics may exist that cleanup must clear
@@ -357,6 +358,11 @@ class Harness:
             argv += ["--docker", docker_url]
         for k, v in (attributes or {}).items():
             argv += ["--attribute", f"{k}={v}"]
+        # The agent's state (the metadata token secret) in the test's dir; a metadata port of its own,
+        # since several agents share a host here (pass metadata_port=0 to serve none).
+        extra_flags.setdefault("state_dir", str(self.workdir / f"agent-state-{node_id}"))
+        # (the same one when a node's agent is restarted: its containers' URIs name it).
+        extra_flags.setdefault("metadata_port", self._metadata_ports.setdefault(node_id, free_port("0.0.0.0")))
         argv += self._flags(extra_flags)
         p = self._spawn(f"agent-{node_id}", argv, env=env)
         self._mqtt_dirty = True

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import os
 import signal
 import time
@@ -38,6 +39,7 @@ from dockyard.wire import DesiredDocHead
 
 EVENT_SETTLE_SECONDS = 0.5  # a second pass after a container event, see Agent._on_event
 DEFAULT_STATE_ROOT = "/var/lib/dockyard/agent"  # the state directory is <root>/<node id> unless given
+RESTARTS_FILE = "restarts.json"  # in the state directory: restartPolicy counts by docker id
 METADATA_PORT = 51679  # ECS's task metadata endpoint port (the ECS agent's)
 
 
@@ -207,6 +209,7 @@ class Agent:
                 self.log.error("container engine unavailable; retrying", error=f"{type(e).__name__}: {e}", retry_in=round(delay, 2))
                 await asyncio.sleep(delay)
         self.session.info = info
+        self._load_restarts()
         if self.cfg.metadata_port:
             await self._start_metadata()
         self.log.info("agent starting", bootId=self.boot_id, runtime=self.rt.name, cpu=info.cpu,
@@ -214,6 +217,35 @@ class Agent:
         self.wake.set()  # a first pass: report the adopted containers
         for coro in (self.session.run(), self.reconcile_loop(), self.events_loop(), self.status_loop()):
             self._tasks.append(asyncio.create_task(coro))
+
+    # ---- restart counts (restartPolicy), kept across agent restarts ----------------------------------
+    def _restarts_file(self) -> Path:
+        return self.cfg.state_path(self.node_id) / RESTARTS_FILE
+
+    def _load_restarts(self) -> None:
+        """Counts of in-place restarts by docker id, as saved by the agent that ran before (Docker
+        keeps no count of starts that are not its own restart policy's)."""
+        if self.rt.name != "docker":
+            return
+        try:
+            saved = json.loads(self._restarts_file().read_text())
+            self.state.restarts.update({str(k): int(v) for k, v in saved.items()})
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError, AttributeError) as e:
+            self.log.warning("restart counts not loaded", file=str(self._restarts_file()), error=str(e))
+        self.executor.on_restart = self._save_restarts
+
+    def _save_restarts(self) -> None:
+        path = self._restarts_file()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self.state.restarts))
+            os.replace(tmp, path)
+        except OSError as e:
+            self.log.warning("restart counts not saved; they restart from 0 with the agent", file=str(path),
+                             error=str(e))
 
     async def _start_metadata(self) -> None:
         """Serve the task metadata endpoint v4 (Docker runtime only), before any container is created."""

@@ -17,6 +17,7 @@ import hashlib
 import hmac
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from agent.runtime import EXITED_STATES, RUNNING_STATES, network_mode
@@ -63,6 +64,13 @@ class ContainerFacts:
     log_driver: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
     log_options: dict[str, str] = field(default_factory=dict)
+
+
+def rfc3339(t: float | None) -> str | None:
+    """Epoch seconds as ECS writes times (UTC, ``Z``)."""
+    if t is None:
+        return None
+    return datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
 
 
 def _time(s: str | None) -> str | None:

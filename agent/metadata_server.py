@@ -176,8 +176,11 @@ class MetadataServer:
         by_name[name] = facts
         st = self.state
         report = diff.task_report(task.taskId, task, list(actual.values()), st.finished.get(task.taskId))
+        pulls = st.pulls.get(task.taskId)
         doc = metadata.task_metadata(self.cluster, task, by_name, report.lastStatus, self._stopping(task),
-                                     self.zone, self._restarts(actual))
+                                     self.zone, self._restarts(actual),
+                                     metadata.rfc3339(pulls[0]) if pulls else None,
+                                     metadata.rfc3339(pulls[1]) if pulls else None)
         return web.json_response(doc)
 
     async def _one_stats(self, cid: str) -> dict[str, Any]:

@@ -27,6 +27,12 @@ class NodeState:
     finished: dict[str, Finish] = field(default_factory=dict)  # oldest first
     pull_errors: dict[str, str] = field(default_factory=dict)
     restarts: dict[str, int] = field(default_factory=dict)  # docker id -> in-place restarts (restartPolicy)
+    pulls: dict[str, tuple[float, float]] = field(default_factory=dict)  # task id -> its image pulls' start, end
+
+    def pulled(self, tid: str, started: float, stopped: float) -> None:
+        """Record a pull for ``tid``'s containers: the task's pulls span from the first start to the last end."""
+        first = self.pulls.get(tid)
+        self.pulls[tid] = (first[0] if first else started, stopped)
 
     def finish(self, tid: str, fin: Finish) -> None:
         """Remember that ``tid`` reached STOPPED on its own (first reason wins)."""
@@ -51,6 +57,8 @@ class NodeState:
     def prune(self, live: set[str]) -> None:
         for tid in [t for t in self.pull_errors if t not in live]:
             del self.pull_errors[tid]
+        for tid in [t for t in self.pulls if t not in live]:
+            del self.pulls[tid]
         if self.restarts:
             ids = {c.id for c in self.actual}
             for cid in [c for c in self.restarts if c not in ids]:

@@ -80,6 +80,7 @@ def test_metadata_endpoint_answers_its_own_task_and_no_other(dockyard_env):
         (env.cluster, "meta", "1", "RUNNING", "EC2")
     assert {c["Name"]: c["DockerId"] for c in doc["Containers"]} == ids[a["taskId"]]
     assert next(c for c in doc["Containers"] if c["Name"] == "side")["RestartCount"] == 0
+    assert doc["PullStartedAt"] <= doc["PullStoppedAt"] and doc["PullStoppedAt"].endswith("Z")
     assert b["taskId"] not in out
 
     # Docker stats of the container, and of the task's containers by docker id.

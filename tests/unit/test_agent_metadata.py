@@ -134,3 +134,19 @@ def test_pure_module_imports_no_docker_or_http():
             "print(bad); raise SystemExit(1 if bad else 0)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_times_are_written_as_ecs_does():
+    assert md.rfc3339(0.5) == "1970-01-01T00:00:00.500000Z" and md.rfc3339(None) is None
+
+
+def test_pull_times_span_a_tasks_pulls_and_are_forgotten_with_it():
+    from agent.state import NodeState
+    from dockyard import log
+
+    st = NodeState("n1", log.get("test"))
+    st.pulled("t1", 10.0, 12.0)
+    st.pulled("t1", 11.0, 15.0)
+    assert st.pulls == {"t1": (10.0, 15.0)}
+    st.prune(set())
+    assert st.pulls == {}

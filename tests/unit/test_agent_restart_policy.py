@@ -160,3 +160,26 @@ def test_describe_task_shows_the_restart_count():
     header, row = [ln for ln in out.splitlines() if "app" in ln or "RESTARTS" in ln]
     col = header.index("RESTARTS")
     assert row[col:col + 8].strip() == "3"
+
+
+def test_restart_counts_survive_an_agent_restart_through_the_state_dir(tmp_path):
+    from agent.hollow import HollowRuntime
+    from agent.main import Agent, AgentConfig
+
+    def agent() -> Agent:
+        rt = HollowRuntime()
+        rt.name = "docker"  # counts are kept for the docker runtime only
+        return Agent(AgentConfig(node_id="n1", state_dir=str(tmp_path / "st")), "n1", rt)
+
+    a = agent()
+    a._load_restarts()  # nothing saved yet
+    assert a.state.restarts == {}
+    a.state.restarted("cid1")
+    a.executor.on_restart()
+    b = agent()
+    b._load_restarts()
+    assert b.state.restarts == {"cid1": 1}
+    (tmp_path / "st" / "restarts.json").write_text("not json")
+    c = agent()
+    c._load_restarts()  # a damaged file is logged, not fatal
+    assert c.state.restarts == {}

@@ -24,7 +24,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 import httpx
 
@@ -191,6 +191,25 @@ def retained_topics(prefix: str, settle: float = 0.3, host: str = BROKER_HOST, p
         c.loop_stop()
         c.disconnect()
     return got
+
+
+@contextlib.contextmanager
+def private_broker(workdir: Path) -> Iterator[str]:
+    """A Mosquitto of the test's own on a free loopback port (yields its URL; stopped by pid after).
+
+    For tests that run long or restart agents: an orchestrator subscribes to every cluster's
+    presence, so on the shared broker the orchestrator of another test running at the same time
+    adopts this test's nodes and, with a higher epoch of its own, publishes them an empty desired
+    document (the agent then removes its tasks). Set ``env.mqtt_url`` before starting anything."""
+    port = free_port()
+    conf = workdir / "private-mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\npersistence false\n")
+    proc = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: proc.poll() is None and port_open(BROKER_HOST, port), timeout=10, message="private mosquitto")
+        yield f"mqtt://{BROKER_HOST}:{port}"
+    finally:
+        kill_pid(proc)
 
 
 # ------------------------------------------------------------------------------------------ infra

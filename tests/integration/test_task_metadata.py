@@ -5,10 +5,11 @@ network modes); another task's container, or the host, holding that URI gets no 
 from __future__ import annotations
 
 import json
+import os
 
 import httpx
 import pytest
-from harness import IMAGE, docker
+from harness import IMAGE, docker, private_broker
 
 pytestmark = pytest.mark.integration
 
@@ -43,8 +44,15 @@ def fetch(container_id: str, url_expr: str) -> tuple[int, str, str]:
     return cp.returncode, cp.stdout, cp.stderr
 
 
-def test_metadata_endpoint_answers_its_own_task_and_no_other(dockyard_env):
-    env = dockyard_env
+@pytest.fixture
+def env(dockyard_env):
+    """A broker of this test's own (see harness.private_broker)."""
+    with private_broker(dockyard_env.workdir) as url:
+        dockyard_env.mqtt_url = url
+        yield dockyard_env
+
+
+def test_metadata_endpoint_answers_its_own_task_and_no_other(env):
     env.start_orchestrator()
     env.start_agent()
     env.cli("apply", "-f", str(env.write_manifest(MANIFEST)))
@@ -109,3 +117,27 @@ def test_metadata_endpoint_answers_its_own_task_and_no_other(dockyard_env):
     doc = json.loads(out)
     assert doc["TaskARN"].endswith(vpc["taskId"]) and doc["Containers"][0]["Networks"][0]["NetworkMode"] == "awsvpc"
     assert doc["Containers"][0]["Networks"][0]["IPv4Addresses"] == [vpc["ipAddress"]]
+
+
+@pytest.mark.slow
+def test_metadata_endpoint_in_the_multi_host_bed(dockyard_env):
+    """The agent in a host's network namespace, next to that host's dockerd: its containers reach it."""
+    if os.geteuid() != 0:
+        pytest.fail("the multi-host test bed needs root (network namespaces, dockerd)", pytrace=False)
+    from testbed import Testbed
+
+    env = dockyard_env
+    with Testbed(1) as tb:
+        tb.attach(env)
+        env.start_orchestrator()
+        tb.start_agent(env, 1)
+        env.cli("apply", "-f", str(env.write_manifest(MANIFEST)))
+        env.cli("run", "meta")
+        task = env.wait_running(1)[0]
+        cid = next(c["dockerId"] for c in task["containers"] if c["name"] == "app")
+        cp = tb.host(1).docker("exec", cid, "sh", "-c", 'wget -q -O - "$ECS_CONTAINER_METADATA_URI_V4/task"',
+                               check=False)
+        assert cp.returncode == 0, cp.stderr
+        doc = json.loads(cp.stdout)
+        assert doc["TaskARN"].endswith(f"task/{env.cluster}/{task['taskId']}") and doc["KnownStatus"] == "RUNNING"
+        assert env.cleanup() == []

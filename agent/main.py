@@ -145,7 +145,7 @@ class Agent:
             st.networks = await self.rt.list_networks(self.node_id)
             self._networks_listed = True
         if st.doc is not None:  # no document yet: adopt and report, never remove anything
-            self.executor.apply(diff.plan(st.doc.tasks, st.actual, self.node_id, st.finished, st.networks, time.time()))
+            self.executor.apply(diff.plan(st.doc.tasks, st.actual, self.node_id, st.finished, st.networks, now=time.time()))
         await self.reporter.publish("update")
         live = st.live_task_ids()
         st.prune(live)

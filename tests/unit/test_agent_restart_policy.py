@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from agent import diff
@@ -183,3 +185,26 @@ def test_restart_counts_survive_an_agent_restart_through_the_state_dir(tmp_path)
     c = agent()
     c._load_restarts()  # a damaged file is logged, not fatal
     assert c.state.restarts == {}
+
+
+@settings(max_examples=300, deadline=None)
+@given(ran=st.integers(0, 4000).map(lambda x: x / 10), code=st.integers(0, 3), ignored=st.lists(st.integers(0, 3), max_size=3),
+       enabled=st.booleans(), essential=st.booleans(), status=st.sampled_from(["RUNNING", "STOPPED"]),
+       known_finished=st.booleans())
+def test_property_restart_xor_exit_handling(ran, code, ignored, enabled, essential, status, known_finished):
+    """An exited container is either restarted in place (task not finished, policy due) or handled as
+    without a policy (essential: the task finishes); never both, never for a finished/stopping task."""
+    rp = {"enabled": enabled, "ignoredExitCodes": ignored, "restartAttemptPeriod": 60}
+    t = task([{"name": "app", "essential": essential, "restartPolicy": rp}, {"name": "keep"}], status=status)
+    cs = [ac("app", "exited", ran=ran, exit_code=code, essential=essential), ac("keep")]
+    fin = {"t1": diff.Finish(diff.ESSENTIAL_EXITED, "x", "app", code)} if known_finished else {}
+    p = diff.plan([t], cs, NODE, fin, now=T0 + ran + 1)
+    restarted = [a for a in p.actions if isinstance(a, Restart)]
+    due = enabled and code not in ignored and ran >= 60
+    assert bool(restarted) == (due and status == "RUNNING" and not known_finished)
+    if restarted:
+        assert p.finished == {} and p.actions == restarted
+    elif essential and status == "RUNNING" and not known_finished:
+        assert p.finished["t1"].container == "app"
+    else:
+        assert p.finished == {}

@@ -249,6 +249,8 @@ class Agent:
 
     async def _start_metadata(self) -> None:
         """Serve the task metadata endpoint v4 (Docker runtime only), before any container is created."""
+        if self.rt.name != "docker":  # the hollow runtime never loads aiodocker (or aiohttp)
+            return
         from agent.docker_runtime import DockerRuntime
         from agent.metadata_server import MetadataServer, load_secret
 

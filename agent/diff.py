@@ -13,6 +13,10 @@ Rules (ECS semantics):
   (START: started; COMPLETE: exited; SUCCESS: exited 0; HEALTHY: Docker health healthy).
   A condition that can never hold (SUCCESS dependency exited non-zero, HEALTHY dependency
   exited or went unhealthy) fails the task: ``TaskFailedToStart``.
+* A container whose ``restartPolicy`` is enabled, that exited with a code not in
+  ``ignoredExitCodes`` after running at least ``restartAttemptPeriod`` seconds since its last
+  (re)start, is restarted in place (:class:`Restart`, same container); any other exit is
+  handled as without a policy (:func:`restart_due`).
 * An essential container that exited stops the task: ``EssentialContainerExited``.
 * A finished task (in ``finished``, or newly finished by this plan) is never started again;
   its running containers are stopped in reverse dependency order, its containers kept.
@@ -71,6 +75,15 @@ class Start:
 
 
 @dataclass(frozen=True)
+class Restart:
+    """Start an exited container again, in place (its restart policy); counted as a restart."""
+
+    task_id: str
+    container_name: str
+    docker_id: str
+
+
+@dataclass(frozen=True)
 class Stop:
     task_id: str
     container_name: str
@@ -99,7 +112,7 @@ class RemoveVolume:
     volume: str
 
 
-Action = Create | Start | Stop | Remove | RemoveNetwork | RemoveVolume
+Action = Create | Start | Restart | Stop | Remove | RemoveNetwork | RemoveVolume
 
 
 @dataclass(frozen=True)
@@ -177,6 +190,22 @@ def _reverse_start_order(task: DesiredTask | None, cs: Mapping[str, ActualContai
     return sorted(cs.values(), key=lambda c: (c.started_at or 0.0, c.container_name), reverse=True)
 
 
+# ---- restart policy -------------------------------------------------------------------------
+def restart_due(d: ContainerDefinition, c: ActualContainer, now: float | None = None) -> bool:
+    """ECS's container restart policy: restart ``c`` in place? Only when it exited, its policy is
+    enabled, its exit code is not ignored and it ran at least ``restartAttemptPeriod`` seconds
+    since its last (re)start (Docker's StartedAt is the last start; ``now`` stands in for a
+    missing FinishedAt). A container that exits sooner is not restarted: ECS's guard against
+    restart loops."""
+    rp = d.restartPolicy
+    if rp is None or not rp.enabled or not c.exited or c.started_at is None:
+        return False
+    if c.exit_code is not None and c.exit_code in rp.ignoredExitCodes:
+        return False
+    end = c.finished_at if c.finished_at is not None else now
+    return end is not None and end - c.started_at >= rp.restartAttemptPeriod
+
+
 # ---- the plan -------------------------------------------------------------------------------
 def plan(
     desired: Sequence[DesiredTask],
@@ -185,12 +214,14 @@ def plan(
     finished: Mapping[str, Finish] | None = None,
     networks: Mapping[str, str] | None = None,
     volumes: Mapping[str, Sequence[str]] | None = None,
+    now: float | None = None,
 ) -> Plan:
     """Compute the actions that move ``actual`` towards ``desired``.
 
     ``finished``: tasks already known STOPPED (never restarted). ``networks``: per-task
     networks of this node (task id -> network name). ``volumes``: task-scoped volumes of this
-    node (task id -> volume names).
+    node (task id -> volume names). ``now``: the wall clock (epoch seconds, as Docker's
+    timestamps), for the restart policy.
     """
     finished = finished or {}
     networks = networks or {}
@@ -219,19 +250,24 @@ def plan(
         defs = {d.name: d for d in task.taskDefinition.containerDefinitions}
         order = start_order(task.taskDefinition.containerDefinitions)
         fin = finished.get(tid)
+        restarting: list[str] = []
         if fin is None and task.desiredStatus == "RUNNING":
-            fin = _essential_exit(order, defs, primary) or _dependency_failure(order, defs, primary)
+            restarting = [n for n in order if n in primary and restart_due(defs[n], primary[n], now)]
+            # A container about to restart is neither an essential exit nor a dependency's outcome.
+            view = {n: c for n, c in primary.items() if n not in restarting} if restarting else primary
+            fin = _essential_exit(order, defs, view) or _dependency_failure(order, defs, view)
             if fin is not None:
                 out.finished[tid] = fin
         if fin is not None or task.desiredStatus == "STOPPED":
             out.actions += _stop_remove(tid, _reverse_start_order(task, primary), remove=False)
             continue
+        out.actions += [Restart(tid, n, primary[n].id) for n in restarting]
 
         planned: set[str] = set()  # started by this plan (in order, so START conditions hold)
         for name in order:
             pc = primary.get(name)
             if pc is not None and pc.state != "created":
-                continue  # running, or exited (non-essential): never restarted
+                continue  # running, restarting (above), or exited (non-essential, no restart due)
             ready = all(
                 condition_state(dep, primary.get(dep.containerName), dep.containerName in planned) == OK
                 for dep in defs[name].dependsOn
@@ -289,7 +325,8 @@ def _dependency_failure(order: list[str], defs: Mapping[str, ContainerDefinition
 _HEALTH: dict[str, HealthStatus] = {"healthy": "HEALTHY", "unhealthy": "UNHEALTHY"}
 
 
-def container_report(name: str, c: ActualContainer | None, stopping: bool, finish: Finish | None) -> ContainerReport:
+def container_report(name: str, c: ActualContainer | None, stopping: bool, finish: Finish | None,
+                     restart_count: int = 0) -> ContainerReport:
     if c is None:
         reason = finish.reason if finish is not None and finish.container == name else None
         return ContainerReport(name=name, lastStatus="STOPPED" if stopping else "PENDING", reason=reason)
@@ -306,6 +343,7 @@ def container_report(name: str, c: ActualContainer | None, stopping: bool, finis
         networkBindings=[NetworkBinding(**vars(p)) for p in c.ports],
         startedAt=c.started_at,
         finishedAt=c.finished_at if c.exited else None,
+        restartCount=restart_count,
     )
 
 
@@ -315,8 +353,10 @@ def task_report(
     containers: Sequence[ActualContainer],
     finish: Finish | None = None,
     pull_error: str | None = None,
+    restarts: Mapping[str, int] | None = None,
 ) -> TaskReport:
-    """The TaskReport of one task from its desired entry (None: not desired) and containers.
+    """The TaskReport of one task from its desired entry (None: not desired) and containers;
+    ``restarts``: restart-policy restarts per docker id (the agent counts them).
 
     ``healthStatus`` follows :func:`dockyard.health.task_health` (ECS's rule, the one the
     orchestrator applies too): the essential containers that have a health check decide;
@@ -337,15 +377,20 @@ def task_report(
         essential = {n for n, c in cs.items() if c.essential}
         checked = {n for n in essential if cs[n].health is not None}
     names += sorted(n for n in cs if n not in names)
-    reports = [container_report(n, cs.get(n), stopping, finish) for n in names]
+    restarts = restarts or {}
+    reports = [container_report(n, cs.get(n), stopping, finish, restarts.get(cs[n].id, 0) if n in cs else 0)
+               for n in names]
 
     any_running = any(c.running for c in cs.values())
     last: TaskStatus
     if stopping:
         last = "STOPPING" if any_running else "STOPPED"
     else:
+        # A container about to be restarted in place keeps its task RUNNING (as ECS).
+        defs = {d.name: d for d in task.taskDefinition.containerDefinitions} if task is not None else {}
+        up = {n for n, c in cs.items() if c.running or (n in defs and restart_due(defs[n], c))}
         ess = [r for r in reports if r.name in essential]
-        last = "RUNNING" if ess and all(r.lastStatus == "RUNNING" for r in ess) else "PENDING"
+        last = "RUNNING" if ess and all(r.name in up for r in ess) else "PENDING"
     health = cast(HealthStatus, task_health(((r.name, r.healthStatus) for r in reports), checked))
     started = [c.started_at for c in cs.values() if c.started_at]
     finished_at = [c.finished_at for c in cs.values() if c.finished_at and c.exited]

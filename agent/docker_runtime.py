@@ -9,7 +9,7 @@ import random
 import re
 import socket
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -64,8 +64,10 @@ def health_config(c: ContainerDefinition) -> dict[str, Any] | None:
     return out
 
 
-def build_create_spec(task: DesiredTask, c: ContainerDefinition, node_id: str, cluster: str) -> CreateSpec:
-    """The Docker ContainerCreate body for container ``c`` of ``task`` (see docs/agent.md)."""
+def build_create_spec(task: DesiredTask, c: ContainerDefinition, node_id: str, cluster: str,
+                      metadata_uri: str | None = None) -> CreateSpec:
+    """The Docker ContainerCreate body for container ``c`` of ``task`` (see docs/agent.md);
+    ``metadata_uri``: its task metadata endpoint (ECS_CONTAINER_METADATA_URI_V4), if served."""
     td = task.taskDefinition
     labels = container_labels(task, c, node_id, cluster)
     mode = network_mode(task)
@@ -78,6 +80,8 @@ def build_create_spec(task: DesiredTask, c: ContainerDefinition, node_id: str, c
         body["Entrypoint"] = list(c.entryPoint)
     if c.environment:
         body["Env"] = [f"{kv.name}={kv.value}" for kv in c.environment]
+    if metadata_uri:  # last, so it wins over a definition's own value (ECS sets it too)
+        body.setdefault("Env", []).append(f"ECS_CONTAINER_METADATA_URI_V4={metadata_uri}")
     if c.workingDirectory:
         body["WorkingDir"] = c.workingDirectory
     if c.user:
@@ -226,6 +230,8 @@ class DockerRuntime:
         self._pull_failed: dict[str, tuple[float, str]] = {}
         self._pulled: set[str] = set()
         self._port_reserved: dict[tuple[int, str], float] = {}
+        # (task id, container name) -> its task metadata URI; set by the agent while it serves one.
+        self.metadata_uri: Callable[[str, str], str | None] | None = None
         self.log = log.get("agent.docker")
 
     # -- engine-specific decisions (Runtime) -------------------------------------------------------
@@ -233,7 +239,8 @@ class DockerRuntime:
         return task_network_name(task.taskId) if network_mode(task) == "awsvpc" else None
 
     def create_spec(self, task: DesiredTask, c: ContainerDefinition, node_id: str, cluster: str) -> CreateSpec:
-        return build_create_spec(task, c, node_id, cluster)
+        uri = self.metadata_uri(task.taskId, c.name) if self.metadata_uri is not None else None
+        return build_create_spec(task, c, node_id, cluster, metadata_uri=uri)
 
     def registry_auth(self, c: ContainerDefinition) -> dict[str, str] | None:
         return registry_auth(c)
@@ -487,6 +494,9 @@ class DockerRuntime:
             raise
 
     async def start(self, container_id: str) -> None:
+        # A restarted container may exit again before the next list, with the same list row
+        # ("Exited (1)"): inspect it afresh then, for its new StartedAt (see agent.diff.restart_due).
+        self._inspect_cache.pop(container_id, None)
         try:
             async with self.docker._query(f"containers/{container_id}/start", "POST"):
                 pass

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Self
 
@@ -29,6 +30,7 @@ class Executor:
         self.inflight: dict[str, asyncio.Task[None]] = {}
         self.sem = asyncio.Semaphore(MAX_PARALLEL_TASKS)
         self.stop_sem = asyncio.Semaphore(MAX_PARALLEL_STOPS)
+        self.on_restart: Callable[[], None] | None = None  # after a restart is counted (the agent saves counts)
 
     def apply(self, p: diff.Plan) -> None:
         """Record the plan's finished tasks and start its actions (per task, unless still busy)."""
@@ -58,6 +60,7 @@ class Executor:
                         net = rt.task_network(task)
                         if net is not None:
                             await rt.ensure_network(net, {L_TASK: tid, L_NODE: node_id})
+                        pull_started = time.time()
                         try:
                             for vol in task_volumes(task, node_id, self.cluster):
                                 await rt.ensure_volume(vol)
@@ -72,6 +75,7 @@ class Executor:
                             return
                         if perr:
                             self.state.pull_errors[tid] = perr
+                        self.state.pulled(tid, pull_started, time.time())
                         spec = rt.create_spec(task, cdef, node_id, self.cluster)
                         try:
                             created[a.container_name] = await rt.create(spec)
@@ -91,6 +95,19 @@ class Executor:
                             self._fail(tid, f"CannotStartContainerError: {why}", a.container_name)
                             return
                         lg.info("container started", container=a.container_name, id=cid[:12])
+                    elif isinstance(a, diff.Restart):
+                        try:
+                            await rt.start(a.docker_id)
+                        except Exception as e:
+                            if (why := rt.failure(e)) is None:
+                                raise
+                            self._fail(tid, f"CannotStartContainerError: {why}", a.container_name)
+                            return
+                        n = self.state.restarted(a.docker_id)
+                        if self.on_restart is not None:
+                            self.on_restart()
+                        lg.info("container restarted in place (restartPolicy)", container=a.container_name,
+                                id=a.docker_id[:12], restartCount=n)
                     elif isinstance(a, diff.Stop):
                         lg.info("stopping container", container=a.container_name, id=a.docker_id[:12], timeout=a.timeout)
                         async with slot.released(), self.stop_sem:

@@ -108,8 +108,8 @@ class HollowRuntime:
         if self.start_delay:
             await asyncio.sleep(self.start_delay)
         c = self._containers[container_id]
-        if c.state == "created":
-            c = replace(c, state="running", started_at=time.time())
+        if not c.running:  # created, or exited (as `docker start`: a restart in place)
+            c = replace(c, state="running", started_at=time.time(), exit_code=None)
             self._containers[container_id] = c
             self._emit(c, "start")
 

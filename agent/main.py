@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import os
 import signal
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import click
 from pydantic import ValidationError
@@ -36,6 +39,9 @@ from dockyard.mqtt import Backoff, parse_url
 from dockyard.wire import DesiredDocHead
 
 EVENT_SETTLE_SECONDS = 0.5  # a second pass after a container event, see Agent._on_event
+DEFAULT_STATE_ROOT = "/var/lib/dockyard/agent"  # the state directory is <root>/<node id> unless given
+RESTARTS_FILE = "restarts.json"  # in the state directory: restartPolicy counts by docker id
+METADATA_PORT = 51679  # ECS's task metadata endpoint port (the ECS agent's)
 
 
 @dataclass
@@ -58,9 +64,14 @@ class AgentConfig:
     log_level: str = "info"
     log_json: bool = False
     load_balancer: bool = False  # run HAProxy for the cluster's load balancers (agent/lb)
-    lb_dir: str | None = None  # default /var/lib/dockyard/lb/<node-id>
+    lb_dir: str | None = None  # default <state dir>/lb
     lb_bind: str = "0.0.0.0"  # the address listeners bind to
     advertise_address: str | None = None  # default: the source address of the broker connection
+    metadata_port: int = METADATA_PORT  # task metadata endpoint v4; 0: not served
+    state_dir: str | None = None  # what the agent keeps across restarts (the metadata token secret)
+
+    def state_path(self, node_id: str) -> Path:
+        return Path(self.state_dir) if self.state_dir else Path(DEFAULT_STATE_ROOT) / node_id
 
 
 class Agent:
@@ -80,7 +91,7 @@ class Agent:
         self.reporter = Reporter(self.state, self.session, self.boot_id, self.log)
         self.lb: LoadBalancerNode | None = None
         if cfg.load_balancer:
-            lb_dir = Path(cfg.lb_dir or f"/var/lib/dockyard/lb/{node_id}")
+            lb_dir = Path(cfg.lb_dir) if cfg.lb_dir else cfg.state_path(node_id) / "lb"
             self.lb = LoadBalancerNode(lb_dir, cfg.lb_bind, self.log.bind(component="lb"), self._lb_changed)
             self.reporter.lb_status = self.lb.status
         self._lb_publish: asyncio.Task[None] | None = None
@@ -90,6 +101,7 @@ class Agent:
         self._volumes_listed = False
         self._settle: asyncio.TimerHandle | None = None  # see _on_event
         self._tasks: list[asyncio.Task[None]] = []
+        self.metadata: Any = None  # the MetadataServer while it serves
 
     # ---- desired documents --------------------------------------------------------------------
     async def _on_connect(self) -> None:
@@ -156,7 +168,8 @@ class Agent:
             st.volumes = await self.rt.list_volumes(self.node_id)  # the same rule for task volumes
             self._volumes_listed = True
         if st.doc is not None:  # no document yet: adopt and report, never remove anything
-            self.executor.apply(diff.plan(st.doc.tasks, st.actual, self.node_id, st.finished, st.networks, st.volumes))
+            self.executor.apply(diff.plan(st.doc.tasks, st.actual, self.node_id, st.finished, st.networks, st.volumes,
+                                          now=time.time()))
         await self.reporter.publish("update")
         live = st.live_task_ids()
         st.prune(live)
@@ -224,6 +237,9 @@ class Agent:
                 self.log.error("container engine unavailable; retrying", error=f"{type(e).__name__}: {e}", retry_in=round(delay, 2))
                 await asyncio.sleep(delay)
         self.session.info = info
+        self._load_restarts()
+        if self.cfg.metadata_port:
+            await self._start_metadata()
         self.log.info("agent starting", bootId=self.boot_id, runtime=self.rt.name, cpu=info.cpu,
                       memory=info.memory, adopted=len(self.state.actual))
         self.wake.set()  # a first pass: report the adopted containers
@@ -233,9 +249,63 @@ class Agent:
         for coro in loops:
             self._tasks.append(asyncio.create_task(coro))
 
+    # ---- restart counts (restartPolicy), kept across agent restarts ----------------------------------
+    def _restarts_file(self) -> Path:
+        return self.cfg.state_path(self.node_id) / RESTARTS_FILE
+
+    def _load_restarts(self) -> None:
+        """Counts of in-place restarts by docker id, as saved by the agent that ran before (Docker
+        keeps no count of starts that are not its own restart policy's)."""
+        if self.rt.name != "docker":
+            return
+        try:
+            saved = json.loads(self._restarts_file().read_text())
+            self.state.restarts.update({str(k): int(v) for k, v in saved.items()})
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError, AttributeError) as e:
+            self.log.warning("restart counts not loaded", file=str(self._restarts_file()), error=str(e))
+        self.executor.on_restart = self._save_restarts
+
+    def _save_restarts(self) -> None:
+        path = self._restarts_file()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self.state.restarts))
+            os.replace(tmp, path)
+        except OSError as e:
+            self.log.warning("restart counts not saved; they restart from 0 with the agent", file=str(path),
+                             error=str(e))
+
+    async def _start_metadata(self) -> None:
+        """Serve the task metadata endpoint v4 (Docker runtime only), before any container is created."""
+        if self.rt.name != "docker":  # the hollow runtime never loads aiodocker (or aiohttp)
+            return
+        from agent.docker_runtime import DockerRuntime
+        from agent.metadata_server import MetadataServer, load_secret
+
+        if not isinstance(self.rt, DockerRuntime):
+            return
+        state_dir = self.cfg.state_path(self.node_id)
+        try:
+            secret = load_secret(state_dir)
+        except OSError as e:
+            self.log.warning("cannot keep the metadata token secret in the state directory; URIs of this agent's "
+                             "containers stop working when it restarts", state_dir=str(state_dir), error=str(e),
+                             hint="give a writable --state-dir")
+            secret = os.urandom(32)
+        srv = MetadataServer(self.state, self.rt.docker, self.cfg.cluster, secret, self.cfg.metadata_port, self.log,
+                             attributes=self.cfg.attributes)
+        if await srv.start():
+            self.metadata = srv
+            self.rt.metadata_uri = srv.uri
+
     async def shutdown(self) -> None:
         """Publish offline presence, disconnect; containers keep running (a restart adopts them)."""
         await self.session.goodbye()
+        if self.metadata is not None:
+            await self.metadata.close()
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, self.executor.close(), return_exceptions=True)
@@ -330,24 +400,30 @@ def _parse_attributes(ctx: click.Context, param: click.Parameter, values: tuple[
               default="default", show_default=True, help="As ECS_IMAGE_PULL_BEHAVIOR.")
 @click.option("--load-balancer", is_flag=True,
               help="Also serve the cluster's load balancers: run and drive a local HAProxy (docs/load-balancing.md).")
-@click.option("--lb-dir", metavar="DIR", help="HAProxy's files (config, sockets).  [default: /var/lib/dockyard/lb/<node-id>]")
+@click.option("--lb-dir", metavar="DIR", help="HAProxy's files (config, sockets).  [default: <state dir>/lb]")
 @click.option("--lb-bind", default="0.0.0.0", show_default=True, help="Address the listeners bind to.")
 @click.option("--advertise-address", metavar="IP",
               help="Where load balancers reach this node's host ports.  [default: the source address of the broker connection]")
+@click.option("--metadata-port", type=click.IntRange(0, 65535), default=METADATA_PORT, show_default=True,
+              help="Port of the task metadata endpoint v4 served to containers (0: not served).")
+@click.option("--state-dir", default=lambda: os.environ.get("DOCKYARD_AGENT_STATE_DIR"),
+              show_default=f"env DOCKYARD_AGENT_STATE_DIR or {DEFAULT_STATE_ROOT}/<node-id>",
+              help="Directory the agent keeps across restarts (the metadata token secret).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True)
 @click.option("--log-json", is_flag=True, help="JSON log lines.")
 @click.pass_context
 def agent_command(ctx: click.Context, node_id: str, cluster: str, mqtt_url: str, docker_url: str,
                   attributes: dict[str, str], runtime: str, hollow_count: int, fargate: bool, status_interval: float,
                   relist_interval: float, image_pull_behavior: str, load_balancer: bool, lb_dir: str | None,
-                  lb_bind: str, advertise_address: str | None, log_level: str, log_json: bool) -> None:
+                  lb_bind: str, advertise_address: str | None, metadata_port: int, state_dir: str | None,
+                  log_level: str, log_json: bool) -> None:
     """Run the dockyard agent on this host: drive the local Docker engine as the orchestrator asks."""
     cfg = AgentConfig(
         node_id=node_id, cluster=cluster, mqtt_url=mqtt_url, docker_url=docker_url, attributes=attributes,
         runtime=runtime, hollow_count=hollow_count, capacity_providers=["EC2", "FARGATE"] if fargate else ["EC2"],
         status_interval=status_interval, relist_interval=relist_interval, image_pull_behavior=image_pull_behavior,
         log_level=log_level, log_json=log_json, load_balancer=load_balancer, lb_dir=lb_dir, lb_bind=lb_bind,
-        advertise_address=advertise_address,
+        advertise_address=advertise_address, metadata_port=metadata_port, state_dir=state_dir,
     )
     ctx.exit(run(cfg))
 

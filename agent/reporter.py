@@ -37,12 +37,14 @@ class CachedReport:
     containers: tuple[ActualContainer, ...]
     finish: diff.Finish | None
     pull_error: str | None
+    restarts: dict[str, int]
     report: TaskReport
     dump: dict[str, Any]
 
     def built_from(self, task: DesiredTask | None, containers: list[ActualContainer], finish: diff.Finish | None,
-                   pull_error: str | None) -> bool:
+                   pull_error: str | None, restarts: dict[str, int]) -> bool:
         return (self.task is task and self.finish is finish and self.pull_error == pull_error
+                and self.restarts == restarts
                 and len(self.containers) == len(containers) and all(a is b for a, b in zip(self.containers, containers, strict=True)))
 
 
@@ -82,10 +84,11 @@ class Reporter:
         for tid in tids:
             t, cs = desired.get(tid), by_task.get(tid, [])
             fin, perr = st.finished.get(tid), st.pull_errors.get(tid)
+            rc = {c.id: st.restarts[c.id] for c in cs if c.id in st.restarts} if st.restarts else {}
             hit = cache.get(tid)
-            if hit is None or not hit.built_from(t, cs, fin, perr):
-                r = diff.task_report(tid, t, cs, fin, perr)
-                hit = cache[tid] = CachedReport(t, tuple(cs), fin, perr, r, r.model_dump(mode="json"))
+            if hit is None or not hit.built_from(t, cs, fin, perr, rc):
+                r = diff.task_report(tid, t, cs, fin, perr, rc)
+                hit = cache[tid] = CachedReport(t, tuple(cs), fin, perr, rc, r, r.model_dump(mode="json"))
             out[tid] = hit
         if only is None:
             for tid in [tid for tid in cache if tid not in out]:

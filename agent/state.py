@@ -28,6 +28,13 @@ class NodeState:
     volumes: dict[str, Sequence[str]] = field(default_factory=dict)  # task id -> its task-scoped volumes
     finished: dict[str, Finish] = field(default_factory=dict)  # oldest first
     pull_errors: dict[str, str] = field(default_factory=dict)
+    restarts: dict[str, int] = field(default_factory=dict)  # docker id -> in-place restarts (restartPolicy)
+    pulls: dict[str, tuple[float, float]] = field(default_factory=dict)  # task id -> its image pulls' start, end
+
+    def pulled(self, tid: str, started: float, stopped: float) -> None:
+        """Record a pull for ``tid``'s containers: the task's pulls span from the first start to the last end."""
+        first = self.pulls.get(tid)
+        self.pulls[tid] = (first[0] if first else started, stopped)
 
     def finish(self, tid: str, fin: Finish) -> None:
         """Remember that ``tid`` reached STOPPED on its own (first reason wins)."""
@@ -39,6 +46,12 @@ class NodeState:
         while len(self.finished) > MAX_FINISHED:
             self.finished.pop(next(iter(self.finished)))
 
+    def restarted(self, docker_id: str) -> int:
+        """Count an in-place restart of ``docker_id`` (Docker's RestartCount moves only for its own
+        restart policy, not for a start by the agent); returns the new count."""
+        self.restarts[docker_id] = n = self.restarts.get(docker_id, 0) + 1
+        return n
+
     def live_task_ids(self) -> set[str]:
         """Tasks that are desired or still have containers."""
         return {c.task_id for c in self.actual} | ({t.taskId for t in self.doc.tasks} if self.doc else set())
@@ -46,3 +59,9 @@ class NodeState:
     def prune(self, live: set[str]) -> None:
         for tid in [t for t in self.pull_errors if t not in live]:
             del self.pull_errors[tid]
+        for tid in [t for t in self.pulls if t not in live]:
+            del self.pulls[tid]
+        if self.restarts:
+            ids = {c.id for c in self.actual}
+            for cid in [c for c in self.restarts if c not in ids]:
+                del self.restarts[cid]

@@ -28,6 +28,10 @@ from dockyard.ecs_options import (
 HEALTH_DEFAULTS = {"interval": 30, "timeout": 5, "retries": 3}
 HEALTH_LIMITS = {"interval": (5, 300), "timeout": (2, 120), "retries": (1, 10), "startPeriod": (0, 300)}
 DEFAULT_STOP_TIMEOUT = 30
+# ECS container restart policy limits (seconds) and the most ignored exit codes.
+RESTART_ATTEMPT_PERIOD = (60, 1800)
+DEFAULT_RESTART_ATTEMPT_PERIOD = 300
+MAX_IGNORED_EXIT_CODES = 50
 
 
 class KeyValuePair(EcsModel):
@@ -95,6 +99,31 @@ class MountPoint(EcsModel):
     readOnly: bool = False
 
 
+class RestartPolicy(EcsModel):
+    """ECS's container restart policy: an exited container is restarted in place on its node,
+    unless its exit code is ignored or it ran less than ``restartAttemptPeriod`` seconds since
+    its last (re)start (then the exit is handled as without a policy)."""
+
+    enabled: bool
+    ignoredExitCodes: list[int] = Field(default_factory=list)
+    restartAttemptPeriod: int = DEFAULT_RESTART_ATTEMPT_PERIOD
+
+    @field_validator("ignoredExitCodes")
+    @classmethod
+    def _codes(cls, v: list[int]) -> list[int]:
+        if len(v) > MAX_IGNORED_EXIT_CODES:
+            raise ValueError(f"at most {MAX_IGNORED_EXIT_CODES} exit codes (ECS limit), got {len(v)}")
+        return v
+
+    @field_validator("restartAttemptPeriod")
+    @classmethod
+    def _period(cls, v: int) -> int:
+        lo, hi = RESTART_ATTEMPT_PERIOD
+        if not lo <= v <= hi:
+            raise ValueError(f"must be between {lo} and {hi} seconds (ECS limit)")
+        return v
+
+
 class ContainerDefinition(EcsModel):
     name: str
     image: str = Field(min_length=1)
@@ -130,6 +159,7 @@ class ContainerDefinition(EcsModel):
     interactive: bool | None = None
     disableNetworking: bool | None = None
     dockerSecurityOptions: list[str] = Field(default_factory=list)
+    restartPolicy: RestartPolicy | None = None
 
     @field_validator("name")
     @classmethod

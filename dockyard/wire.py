@@ -113,6 +113,7 @@ class ContainerReport(Wire):
     networkBindings: list[NetworkBinding] = Field(default_factory=list)
     startedAt: float | None = None
     finishedAt: float | None = None
+    restartCount: int = 0  # in-place restarts by the container's restartPolicy (agents before it: 0)
 
 
 class TaskReport(Wire):

@@ -219,6 +219,7 @@ class TaskContainer(Record):
     dockerId: str | None = None
     image: str | None = None
     networkBindings: list[dict[str, Any]] = Field(default_factory=list)
+    restartCount: int = 0  # in-place restarts by its restartPolicy, as the agent counts them
 
     @classmethod
     def from_report(cls, r: ContainerReport) -> TaskContainer:
@@ -233,6 +234,7 @@ class TaskContainer(Record):
             dockerId=r.dockerId,
             image=r.image,
             networkBindings=[b.model_dump() for b in r.networkBindings],
+            restartCount=r.restartCount,
         )
 
 

@@ -439,10 +439,12 @@ def describe_task(task: dict[str, Any], now: float) -> str:
     ])
     rows = [
         [c.get("name"), c.get("image"), c.get("lastStatus"), c.get("healthStatus"), c.get("exitCode"),
-         truncate(c.get("reason"), 50), ports(c.get("networkBindings")), (c.get("dockerId") or "")[:12]]
+         c.get("restartCount") or 0, truncate(c.get("reason"), 50), ports(c.get("networkBindings")),
+         (c.get("dockerId") or "")[:12]]
         for c in task.get("containers") or []
     ]
-    containers = table(["NAME", "IMAGE", "STATUS", "HEALTH", "EXIT", "REASON", "PORTS", "DOCKER-ID"], rows) if rows else ""
+    head_row = ["NAME", "IMAGE", "STATUS", "HEALTH", "EXIT", "RESTARTS", "REASON", "PORTS", "DOCKER-ID"]
+    containers = table(head_row, rows) if rows else ""
     return head + "\n\n" + section("Containers", containers)
 
 

@@ -24,7 +24,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 import httpx
 
@@ -199,6 +199,25 @@ def retained_topics(prefix: str, settle: float = 0.3, host: str = BROKER_HOST, p
     return got
 
 
+@contextlib.contextmanager
+def private_broker(workdir: Path) -> Iterator[str]:
+    """A Mosquitto of the test's own on a free loopback port (yields its URL; stopped by pid after).
+
+    For tests that run long or restart agents: an orchestrator subscribes to every cluster's
+    presence, so on the shared broker the orchestrator of another test running at the same time
+    adopts this test's nodes and, with a higher epoch of its own, publishes them an empty desired
+    document (the agent then removes its tasks). Set ``env.mqtt_url`` before starting anything."""
+    port = free_port()
+    conf = workdir / "private-mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\npersistence false\n")
+    proc = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: proc.poll() is None and port_open(BROKER_HOST, port), timeout=10, message="private mosquitto")
+        yield f"mqtt://{BROKER_HOST}:{port}"
+    finally:
+        kill_pid(proc)
+
+
 # ------------------------------------------------------------------------------------------ infra
 def check_infra() -> list[str]:
     """Problems that make integration tests impossible (empty list when all is well)."""
@@ -251,6 +270,7 @@ class Harness:
         self.logs: list[Path] = []     # every log file ever written (printed on failure)
         self._dead: list[Proc] = []
         self._agent_seq = 0
+        self._metadata_ports: dict[str, int] = {}  # node id -> its agent's --metadata-port
         self._manifest_seq = 0
         self._cleaned = False
         self._mqtt_dirty = False  # retained topics may exist that cleanup must clear
@@ -363,6 +383,11 @@ class Harness:
             argv += ["--docker", docker_url]
         for k, v in (attributes or {}).items():
             argv += ["--attribute", f"{k}={v}"]
+        # The agent's state (the metadata token secret) in the test's dir; a metadata port of its own,
+        # since several agents share a host here (pass metadata_port=0 to serve none).
+        extra_flags.setdefault("state_dir", str(self.workdir / f"agent-state-{node_id}"))
+        # (the same one when a node's agent is restarted: its containers' URIs name it).
+        extra_flags.setdefault("metadata_port", self._metadata_ports.setdefault(node_id, free_port("0.0.0.0")))
         argv += self._flags(extra_flags)
         p = self._spawn(f"agent-{node_id}", argv, env=env)
         self._mqtt_dirty = True

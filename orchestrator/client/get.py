@@ -5,7 +5,7 @@ from typing import Any
 
 import click
 
-from orchestrator import render
+from orchestrator import render, render_lb
 from orchestrator.client.api import ApiClient, seg, unwrap
 from orchestrator.client.errors import CliError
 from orchestrator.client.kinds import KIND, PLURAL, matches
@@ -49,6 +49,10 @@ def fetch_list(api: ApiClient, kind: str, service: str | None = None, include_st
     if kind == "node":
         items = api.get(api.cpath("nodes")).get("nodes") or []
         return sorted(items, key=lambda n: str(n.get("nodeId")))
+    if kind == "targetgroup":
+        return api.get(api.cpath("targetgroups")).get("targetGroups") or []
+    if kind == "loadbalancer":
+        return api.get(api.cpath("loadbalancers")).get("loadBalancers") or []
     return fetch_tasks(api, service, include_stopped)
 
 
@@ -61,7 +65,7 @@ def fetch_list(api: ApiClient, kind: str, service: str | None = None, include_st
 @cluster_option
 @pass_session
 def get(s: Session, kind: str, name: str | None, output: str, include_stopped: bool, service: str | None) -> None:
-    """List objects: clusters, taskdefinitions (td), services (svc), tasks, nodes.
+    """List objects: clusters, taskdefinitions (td), services (svc), tasks, nodes, targetgroups (tg), loadbalancers (lb).
 
     NAME filters the list (a task id prefix for tasks, a family or family:revision for
     task definitions).
@@ -80,7 +84,12 @@ def get(s: Session, kind: str, name: str | None, output: str, include_stopped: b
     if not items:
         click.echo(f"No {PLURAL[kind]} found{where}.", err=True)
         return
-    out(render.render_list(PLURAL[kind], items, s.clock.wallclock(), wide=output == "wide"))
+    if kind == "targetgroup":
+        out(render_lb.targetgroups_table(items, s.clock.wallclock()))
+    elif kind == "loadbalancer":
+        out(render_lb.loadbalancers_table(items, s.clock.wallclock()))
+    else:
+        out(render.render_list(PLURAL[kind], items, s.clock.wallclock(), wide=output == "wide"))
 
 
 @click.command()
@@ -113,6 +122,19 @@ def describe(s: Session, kind: str, name: str | None, output: str) -> None:
             return print_objects(obj, output)
         tasks = [t for t in fetch_tasks(api) if t.get("nodeId") == obj.get("nodeId", name)]
         out(render.describe_node(obj, tasks, now))
+    elif kind == "targetgroup":
+        obj = unwrap(api.get(api.cpath("targetgroups", name)), "targetGroup")
+        if output != "text":
+            return print_objects(obj, output)
+        out(render_lb.describe_targetgroup(obj, now))
+    elif kind == "loadbalancer":
+        found = [lb for lb in fetch_list(api, "loadbalancer") if lb.get("name") == name]
+        if not found:
+            raise CliError(f"loadbalancer {name} not found in cluster {api.cluster}")
+        obj = found[0]
+        if output != "text":
+            return print_objects(obj, output)
+        out(render_lb.loadbalancers_table([obj], now))
     elif kind == "taskdefinition":
         obj = unwrap(api.get(f"/v1/taskdefinitions/{seg(name)}"), "taskDefinition")
         if output != "text":

@@ -12,8 +12,11 @@ KIND_ALIASES = {
     "task": "task", "tasks": "task",
     "node": "node", "nodes": "node",
     "cluster": "cluster", "clusters": "cluster",
+    "targetgroup": "targetgroup", "targetgroups": "targetgroup", "tg": "targetgroup",
+    "loadbalancer": "loadbalancer", "loadbalancers": "loadbalancer", "lb": "loadbalancer",
 }
-PLURAL = {"service": "services", "taskdefinition": "taskdefinitions", "task": "tasks", "node": "nodes", "cluster": "clusters"}
+PLURAL = {"service": "services", "taskdefinition": "taskdefinitions", "task": "tasks", "node": "nodes", "cluster": "clusters",
+          "targetgroup": "targetgroups", "loadbalancer": "loadbalancers"}
 
 
 class KindType(click.ParamType):
@@ -22,7 +25,8 @@ class KindType(click.ParamType):
     def convert(self, value: Any, param: Any, ctx: Any) -> str:
         kind = KIND_ALIASES.get(str(value).lower())
         if kind is None:
-            self.fail(f"unknown kind {value!r}; use one of: clusters, taskdefinitions (td), services (svc), tasks, nodes", param, ctx)
+            self.fail(f"unknown kind {value!r}; use one of: clusters, taskdefinitions (td), services (svc), tasks, nodes, "
+                      "targetgroups (tg), loadbalancers (lb)", param, ctx)
         return kind
 
 
@@ -38,6 +42,8 @@ def name_of(kind: str, obj: dict[str, Any]) -> str:
         return str(obj.get("taskId"))
     if kind == "node":
         return str(obj.get("nodeId"))
+    if kind in ("targetgroup", "loadbalancer"):
+        return str(obj.get("name"))
     return str(obj.get("clusterName"))
 
 

@@ -13,7 +13,8 @@ from orchestrator.client.kinds import KIND
 from orchestrator.client.session import Session, cluster_option, out, pass_session, warn
 from orchestrator.manifest_files import ManifestError, read_manifests
 
-DELETE_VERB = {"service": "deleted", "taskdefinition": "deregistered", "task": "stopping", "node": "deregistered", "cluster": "deleted"}
+DELETE_VERB = {"service": "deleted", "taskdefinition": "deregistered", "task": "stopping", "node": "deregistered", "cluster": "deleted",
+               "targetgroup": "deleted", "loadbalancer": "deleted"}
 
 
 def load_documents(files: Iterable[str]) -> list[dict[str, Any]]:
@@ -91,6 +92,8 @@ def delete(s: Session, kind: str | None, name: str | None, files: tuple[str, ...
         "node": lambda: api.cpath("nodes", name),
         "taskdefinition": lambda: f"/v1/taskdefinitions/{seg(name)}",
         "cluster": lambda: f"/v1/clusters/{seg(name)}",
+        "targetgroup": lambda: api.cpath("targetgroups", name),
+        "loadbalancer": lambda: api.cpath("loadbalancers", name),
     }[kind]()
     api.delete(path)
     out(f"{kind}/{name} {DELETE_VERB[kind]}")

@@ -237,6 +237,10 @@ def check_infra() -> list[str]:
         problems.append(f"no MQTT broker listens on {BROKER_HOST}:{BROKER_PORT}")
     if not (VENV_BIN / "dockyard").exists():
         problems.append(f"{VENV_BIN / 'dockyard'} is missing (pip install -e '.[test]' into .venv)")
+    import shutil
+
+    if shutil.which("haproxy") is None:
+        problems.append("haproxy is not installed (scripts/bootstrap.sh installs Debian's package)")
     return problems
 
 

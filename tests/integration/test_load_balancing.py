@@ -7,6 +7,8 @@ import asyncio
 import contextlib
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -18,7 +20,8 @@ import pytest
 
 from harness import IMAGE, docker, free_port
 
-pytestmark = pytest.mark.slow
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))  # test_lb_plan's shared fixtures
+
 
 
 def web_manifest(tg_port: int, rev: str, count: int, extra: str = "", deploy: str = "") -> str:
@@ -133,6 +136,7 @@ def _healthy_targets(env, count: int):
     return check
 
 
+@pytest.mark.slow
 def test_rolling_deploy_scale_in_and_stop_behind_haproxy_drop_nothing(lb_env):
     env, lb_dir = lb_env
     port = free_port()
@@ -172,6 +176,7 @@ def test_rolling_deploy_scale_in_and_stop_behind_haproxy_drop_nothing(lb_env):
     assert stopped["stopCode"] == "UserInitiated"
 
 
+@pytest.mark.slow
 def test_killed_task_leaves_rotation_and_haproxy_comes_back(lb_env):
     env, lb_dir = lb_env
     port = free_port()
@@ -237,3 +242,21 @@ spec:
     assert "spec.listeners[0].defaultActions[0].targetGroupName" in cp.stderr and "TCP" in cp.stderr, cp.stderr
     assert "spec.listeners[0].rules[0].actions[0].targetGroupName" in cp.stderr and "'nope'" in cp.stderr, cp.stderr
     assert env.get(f"/v1/clusters/{env.cluster}/targetgroups")["targetGroups"] == []  # nothing changed
+
+
+def test_rendered_config_is_valid_for_haproxy(tmp_path):
+    """Every construct agent.lb.config writes (rules, weights, TCP, checks) passes `haproxy -c`."""
+    from agent.lb import config
+    from dockyard.lb import LbDesired, LbTarget, LbTargetGroup, TargetGroupHealthCheck
+    from test_lb_plan import ROUTED
+
+    hc = TargetGroupHealthCheck(path="/health", intervalSeconds=5, timeoutSeconds=2, matcher={"httpCode": "200-204"})
+    t1 = LbTarget(id="t1_80", taskId="t1", address="10.0.0.2", port=49201)
+    d = LbDesired(listeners=ROUTED, targetGroups=[
+        LbTargetGroup(name="web", protocol="HTTP", healthCheck=hc, targets=[t1]),
+        LbTargetGroup(name="web3", protocol="HTTP", healthCheck=hc),
+        LbTargetGroup(name="web2", protocol="TCP", healthCheck=TargetGroupHealthCheck(protocol="TCP"))])
+    cfg = tmp_path / "h.cfg"
+    cfg.write_text(config.render(d, config.Paths(str(tmp_path / "a.sock"), str(tmp_path / "pid")), "127.0.0.1", {"web": [t1]}))
+    cp = subprocess.run(["haproxy", "-c", "-f", str(cfg)], capture_output=True, text=True)
+    assert cp.returncode == 0, cp.stderr

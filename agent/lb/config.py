@@ -137,14 +137,22 @@ def render(desired: LbDesired, paths: Paths, bind: str, servers: Mapping[str, It
         f"    stats socket {paths.admin_socket} mode 600 level admin expose-fd listeners",
         f"    pidfile {paths.pid_file}",
         "    hard-stop-after 1h",
+        "    log stdout format raw local0 notice",
         "",
         "defaults",
+        "    log global",
+        "    option httplog",
+        "    option dontlog-normal",  # failed or retried requests only, into haproxy.log
         "    timeout connect 5s",
         "    timeout client 60s",
         "    timeout server 60s",
         "    timeout http-keep-alive 10s",
         "    timeout queue 30s",
         "    option http-keep-alive",
+        # On a reload the old worker answers each idle keep-alive connection's next request with
+        # "Connection: close" instead of closing it under a request already on its way (HAProxy >= 2.4
+        # closes idle ones at once, which a client that does not retry sees as an error).
+        "    option idle-close-on-response",
         "",
     ]
     for ls in desired.listeners:

@@ -260,3 +260,75 @@ def test_rendered_config_is_valid_for_haproxy(tmp_path):
     cfg.write_text(config.render(d, config.Paths(str(tmp_path / "a.sock"), str(tmp_path / "pid")), "127.0.0.1", {"web": [t1]}))
     cp = subprocess.run(["haproxy", "-c", "-f", str(cfg)], capture_output=True, text=True)
     assert cp.returncode == 0, cp.stderr
+
+
+SLOW_APP = """
+      command: ["sh", "-c", "trap '' TERM; mkdir -p /www/cgi-bin; echo ok > /www/health; echo {rev} > /www/index.html;
+        printf '#!/bin/sh\\\\necho Content-Type: text/plain\\\\necho\\\\nsleep 12\\\\necho done\\\\n' > /www/cgi-bin/slow;
+        chmod +x /www/cgi-bin/slow; exec httpd -f -p 8080 -h /www"]"""
+
+
+@pytest.mark.slow
+def test_sigterm_ignoring_app_drains_a_long_request_is_cut_only_at_the_delay_and_a_new_listener_reloads_seamlessly(lb_env):
+    env, lb_dir = lb_env
+    port, port2 = free_port(), free_port()
+    manifest = web_manifest(port, "rev1", 2).replace("deregistrationDelay: 20", "deregistrationDelay: 4")
+    # The app ignores SIGTERM (killed after stopTimeout) and has a 12 s endpoint.
+    manifest = manifest.replace(
+        """      command: ["sh", "-c", "mkdir -p /www; echo rev1 > /www/index.html; echo ok > /www/health; exec httpd -f -p 8080 -h /www"]""",
+        SLOW_APP.strip("\n").format(rev="rev1"))
+    env.start_orchestrator()
+    env.start_agent(load_balancer=True, lb_dir=str(lb_dir), lb_bind="127.0.0.1")
+    env.cli("apply", "-f", env.write_manifest(manifest))
+    env.wait_for(env.completed("web", "web:1"), timeout=90, message="deployment COMPLETED")
+    env.wait_for(_healthy_targets(env, 2), timeout=60, message="2 healthy targets")
+    with Load(f"http://127.0.0.1:{port}/") as load:
+        env.wait_for(lambda: sum(load.ok.values()) >= 20, timeout=20, message="traffic flowing")
+        # A long request lands on one of the two tasks; stop that task while it runs.
+        result: dict = {}
+
+        def slow() -> None:
+            t0 = time.monotonic()
+            try:
+                r = httpx.get(f"http://127.0.0.1:{port}/cgi-bin/slow", timeout=30)
+                result.update(status=r.status_code, body=r.text.strip())
+            except httpx.HTTPError as e:
+                result.update(error=f"{type(e).__name__}")
+            result["seconds"], result["end"] = time.monotonic() - t0, time.monotonic()
+
+        th = threading.Thread(target=slow)
+        th.start()
+        def busy_targets() -> set[str]:
+            tg = env.get(f"/v1/clusters/{env.cluster}/targetgroups/web")["targetGroup"]
+            return {t["taskId"] for t in tg["targets"] if any(h["sessions"] > 0 for h in t["health"].values())}
+
+        def long_request_target() -> str | None:  # busy in two samples 1 s apart: the 12 s request, not the load
+            first = busy_targets()
+            time.sleep(1.0)
+            both = first & busy_targets()
+            return next(iter(both)) if len(both) == 1 else None
+
+        busy = {"taskId": env.wait_for(long_request_target, timeout=10, message="the long request's target")}
+        t_stop = time.monotonic()
+        env.cli("stop", busy["taskId"])
+        task = env.get(f"/v1/clusters/{env.cluster}/tasks/{busy['taskId']}")["task"]
+        assert task["lastStatus"] == "DEACTIVATING", task  # its long request keeps it draining
+        th.join(timeout=40)
+        # A listener added to the running load balancer: a seamless reload, nothing dropped.
+        bad_before = len(load.bad)
+        env.cli("apply", "-f", env.write_manifest(manifest.replace(
+            "      defaultActions: [{type: forward, targetGroupName: web}]",
+            f"      defaultActions: [{{type: forward, targetGroupName: web}}]\n    - port: {port2}\n      protocol: HTTP\n"
+            "      defaultActions: [{type: forward, targetGroupName: web}]")))
+        env.wait_for(lambda: httpx.get(f"http://127.0.0.1:{port2}/", timeout=2).status_code == 200, timeout=20,
+                     message="the new listener serves")
+        env.wait_for(lambda: sum(load.ok.values()) > 0 and _healthy_targets(env, 2)(), timeout=60, message="replacement healthy")
+    cut_after = result.get("end", t_stop) - t_stop  # seconds from the stop until the long request ended
+    print(f"\nLB: long request cut {cut_after:.1f} s after the stop ({result}); {len(load.bad)} failed of "
+          f"{sum(load.ok.values()) + len(load.bad)}; stop -> DEACTIVATING with drainingSince {task['drainingSince']}")
+    assert load.bad == [], load.bad[:10]  # the SIGTERM-ignoring app lost nothing; the reload dropped nothing
+    assert len(load.bad) == bad_before
+    # The long request was not cut at the stop but only once deregistrationDelay (4 s) ran out
+    # (then SIGTERM, ignored, and SIGKILL after stopTimeout 2 s); it would have taken 12 s.
+    assert result.get("body") != "done", result
+    assert 3.5 <= cut_after <= 10, result

@@ -18,6 +18,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from dockyard.ecs import TaskDefinitionSpec
+from dockyard.sealing import Sealed
 
 PROTOCOL = "dockyard/v1"
 TaskStatus = Literal[
@@ -69,6 +70,9 @@ class DesiredTaskHead(Wire):
 
 class DesiredTask(DesiredTaskHead):
     taskDefinition: TaskDefinitionSpec
+    # The task's secret values, sealed to this node's seal key for this task id (docs/secrets.md);
+    # None when its definition names no secret.
+    secrets: Sealed | None = None
 
 
 class DesiredDocHead(Wire):
@@ -151,4 +155,7 @@ class Presence(Wire):
     # Seconds between the agent's status snapshots (its heartbeat): the orchestrator declares the
     # node disconnected after 3 missed. Agents before this field snapshot every 2 s.
     statusInterval: float = Field(default=2.0, gt=0)
+    # The agent's X25519 public key (base64) that task secrets are sealed to; None: an agent
+    # without secrets support (tasks with secrets are not started there).
+    sealKey: str | None = None
     ts: float = Field(default_factory=time.time)

@@ -12,7 +12,10 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
+from cryptography.fernet import Fernet
+
 from dockyard import log as dlog
+from dockyard import sealing
 from dockyard.health import is_healthy, task_health
 from dockyard.wire import (
     SERVICE_SCHEDULER_INITIATED,
@@ -26,6 +29,7 @@ from dockyard.wire import (
 from orchestrator import metrics
 from orchestrator.core import nodes as nodes_core
 from orchestrator.core import scheduler
+from orchestrator.core import secrets as secrets_core
 from orchestrator.core import services as svc_core
 from orchestrator.core.scheduler import NodeView, TaskAsk
 from orchestrator.core.tasks import (
@@ -34,7 +38,8 @@ from orchestrator.core.tasks import (
     new_task,
     proof_clock,
 )
-from orchestrator.models import Cluster, Node, Service, ServiceEvent, Task, new_task_id
+from orchestrator.models import Cluster, Node, Service, ServiceEvent, Task, TaskDefinition, new_task_id
+from orchestrator.secrets import SecretStore
 from orchestrator.state import STOPPED_TASK_RETENTION, State
 from orchestrator.task_apply import apply_report, mark_stopped, request_stop
 
@@ -85,9 +90,13 @@ def task_ask(t: Task, td_spec) -> TaskAsk:
 class Controller:
     def __init__(self, state: State, epoch: int, publish: Publish, node_lost_seconds: float = 3.0,
                  mass_loss_fraction: float = 0.55, mass_loss_interval: float = 30.0,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, secrets: SecretStore | None = None) -> None:
         self.clock = clock  # the one clock the controller (and Ops) decide on time with
         self.state = state
+        # Without a key file (unit tests): a key of this process only.
+        self.secrets = secrets if secrets is not None else SecretStore(state.store, Fernet.generate_key(), verify=False)
+        self._secret_refs: dict[str, secrets_core.Refs] = {}  # per task definition ref (immutable)
+        self._sealed: dict[str, tuple[str, sealing.Sealed]] = {}  # task id -> (node seal key, blob)
         self.epoch = epoch
         self.publish = publish
         self.node_lost_seconds = node_lost_seconds
@@ -164,7 +173,7 @@ class Controller:
         self.reconcile_services(now)
         self.schedule(now)
         self.collect_garbage(now)
-        return self.desired_documents()
+        return self.desired_documents(now)
 
     def check_nodes(self, now: float) -> None:
         """Node liveness (orchestrator.core.nodes): time out silent nodes, stop the tasks of lost
@@ -492,8 +501,47 @@ class Controller:
             del self._applied[task_id]
         for key in [k for k in self._svc_views if k not in self.state.services]:
             del self._svc_views[key]
+        for task_id in [i for i in self._sealed if (t := self.state.tasks.get(i)) is None or t.lastStatus == "STOPPED"]:
+            del self._sealed[task_id]
 
-    def desired_documents(self) -> list[DesiredDoc]:
+    # ---- secrets ---------------------------------------------------------------------------
+    def _refs(self, td: TaskDefinition) -> secrets_core.Refs:
+        r = self._secret_refs.get(td.ref)
+        if r is None:
+            r = self._secret_refs[td.ref] = secrets_core.refs(td.spec)
+        return r
+
+    def task_secrets(self, t: Task, td: TaskDefinition, node: Node) -> tuple[sealing.Sealed | None, str | None]:
+        """The task's secrets sealed to ``node`` (once per task and node key; the versions are
+        fixed at the first publication), or the reason it cannot start (core.secrets)."""
+        r = self._refs(td)
+        if not r or t.desiredStatus != "RUNNING":
+            return None, None
+        cached = self._sealed.get(t.taskId)
+        if cached is not None and cached[0] == node.sealKey:
+            return cached[1], None
+        latest = self.secrets.latest_versions(r.names()) if t.secretVersions is None else {}
+        res = secrets_core.resolve(r, latest, t.secretVersions, node.nodeId, node.sealKey is not None)
+        if res.failure is not None:
+            return None, res.failure
+        values = {n: (got[1] if (got := self.secrets.value(n, v)) else None) for n, v in res.versions.items()}
+        plaintext, why = secrets_core.payload(r, values)
+        if why is not None:
+            return None, why
+        if not res.versions:  # only repositoryCredentials, none of them a secret: the agent's own
+            return None, None
+        assert node.sealKey is not None  # resolve() fails a node without one
+        try:
+            blob = sealing.seal(node.sealKey, t.taskId, plaintext)
+        except sealing.SealError as e:
+            return None, f"ResourceInitializationError: unable to deliver secrets to node {node.nodeId}: {e}"
+        if t.secretVersions != res.versions:
+            t.secretVersions = res.versions
+            self.state.put_task(t)
+        self._sealed[t.taskId] = (node.sealKey, blob)
+        return blob, None
+
+    def desired_documents(self, now: float | None = None) -> list[DesiredDoc]:
         docs = []
         for key in sorted(self.state.take_dirty_nodes()):
             cluster, node_id = key
@@ -504,6 +552,20 @@ class Controller:
                 self.state.node_active_tasks(cluster, node_id),
                 key=lambda t: (t.createdAt, t.taskId),
             )
+            sealed: dict[str, sealing.Sealed] = {}
+            for t in list(tasks):
+                td = self.state.resolve_taskdef(t.taskDefinition)
+                if td is None or not self._refs(td):
+                    continue
+                blob, why = self.task_secrets(t, td, node)
+                if why is not None:  # fails to start: never published
+                    when = self.clock() if now is None else now
+                    mark_stopped(t, TASK_FAILED_TO_START, why, when)
+                    self.state.put_task(t)
+                    self._on_task_stopped(t, True, when)
+                    tasks.remove(t)
+                elif blob is not None:
+                    sealed[t.taskId] = blob
             content = tuple((t.taskId, t.desiredStatus) for t in tasks)
             if self._published.get(key) == content:
                 continue
@@ -523,6 +585,7 @@ class Controller:
                         launchType=t.launchType,
                         serviceName=t.serviceName,
                         taskDefinition=td.spec,
+                        secrets=sealed.get(t.taskId),
                     )
                 )
             node.generation += 1
@@ -572,6 +635,7 @@ class Controller:
         n.runtime = p.runtime
         n.agentVersion = p.agentVersion
         n.statusInterval = p.statusInterval
+        n.sealKey = p.sealKey
         self.state.put_node(n)
         if rejoined:
             # Republish so a returning agent sees the current document even if the retained one was lost.

@@ -269,6 +269,9 @@ class Task(Record):
     stoppedAt: float | None = None
     # Generation of the node's desired document that first carried this task.
     placedGeneration: int | None = None
+    # The versions of the secrets sealed to its node at its first publication (names and versions
+    # only: never values); None when its definition names no secret.
+    secretVersions: dict[str, int] | None = None
 
     @property
     def short_id(self) -> str:
@@ -298,3 +301,4 @@ class Node(Record):
     generation: int = 0  # of the last desired document published for this node
     observedGeneration: int = 0
     observedEpoch: int = 0
+    sealKey: str | None = None  # the agent's public seal key (Presence.sealKey)

@@ -192,9 +192,10 @@ def test_ignored_fields_are_kept_and_reported_with_paths():
                  healthCheck={"command": ["CMD", "true"], "unknownKnob": 1})],
               tags=[{"key": "a", "value": "b"}], pidMode="host")
     assert sorted(ignored_fields(spec)) == sorted([
-        "tags", "pidMode", "containerDefinitions[0].secrets",
+        "tags", "pidMode",
         "containerDefinitions[0].portMappings[0].appProtocol", "containerDefinitions[0].healthCheck.unknownKnob"])
     assert spec.model_extra["pidMode"] == "host"
+    assert spec.containerDefinitions[0].secrets[0].secret == "arn"  # secrets are supported (docs/secrets.md)
 
 
 def test_is_fargate():

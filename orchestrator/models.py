@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from dockyard.ecs import NAME_RE, EcsModel, PlacementConstraint, TaskDefinitionSpec
+from dockyard.ecs import NAME_RE, SECRET_NAME_RE, EcsModel, PlacementConstraint, TaskDefinitionSpec
 from dockyard.wire import (
     ContainerReport,
     HealthStatus,
@@ -132,6 +132,27 @@ class RunTaskSpec(EcsModel):
     placementConstraints: list[PlacementConstraint] = Field(default_factory=list)
     placementStrategy: list[PlacementStrategy] = Field(default_factory=list)
     startedBy: str | None = None
+
+
+class SecretSpec(EcsModel):
+    """A ``kind: Secret`` manifest's spec (AWS CreateSecret's SecretString, camelCase). Applying a
+    different value adds a version; the same value changes nothing."""
+
+    name: str
+    secretString: str = Field(min_length=1, max_length=64 * 1024)
+    description: str | None = None
+
+    @field_validator("secretString", mode="before")
+    @classmethod
+    def _stringify(cls, v: Any) -> Any:
+        return str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not SECRET_NAME_RE.match(v):
+            raise ValueError("must be 1-512 letters, digits or /_+=.@-")
+        return v
 
 
 # ---- records ----------------------------------------------------------------------------

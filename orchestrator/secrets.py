@@ -17,7 +17,6 @@ from dockyard.keyfile import KeyFileError, load_or_create
 from orchestrator.store import Store
 
 VERSIONS_KEPT = 20  # older versions are dropped when a new one is added
-MAX_VALUE_BYTES = 64 * 1024  # AWS Secrets Manager's limit
 _CHECK = b"dockyard secrets key check"
 
 

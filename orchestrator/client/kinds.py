@@ -12,8 +12,10 @@ KIND_ALIASES = {
     "task": "task", "tasks": "task",
     "node": "node", "nodes": "node",
     "cluster": "cluster", "clusters": "cluster",
+    "secret": "secret", "secrets": "secret",
 }
-PLURAL = {"service": "services", "taskdefinition": "taskdefinitions", "task": "tasks", "node": "nodes", "cluster": "clusters"}
+PLURAL = {"service": "services", "taskdefinition": "taskdefinitions", "task": "tasks", "node": "nodes", "cluster": "clusters",
+          "secret": "secrets"}
 
 
 class KindType(click.ParamType):
@@ -22,7 +24,7 @@ class KindType(click.ParamType):
     def convert(self, value: Any, param: Any, ctx: Any) -> str:
         kind = KIND_ALIASES.get(str(value).lower())
         if kind is None:
-            self.fail(f"unknown kind {value!r}; use one of: clusters, taskdefinitions (td), services (svc), tasks, nodes", param, ctx)
+            self.fail(f"unknown kind {value!r}; use one of: clusters, taskdefinitions (td), services (svc), tasks, nodes, secrets", param, ctx)
         return kind
 
 
@@ -38,6 +40,8 @@ def name_of(kind: str, obj: dict[str, Any]) -> str:
         return str(obj.get("taskId"))
     if kind == "node":
         return str(obj.get("nodeId"))
+    if kind == "secret":
+        return str(obj.get("name"))
     return str(obj.get("clusterName"))
 
 

@@ -13,7 +13,7 @@ from orchestrator.client.kinds import KIND
 from orchestrator.client.session import Session, cluster_option, out, pass_session, warn
 from orchestrator.manifest_files import ManifestError, read_manifests
 
-DELETE_VERB = {"service": "deleted", "taskdefinition": "deregistered", "task": "stopping", "node": "deregistered", "cluster": "deleted"}
+DELETE_VERB = {"secret": "deleted", "service": "deleted", "taskdefinition": "deregistered", "task": "stopping", "node": "deregistered", "cluster": "deleted"}
 
 
 def load_documents(files: Iterable[str]) -> list[dict[str, Any]]:
@@ -41,6 +41,8 @@ def print_results(results: list[dict[str, Any]], dry_run: bool = False) -> None:
         out(line)
         if r.get("ignoredFields"):
             warn(f"{ref}: ignored unsupported fields: {', '.join(map(str, r['ignoredFields']))}")
+        for w in r.get("warnings") or []:
+            warn(f"{ref}: {w}")
 
 
 @click.command()
@@ -68,7 +70,7 @@ def delete(s: Session, kind: str | None, name: str | None, files: tuple[str, ...
 
     \b
     KIND: service (svc), taskdefinition (td; NAME is family:revision, deregisters it),
-          task (stops it), node (deregisters it), cluster.
+          task (stops it), node (deregisters it), cluster, secret (every version).
     """
     api = s.api
     if files:
@@ -88,6 +90,7 @@ def delete(s: Session, kind: str | None, name: str | None, files: tuple[str, ...
         "node": lambda: api.cpath("nodes", name),
         "taskdefinition": lambda: f"/v1/taskdefinitions/{seg(name)}",
         "cluster": lambda: f"/v1/clusters/{seg(name)}",
+        "secret": lambda: f"/v1/secrets/{seg(name)}",
     }[kind]()
     api.delete(path)
     out(f"{kind}/{name} {DELETE_VERB[kind]}")

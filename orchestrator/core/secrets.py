@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 from dockyard.ecs import TaskDefinitionSpec, secret_name
 
+MAX_VALUE_BYTES = 64 * 1024  # a secret value's limit (AWS Secrets Manager's)
+
 
 @dataclass(frozen=True)
 class Refs:

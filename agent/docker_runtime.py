@@ -61,8 +61,10 @@ def health_config(c: ContainerDefinition) -> dict[str, Any] | None:
     return out
 
 
-def build_create_spec(task: DesiredTask, c: ContainerDefinition, node_id: str, cluster: str) -> CreateSpec:
-    """The Docker ContainerCreate body for container ``c`` of ``task`` (see docs/agent.md)."""
+def build_create_spec(task: DesiredTask, c: ContainerDefinition, node_id: str, cluster: str,
+                      secrets: Mapping[str, str] | None = None) -> CreateSpec:
+    """The Docker ContainerCreate body for container ``c`` of ``task`` (see docs/agent.md);
+    ``secrets``: the container's secret variables (after ``environment``, so they win)."""
     td = task.taskDefinition
     labels = container_labels(task, c, node_id, cluster)
     mode = network_mode(task)
@@ -75,6 +77,8 @@ def build_create_spec(task: DesiredTask, c: ContainerDefinition, node_id: str, c
         body["Entrypoint"] = list(c.entryPoint)
     if c.environment:
         body["Env"] = [f"{kv.name}={kv.value}" for kv in c.environment]
+    if secrets:
+        body["Env"] = body.get("Env", []) + [f"{k}={v}" for k, v in secrets.items()]
     if c.workingDirectory:
         body["WorkingDir"] = c.workingDirectory
     if c.user:
@@ -135,10 +139,14 @@ def credentials_env(parameter: str) -> str:
     return "DOCKYARD_REGISTRY_AUTH_" + re.sub(r"[^A-Z0-9]", "_", parameter.upper())
 
 
-def registry_auth(c: ContainerDefinition, environ: Mapping[str, str] | None = None) -> dict[str, str] | None:
-    """``repositoryCredentials.credentialsParameter`` NAME -> env DOCKYARD_REGISTRY_AUTH_<NAME>="user:password"."""
+def registry_auth(c: ContainerDefinition, environ: Mapping[str, str] | None = None,
+                  stored: Mapping[str, str] | None = None) -> dict[str, str] | None:
+    """``stored`` (the dockyard secret ``repositoryCredentials.credentialsParameter`` names, opened),
+    else that NAME -> env DOCKYARD_REGISTRY_AUTH_<NAME>="user:password"."""
     if c.repositoryCredentials is None:
         return None
+    if stored:
+        return {"username": stored["username"], "password": stored["password"], "serveraddress": registry_of(c.image)}
     env: Mapping[str, str] = os.environ if environ is None else environ
     raw = env.get(credentials_env(c.repositoryCredentials.credentialsParameter))
     if not raw or ":" not in raw:
@@ -227,11 +235,12 @@ class DockerRuntime:
     def task_network(self, task: DesiredTask) -> str | None:
         return task_network_name(task.taskId) if network_mode(task) == "awsvpc" else None
 
-    def create_spec(self, task: DesiredTask, c: ContainerDefinition, node_id: str, cluster: str) -> CreateSpec:
-        return build_create_spec(task, c, node_id, cluster)
+    def create_spec(self, task: DesiredTask, c: ContainerDefinition, node_id: str, cluster: str,
+                    secrets: Mapping[str, str] | None = None) -> CreateSpec:
+        return build_create_spec(task, c, node_id, cluster, secrets)
 
-    def registry_auth(self, c: ContainerDefinition) -> dict[str, str] | None:
-        return registry_auth(c)
+    def registry_auth(self, c: ContainerDefinition, stored: Mapping[str, str] | None = None) -> dict[str, str] | None:
+        return registry_auth(c, stored=stored)
 
     def failure(self, e: Exception) -> str | None:
         """Docker's answers (and a spec it cannot take) fail the task; connection errors are retried."""

@@ -19,6 +19,7 @@ import os
 import signal
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import click
 from pydantic import ValidationError
@@ -29,7 +30,8 @@ from agent.reporter import Reporter
 from agent.runtime import Runtime
 from agent.session import Session, parse_desired
 from agent.state import NodeState
-from dockyard import log
+from dockyard import log, sealing
+from dockyard.keyfile import KeyFileError, load_or_create
 from dockyard.mqtt import Backoff, parse_url
 from dockyard.wire import DesiredDocHead
 
@@ -55,13 +57,30 @@ class AgentConfig:
     image_pull_behavior: str = "default"  # ECS_IMAGE_PULL_BEHAVIOR: default | always | once | prefer-cached
     log_level: str = "info"
     log_json: bool = False
+    state_dir: str | None = None  # holds the node's seal key; default: default_state_dir(node_id)
+
+
+def default_state_dir(node_id: str) -> Path:
+    """$XDG_STATE_HOME/dockyard/agent/<node-id> (~/.local/state/dockyard/agent/<node-id>)."""
+    base = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+    return base / "dockyard" / "agent" / node_id
+
+
+def load_seal_key(state_dir: Path) -> bytes:
+    """The node's X25519 private key (``seal.key``, created 0600 on first start): task secrets
+    are sealed to its public half, published in the presence (docs/secrets.md)."""
+    key, _ = load_or_create(state_dir / "seal.key", sealing.generate_private)
+    if len(key) != 32:
+        raise KeyFileError(f"{state_dir / 'seal.key'} is not a 32-byte X25519 key; remove it to create a new one")
+    return key
 
 
 class Agent:
     """One node's agent. Several can share an event loop (hollow runtime)."""
 
-    def __init__(self, cfg: AgentConfig, node_id: str, runtime: Runtime) -> None:
+    def __init__(self, cfg: AgentConfig, node_id: str, runtime: Runtime, seal_key: bytes | None = None) -> None:
         self.cfg, self.node_id, self.rt = cfg, node_id, runtime
+        seal_key = seal_key if seal_key is not None else sealing.generate_private()  # hollow: in memory
         self.boot_id = uuid.uuid4().hex
         self.log = log.get("agent", node=node_id, cluster=cfg.cluster)
         self.state = NodeState(node_id, self.log)
@@ -69,9 +88,10 @@ class Agent:
         self.session = Session(
             node_id=node_id, cluster=cfg.cluster, mqtt_url=cfg.mqtt_url, boot_id=self.boot_id,
             status_interval=cfg.status_interval, attributes=cfg.attributes, capacity_providers=cfg.capacity_providers,
-            runtime_name=runtime.name, log=self.log, on_connect=self._on_connect, on_message=self.on_desired)
+            runtime_name=runtime.name, log=self.log, on_connect=self._on_connect, on_message=self.on_desired,
+            seal_key=sealing.public_key(seal_key))
         self.reporter = Reporter(self.state, self.session, self.boot_id, self.log)
-        self.executor = Executor(runtime, self.state, cfg.cluster, self.wake.set, self.log)
+        self.executor = Executor(runtime, self.state, cfg.cluster, self.wake.set, self.log, seal_key=seal_key)
         self.last_relist = 0.0  # loop time of the last reconcile pass (which re-lists)
         self._networks_listed = False
         self._settle: asyncio.TimerHandle | None = None  # see _on_event
@@ -222,7 +242,8 @@ def make_agents(cfg: AgentConfig) -> list[Agent]:
         raise ValueError(f"unknown runtime {cfg.runtime!r}; use docker or hollow")
     from agent.docker_runtime import DockerRuntime
 
-    return [Agent(cfg, cfg.node_id, DockerRuntime(cfg.docker_url, cfg.image_pull_behavior))]
+    seal_key = load_seal_key(Path(cfg.state_dir) if cfg.state_dir else default_state_dir(cfg.node_id))
+    return [Agent(cfg, cfg.node_id, DockerRuntime(cfg.docker_url, cfg.image_pull_behavior), seal_key)]
 
 
 async def run_async(cfg: AgentConfig, stop: asyncio.Event | None = None) -> int:
@@ -230,7 +251,7 @@ async def run_async(cfg: AgentConfig, stop: asyncio.Event | None = None) -> int:
     try:
         parse_url(cfg.mqtt_url)
         agents = make_agents(cfg)
-    except ValueError as e:
+    except (ValueError, OSError) as e:
         lg.error("invalid configuration", error=str(e))
         return 2
     if cfg.runtime == "hollow":
@@ -297,18 +318,22 @@ def _parse_attributes(ctx: click.Context, param: click.Parameter, values: tuple[
               help="Seconds between level-triggered container re-lists (at status ticks).")
 @click.option("--image-pull-behavior", type=click.Choice(["default", "always", "once", "prefer-cached"]),
               default="default", show_default=True, help="As ECS_IMAGE_PULL_BEHAVIOR.")
+@click.option("--state-dir", envvar="DOCKYARD_AGENT_STATE_DIR", default=None, metavar="DIR",
+              help="Where the agent keeps its seal key (seal.key, 0600) [env DOCKYARD_AGENT_STATE_DIR]. "
+                   "Default: $XDG_STATE_HOME/dockyard/agent/NODE-ID (~/.local/state/...).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True)
 @click.option("--log-json", is_flag=True, help="JSON log lines.")
 @click.pass_context
 def agent_command(ctx: click.Context, node_id: str, cluster: str, mqtt_url: str, docker_url: str,
                   attributes: dict[str, str], runtime: str, hollow_count: int, fargate: bool, status_interval: float,
-                  relist_interval: float, image_pull_behavior: str, log_level: str, log_json: bool) -> None:
+                  relist_interval: float, image_pull_behavior: str, state_dir: str | None, log_level: str,
+                  log_json: bool) -> None:
     """Run the dockyard agent on this host: drive the local Docker engine as the orchestrator asks."""
     cfg = AgentConfig(
         node_id=node_id, cluster=cluster, mqtt_url=mqtt_url, docker_url=docker_url, attributes=attributes,
         runtime=runtime, hollow_count=hollow_count, capacity_providers=["EC2", "FARGATE"] if fargate else ["EC2"],
         status_interval=status_interval, relist_interval=relist_interval, image_pull_behavior=image_pull_behavior,
-        log_level=log_level, log_json=log_json,
+        log_level=log_level, log_json=log_json, state_dir=state_dir,
     )
     ctx.exit(run(cfg))
 

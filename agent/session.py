@@ -31,8 +31,10 @@ from dockyard.wire import (
 class Session:
     def __init__(self, *, node_id: str, cluster: str, mqtt_url: str, boot_id: str, status_interval: float,
                  attributes: dict[str, str], capacity_providers: list[str], runtime_name: str, log: Any,
-                 on_connect: Callable[[], Awaitable[None]], on_message: Callable[[Any], Awaitable[None]]) -> None:
+                 on_connect: Callable[[], Awaitable[None]], on_message: Callable[[Any], Awaitable[None]],
+                 seal_key: str | None = None) -> None:
         self.node_id, self.cluster, self.mqtt_url, self.boot_id = node_id, cluster, mqtt_url, boot_id
+        self.seal_key = seal_key  # the public key task secrets are sealed to (base64)
         self.status_interval = status_interval
         self.user_attributes, self.capacity_providers, self.runtime_name = attributes, capacity_providers, runtime_name
         self.log, self.on_connect, self.on_message = log, on_connect, on_message
@@ -57,7 +59,7 @@ class Session:
         return Presence(
             nodeId=self.node_id, bootId=self.boot_id, state=state, cluster=self.cluster, resources=res,
             attributes=self.attributes(), capacityProviders=list(self.capacity_providers), runtime=self.runtime_name,
-            statusInterval=self.status_interval,
+            statusInterval=self.status_interval, sealKey=self.seal_key,
         ).model_dump_json().encode()
 
     def keepalive(self) -> int:

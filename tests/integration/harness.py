@@ -358,6 +358,8 @@ class Harness:
         for k, v in (attributes or {}).items():
             argv += ["--attribute", f"{k}={v}"]
         argv += self._flags(extra_flags)
+        # The agent's state (its seal key) in the test's workdir, not the user's home.
+        env = {"DOCKYARD_AGENT_STATE_DIR": str(self.workdir / f"state-{node_id}"), **(env or {})}
         p = self._spawn(f"agent-{node_id}", argv, env=env)
         self._mqtt_dirty = True
         self.agents[node_id] = p

@@ -558,7 +558,12 @@ class Controller:
                 if td is None or not self._refs(td):
                     continue
                 blob, why = self.task_secrets(t, td, node)
-                if why is not None:  # fails to start: never published
+                if why is not None and t.placedGeneration is not None:
+                    # Published before (e.g. sealed again after a restart, and its version is gone
+                    # since): it may run already; the agent fails it if it still needs the secrets.
+                    self.log.warning("task secrets unavailable; published without them", task=t.short_id,
+                                     cluster=t.cluster, node=node_id, reason=why)
+                elif why is not None:  # fails to start: never published
                     when = self.clock() if now is None else now
                     mark_stopped(t, TASK_FAILED_TO_START, why, when)
                     self.state.put_task(t)

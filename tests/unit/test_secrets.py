@@ -258,3 +258,29 @@ def test_secret_variables_are_appended_to_the_container_env_and_registry_auth_us
     assert registry_auth(c, {}, {"username": "u", "password": "p"}) == {
         "username": "u", "password": "p", "serveraddress": "reg.example:5000"}
     assert registry_auth(c, {"DOCKYARD_REGISTRY_AUTH_MYREG": "e:f"})["username"] == "e"  # the local fallback
+
+
+def test_a_published_task_whose_secret_is_gone_is_not_stopped_by_the_orchestrator():
+    state, ctl, ops = _world()
+    _online(ctl, "n1", sealing.public_key(sealing.generate_private()))
+    ops.apply([TD], C)
+    ops.put_secret("db", VALUE)
+    t = _run(ops)
+    ctl.reconcile(1000.0)
+    ops.delete_secret("db")
+    ctl._sealed.clear()  # as after an orchestrator restart
+    ctl._published.clear()
+    state.mark_node_dirty((C, "n1"))
+    doc = ctl.desired_documents(1001.0)[0]
+    assert t.lastStatus != "STOPPED" and doc.tasks[0].taskId == t.taskId and doc.tasks[0].secrets is None
+
+
+def test_cli_rollout_restart_forces_a_new_deployment():
+    state, ctl, ops = _world()
+    ops.apply([TD, {"apiVersion": "dockyard/v1", "kind": "Service", "metadata": {"name": "web"},
+                    "spec": {"taskDefinition": "app", "desiredCount": 1}}], C)
+    _, invoke = _cli_against(create_app(ops))
+    r = invoke("rollout", "restart", "web")
+    assert r.exit_code == 0 and "service/web restarting (app:1)" in r.output, r.output
+    assert len(state.services[(C, "web")].deployments) == 2
+    assert invoke("rollout", "restart", "nope").exit_code == 1

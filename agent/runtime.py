@@ -11,7 +11,7 @@ network) are the functions below.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -154,11 +154,11 @@ class Runtime(Protocol):
         ...
 
     def create_spec(self, task: DesiredTask, c: ContainerDefinition, node_id: str, cluster: str,
-                    secrets: Mapping[str, str] | None = None) -> CreateSpec:
+                    secrets: dict[str, str] | None = None) -> CreateSpec:
         """What to create for container ``c`` of ``task`` (``secrets``: its secret variables)."""
         ...
 
-    def registry_auth(self, c: ContainerDefinition, stored: Mapping[str, str] | None = None) -> dict[str, str] | None:
+    def registry_auth(self, c: ContainerDefinition, stored: dict[str, str] | None = None) -> dict[str, str] | None:
         """Credentials for pulling ``c``'s image: ``stored`` ({username, password} from the secret
         its ``repositoryCredentials`` names), else resolved locally, or None."""
         ...

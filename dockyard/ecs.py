@@ -153,6 +153,7 @@ class ContainerDefinition(EcsModel):
     command: list[str] | None = None
     entryPoint: list[str] | None = None
     environment: list[KeyValuePair] = Field(default_factory=list)
+    secrets: list[Secret] = Field(default_factory=list)
     portMappings: list[PortMapping] = Field(default_factory=list)
     essential: bool = True
     cpu: int = Field(default=0, ge=0)
@@ -168,7 +169,6 @@ class ContainerDefinition(EcsModel):
     links: list[str] | None = None
     mountPoints: list[MountPoint] | None = None
     repositoryCredentials: RepositoryCredentials | None = None
-    secrets: list[Secret] = Field(default_factory=list)
 
     @field_validator("name")
     @classmethod

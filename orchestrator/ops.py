@@ -145,7 +145,7 @@ class Ops:
         results = [self._apply_one(d, now, dry_run) for d in docs]
         for d, res in zip(docs, results, strict=True):
             if d.kind == "TaskDefinition":
-                res["warnings"] = self._missing_secret_warnings(d.spec, applied_secrets)
+                res.setdefault("warnings", []).extend(self._missing_secret_warnings(d.spec, applied_secrets))
         if not dry_run:
             self._commit()
         return results

@@ -39,10 +39,11 @@ def print_results(results: list[dict[str, Any]], dry_run: bool = False) -> None:
         if dry_run:
             line += " (dry run)"
         out(line)
-        if r.get("ignoredFields"):
+        if r.get("warnings"):
+            for w in r["warnings"]:
+                warn(f"{ref}: {w}")
+        elif r.get("ignoredFields"):
             warn(f"{ref}: ignored unsupported fields: {', '.join(map(str, r['ignoredFields']))}")
-        for w in r.get("warnings") or []:
-            warn(f"{ref}: {w}")
 
 
 @click.command()

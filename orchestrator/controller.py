@@ -38,7 +38,7 @@ from orchestrator.core.tasks import (
     new_task,
     proof_clock,
 )
-from orchestrator.models import Cluster, Node, Service, ServiceEvent, Task, TaskDefinition, new_task_id
+from orchestrator.models import Cluster, Node, Service, ServiceEvent, Task, new_task_id
 from orchestrator.secrets import SecretStore
 from orchestrator.state import STOPPED_TASK_RETENTION, State
 from orchestrator.task_apply import apply_report, mark_stopped, request_stop
@@ -53,6 +53,7 @@ FULL_PASS_SECONDS = 5.0
 PASS_GAP_MIN = 0.02
 PASS_GAP_FACTOR = 1.5
 Publish = Callable[[DesiredDoc], Awaitable[None]]
+_UNKNOWN = secrets_core.Refs()  # a task definition whose secret references are not cached yet
 
 
 def add_event(service: Service, message: str, now: float) -> None:
@@ -95,7 +96,7 @@ class Controller:
         self.state = state
         # Without a key file (unit tests): a key of this process only.
         self.secrets = secrets if secrets is not None else SecretStore(state.store, Fernet.generate_key(), verify=False)
-        self._secret_refs: dict[str, secrets_core.Refs] = {}  # per task definition ref (immutable)
+        self._secret_refs: dict[str, secrets_core.Refs | None] = {}  # per family:revision (see _refs)
         self._sealed: dict[str, tuple[str, sealing.Sealed]] = {}  # task id -> (node seal key, blob)
         self.epoch = epoch
         self.publish = publish
@@ -505,16 +506,19 @@ class Controller:
             del self._sealed[task_id]
 
     # ---- secrets ---------------------------------------------------------------------------
-    def _refs(self, td: TaskDefinition) -> secrets_core.Refs:
-        r = self._secret_refs.get(td.ref)
-        if r is None:
-            r = self._secret_refs[td.ref] = secrets_core.refs(td.spec)
-        return r
+    def _refs(self, t: Task) -> secrets_core.Refs | None:
+        """The secrets task ``t``'s definition names, None for none (cached per family:revision:
+        definitions are immutable)."""
+        td = self.state.resolve_taskdef(t.taskDefinition)
+        if td is None:
+            return None
+        r = secrets_core.refs(td.spec)
+        self._secret_refs[t.taskDefinition] = r or None
+        return r or None
 
-    def task_secrets(self, t: Task, td: TaskDefinition, node: Node) -> tuple[sealing.Sealed | None, str | None]:
-        """The task's secrets sealed to ``node`` (once per task and node key; the versions are
-        fixed at the first publication), or the reason it cannot start (core.secrets)."""
-        r = self._refs(td)
+    def task_secrets(self, t: Task, r: secrets_core.Refs, node: Node) -> tuple[sealing.Sealed | None, str | None]:
+        """Task ``t``'s secrets (``r``) sealed to ``node`` (once per task and node key; the versions
+        are fixed at the first publication), or the reason it cannot start (core.secrets)."""
         if not r or t.desiredStatus != "RUNNING":
             return None, None
         cached = self._sealed.get(t.taskId)
@@ -552,25 +556,6 @@ class Controller:
                 self.state.node_active_tasks(cluster, node_id),
                 key=lambda t: (t.createdAt, t.taskId),
             )
-            sealed: dict[str, sealing.Sealed] = {}
-            for t in list(tasks):
-                td = self.state.resolve_taskdef(t.taskDefinition)
-                if td is None or not self._refs(td):
-                    continue
-                blob, why = self.task_secrets(t, td, node)
-                if why is not None and t.placedGeneration is not None:
-                    # Published before (e.g. sealed again after a restart, and its version is gone
-                    # since): it may run already; the agent fails it if it still needs the secrets.
-                    self.log.warning("task secrets unavailable; published without them", task=t.short_id,
-                                     cluster=t.cluster, node=node_id, reason=why)
-                elif why is not None:  # fails to start: never published
-                    when = self.clock() if now is None else now
-                    mark_stopped(t, TASK_FAILED_TO_START, why, when)
-                    self.state.put_task(t)
-                    self._on_task_stopped(t, True, when)
-                    tasks.remove(t)
-                elif blob is not None:
-                    sealed[t.taskId] = blob
             content = tuple((t.taskId, t.desiredStatus) for t in tasks)
             if self._published.get(key) == content:
                 continue
@@ -579,6 +564,21 @@ class Controller:
                 td = self.state.resolve_taskdef(t.taskDefinition)
                 if td is None:
                     continue
+                refs = self._secret_refs.get(t.taskDefinition, _UNKNOWN)
+                blob = None
+                if refs is not None and (refs is not _UNKNOWN or (refs := self._refs(t)) is not None):
+                    blob, why = self.task_secrets(t, refs, node)
+                    if why is not None and t.placedGeneration is None:  # fails to start: never published
+                        when = self.clock() if now is None else now
+                        mark_stopped(t, TASK_FAILED_TO_START, why, when)
+                        self.state.put_task(t)
+                        self._on_task_stopped(t, True, when)
+                        continue
+                    if why is not None:
+                        # Published before (e.g. sealed again after a restart, and its version is gone
+                        # since): it may run already; the agent fails it if it still needs them.
+                        self.log.warning("task secrets unavailable; published without them", task=t.short_id,
+                                         cluster=t.cluster, node=node_id, reason=why)
                 # model_construct: every field comes from validated records (validating would re-run
                 # TaskDefinitionSpec's model validators for every task of every document).
                 desired_tasks.append(
@@ -590,16 +590,17 @@ class Controller:
                         launchType=t.launchType,
                         serviceName=t.serviceName,
                         taskDefinition=td.spec,
-                        secrets=sealed.get(t.taskId),
+                        secrets=blob,
                     )
                 )
             node.generation += 1
             for t in tasks:
-                if t.placedGeneration is None:
+                if t.placedGeneration is None and t.lastStatus != "STOPPED":
                     t.placedGeneration = node.generation
                     self.state.put_task(t)
             self.state.put_node(node)
-            self._published[key] = content
+            # What was published (without the tasks that just failed to start, now STOPPED).
+            self._published[key] = tuple((t.taskId, t.desiredStatus) for t in tasks if t.lastStatus != "STOPPED")
             docs.append(DesiredDoc.model_construct(cluster=cluster, nodeId=node_id, epoch=self.epoch,
                                                    generation=node.generation, tasks=desired_tasks))
         return docs

@@ -284,3 +284,26 @@ def test_cli_rollout_restart_forces_a_new_deployment():
     assert r.exit_code == 0 and "service/web restarting (app:1)" in r.output, r.output
     assert len(state.services[(C, "web")].deployments) == 2
     assert invoke("rollout", "restart", "nope").exit_code == 1
+
+
+def test_a_service_whose_secret_is_missing_retries_and_starts_once_it_exists():
+    now = [1000.0]
+    state = State(None)
+    ctl = Controller(state, epoch=1, publish=None, clock=lambda: now[0])  # type: ignore[arg-type]
+    ops = Ops(state, ctl)
+    _online(ctl, "n1", sealing.public_key(sealing.generate_private()))
+    ops.apply([TD, {"apiVersion": "dockyard/v1", "kind": "Service", "metadata": {"name": "web"},
+                    "spec": {"taskDefinition": "app", "desiredCount": 1}}], C)
+    ctl.reconcile(now[0])
+    s = state.services[(C, "web")]
+    assert any("secret 'db' from dockyard: secret not found" in e.message for e in s.events)
+    assert s.deployments[0].launchFailures == 1
+    ops.put_secret("db", VALUE)
+    published = []
+    for _ in range(30):  # past the launch backoff
+        now[0] += 5
+        published += [t for d in ctl.reconcile(now[0]) for t in d.tasks if t.secrets is not None]
+        state.flush()
+        if published:
+            break
+    assert published and VALUE not in published[0].model_dump_json()

@@ -595,12 +595,11 @@ class Controller:
                 )
             node.generation += 1
             for t in tasks:
-                if t.placedGeneration is None and t.lastStatus != "STOPPED":
+                if t.placedGeneration is None:
                     t.placedGeneration = node.generation
                     self.state.put_task(t)
             self.state.put_node(node)
-            # What was published (without the tasks that just failed to start, now STOPPED).
-            self._published[key] = tuple((t.taskId, t.desiredStatus) for t in tasks if t.lastStatus != "STOPPED")
+            self._published[key] = content
             docs.append(DesiredDoc.model_construct(cluster=cluster, nodeId=node_id, epoch=self.epoch,
                                                    generation=node.generation, tasks=desired_tasks))
         return docs

@@ -140,7 +140,6 @@ class SecretSpec(EcsModel):
 
     name: str
     secretString: str = Field(min_length=1, max_length=64 * 1024)
-    description: str | None = None
 
     @field_validator("secretString", mode="before")
     @classmethod

@@ -307,3 +307,42 @@ def test_a_service_whose_secret_is_missing_retries_and_starts_once_it_exists():
         if published:
             break
     assert published and VALUE not in published[0].model_dump_json()
+
+
+def test_the_executor_gives_a_container_its_secrets_and_fails_a_task_it_cannot_open():
+    import asyncio
+
+    from agent import diff
+    from agent.executor import Executor
+    from agent.hollow import HollowRuntime
+    from agent.state import NodeState
+    from dockyard import log
+
+    class Capturing(HollowRuntime):
+        def __init__(self) -> None:
+            super().__init__()
+            self.env: dict[str, dict[str, str] | None] = {}
+
+        def create_spec(self, task, c, node_id, cluster, secrets=None):
+            self.env[task.taskId] = secrets
+            return super().create_spec(task, c, node_id, cluster, secrets)
+
+    priv = sealing.generate_private()
+    spec = TaskDefinitionSpec.model_validate({**TD["spec"], "family": "app"})
+    payload = json.dumps({"environment": {"app": {"DB_PASSWORD": VALUE}}, "registryAuth": {}}).encode()
+    good = DesiredTask(taskId="t1", family="app", revision=1, taskDefinition=spec,
+                       secrets=sealing.seal(sealing.public_key(priv), "t1", payload))
+    replayed = good.model_copy(update={"taskId": "t2"})  # t1's blob on another task
+
+    async def go() -> None:
+        rt = Capturing()
+        st = NodeState("n1", log.get("test"))
+        ex = Executor(rt, st, C, lambda: None, log.get("test"), seal_key=priv)
+        ex.apply(diff.plan([good, replayed], [], "n1"))
+        await asyncio.gather(*ex.inflight.values())
+        assert rt.env == {"t1": {"DB_PASSWORD": VALUE}}  # t2 never reached create_spec
+        assert st.finished["t2"].stop_code == diff.FAILED_TO_START
+        assert st.finished["t2"].reason.startswith("ResourceInitializationError: unable to retrieve secrets")
+        assert [c.task_id for c in await rt.list("n1")] == ["t1"]
+
+    asyncio.run(go())

@@ -237,7 +237,7 @@ class DockerRuntime:
 
     def create_spec(self, task: DesiredTask, c: ContainerDefinition, node_id: str, cluster: str,
                     secrets: Mapping[str, str] | None = None) -> CreateSpec:
-        return build_create_spec(task, c, node_id, cluster, secrets)
+        return build_create_spec(task, c, node_id, cluster, secrets=secrets)
 
     def registry_auth(self, c: ContainerDefinition, stored: Mapping[str, str] | None = None) -> dict[str, str] | None:
         return registry_auth(c, stored=stored)

@@ -249,7 +249,7 @@ def test_cli_and_api_never_return_a_value(tmp_path):
 def test_secret_variables_are_appended_to_the_container_env_and_registry_auth_uses_the_secret():
     task = DesiredTask(taskId="t1", family="app", revision=1, taskDefinition=TaskDefinitionSpec.model_validate({**TD["spec"], "family": "app"}))
     cdef = task.taskDefinition.containerDefinitions[0]
-    env = build_create_spec(task, cdef, "n1", C, {"DB_PASSWORD": VALUE}).body["Env"]
+    env = build_create_spec(task, cdef, "n1", C, secrets={"DB_PASSWORD": VALUE}).body["Env"]
     assert env == ["PLAIN=p", f"DB_PASSWORD={VALUE}"]
     assert "Env" in build_create_spec(task, cdef, "n1", C).body and VALUE not in json.dumps(
         build_create_spec(task, cdef, "n1", C).body)

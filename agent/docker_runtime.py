@@ -65,8 +65,9 @@ def health_config(c: ContainerDefinition) -> dict[str, Any] | None:
 
 
 def build_create_spec(task: DesiredTask, c: ContainerDefinition, node_id: str, cluster: str,
-                      metadata_uri: str | None = None) -> CreateSpec:
+                      secrets: Mapping[str, str] | None = None, metadata_uri: str | None = None) -> CreateSpec:
     """The Docker ContainerCreate body for container ``c`` of ``task`` (see docs/agent.md);
+    ``secrets``: the container's secret variables (after ``environment``, so they win);
     ``metadata_uri``: its task metadata endpoint (ECS_CONTAINER_METADATA_URI_V4), if served."""
     td = task.taskDefinition
     labels = container_labels(task, c, node_id, cluster)
@@ -80,6 +81,8 @@ def build_create_spec(task: DesiredTask, c: ContainerDefinition, node_id: str, c
         body["Entrypoint"] = list(c.entryPoint)
     if c.environment:
         body["Env"] = [f"{kv.name}={kv.value}" for kv in c.environment]
+    if secrets:
+        body["Env"] = body.get("Env", []) + [f"{k}={v}" for k, v in secrets.items()]
     if metadata_uri:  # last, so it wins over a definition's own value (ECS sets it too)
         body.setdefault("Env", []).append(f"ECS_CONTAINER_METADATA_URI_V4={metadata_uri}")
     if c.workingDirectory:
@@ -144,10 +147,14 @@ def credentials_env(parameter: str) -> str:
     return "DOCKYARD_REGISTRY_AUTH_" + re.sub(r"[^A-Z0-9]", "_", parameter.upper())
 
 
-def registry_auth(c: ContainerDefinition, environ: Mapping[str, str] | None = None) -> dict[str, str] | None:
-    """``repositoryCredentials.credentialsParameter`` NAME -> env DOCKYARD_REGISTRY_AUTH_<NAME>="user:password"."""
+def registry_auth(c: ContainerDefinition, environ: Mapping[str, str] | None = None,
+                  stored: Mapping[str, str] | None = None) -> dict[str, str] | None:
+    """``stored`` (the dockyard secret ``repositoryCredentials.credentialsParameter`` names, opened),
+    else that NAME -> env DOCKYARD_REGISTRY_AUTH_<NAME>="user:password"."""
     if c.repositoryCredentials is None:
         return None
+    if stored:
+        return {"username": stored["username"], "password": stored["password"], "serveraddress": registry_of(c.image)}
     env: Mapping[str, str] = os.environ if environ is None else environ
     raw = env.get(credentials_env(c.repositoryCredentials.credentialsParameter))
     if not raw or ":" not in raw:
@@ -238,12 +245,13 @@ class DockerRuntime:
     def task_network(self, task: DesiredTask) -> str | None:
         return task_network_name(task.taskId) if network_mode(task) == "awsvpc" else None
 
-    def create_spec(self, task: DesiredTask, c: ContainerDefinition, node_id: str, cluster: str) -> CreateSpec:
+    def create_spec(self, task: DesiredTask, c: ContainerDefinition, node_id: str, cluster: str,
+                    secrets: Mapping[str, str] | None = None) -> CreateSpec:
         uri = self.metadata_uri(task.taskId, c.name) if self.metadata_uri is not None else None
-        return build_create_spec(task, c, node_id, cluster, metadata_uri=uri)
+        return build_create_spec(task, c, node_id, cluster, secrets=secrets, metadata_uri=uri)
 
-    def registry_auth(self, c: ContainerDefinition) -> dict[str, str] | None:
-        return registry_auth(c)
+    def registry_auth(self, c: ContainerDefinition, stored: Mapping[str, str] | None = None) -> dict[str, str] | None:
+        return registry_auth(c, stored=stored)
 
     def failure(self, e: Exception) -> str | None:
         """Docker's answers (and a spec it cannot take) fail the task; connection errors are retried."""

@@ -16,6 +16,7 @@ from typing import Any, Self
 
 from agent import diff
 from agent.runtime import L_NODE, L_TASK, ImageUnavailable, Runtime, VolumeUnavailable, task_volumes
+from agent.secrets import SecretsUnavailable, open_secrets
 from agent.state import NodeState
 
 MAX_PARALLEL_TASKS = 12  # tasks whose actions execute at the same time (order kept within a task)
@@ -25,8 +26,10 @@ MAX_PARALLEL_STOPS = 64
 
 
 class Executor:
-    def __init__(self, rt: Runtime, state: NodeState, cluster: str, wake: Callable[[], None], log: Any) -> None:
+    def __init__(self, rt: Runtime, state: NodeState, cluster: str, wake: Callable[[], None], log: Any,
+                 seal_key: bytes | None = None) -> None:
         self.rt, self.state, self.cluster, self.wake, self.log = rt, state, cluster, wake, log
+        self.seal_key = seal_key  # this node's private key: opens the tasks' sealed secrets
         self.inflight: dict[str, asyncio.Task[None]] = {}
         self.sem = asyncio.Semaphore(MAX_PARALLEL_TASKS)
         self.stop_sem = asyncio.Semaphore(MAX_PARALLEL_STOPS)
@@ -57,6 +60,11 @@ class Executor:
                 for a in actions:
                     if isinstance(a, diff.Create):
                         task, cdef = a.task, a.definition
+                        try:  # opened per container and dropped after its create: never kept
+                            secrets = open_secrets(self.seal_key, task)
+                        except SecretsUnavailable as e:
+                            self._fail(tid, str(e), a.container_name)
+                            return
                         net = rt.task_network(task)
                         if net is not None:
                             await rt.ensure_network(net, {L_TASK: tid, L_NODE: node_id})
@@ -68,7 +76,8 @@ class Executor:
                             self._fail(tid, f"CannotCreateContainerError: {e}", a.container_name)
                             return
                         try:
-                            perr = await rt.ensure_image(cdef.image, rt.registry_auth(cdef))
+                            auth = rt.registry_auth(cdef, secrets.registry_auth.get(cdef.name))
+                            perr = await rt.ensure_image(cdef.image, auth)
                         except ImageUnavailable as e:
                             self.state.pull_errors[tid] = str(e)
                             self._fail(tid, f"CannotPullContainerError: {e}", a.container_name)
@@ -76,7 +85,8 @@ class Executor:
                         if perr:
                             self.state.pull_errors[tid] = perr
                         self.state.pulled(tid, pull_started, time.time())
-                        spec = rt.create_spec(task, cdef, node_id, self.cluster)
+                        spec = rt.create_spec(task, cdef, node_id, self.cluster, secrets.environment.get(cdef.name))
+                        del secrets
                         try:
                             created[a.container_name] = await rt.create(spec)
                         except Exception as e:

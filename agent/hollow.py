@@ -48,11 +48,12 @@ class HollowRuntime:
     def task_network(self, task: DesiredTask) -> str | None:
         return task_network_name(task.taskId) if network_mode(task) == "awsvpc" else None
 
-    def create_spec(self, task: DesiredTask, c: ContainerDefinition, node_id: str, cluster: str) -> CreateSpec:
+    def create_spec(self, task: DesiredTask, c: ContainerDefinition, node_id: str, cluster: str,
+                    secrets: dict[str, str] | None = None) -> CreateSpec:
         return CreateSpec(name=container_name(task, c.name), image=c.image,
                           labels=container_labels(task, c, node_id, cluster), body={})
 
-    def registry_auth(self, c: ContainerDefinition) -> dict[str, str] | None:
+    def registry_auth(self, c: ContainerDefinition, stored: dict[str, str] | None = None) -> dict[str, str] | None:
         return None  # nothing is pulled
 
     def failure(self, e: Exception) -> str | None:

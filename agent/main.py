@@ -34,7 +34,8 @@ from agent.reporter import Reporter
 from agent.runtime import Runtime
 from agent.session import Session, parse_desired
 from agent.state import NodeState
-from dockyard import log
+from dockyard import log, sealing
+from dockyard.keyfile import KeyFileError, load_or_create
 from dockyard.mqtt import Backoff, parse_url
 from dockyard.wire import DesiredDocHead
 
@@ -68,17 +69,27 @@ class AgentConfig:
     lb_bind: str = "0.0.0.0"  # the address listeners bind to
     advertise_address: str | None = None  # default: the source address of the broker connection
     metadata_port: int = METADATA_PORT  # task metadata endpoint v4; 0: not served
-    state_dir: str | None = None  # what the agent keeps across restarts (the metadata token secret)
+    state_dir: str | None = None  # what the agent keeps across restarts (metadata token secret, seal key)
 
     def state_path(self, node_id: str) -> Path:
         return Path(self.state_dir) if self.state_dir else Path(DEFAULT_STATE_ROOT) / node_id
 
 
+def load_seal_key(state_dir: Path) -> bytes:
+    """The node's X25519 private key (``seal.key``, created 0600 on first start): task secrets
+    are sealed to its public half, published in the presence (docs/secrets.md)."""
+    key, _ = load_or_create(state_dir / "seal.key", sealing.generate_private)
+    if len(key) != 32:
+        raise KeyFileError(f"{state_dir / 'seal.key'} is not a 32-byte X25519 key; remove it to create a new one")
+    return key
+
+
 class Agent:
     """One node's agent. Several can share an event loop (hollow runtime)."""
 
-    def __init__(self, cfg: AgentConfig, node_id: str, runtime: Runtime) -> None:
+    def __init__(self, cfg: AgentConfig, node_id: str, runtime: Runtime, seal_key: bytes | None = None) -> None:
         self.cfg, self.node_id, self.rt = cfg, node_id, runtime
+        seal_key = seal_key if seal_key is not None else sealing.generate_private()  # hollow: in memory
         self.boot_id = uuid.uuid4().hex
         self.log = log.get("agent", node=node_id, cluster=cfg.cluster)
         self.state = NodeState(node_id, self.log)
@@ -87,7 +98,8 @@ class Agent:
             node_id=node_id, cluster=cfg.cluster, mqtt_url=cfg.mqtt_url, boot_id=self.boot_id,
             status_interval=cfg.status_interval, attributes=cfg.attributes, capacity_providers=cfg.capacity_providers,
             runtime_name=runtime.name, log=self.log, on_connect=self._on_connect, on_message=self.on_desired,
-            advertise_address=cfg.advertise_address, load_balancer=cfg.load_balancer)
+            advertise_address=cfg.advertise_address, load_balancer=cfg.load_balancer,
+            seal_key=sealing.public_key(seal_key))
         self.reporter = Reporter(self.state, self.session, self.boot_id, self.log)
         self.lb: LoadBalancerNode | None = None
         if cfg.load_balancer:
@@ -95,7 +107,7 @@ class Agent:
             self.lb = LoadBalancerNode(lb_dir, cfg.lb_bind, self.log.bind(component="lb"), self._lb_changed)
             self.reporter.lb_status = self.lb.status
         self._lb_publish: asyncio.Task[None] | None = None
-        self.executor = Executor(runtime, self.state, cfg.cluster, self.wake.set, self.log)
+        self.executor = Executor(runtime, self.state, cfg.cluster, self.wake.set, self.log, seal_key=seal_key)
         self.last_relist = 0.0  # loop time of the last reconcile pass (which re-lists)
         self._networks_listed = False
         self._volumes_listed = False
@@ -323,7 +335,8 @@ def make_agents(cfg: AgentConfig) -> list[Agent]:
         raise ValueError(f"unknown runtime {cfg.runtime!r}; use docker or hollow")
     from agent.docker_runtime import DockerRuntime
 
-    return [Agent(cfg, cfg.node_id, DockerRuntime(cfg.docker_url, cfg.image_pull_behavior))]
+    seal_key = load_seal_key(cfg.state_path(cfg.node_id))
+    return [Agent(cfg, cfg.node_id, DockerRuntime(cfg.docker_url, cfg.image_pull_behavior), seal_key)]
 
 
 async def run_async(cfg: AgentConfig, stop: asyncio.Event | None = None) -> int:
@@ -331,7 +344,7 @@ async def run_async(cfg: AgentConfig, stop: asyncio.Event | None = None) -> int:
     try:
         parse_url(cfg.mqtt_url)
         agents = make_agents(cfg)
-    except ValueError as e:
+    except (ValueError, OSError) as e:
         lg.error("invalid configuration", error=str(e))
         return 2
     if cfg.runtime == "hollow":
@@ -408,7 +421,7 @@ def _parse_attributes(ctx: click.Context, param: click.Parameter, values: tuple[
               help="Port of the task metadata endpoint v4 served to containers (0: not served).")
 @click.option("--state-dir", default=lambda: os.environ.get("DOCKYARD_AGENT_STATE_DIR"),
               show_default=f"env DOCKYARD_AGENT_STATE_DIR or {DEFAULT_STATE_ROOT}/<node-id>",
-              help="Directory the agent keeps across restarts (the metadata token secret).")
+              help="Directory the agent keeps across restarts (the metadata token secret, the seal key).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True)
 @click.option("--log-json", is_flag=True, help="JSON log lines.")
 @click.pass_context

@@ -203,12 +203,14 @@ class Runtime(Protocol):
         the task), or None when its containers use a shared network mode."""
         ...
 
-    def create_spec(self, task: DesiredTask, c: ContainerDefinition, node_id: str, cluster: str) -> CreateSpec:
-        """What to create for container ``c`` of ``task``."""
+    def create_spec(self, task: DesiredTask, c: ContainerDefinition, node_id: str, cluster: str,
+                    secrets: dict[str, str] | None = None) -> CreateSpec:
+        """What to create for container ``c`` of ``task`` (``secrets``: its secret variables)."""
         ...
 
-    def registry_auth(self, c: ContainerDefinition) -> dict[str, str] | None:
-        """Credentials for pulling ``c``'s image (``repositoryCredentials``), or None."""
+    def registry_auth(self, c: ContainerDefinition, stored: dict[str, str] | None = None) -> dict[str, str] | None:
+        """Credentials for pulling ``c``'s image: ``stored`` ({username, password} from the secret
+        its ``repositoryCredentials`` names), else resolved locally, or None."""
         ...
 
     def failure(self, e: Exception) -> str | None:

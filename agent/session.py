@@ -33,13 +33,15 @@ class Session:
     def __init__(self, *, node_id: str, cluster: str, mqtt_url: str, boot_id: str, status_interval: float,
                  attributes: dict[str, str], capacity_providers: list[str], runtime_name: str, log: Any,
                  on_connect: Callable[[], Awaitable[None]], on_message: Callable[[Any], Awaitable[None]],
-                 advertise_address: str | None = None, load_balancer: bool = False) -> None:
+                 advertise_address: str | None = None, load_balancer: bool = False,
+                 seal_key: str | None = None) -> None:
         self.node_id, self.cluster, self.mqtt_url, self.boot_id = node_id, cluster, mqtt_url, boot_id
         # Where other nodes (load balancers) reach this node's host ports: the flag, else the
         # source address of the broker connection (set on connect).
         self.address = advertise_address
         self._advertised = advertise_address is not None
         self.load_balancer = load_balancer
+        self.seal_key = seal_key  # the public key task secrets are sealed to (base64)
         self.status_interval = status_interval
         self.user_attributes, self.capacity_providers, self.runtime_name = attributes, capacity_providers, runtime_name
         self.log, self.on_connect, self.on_message = log, on_connect, on_message
@@ -67,6 +69,7 @@ class Session:
             nodeId=self.node_id, bootId=self.boot_id, state=state, cluster=self.cluster, resources=res,
             attributes=self.attributes(), capacityProviders=list(self.capacity_providers), runtime=self.runtime_name,
             statusInterval=self.status_interval, address=self.address, loadBalancer=self.load_balancer,
+            sealKey=self.seal_key,
         ).model_dump_json().encode()
 
     def keepalive(self) -> int:

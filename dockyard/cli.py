@@ -22,7 +22,7 @@ from orchestrator.client.api import DEFAULT_CLUSTER, DEFAULT_SERVER
 from orchestrator.client.errors import CliError, exit_reporting_errors
 from orchestrator.client.session import Session
 
-CLIENT_COMMANDS = ["apply", "delete", "get", "describe", "run", "stop", "scale", "node", "rollout"]
+CLIENT_COMMANDS = ["apply", "delete", "get", "describe", "run", "stop", "scale", "node", "rollout", "secret"]
 DAEMON_COMMANDS = ["orchestrator", "agent"]
 
 
@@ -95,11 +95,14 @@ for _command in client_commands():
               metavar="SECONDS",
               help="During a mass loss, the tasks of at most one lost node are replaced per this many seconds, "
                    "oldest-disconnected first; 0 pauses node-lost replacements until enough nodes reconnect.")
+@click.option("--secrets-key-file", default=None, metavar="PATH",
+              help="Key that encrypts secrets in the store (Fernet), created with mode 0600 on first start. "
+                   "Default: beside the store file (STORE.secrets-key). Back it up with the store.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
               default="info", show_default=True)
 @click.option("--log-json", is_flag=True, help="Log JSON lines instead of text.")
 def orchestrator_cmd(listen: str, store: str | None, mqtt: str, node_lost_seconds: float, mass_loss_fraction: float,
-                     mass_loss_interval: float, log_level: str, log_json: bool) -> None:
+                     mass_loss_interval: float, secrets_key_file: str | None, log_level: str, log_json: bool) -> None:
     """Run the control-plane daemon (HTTP API, store, controllers)."""
     try:
         from orchestrator.daemon import run as run_daemon
@@ -107,7 +110,7 @@ def orchestrator_cmd(listen: str, store: str | None, mqtt: str, node_lost_second
         raise CliError(f"the orchestrator cannot start: {e} (install dockyard with all its dependencies: pip install dockyard)") from None
     sys.exit(run_daemon(listen=listen, store=store, mqtt=mqtt, node_lost_seconds=node_lost_seconds,
                         mass_loss_fraction=mass_loss_fraction, mass_loss_interval=mass_loss_interval,
-                        log_level=log_level.lower(), log_json=log_json))
+                        secrets_key_file=secrets_key_file, log_level=log_level.lower(), log_json=log_json))
 
 
 @cli.command("agent", add_help_option=False, short_help="Run the per-host agent (drives Docker; see dockyard agent --help).",

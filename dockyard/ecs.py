@@ -87,10 +87,65 @@ class ContainerDependency(EcsModel):
 
 
 class RepositoryCredentials(EcsModel):
-    """Registry credentials. dockyard reads `credentialsParameter` as the name of a credential
-    the agent resolves locally (env DOCKYARD_REGISTRY_AUTH_<NAME> or a docker config); see docs."""
+    """Registry credentials. `credentialsParameter` names a dockyard secret (or its ARN) whose value
+    is JSON {"username", "password"}; without such a secret the agent resolves the name locally
+    (env DOCKYARD_REGISTRY_AUTH_<NAME>); see docs/secrets.md."""
 
     credentialsParameter: str
+
+
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+SECRET_NAME_RE = re.compile(r"^[A-Za-z0-9/_+=.@-]{1,512}$")  # AWS Secrets Manager's characters
+
+
+def secret_name(value_from: str) -> str:
+    """The dockyard secret a ``valueFrom`` (or ``credentialsParameter``) names: the name itself,
+    or the NAME of ``arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME`` or
+    ``arn:aws:ssm:REGION:ACCOUNT:parameter/NAME``. Raises ValueError for anything else
+    (a JSON key, version stage or version id after the name is not supported: refused, not ignored)."""
+    v = value_from.strip()
+    if v.startswith("arn:"):
+        parts = v.split(":")
+        if len(parts) >= 7 and parts[2] == "secretsmanager" and parts[5] == "secret":
+            if any(parts[7:]):
+                raise ValueError("json-key, version-stage and version-id after the secret name are not supported; "
+                                 "name the whole secret")
+            v = parts[6]
+        elif len(parts) == 6 and parts[2] == "ssm" and parts[5].startswith("parameter/"):
+            v = parts[5].removeprefix("parameter/")
+        else:
+            raise ValueError("an ARN must be arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME or "
+                             "arn:aws:ssm:REGION:ACCOUNT:parameter/NAME")
+    if not SECRET_NAME_RE.match(v):
+        raise ValueError("must name a dockyard secret: 1-512 letters, digits or /_+=.@- (or an ARN ending in one)")
+    return v
+
+
+class Secret(EcsModel):
+    """A container secret: env var ``name`` gets the value of dockyard secret ``valueFrom``
+    (resolved when the task starts; see docs/secrets.md)."""
+
+    name: str
+    valueFrom: str
+
+    @field_validator("name")
+    @classmethod
+    def _env_name(cls, v: str) -> str:
+        if not ENV_NAME_RE.match(v):
+            raise ValueError("must be an environment variable name: letters, digits and _, not starting with a digit")
+        return v
+
+    @field_validator("valueFrom")
+    @classmethod
+    def _value_from(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must name a dockyard secret (or its ARN)")
+        secret_name(v)
+        return v
+
+    @property
+    def secret(self) -> str:
+        return secret_name(self.valueFrom)
 
 
 class MountPoint(EcsModel):
@@ -130,6 +185,7 @@ class ContainerDefinition(EcsModel):
     command: list[str] | None = None
     entryPoint: list[str] | None = None
     environment: list[KeyValuePair] = Field(default_factory=list)
+    secrets: list[Secret] = Field(default_factory=list)
     portMappings: list[PortMapping] = Field(default_factory=list)
     essential: bool = True
     cpu: int = Field(default=0, ge=0)
@@ -179,6 +235,11 @@ class ContainerDefinition(EcsModel):
     def _mem(self) -> ContainerDefinition:
         if self.memory is not None and self.memoryReservation is not None and self.memoryReservation > self.memory:
             raise ValueError("memoryReservation must not exceed memory")
+        seen: set[str] = set()
+        for j, sec in enumerate(self.secrets):
+            if sec.name in seen:
+                raise ValueError(f"@secrets[{j}].name: {sec.name} is given twice in secrets")
+            seen.add(sec.name)
         return self
 
     @property

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from dockyard.ecs import TaskDefinitionSpec
 from dockyard.lb import LbDesired, LbStatus
+from dockyard.sealing import Sealed
 
 PROTOCOL = "dockyard/v1"
 TaskStatus = Literal[
@@ -74,6 +75,9 @@ class DesiredTaskHead(Wire):
 
 class DesiredTask(DesiredTaskHead):
     taskDefinition: TaskDefinitionSpec
+    # The task's secret values, sealed to this node's seal key for this task id (docs/secrets.md);
+    # None when its definition names no secret.
+    secrets: Sealed | None = None
 
 
 class DesiredDocHead(Wire):
@@ -161,4 +165,7 @@ class Presence(Wire):
     statusInterval: float = Field(default=2.0, gt=0)
     address: str | None = None  # where other nodes reach this node's host ports (load-balancer targets)
     loadBalancer: bool = False  # started with --load-balancer: runs HAProxy for the cluster's load balancers
+    # The agent's X25519 public key (base64) that task secrets are sealed to; None: an agent
+    # without secrets support (tasks with secrets are not started there).
+    sealKey: str | None = None
     ts: float = Field(default_factory=time.time)

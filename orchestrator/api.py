@@ -57,6 +57,13 @@ class ScaleRequest(BaseModel):
     desiredCount: int = Field(ge=0)
 
 
+class SecretRequest(BaseModel):
+    """CreateSecret / PutSecretValue: a new secret, or a new version of an existing one."""
+
+    name: str
+    secretString: str
+
+
 def create_app(ops: Ops, ready=lambda: True) -> FastAPI:
     app = FastAPI(title="dockyard", version=__version__, openapi_url="/v1/openapi.json", docs_url="/v1/docs",
                   redoc_url=None)
@@ -184,6 +191,27 @@ def create_app(ops: Ops, ready=lambda: True) -> FastAPI:
     @app.post("/v1/clusters/{cluster}/services/{name}/rollback")
     async def rollback(cluster: str, name: str) -> dict:
         return {"service": views.service_view(st, ops.rollback(cluster, name))}
+
+    @app.post("/v1/clusters/{cluster}/services/{name}/force-new-deployment")
+    async def force_new_deployment(cluster: str, name: str) -> dict:
+        return {"service": views.service_view(st, ops.force_new_deployment(cluster, name))}
+
+    # ---- secrets (names, versions and dates: a value is never returned) --------------------
+    @app.get("/v1/secrets")
+    async def list_secrets() -> dict:
+        return {"secrets": [m.model_dump() for m in ops.secrets()]}
+
+    @app.post("/v1/secrets")
+    async def put_secret(req: SecretRequest) -> dict:
+        return {"secret": ops.put_secret(req.name, req.secretString).model_dump()}
+
+    @app.get("/v1/secrets/{name:path}")
+    async def get_secret(name: str) -> dict:
+        return {"secret": ops.secret(name).model_dump()}
+
+    @app.delete("/v1/secrets/{name:path}")
+    async def delete_secret(name: str) -> dict:
+        return {"secret": ops.delete_secret(name).model_dump()}
 
     # ---- tasks ---------------------------------------------------------------------------
     @app.get("/v1/clusters/{cluster}/tasks")

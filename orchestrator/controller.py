@@ -12,7 +12,10 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
+from cryptography.fernet import Fernet
+
 from dockyard import log as dlog
+from dockyard import sealing
 from dockyard.health import is_healthy, task_health, with_targets
 from dockyard.wire import (
     SERVICE_SCHEDULER_INITIATED,
@@ -26,6 +29,7 @@ from dockyard.wire import (
 from orchestrator import metrics
 from orchestrator.core import nodes as nodes_core
 from orchestrator.core import scheduler
+from orchestrator.core import secrets as secrets_core
 from orchestrator.core import services as svc_core
 from orchestrator.core.scheduler import NodeView, TaskAsk
 from orchestrator.core.tasks import (
@@ -36,6 +40,7 @@ from orchestrator.core.tasks import (
 )
 from orchestrator.lb_shell import Targets
 from orchestrator.models import Cluster, Node, Service, ServiceEvent, Task, new_task_id
+from orchestrator.secrets import SecretStore
 from orchestrator.state import STOPPED_TASK_RETENTION, State
 from orchestrator.task_apply import apply_report, mark_stopped, request_stop
 
@@ -49,6 +54,7 @@ FULL_PASS_SECONDS = 5.0
 PASS_GAP_MIN = 0.02
 PASS_GAP_FACTOR = 1.5
 Publish = Callable[[DesiredDoc], Awaitable[None]]
+_UNKNOWN = secrets_core.Refs()  # a task definition whose secret references are not cached yet
 
 
 def add_event(service: Service, message: str, now: float) -> None:
@@ -91,9 +97,13 @@ def task_ask(t: Task, td_spec) -> TaskAsk:
 class Controller:
     def __init__(self, state: State, epoch: int, publish: Publish, node_lost_seconds: float = 3.0,
                  mass_loss_fraction: float = 0.55, mass_loss_interval: float = 30.0,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, secrets: SecretStore | None = None) -> None:
         self.clock = clock  # the one clock the controller (and Ops) decide on time with
         self.state = state
+        # Without a key file (unit tests): a key of this process only.
+        self.secrets = secrets if secrets is not None else SecretStore(state.store, Fernet.generate_key(), verify=False)
+        self._secret_refs: dict[str, secrets_core.Refs | None] = {}  # per family:revision (see _refs)
+        self._sealed: dict[str, tuple[str, sealing.Sealed]] = {}  # task id -> (node seal key, blob)
         self.epoch = epoch
         self.publish = publish
         self.node_lost_seconds = node_lost_seconds
@@ -172,7 +182,7 @@ class Controller:
         self.release_drains(now)
         self.schedule(now)
         self.collect_garbage(now)
-        return self.desired_documents()
+        return self.desired_documents(now)
 
     def check_nodes(self, now: float) -> None:
         """Node liveness (orchestrator.core.nodes): time out silent nodes, stop the tasks of lost
@@ -518,8 +528,50 @@ class Controller:
             del self._applied[task_id]
         for key in [k for k in self._svc_views if k not in self.state.services]:
             del self._svc_views[key]
+        for task_id in [i for i in self._sealed if (t := self.state.tasks.get(i)) is None or t.lastStatus == "STOPPED"]:
+            del self._sealed[task_id]
 
-    def desired_documents(self) -> list[DesiredDoc]:
+    # ---- secrets ---------------------------------------------------------------------------
+    def _refs(self, t: Task) -> secrets_core.Refs | None:
+        """The secrets task ``t``'s definition names, None for none (cached per family:revision:
+        definitions are immutable)."""
+        td = self.state.resolve_taskdef(t.taskDefinition)
+        if td is None:
+            return None
+        r = secrets_core.refs(td.spec)
+        self._secret_refs[t.taskDefinition] = r or None
+        return r or None
+
+    def task_secrets(self, t: Task, r: secrets_core.Refs, node: Node) -> tuple[sealing.Sealed | None, str | None]:
+        """Task ``t``'s secrets (``r``) sealed to ``node`` (once per task and node key; the versions
+        are fixed at the first publication), or the reason it cannot start (core.secrets)."""
+        if not r or t.desiredStatus != "RUNNING":
+            return None, None
+        cached = self._sealed.get(t.taskId)
+        if cached is not None and cached[0] == node.sealKey:
+            return cached[1], None
+        latest = self.secrets.latest_versions(r.names()) if t.secretVersions is None else {}
+        res = secrets_core.resolve(r, latest, t.secretVersions, node.nodeId, node.sealKey is not None)
+        if res.failure is not None:
+            return None, res.failure
+        values = {n: (got[1] if (got := self.secrets.value(n, v)) else None) for n, v in res.versions.items()}
+        plaintext, why = secrets_core.payload(r, values)
+        if why is not None:
+            return None, why
+        if not res.versions:  # only repositoryCredentials, none of them a secret: the agent's own
+            return None, None
+        assert node.sealKey is not None  # resolve() fails a node without one
+        try:
+            blob = sealing.seal(node.sealKey, t.taskId, plaintext)
+        except sealing.SealError as e:
+            return None, f"ResourceInitializationError: unable to deliver secrets to node {node.nodeId}: {e}"
+        if t.secretVersions != res.versions:
+            t.secretVersions = res.versions
+            self.state.put_task(t)
+        self._sealed[t.taskId] = (node.sealKey, blob)
+        return blob, None
+
+    def desired_documents(self, now: float | None = None) -> list[DesiredDoc]:
         docs = []
         for key in sorted(self.state.take_dirty_nodes()):
             cluster, node_id = key
@@ -540,6 +592,21 @@ class Controller:
                 td = self.state.resolve_taskdef(t.taskDefinition)
                 if td is None:
                     continue
+                refs = self._secret_refs.get(t.taskDefinition, _UNKNOWN)
+                blob = None
+                if refs is not None and (refs is not _UNKNOWN or (refs := self._refs(t)) is not None):
+                    blob, why = self.task_secrets(t, refs, node)
+                    if why is not None and t.placedGeneration is None:  # fails to start: never published
+                        when = self.clock() if now is None else now
+                        mark_stopped(t, TASK_FAILED_TO_START, why, when)
+                        self.state.put_task(t)
+                        self._on_task_stopped(t, True, when)
+                        continue
+                    if why is not None:
+                        # Published before (e.g. sealed again after a restart, and its version is gone
+                        # since): it may run already; the agent fails it if it still needs them.
+                        self.log.warning("task secrets unavailable; published without them", task=t.short_id,
+                                         cluster=t.cluster, node=node_id, reason=why)
                 # model_construct: every field comes from validated records (validating would re-run
                 # TaskDefinitionSpec's model validators for every task of every document).
                 desired_tasks.append(
@@ -551,6 +618,7 @@ class Controller:
                         launchType=t.launchType,
                         serviceName=t.serviceName,
                         taskDefinition=td.spec,
+                        secrets=blob,
                     )
                 )
             node.generation += 1
@@ -604,6 +672,7 @@ class Controller:
         if (n.address, n.loadBalancer) != (p.address, p.loadBalancer):
             n.address, n.loadBalancer = p.address, p.loadBalancer
             self.state.touch_load_balancers(cluster)
+        n.sealKey = p.sealKey
         self.state.put_node(n)
         if n.loadBalancer:
             self.state.mark_node_dirty((cluster, node_id))

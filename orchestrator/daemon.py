@@ -10,11 +10,13 @@ from pathlib import Path
 import uvicorn
 
 from dockyard import log as dlog
+from dockyard.keyfile import KeyFileError
 from dockyard.mqtt import parse_url
 from orchestrator.api import create_app
 from orchestrator.bus import Bus
 from orchestrator.controller import Controller
 from orchestrator.ops import Ops
+from orchestrator.secrets import SecretStore, default_key_path, load_key
 from orchestrator.state import State
 from orchestrator.store import Store, StoreError, default_store_path
 
@@ -27,7 +29,8 @@ def _listen(addr: str) -> tuple[str, int]:
 
 
 async def serve(listen: str, store_path: Path, mqtt: str, node_lost_seconds: float,
-                mass_loss_fraction: float = 0.55, mass_loss_interval: float = 30.0) -> None:
+                mass_loss_fraction: float = 0.55, mass_loss_interval: float = 30.0,
+                secrets_key_file: Path | None = None) -> None:
     log = dlog.get("orchestrator")
     host, port = _listen(listen)
     # Bind before anything else, so an address in use is a clear error and exit 1 (uvicorn would
@@ -39,6 +42,12 @@ async def serve(listen: str, store_path: Path, mqtt: str, node_lost_seconds: flo
                       "choose another address with --listen") from None
     sock.setblocking(False)
     store = Store(store_path)
+    key_path = secrets_key_file or default_key_path(store_path)
+    try:
+        secrets = SecretStore(store, load_key(key_path), key_path)
+    except BaseException:
+        store.close()
+        raise
     epoch = store.next_epoch()
     state = State(store)
     bus: Bus | None = None
@@ -54,7 +63,7 @@ async def serve(listen: str, store_path: Path, mqtt: str, node_lost_seconds: flo
     gc.freeze()
     gc.set_threshold(10_000, 10, 100)
     ctl = Controller(state, epoch, publish, node_lost_seconds=node_lost_seconds,
-                     mass_loss_fraction=mass_loss_fraction, mass_loss_interval=mass_loss_interval)
+                     mass_loss_fraction=mass_loss_fraction, mass_loss_interval=mass_loss_interval, secrets=secrets)
     bus = Bus(mqtt, ctl)
     ops = Ops(state, ctl)
     app = create_app(ops, ready=lambda: bus.connected.is_set())
@@ -66,7 +75,8 @@ async def serve(listen: str, store_path: Path, mqtt: str, node_lost_seconds: flo
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    log.info("orchestrator starting", listen=f"{host}:{port}", store=str(store_path), mqtt=mqtt, epoch=epoch,
+    log.info("orchestrator starting", listen=f"{host}:{port}", store=str(store_path), secrets_key=str(key_path),
+             mqtt=mqtt, epoch=epoch,
              services=len(state.services), tasks=len(state.tasks), nodes=len(state.nodes))
     tasks = [
         asyncio.create_task(bus.run(stop), name="bus"),
@@ -93,15 +103,16 @@ async def serve(listen: str, store_path: Path, mqtt: str, node_lost_seconds: flo
 
 def run(listen: str = "127.0.0.1:8080", store: str | None = None, mqtt: str = "mqtt://127.0.0.1:1883",
         node_lost_seconds: float = 3.0, log_level: str = "info", log_json: bool = False,
-        mass_loss_fraction: float = 0.55, mass_loss_interval: float = 30.0) -> int:
+        mass_loss_fraction: float = 0.55, mass_loss_interval: float = 30.0, secrets_key_file: str | None = None) -> int:
     dlog.configure(log_level, log_json)
     log = dlog.get("orchestrator")
     try:
         _listen(listen)
         parse_url(mqtt)
         path = Path(store) if store else default_store_path()
-        asyncio.run(serve(listen, path, mqtt, node_lost_seconds, mass_loss_fraction, mass_loss_interval))
-    except (ValueError, StoreError, OSError) as exc:
+        asyncio.run(serve(listen, path, mqtt, node_lost_seconds, mass_loss_fraction, mass_loss_interval,
+                          Path(secrets_key_file) if secrets_key_file else None))
+    except (ValueError, StoreError, OSError, KeyFileError) as exc:
         log.error(str(exc))
         return 1
     return 0

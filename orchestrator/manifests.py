@@ -2,7 +2,7 @@
 
 Accepted shapes:
 
-* ``apiVersion: dockyard/v1`` manifests: ``kind: Cluster|TaskDefinition|Service|Task``,
+* ``apiVersion: dockyard/v1`` manifests: ``kind: Cluster|TaskDefinition|Service|Task|Secret``,
   ``metadata: {name, cluster, labels}``, ``spec:`` in ECS field names;
 * a bare ECS task definition (``family`` + ``containerDefinitions``), as
   ``aws ecs register-task-definition --cli-input-json`` takes it;
@@ -23,10 +23,10 @@ from dockyard.ecs import TaskDefinitionSpec
 from dockyard.ecs_compat import taskdef_errors
 from dockyard.lb import LoadBalancerSpec, TargetGroupSpec
 from orchestrator.core import query
-from orchestrator.models import ClusterSpec, RunTaskSpec, ServiceSpec
+from orchestrator.models import ClusterSpec, RunTaskSpec, SecretSpec, ServiceSpec
 
 API_VERSION = "dockyard/v1"
-KINDS = ("Cluster", "TaskDefinition", "Service", "Task", "TargetGroup", "LoadBalancer")
+KINDS = ("Cluster", "TaskDefinition", "Service", "Task", "TargetGroup", "LoadBalancer", "Secret")
 
 
 @dataclass
@@ -86,11 +86,17 @@ class LoadBalancerDoc(_Doc):
     kind: Literal["LoadBalancer"] = "LoadBalancer"
 
 
+@dataclass
+class SecretDoc(_Doc):
+    spec: SecretSpec = field(kw_only=True)
+    kind: Literal["Secret"] = "Secret"
+
+
 # One applied document, told apart by ``kind`` (mypy narrows ``spec`` on it).
-Doc = ClusterDoc | TaskDefinitionDoc | ServiceDoc | TaskDoc | TargetGroupDoc | LoadBalancerDoc
+Doc = ClusterDoc | TaskDefinitionDoc | ServiceDoc | TaskDoc | TargetGroupDoc | LoadBalancerDoc | SecretDoc
 _DOC_CLASSES: dict[str, type[_Doc]] = {"Cluster": ClusterDoc, "TaskDefinition": TaskDefinitionDoc,
                                         "Service": ServiceDoc, "Task": TaskDoc, "TargetGroup": TargetGroupDoc,
-                                        "LoadBalancer": LoadBalancerDoc}
+                                        "LoadBalancer": LoadBalancerDoc, "Secret": SecretDoc}
 
 
 def _join(prefix: str, path: str) -> str:
@@ -124,6 +130,7 @@ _HINTS = {
 
 
 def _errors(exc: ValidationError, source: str, kind: str, name: str, prefix: str) -> list[DocError]:
+    echo = kind != "Secret"  # never repeat a (part of a) secret value in an error
     out = []
     for e in exc.errors():
         loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-")))
@@ -131,7 +138,7 @@ def _errors(exc: ValidationError, source: str, kind: str, name: str, prefix: str
         if msg.startswith("@") and ": " in msg:  # a model rule that names its own field (dockyard/ecs.py)
             where, msg = msg[1:].split(": ", 1)
             loc = loc + tuple(int(p) if p.isdigit() else p for p in re.split(r"[.\[\]]+", where) if p)
-        if e["type"] not in ("missing",) and "input" in e and not isinstance(e["input"], (dict, list)):
+        if echo and e["type"] not in ("missing",) and "input" in e and not isinstance(e["input"], (dict, list)):
             msg += f" (got {e['input']!r})"
         out.append(DocError(source, msg, _path(loc, prefix), kind, name, _HINTS.get(e["type"], "")))
     return out
@@ -197,11 +204,12 @@ def parse_document(source: str, doc: Any, default_cluster: str) -> tuple[Doc | N
             spec.setdefault("family", name)
         elif kind == "Service":
             spec.setdefault("serviceName", name)
-        elif kind in ("TargetGroup", "LoadBalancer"):
+        elif kind in ("TargetGroup", "LoadBalancer", "Secret"):
             spec.setdefault("name", name)
         models: dict[str, type[BaseModel]] = {"Cluster": ClusterSpec, "TaskDefinition": TaskDefinitionSpec,
                                               "Service": ServiceSpec, "Task": RunTaskSpec,
-                                              "TargetGroup": TargetGroupSpec, "LoadBalancer": LoadBalancerSpec}
+                                              "TargetGroup": TargetGroupSpec, "LoadBalancer": LoadBalancerSpec,
+                                              "Secret": SecretSpec}
         parsed = _validate(models[str(kind)], spec, source, str(kind), name, "spec", errors)
         prefix = "spec"
     elif "family" in doc or "containerDefinitions" in doc:

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from dockyard.ecs import NAME_RE, EcsModel, PlacementConstraint, TaskDefinitionSpec
+from dockyard.ecs import NAME_RE, SECRET_NAME_RE, EcsModel, PlacementConstraint, TaskDefinitionSpec
 from dockyard.lb import LoadBalancerSpec, ServiceLoadBalancer, TargetGroupSpec
 from dockyard.wire import (
     ContainerReport,
@@ -134,6 +134,26 @@ class RunTaskSpec(EcsModel):
     placementConstraints: list[PlacementConstraint] = Field(default_factory=list)
     placementStrategy: list[PlacementStrategy] = Field(default_factory=list)
     startedBy: str | None = None
+
+
+class SecretSpec(EcsModel):
+    """A ``kind: Secret`` manifest's spec (AWS CreateSecret's SecretString, camelCase). Applying a
+    different value adds a version; the same value changes nothing."""
+
+    name: str
+    secretString: str = Field(min_length=1, max_length=64 * 1024)
+
+    @field_validator("secretString", mode="before")
+    @classmethod
+    def _stringify(cls, v: Any) -> Any:
+        return str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not SECRET_NAME_RE.match(v):
+            raise ValueError("must be 1-512 letters, digits or /_+=.@-")
+        return v
 
 
 # ---- records ----------------------------------------------------------------------------
@@ -274,6 +294,9 @@ class Task(Record):
     stoppedAt: float | None = None
     # Generation of the node's desired document that first carried this task.
     placedGeneration: int | None = None
+    # The versions of the secrets sealed to its node at its first publication (names and versions
+    # only: never values); None when its definition names no secret.
+    secretVersions: dict[str, int] | None = None
 
     @property
     def short_id(self) -> str:
@@ -325,3 +348,4 @@ class Node(Record):
     observedEpoch: int = 0
     address: str | None = None  # advertised by the agent: where load balancers reach its host ports
     loadBalancer: bool = False  # a --load-balancer node (runs HAProxy)
+    sealKey: str | None = None  # the agent's public seal key (Presence.sealKey)

@@ -14,6 +14,7 @@ from dockyard.ecs import TaskDefinitionSpec, ignored_fields
 from dockyard.ecs_compat import taskdef_warnings
 from dockyard.wire import CGROUP_ATTRIBUTE, SERVICE_SCHEDULER_INITIATED, USER_INITIATED, USER_STOP_REASON
 from orchestrator.controller import Controller, add_event
+from orchestrator.core import secrets as secrets_core
 from orchestrator.core import services as svc_core
 from orchestrator.lb_ops import lb_errors
 from orchestrator.manifests import Doc, DocError, ServiceDoc, TaskDefinitionDoc, fargate_errors, parse_document
@@ -28,6 +29,7 @@ from orchestrator.models import (
     Task,
     TaskDefinition,
 )
+from orchestrator.secrets import SecretMeta, check_name
 from orchestrator.state import State
 from orchestrator.task_apply import request_stop
 
@@ -114,7 +116,8 @@ class Ops:
             errors += errs
             if doc is not None:
                 docs.append(doc)
-        order = {"Cluster": 0, "TaskDefinition": 1, "TargetGroup": 2, "LoadBalancer": 3, "Service": 4, "Task": 5}
+        order = {"Secret": 0, "Cluster": 0, "TaskDefinition": 1, "TargetGroup": 2, "LoadBalancer": 3, "Service": 4,
+                 "Task": 5}
         docs.sort(key=lambda d: order[d.kind])
         # References: services and tasks must name a task definition that exists or is in this apply.
         families = {d.spec.family for d in docs if d.kind == "TaskDefinition"}
@@ -149,10 +152,25 @@ class Ops:
         if errors:
             raise UserError(f"{len(errors)} error(s) in the applied documents; nothing was changed", 400, errors=errors)
         now = self.ctl.clock()
+        applied_secrets = {d.name for d in docs if d.kind == "Secret"}
         results = [self._apply_one(d, now, dry_run) for d in docs]
+        for d, res in zip(docs, results, strict=True):
+            if d.kind == "TaskDefinition":
+                res.setdefault("warnings", []).extend(self._missing_secret_warnings(d.spec, applied_secrets))
         if not dry_run:
             self._commit()
         return results
+
+    def _missing_secret_warnings(self, spec: TaskDefinitionSpec, applied: set[str]) -> list[str]:
+        """A secret a task definition names that does not exist is a warning, not an error (ECS
+        registers it too): its tasks fail to start until the secret is created."""
+        out = []
+        for i, c in enumerate(spec.containerDefinitions):
+            for j, sec in enumerate(c.secrets):
+                if sec.secret not in applied and self.ctl.secrets.meta(sec.secret) is None:
+                    out.append(f"containerDefinitions[{i}].secrets[{j}].valueFrom: secret {sec.secret!r} does not "
+                               f"exist; its tasks fail to start until it does (dockyard secret create {sec.secret} ...)")
+        return out
 
     def _next_revision(self, family: str) -> int:
         revs = self.state.taskdefs.get(family, {})
@@ -179,6 +197,8 @@ class Ops:
             return {**res, "action": "created", "detail": f"cluster/{d.name}"}
         if d.kind == "TaskDefinition":
             return {**res, **self.register_taskdef(d.spec, now, dry_run, ignored)}
+        if d.kind == "Secret":
+            return {**res, **self._apply_secret(d.name, d.spec.secretString, now, dry_run)}
         self._ensure_cluster(d.cluster, dry_run)
         if d.kind == "TargetGroup":
             tg = self.state.target_groups.get((d.cluster, d.name))
@@ -204,6 +224,16 @@ class Ops:
         if not dry_run:
             self._run(d.cluster, spec, started_by, now)
         return {**res, "action": "created", "detail": f"task/{d.name} ({spec.count} started)"}
+
+    def _apply_secret(self, name: str, value: str, now: float, dry_run: bool) -> dict[str, Any]:
+        existing = self.ctl.secrets.meta(name)
+        if existing is not None and self.ctl.secrets.matches(name, value):
+            return {"action": "unchanged", "detail": f"secret/{name} (version {existing.version})"}
+        action = "created" if existing is None else "configured"
+        if dry_run:
+            return {"action": action, "detail": f"secret/{name}"}
+        meta = self.ctl.secrets.put(name, value, now)
+        return {"action": action, "detail": f"secret/{name} (version {meta.version})"}
 
     def _ensure_cluster(self, name: str, dry_run: bool) -> None:
         if not dry_run and name not in self.state.clusters:
@@ -304,6 +334,8 @@ class Ops:
                 return (doc.cluster, doc.name) in self.state.target_groups
             elif doc.kind == "LoadBalancer":
                 return (doc.cluster, doc.name) in self.state.load_balancers
+            elif doc.kind == "Secret":
+                return self.ctl.secrets.meta(doc.name) is not None
         except UserError as exc:
             if exc.status != 404:
                 raise
@@ -319,6 +351,8 @@ class Ops:
                 self.state.put_taskdef(td)
         elif doc.kind == "Cluster":
             self._delete_cluster(self.cluster(doc.name))
+        elif doc.kind == "Secret":
+            self.ctl.secrets.delete(doc.name)
         elif doc.kind == "Task":  # the STOPPED ones (in the store only) have nothing to stop
             for t in list(self.state.tasks.values()):
                 if t.startedBy == f"manifest/{doc.name}" and t.cluster == doc.cluster:
@@ -454,6 +488,49 @@ class Ops:
         self.state.put_service(s)
         self._commit()
         return s
+
+    def force_new_deployment(self, cluster: str, name: str) -> Service:
+        """ECS's UpdateService forceNewDeployment: a new deployment of the same task definition,
+        which replaces every task (and so resolves their secrets again: the newest versions)."""
+        s = self.service(cluster, name)
+        if s.status != "ACTIVE":
+            raise UserError(f"service {name!r} is {s.status}", 409)
+        primary = svc_core.primary_of(s)
+        td = self.state.resolve_taskdef(primary.taskDefinition if primary else s.spec.taskDefinition)
+        if td is None:
+            raise not_found("task definition", s.spec.taskDefinition)
+        now = self.ctl.clock()
+        self.ctl.start_deployment(s, td.ref, now)
+        add_event(s, f"(service {name}) forced a new deployment of task definition {td.ref}.", now)
+        self.state.put_service(s)
+        self._commit()
+        return s
+
+    # ---- secrets (values go in, never out) -------------------------------------------------
+    def secrets(self) -> list[SecretMeta]:
+        return self.ctl.secrets.all_meta()
+
+    def secret(self, name: str) -> SecretMeta:
+        meta = self.ctl.secrets.meta(name)
+        if meta is None:
+            raise not_found("secret", name, "list secrets with: dockyard get secrets")
+        return meta
+
+    def put_secret(self, name: str, value: str) -> SecretMeta:
+        """Create ``name``, or add a version (as put-secret-value); running tasks keep theirs."""
+        if (why := check_name(name)) is not None:
+            raise UserError(why, 400, field="name")
+        if not value:
+            raise UserError("a secret value must not be empty", 400, field="secretString")
+        if len(value.encode()) > secrets_core.MAX_VALUE_BYTES:
+            raise UserError(f"a secret value is at most {secrets_core.MAX_VALUE_BYTES} bytes", 400, field="secretString")
+        return self.ctl.secrets.put(name, value, self.ctl.clock())
+
+    def delete_secret(self, name: str) -> SecretMeta:
+        meta = self.ctl.secrets.delete(name)
+        if meta is None:
+            raise not_found("secret", name, "list secrets with: dockyard get secrets")
+        return meta
 
     def rollback(self, cluster: str, name: str) -> Service:
         """`rollout undo`: redeploy the task definition of the last completed deployment before the primary."""

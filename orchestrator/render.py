@@ -202,7 +202,16 @@ def render_list(kind: str, items: list[dict[str, Any]], now: float, wide: bool =
         "tasks": tasks_table,
         "nodes": nodes_table,
         "deployments": deployments_table,
+        "secrets": secrets_table,
     }[kind](items, now, wide)
+
+
+def secrets_table(items: list[dict[str, Any]], now: float, wide: bool = False) -> str:
+    """Names, versions and ages: the API never returns a value."""
+    headers = ["NAME", "VERSION", "VERSIONS", "AGE", "UPDATED"]
+    rows = [[s.get("name"), s.get("version"), len(s.get("versions") or []), age(s.get("createdAt"), now),
+             age(s.get("updatedAt"), now)] for s in items]
+    return table(headers, rows)
 
 
 def clusters_table(items: list[dict[str, Any]], now: float, wide: bool = False) -> str:

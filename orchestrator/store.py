@@ -9,7 +9,9 @@ over the STOPPED rows, so reading them, listing them and deleting the old ones a
 not scans of memory.
 
 Schema versions: 1 = one ``records`` table (kind, key, JSON body); 2 = the task columns and
-indexes (an existing version-1 store is upgraded in place, the columns filled from the bodies).
+indexes (an existing version-1 store is upgraded in place, the columns filled from the bodies);
+3 = the ``secrets`` table (versions of each secret, values Fernet-encrypted by
+:mod:`orchestrator.secrets`; this module never sees a plaintext value).
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from pydantic import BaseModel
 
 from orchestrator.models import Cluster, LoadBalancer, Node, Service, TargetGroup, Task, TaskDefinition
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 KINDS: dict[str, type[BaseModel]] = {
     "cluster": Cluster,
     "taskdef": TaskDefinition,
@@ -123,6 +125,17 @@ class Store:
             )
         if version < 2:
             self._migrate_v2()
+        if version < 3:
+            self.db.executescript(
+                """
+                BEGIN;
+                CREATE TABLE IF NOT EXISTS secrets (
+                    name TEXT NOT NULL, version INTEGER NOT NULL, value BLOB NOT NULL, created_at REAL NOT NULL,
+                    PRIMARY KEY (name, version));
+                INSERT OR REPLACE INTO meta VALUES ('schema_version', '3');
+                COMMIT;
+                """
+            )
 
     def _migrate_v2(self) -> None:
         """Add the task columns, fill them from the task bodies, index them: one transaction."""
@@ -154,6 +167,9 @@ class Store:
     def get_meta(self, key: str, default: str | None = None) -> str | None:
         row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
         return row[0] if row else default
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
     def next_epoch(self) -> int:
         """Increment and return the orchestrator incarnation (the fencing token on the bus)."""
@@ -233,6 +249,42 @@ class Store:
         """Delete the STOPPED tasks that stopped before ``stopped_before``; how many."""
         cur = self.db.execute(f"DELETE FROM records WHERE {STOPPED} AND stopped_at < ?", (stopped_before,))
         return cur.rowcount
+
+    # ---- secrets (values arrive and leave encrypted) ----------------------------------------
+    def add_secret_version(self, name: str, value: bytes, created_at: float, keep: int) -> int:
+        """Store a new version of secret ``name`` (1 for a new name), keeping the newest
+        ``keep`` versions; returns the version."""
+        cur = self.db.cursor()
+        cur.execute("BEGIN")
+        try:
+            row = cur.execute("SELECT MAX(version) FROM secrets WHERE name=?", (name,)).fetchone()
+            version = (row[0] or 0) + 1
+            cur.execute("INSERT INTO secrets VALUES (?, ?, ?, ?)", (name, version, value, created_at))
+            cur.execute("DELETE FROM secrets WHERE name=? AND version<=?", (name, version - keep))
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        return version
+
+    def secret_versions(self, name: str | None = None) -> list[tuple[str, int, float]]:
+        """(name, version, created_at) of every kept version (of ``name``), by name and version."""
+        where, args = ("WHERE name=?", (name,)) if name is not None else ("", ())
+        return self.db.execute(f"SELECT name, version, created_at FROM secrets {where} ORDER BY name, version",
+                               args).fetchall()
+
+    def secret_value(self, name: str, version: int | None = None) -> tuple[int, bytes] | None:
+        """(version, encrypted value) of ``version`` of secret ``name``, or its newest."""
+        if version is None:
+            row = self.db.execute("SELECT version, value FROM secrets WHERE name=? ORDER BY version DESC LIMIT 1",
+                                  (name,)).fetchone()
+        else:
+            row = self.db.execute("SELECT version, value FROM secrets WHERE name=? AND version=?",
+                                  (name, version)).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def delete_secret(self, name: str) -> int:
+        return self.db.execute("DELETE FROM secrets WHERE name=?", (name,)).rowcount
 
     def close(self) -> None:
         self.db.close()

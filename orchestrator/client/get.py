@@ -53,6 +53,9 @@ def fetch_list(api: ApiClient, kind: str, service: str | None = None, include_st
         return api.get(api.cpath("targetgroups")).get("targetGroups") or []
     if kind == "loadbalancer":
         return api.get(api.cpath("loadbalancers")).get("loadBalancers") or []
+    if kind == "secret":
+        items = api.get("/v1/secrets").get("secrets") or []
+        return sorted(items, key=lambda n: str(n.get("name")))
     return fetch_tasks(api, service, include_stopped)
 
 
@@ -65,7 +68,8 @@ def fetch_list(api: ApiClient, kind: str, service: str | None = None, include_st
 @cluster_option
 @pass_session
 def get(s: Session, kind: str, name: str | None, output: str, include_stopped: bool, service: str | None) -> None:
-    """List objects: clusters, taskdefinitions (td), services (svc), tasks, nodes, targetgroups (tg), loadbalancers (lb).
+    """List objects: clusters, taskdefinitions (td), services (svc), tasks, nodes, targetgroups (tg), loadbalancers (lb),
+    secrets (names and versions only).
 
     NAME filters the list (a task id prefix for tasks, a family or family:revision for
     task definitions).
@@ -73,7 +77,7 @@ def get(s: Session, kind: str, name: str | None, output: str, include_stopped: b
     if (include_stopped or service) and kind != "task":
         raise click.UsageError("--all and --service apply to tasks only")
     items = fetch_list(s.api, kind, service, include_stopped)
-    where = "" if kind in ("cluster", "taskdefinition") else f" in cluster {s.api.cluster}"
+    where = "" if kind in ("cluster", "taskdefinition", "secret") else f" in cluster {s.api.cluster}"
     if name:
         items = [o for o in items if matches(kind, o, name)]
         if not items:
@@ -106,6 +110,8 @@ def describe(s: Session, kind: str, name: str | None, output: str) -> None:
             raise click.UsageError(f"give the {kind} name: dockyard describe {kind} NAME")
         name = api.cluster
     now = s.clock.wallclock()
+    if kind == "secret":
+        return print_objects(unwrap(api.get(f"/v1/secrets/{seg(name)}"), "secret"), "yaml" if output == "text" else output)
     if kind == "service":
         obj = unwrap(api.get(api.cpath("services", name)), "service")
         if output != "text":

@@ -14,9 +14,10 @@ KIND_ALIASES = {
     "cluster": "cluster", "clusters": "cluster",
     "targetgroup": "targetgroup", "targetgroups": "targetgroup", "tg": "targetgroup",
     "loadbalancer": "loadbalancer", "loadbalancers": "loadbalancer", "lb": "loadbalancer",
+    "secret": "secret", "secrets": "secret",
 }
 PLURAL = {"service": "services", "taskdefinition": "taskdefinitions", "task": "tasks", "node": "nodes", "cluster": "clusters",
-          "targetgroup": "targetgroups", "loadbalancer": "loadbalancers"}
+          "targetgroup": "targetgroups", "loadbalancer": "loadbalancers", "secret": "secrets"}
 
 
 class KindType(click.ParamType):
@@ -26,7 +27,7 @@ class KindType(click.ParamType):
         kind = KIND_ALIASES.get(str(value).lower())
         if kind is None:
             self.fail(f"unknown kind {value!r}; use one of: clusters, taskdefinitions (td), services (svc), tasks, nodes, "
-                      "targetgroups (tg), loadbalancers (lb)", param, ctx)
+                      "targetgroups (tg), loadbalancers (lb), secrets", param, ctx)
         return kind
 
 
@@ -42,7 +43,7 @@ def name_of(kind: str, obj: dict[str, Any]) -> str:
         return str(obj.get("taskId"))
     if kind == "node":
         return str(obj.get("nodeId"))
-    if kind in ("targetgroup", "loadbalancer"):
+    if kind in ("targetgroup", "loadbalancer", "secret"):
         return str(obj.get("name"))
     return str(obj.get("clusterName"))
 

@@ -14,7 +14,7 @@ from orchestrator.client.session import Session, cluster_option, out, pass_sessi
 from orchestrator.manifest_files import ManifestError, read_manifests
 
 DELETE_VERB = {"service": "deleted", "taskdefinition": "deregistered", "task": "stopping", "node": "deregistered", "cluster": "deleted",
-               "targetgroup": "deleted", "loadbalancer": "deleted"}
+               "targetgroup": "deleted", "loadbalancer": "deleted", "secret": "deleted"}
 
 
 def load_documents(files: Iterable[str]) -> list[dict[str, Any]]:
@@ -72,7 +72,7 @@ def delete(s: Session, kind: str | None, name: str | None, files: tuple[str, ...
 
     \b
     KIND: service (svc), taskdefinition (td; NAME is family:revision, deregisters it),
-          task (stops it), node (deregisters it), cluster.
+          task (stops it), node (deregisters it), cluster, secret (every version).
     """
     api = s.api
     if files:
@@ -94,6 +94,7 @@ def delete(s: Session, kind: str | None, name: str | None, files: tuple[str, ...
         "cluster": lambda: f"/v1/clusters/{seg(name)}",
         "targetgroup": lambda: api.cpath("targetgroups", name),
         "loadbalancer": lambda: api.cpath("loadbalancers", name),
+        "secret": lambda: f"/v1/secrets/{seg(name)}",
     }[kind]()
     api.delete(path)
     out(f"{kind}/{name} {DELETE_VERB[kind]}")

@@ -93,6 +93,18 @@ def rollout_history(s: Session, service: str, output: str) -> None:
     return None
 
 
+@rollout.command("restart")
+@click.argument("service")
+@cluster_option
+@pass_session
+def rollout_restart(s: Session, service: str) -> None:
+    """Start a new deployment of the service's current task definition (ECS's update-service
+    --force-new-deployment): every task is replaced, and the new ones get the newest secret versions."""
+    svc = unwrap(s.api.post(s.api.cpath("services", service, "force-new-deployment")), "service")
+    td = render.service_taskdef(svc) if svc else None
+    out(f"service/{service} restarting" + (f" ({td})" if td else "") + f"; follow it with: dockyard rollout status {service}")
+
+
 @rollout.command("undo")
 @click.argument("service")
 @cluster_option

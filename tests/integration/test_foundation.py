@@ -237,10 +237,11 @@ def test_bare_ecs_json_applies_unchanged(dockyard_env):
         }],
     }
     svc = {"serviceName": "api", "taskDefinition": "api", "desiredCount": 2}
+    env.cli("secret", "create", "token", "--from-literal", "t0ken")  # valueFrom's ARN names it
     cp = env.cli("apply", "-f", env.write_manifest(json.dumps(td), "td.json"),
                  "-f", env.write_manifest(json.dumps(svc), "svc.json"))
     assert "taskdefinition/api:1 registered" in cp.stdout and "service/api created" in cp.stdout
-    assert "logConfiguration" in cp.stderr and "secrets" in cp.stderr  # reported as ignored, not fatal
+    assert "logConfiguration" in cp.stderr  # reported, not fatal
     tasks = env.wait_running(2, timeout=60)
     env_vars = env.inspect(env.containers(all=False, task=tasks[0]["taskId"])[0]["ID"])["Config"]["Env"]
-    assert "MODE=prod" in env_vars
+    assert "MODE=prod" in env_vars and "TOKEN=t0ken" in env_vars

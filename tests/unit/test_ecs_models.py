@@ -192,7 +192,7 @@ def test_ignored_fields_are_kept_and_reported_with_paths():
                  healthCheck={"command": ["CMD", "true"], "unknownKnob": 1})],
               tags=[{"key": "a", "value": "b"}], ephemeralStorage={"sizeInGiB": 30})
     assert sorted(ignored_fields(spec)) == sorted([
-        "tags", "ephemeralStorage", "containerDefinitions[0].secrets",
+        "tags", "ephemeralStorage",
         "containerDefinitions[0].portMappings[0].appProtocol", "containerDefinitions[0].healthCheck.unknownKnob"])
     assert spec.model_extra["ephemeralStorage"] == {"sizeInGiB": 30}
 

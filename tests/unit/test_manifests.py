@@ -152,9 +152,10 @@ def test_bare_ecs_task_definition_is_accepted_with_ignored_fields_reported():
     assert web.environment[1].value == "4"  # numbers become strings, as ECS
     assert web.healthCheck.startPeriod == 10 and web.effective_stop_timeout == 20
     ignored = set(ignored_fields(td))
+    assert "containerDefinitions[0].secrets" not in ignored and web.secrets[0].secret == "db-pass"
     assert {
         "runtimePlatform", "tags",
-        "containerDefinitions[0].secrets", "containerDefinitions[0].portMappings[0].appProtocol",
+        "containerDefinitions[0].portMappings[0].appProtocol",
         "containerDefinitions[1].firelensConfiguration",
     } <= ignored
     assert "family" not in ignored and "containerDefinitions[0].image" not in ignored

@@ -355,7 +355,8 @@ def test_v1_store_is_upgraded_in_place(tmp_path):
     con.close()
 
     store = Store(path)
-    assert store.get_meta("schema_version") == "2" and store.get_meta("epoch") == "7"
+    assert store.get_meta("schema_version") == "3" and store.get_meta("epoch") == "7"
+    assert store.secret_versions() == []  # v3: the secrets table
     st = State(store)
     assert set(st.tasks) == {live.taskId} and C in st.clusters
     assert st.task(gone.taskId) == gone and st.task_ids(C, gone.taskId[:6]) == [gone.taskId]

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set-up + orchestrator + one agent + a 3-replica web service, all local and offline.
+# Set-up + orchestrator + one agent (also a load-balancer node) + a 3-replica web service behind
+# a load balancer on 127.0.0.1:8081, all local and offline.
 #
 #   scripts/demo.sh          start (or restart) the demo
 #   scripts/demo.sh stop     stop it: kill the demo's processes (pids in .run/) and remove
@@ -13,6 +14,7 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 RUN="$REPO/.run"
 PORT="${DOCKYARD_DEMO_PORT:-8080}"
+LB_PORT=8081  # the demo load balancer's listener (manifests/demo/web.yaml)
 SERVER="http://127.0.0.1:$PORT"
 CLUSTER=default
 NODE=demo-node-1
@@ -39,8 +41,22 @@ stop_pid() {  # stop_pid NAME: SIGTERM the pid in .run/NAME.pid, SIGKILL after 1
   rm -f "$f"
 }
 
+stop_haproxy() {  # the agent leaves its HAProxy running on purpose (a restarted agent adopts it)
+  local f="$RUN/lb/haproxy.pid" pid
+  [ -f "$f" ] || return 0
+  pid="$(head -n1 "$f")"
+  if [ -n "$pid" ] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "$RUN/lb/haproxy.cfg"; then
+    say "stopping the demo's HAProxy (pid $pid)"
+    kill -USR1 "$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  rm -f "$f"
+}
+
 stop_demo() {
   stop_pid agent
+  stop_haproxy
   stop_pid orchestrator
   if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
     local ids
@@ -111,6 +127,7 @@ done
 say "starting agent $NODE (log: .run/agent.log)"
 setsid nohup "$DOCKYARD" agent --node-id "$NODE" --cluster "$CLUSTER" --mqtt "$MQTT" \
   --docker unix:///var/run/docker.sock --attribute demo=true \
+  --load-balancer --lb-dir "$RUN/lb" --lb-bind 127.0.0.1 --state-dir "$RUN/agent-state" \
   </dev/null >"$RUN/agent.log" 2>&1 &
 echo $! >"$RUN/agent.pid"
 node_connected() {
@@ -147,6 +164,15 @@ say "dockyard rollout status web (health checks pass within ~10 s)"
 "$DOCKYARD" --server "$SERVER" -c "$CLUSTER" rollout status web --timeout 60 \
   || echo "    (rollout not complete yet; see: dockyard describe service web)"
 
+say "waiting (up to 60 s) for the load balancer on 127.0.0.1:$LB_PORT"
+for i in $(seq 1 120); do
+  http_get "http://127.0.0.1:$LB_PORT/" >/dev/null && break
+  [ "$i" = 120 ] && { show_log "$RUN/agent.log"; die "the load balancer does not answer on 127.0.0.1:$LB_PORT"; }
+  sleep 0.5
+done
+say "six requests to the load balancer (each replica answers with its hostname):"
+for _ in 1 2 3 4 5 6; do printf '    %s\n' "$(http_get "http://127.0.0.1:$LB_PORT/")"; done
+
 echo
 say "dockyard get tasks"
 "$DOCKYARD" --server "$SERVER" -c "$CLUSTER" get tasks
@@ -160,6 +186,8 @@ Look around:
     export DOCKYARD_SERVER=$SERVER
     .venv/bin/dockyard get nodes
     .venv/bin/dockyard describe service web
+    .venv/bin/dockyard describe targetgroup web     # targets, health, sessions
+    curl http://127.0.0.1:$LB_PORT/                  # answered by the replicas in turn
     .venv/bin/dockyard scale web 5
     docker ps --filter label=dockyard.node=$NODE
     tail -f .run/orchestrator.log .run/agent.log

@@ -332,3 +332,48 @@ def test_sigterm_ignoring_app_drains_a_long_request_is_cut_only_at_the_delay_and
     # (then SIGTERM, ignored, and SIGKILL after stopTimeout 2 s); it would have taken 12 s.
     assert result.get("body") != "done", result
     assert 3.5 <= cut_after <= 10, result
+
+
+def test_a_listener_port_taken_on_the_node_is_reported_and_the_others_serve(lb_env):
+    env, lb_dir = lb_env
+    import socket
+
+    taken = socket.socket()
+    taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    busy, free = taken.getsockname()[1], free_port()
+    try:
+        env.start_orchestrator()
+        env.start_agent(load_balancer=True, lb_dir=str(lb_dir), lb_bind="127.0.0.1")
+        lbs = f"""
+apiVersion: dockyard/v1
+kind: TargetGroup
+metadata: {{name: web}}
+spec: {{}}
+---
+apiVersion: dockyard/v1
+kind: LoadBalancer
+metadata: {{name: front}}
+spec:
+  listeners:
+    - {{port: {busy}, protocol: HTTP, defaultActions: [{{targetGroupName: web}}]}}
+    - {{port: {free}, protocol: HTTP, defaultActions: [{{targetGroupName: web}}]}}
+"""
+        env.cli("apply", "-f", env.write_manifest(lbs))
+
+        def reported():
+            (lb,) = env.get(f"/v1/clusters/{env.cluster}/loadbalancers")["loadBalancers"]
+            ls = {x["port"]: x for x in lb["nodes"][0]["listeners"]} if lb["nodes"] else {}
+            return ls if busy in ls and free in ls else None
+        ls = env.wait_for(reported, timeout=20, message="listener reports")
+        assert ls[busy]["ok"] is False and f"port {busy} is in use" in ls[busy]["error"]
+        assert ls[free]["ok"] is True
+        assert httpx.get(f"http://127.0.0.1:{free}/", timeout=5).status_code == 503  # serving: no targets yet
+        assert f"{busy}/HTTP" in env.cli("get", "loadbalancers").stdout
+        # Another load balancer on a port of this one: refused at apply, naming the field.
+        other = lbs.replace("name: front", "name: other").replace(f"port: {busy}", f"port: {free_port()}")
+        cp = env.cli("apply", "-f", env.write_manifest(other), check=False)
+        assert cp.returncode == 1 and "spec.listeners[1].port" in cp.stderr and "'front'" in cp.stderr, cp.stderr
+    finally:
+        taken.close()

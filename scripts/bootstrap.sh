@@ -36,6 +36,7 @@ command -v mosquitto >/dev/null 2>&1 || missing+=(mosquitto)
 [ -x /bin/busybox ] || missing+=(busybox-static)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)  # load-balancer nodes (agent --load-balancer)
+command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)  # a private registry for the pull-auth test
 # /usr/local/bin/docker may be a client-only binary; docker.io brings /usr/bin/docker too.
 if ! command -v docker >/dev/null 2>&1 && [[ ! " ${missing[*]-} " =~ " docker.io " ]]; then missing+=(docker.io); fi
 # Debian's python3 needs python3-venv for `python3 -m venv`.

@@ -19,7 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
 from dockyard import __version__
-from orchestrator import lb_views, metrics, views
+from orchestrator import ecs_api, lb_views, metrics, views
 from orchestrator.models import RunTaskSpec
 from orchestrator.ops import Ops, UserError
 
@@ -90,6 +90,8 @@ def create_app(ops: Ops, ready=lambda: True) -> FastAPI:
         response = await call_next(request)
         metrics.API_REQUESTS.labels(method=request.method, status=str(response.status_code)).inc()
         return response
+
+    ecs_api.mount(app, ops)
 
     @app.get("/healthz")
     async def healthz() -> JSONResponse:

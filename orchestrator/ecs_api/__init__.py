@@ -1,0 +1,58 @@
+"""The ECS API (awsJson 1.1, as botocore's ECS model describes it) on the orchestrator's listener:
+``POST /`` with ``X-Amz-Target: AmazonEC2ContainerServiceV20141113.<Operation>``. A translation onto
+the same operations the dockyard API uses (operations.py); docs/ecs-compat.md lists what is
+supported. Authentication: see docs/ecs-compat.md (SigV4 verification is not implemented yet)."""
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+
+from orchestrator.ecs_api.operations import EcsError, Operations
+from orchestrator.ecs_api.shapes import Arns
+from orchestrator.ops import Ops
+
+TARGET_PREFIX = "AmazonEC2ContainerServiceV20141113."
+CONTENT_TYPE = "application/x-amz-json-1.1"
+_REGION = re.compile(r"Credential=[^/]+/\d{8}/([a-z0-9-]+)/ecs/aws4_request")
+
+
+def region_of(authorization: str | None) -> str:
+    """The region of the request's SigV4 credential scope (us-east-1 when unsigned)."""
+    m = _REGION.search(authorization or "")
+    return m.group(1) if m else "us-east-1"
+
+
+def mount(app: FastAPI, ops: Ops, account: str = "123456789012") -> None:
+    deleted: dict[tuple[str, str], dict[str, Any]] = {}  # services deleted through this API, still described
+
+    def answer(body: dict[str, Any], status: int = 200) -> Response:
+        return Response(json.dumps(body), status_code=status, media_type=CONTENT_TYPE,
+                        headers={"x-amzn-RequestId": str(uuid.uuid4())})
+
+    @app.post("/", include_in_schema=False)
+    async def ecs(request: Request) -> Response:
+        target = request.headers.get("x-amz-target", "")
+        if not target.startswith(TARGET_PREFIX):
+            return answer({"__type": "UnknownOperationException", "message": f"Unknown target {target!r}"}, 400)
+        name = target[len(TARGET_PREFIX):]
+        handler = Operations(ops, Arns(region_of(request.headers.get("authorization")), account), deleted).handler(name)
+        if handler is None:
+            return answer({"__type": "UnsupportedFeatureException",
+                           "message": f"{name} is not supported by dockyard (see docs/ecs-compat.md)"}, 400)
+        try:
+            raw = await request.body()
+            body = json.loads(raw) if raw.strip() else {}
+            if not isinstance(body, dict):
+                raise EcsError("SerializationException", "the request body must be a JSON object")
+            return answer(handler(body))
+        except json.JSONDecodeError as e:
+            return answer({"__type": "SerializationException", "message": f"invalid JSON: {e}"}, 400)
+        except EcsError as e:
+            return answer({"__type": e.type, "message": e.message}, e.status)
+        except Exception as e:  # noqa: BLE001 - a bug: ECS's ServerException, logged with its trace
+            ops.ctl.log.exception("ECS API error", operation=name)
+            return answer({"__type": "ServerException", "message": f"internal error: {type(e).__name__}"}, 500)

@@ -1,0 +1,368 @@
+"""ECS operations as a thin translation onto :class:`orchestrator.ops.Ops`: the same validation
+(ECS documents go through apply, so a RegisterTaskDefinition body is checked exactly as a
+manifest is), the same records, the same store. Each handler takes the request body and
+returns ECS's response body; errors are raised as :class:`EcsError` with ECS's exception name."""
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from orchestrator.ecs_api.shapes import (
+    Arns,
+    cluster_of,
+    cluster_shape,
+    instance_shape,
+    name_of,
+    service_shape,
+    task_shape,
+    taskdef_shape,
+)
+from orchestrator.models import RunTaskSpec
+from orchestrator.ops import Ops, UserError
+
+# Operations ECS has that dockyard answers with UnsupportedFeatureException (docs/ecs-compat.md).
+UNSUPPORTED = ("ExecuteCommand", "CreateCapacityProvider", "DeleteCapacityProvider", "DescribeCapacityProviders",
+               "UpdateCapacityProvider", "PutClusterCapacityProviders", "CreateTaskSet", "DeleteTaskSet",
+               "DescribeTaskSets", "UpdateTaskSet", "UpdateServicePrimaryTaskSet", "SubmitTaskStateChange",
+               "SubmitContainerStateChange", "SubmitAttachmentStateChanges", "DiscoverPollEndpoint",
+               "RegisterContainerInstance", "UpdateContainerAgent", "PutAccountSetting", "PutAccountSettingDefault",
+               "DeleteAccountSetting", "ListAccountSettings", "GetTaskProtection", "UpdateTaskProtection",
+               "ListServicesByNamespace", "StartTask", "TagResource", "UntagResource", "ListTagsForResource",
+               "PutAttributes", "DeleteAttributes", "ListAttributes", "DeleteTaskDefinitions")
+
+
+class EcsError(Exception):
+    def __init__(self, type_: str, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.type, self.message, self.status = type_, message, status
+
+
+def from_user_error(e: UserError) -> EcsError:
+    """dockyard's user errors as ECS's exceptions (the message keeps dockyard's field and hint)."""
+    msg = e.message
+    first = e.errors[0] if e.errors else None
+    if first is not None:
+        msg = f"{first.field}: {first.message}" if first.field else first.message
+        if first.hint:
+            msg += f" ({first.hint})"
+    elif e.field:
+        msg = f"{e.field}: {msg}"
+    if e.status == 404:
+        low = e.message.lower()
+        if low.startswith("cluster"):
+            return EcsError("ClusterNotFoundException", "Cluster not found.")
+        if low.startswith("service"):
+            return EcsError("ServiceNotFoundException", "Service not found.")
+        if low.startswith("node"):
+            return EcsError("InvalidParameterException", "Container instance not found.")
+        if low.startswith("task definition"):
+            return EcsError("ClientException", "Unable to describe task definition.")
+        return EcsError("InvalidParameterException", msg)
+    if e.status == 409 and "services and" in e.message:
+        return EcsError("ClusterContainsServicesException" if "still has 0 services" not in e.message
+                        else "ClusterContainsTasksException", e.message)
+    return EcsError("InvalidParameterException" if e.errors or e.field else "ClientException", msg)
+
+
+def _page(items: list[Any], body: dict[str, Any], default: int = 100, cap: int = 100) -> tuple[list[Any], str | None]:
+    """ECS pagination: maxResults (1-100) and an opaque nextToken."""
+    try:
+        start = int(base64.urlsafe_b64decode(body["nextToken"]).decode()) if body.get("nextToken") else 0
+    except (ValueError, UnicodeDecodeError):
+        raise EcsError("InvalidParameterException", "Invalid nextToken.") from None
+    n = body.get("maxResults") or default
+    if not isinstance(n, int) or not 1 <= n <= cap:
+        raise EcsError("InvalidParameterException", f"maxResults must be between 1 and {cap}.")
+    chunk = items[start:start + n]
+    token = base64.urlsafe_b64encode(str(start + n).encode()).decode() if start + n < len(items) else None
+    return chunk, token
+
+
+def _listed(key: str, items: list[Any], body: dict[str, Any]) -> dict[str, Any]:
+    chunk, token = _page(items, body)
+    return {key: chunk, **({"nextToken": token} if token else {})}
+
+
+DELETED_KEPT = 1000  # deleted services still described (INACTIVE), as ECS does for a while
+
+
+class Operations:
+    def __init__(self, ops: Ops, arns: Arns, deleted: dict[tuple[str, str], dict[str, Any]] | None = None) -> None:
+        self.ops, self.arns, self.state = ops, arns, ops.state
+        self.deleted = deleted if deleted is not None else {}  # (cluster, service) -> its last shape
+
+    def handler(self, name: str) -> Callable[[dict[str, Any]], dict[str, Any]] | None:
+        return getattr(self, _snake(name), None) if name not in UNSUPPORTED else None
+
+    def _apply(self, document: dict[str, Any], cluster: str, source: str) -> dict[str, Any]:
+        try:
+            (result,) = self.ops.apply([{"source": source, "document": document}], cluster)
+        except UserError as e:
+            raise from_user_error(e) from None
+        return result
+
+    # ---- clusters --------------------------------------------------------------------------
+    def create_cluster(self, body: dict[str, Any]) -> dict[str, Any]:
+        name = body.get("clusterName") or "default"
+        self._apply({"apiVersion": "dockyard/v1", "kind": "Cluster", "metadata": {"name": name}, "spec": {}}, name,
+                    "CreateCluster")
+        return {"cluster": cluster_shape(self.state, self.state.clusters[name], self.arns)}
+
+    def describe_clusters(self, body: dict[str, Any]) -> dict[str, Any]:
+        out, failures = [], []
+        for ref in body.get("clusters") or ["default"]:
+            c = self.state.clusters.get(cluster_of(ref))
+            if c is None:
+                failures.append({"arn": ref if ref.startswith("arn:") else self.arns.cluster(ref), "reason": "MISSING"})
+            else:
+                out.append(cluster_shape(self.state, c, self.arns))
+        return {"clusters": out, "failures": failures}
+
+    def list_clusters(self, body: dict[str, Any]) -> dict[str, Any]:
+        return _listed("clusterArns", [self.arns.cluster(n) for n in sorted(self.state.clusters)], body)
+
+    def delete_cluster(self, body: dict[str, Any]) -> dict[str, Any]:
+        name = cluster_of(body.get("cluster"))
+        c = self.state.clusters.get(name)
+        if c is None:
+            raise EcsError("ClusterNotFoundException", "Cluster not found.")
+        if self.state.cluster_services(name):
+            raise EcsError("ClusterContainsServicesException",
+                           "The Cluster cannot be deleted while Services are active.")
+        if any(t.cluster == name and t.lastStatus != "STOPPED" for t in self.state.tasks.values()):
+            raise EcsError("ClusterContainsTasksException", "The Cluster cannot be deleted while Tasks are active.")
+        shape = cluster_shape(self.state, c, self.arns)
+        try:
+            self.ops.delete_cluster(name)
+        except UserError as e:
+            raise from_user_error(e) from None
+        return {"cluster": {**shape, "status": "INACTIVE"}}
+
+    # ---- task definitions ------------------------------------------------------------------
+    def register_task_definition(self, body: dict[str, Any]) -> dict[str, Any]:
+        doc = {k: v for k, v in body.items() if k != "tags"}
+        if not doc.get("containerDefinitions"):
+            raise EcsError("ClientException", "Container definitions are required.")
+        result = self._apply(doc, "default", "RegisterTaskDefinition")
+        td = self.state.taskdefs[doc.get("family", "")][int(result["revision"])]
+        return {"taskDefinition": taskdef_shape(td, self.arns), "tags": body.get("tags") or []}
+
+    def describe_task_definition(self, body: dict[str, Any]) -> dict[str, Any]:
+        ref = name_of(str(body.get("taskDefinition") or ""))
+        try:
+            td = self.ops.taskdef(ref)
+        except UserError as e:
+            raise from_user_error(e) from None
+        return {"taskDefinition": taskdef_shape(td, self.arns), "tags": []}
+
+    def list_task_definitions(self, body: dict[str, Any]) -> dict[str, Any]:
+        prefix, status = body.get("familyPrefix") or "", body.get("status") or "ACTIVE"
+        tds = [td for fam, revs in self.state.taskdefs.items() if fam.startswith(prefix) for td in revs.values()
+               if status == "ALL" or td.status == status]
+        tds.sort(key=lambda td: (td.family, td.revision), reverse=body.get("sort") == "DESC")
+        return _listed("taskDefinitionArns", [self.arns.taskdef(td.ref) for td in tds], body)
+
+    def list_task_definition_families(self, body: dict[str, Any]) -> dict[str, Any]:
+        prefix, status = body.get("familyPrefix") or "", body.get("status") or "ACTIVE"
+        fams = [f for f, revs in sorted(self.state.taskdefs.items()) if f.startswith(prefix)
+                and (status == "ALL" or any(td.status == status for td in revs.values()))]
+        return _listed("families", fams, body)
+
+    def deregister_task_definition(self, body: dict[str, Any]) -> dict[str, Any]:
+        ref = name_of(str(body.get("taskDefinition") or ""))
+        if ":" not in ref:
+            raise EcsError("ClientException", "Revision must be specified: family:revision.")
+        try:
+            td = self.ops.deregister_taskdef(ref)
+        except UserError as e:
+            raise from_user_error(e) from None
+        return {"taskDefinition": taskdef_shape(td, self.arns)}
+
+    # ---- services --------------------------------------------------------------------------
+    def _service(self, cluster: str, ref: str):  # noqa: ANN202
+        s = self.state.services.get((cluster, name_of(ref)))
+        if s is None or s.status == "INACTIVE":
+            raise EcsError("ServiceNotFoundException", "Service not found.")
+        return s
+
+    def create_service(self, body: dict[str, Any]) -> dict[str, Any]:
+        cluster = cluster_of(body.get("cluster"))
+        if cluster not in self.state.clusters:
+            raise EcsError("ClusterNotFoundException", "Cluster not found.")
+        name = body.get("serviceName") or ""
+        existing = self.state.services.get((cluster, name))
+        if existing is not None and existing.status == "ACTIVE":
+            raise EcsError("InvalidParameterException", "Creation of service was not idempotent.")
+        doc = {k: v for k, v in body.items() if k not in ("tags", "clientToken", "propagateTags", "enableECSManagedTags",
+                                                         "networkConfiguration", "role")}
+        doc["cluster"] = cluster
+        doc["taskDefinition"] = name_of(str(body.get("taskDefinition") or ""))
+        self._apply(doc, cluster, "CreateService")
+        return {"service": service_shape(self.state, self.state.services[(cluster, name)], self.arns)}
+
+    def update_service(self, body: dict[str, Any]) -> dict[str, Any]:
+        cluster = cluster_of(body.get("cluster"))
+        s = self._service(cluster, str(body.get("service") or ""))
+        if s.status != "ACTIVE":
+            raise EcsError("ServiceNotActiveException", "Service was not ACTIVE.")
+        doc = s.spec.model_dump(mode="json", exclude_none=True)
+        for key in ("desiredCount", "deploymentConfiguration", "placementConstraints", "placementStrategy",
+                    "healthCheckGracePeriodSeconds", "loadBalancers"):
+            if body.get(key) is not None:
+                doc[key] = body[key]
+        if body.get("taskDefinition"):
+            doc["taskDefinition"] = name_of(str(body["taskDefinition"]))
+        doc["cluster"] = cluster
+        self._apply(doc, cluster, "UpdateService")
+        if body.get("forceNewDeployment"):
+            try:
+                self.ops.force_new_deployment(cluster, s.serviceName)
+            except UserError as e:
+                raise from_user_error(e) from None
+        return {"service": service_shape(self.state, self.state.services[(cluster, s.serviceName)], self.arns)}
+
+    def describe_services(self, body: dict[str, Any]) -> dict[str, Any]:
+        cluster = cluster_of(body.get("cluster"))
+        if cluster not in self.state.clusters:
+            raise EcsError("ClusterNotFoundException", "Cluster not found.")
+        out, failures = [], []
+        for ref in body.get("services") or []:
+            s = self.state.services.get((cluster, name_of(ref)))
+            gone = self.deleted.get((cluster, name_of(ref)))
+            if s is not None:
+                out.append(service_shape(self.state, s, self.arns))
+            elif gone is not None:  # deleted and forgotten: ECS still describes it as INACTIVE
+                out.append({**gone, "status": "INACTIVE", "runningCount": 0, "pendingCount": 0, "deployments": []})
+            else:
+                failures.append({"arn": ref if ref.startswith("arn:") else self.arns.service(cluster, ref), "reason": "MISSING"})
+        return {"services": out, "failures": failures}
+
+    def list_services(self, body: dict[str, Any]) -> dict[str, Any]:
+        cluster = cluster_of(body.get("cluster"))
+        if cluster not in self.state.clusters:
+            raise EcsError("ClusterNotFoundException", "Cluster not found.")
+        svcs = [s for s in self.state.cluster_services(cluster)
+                if (not body.get("launchType") or s.spec.launchType == body["launchType"])
+                and (not body.get("schedulingStrategy") or s.spec.schedulingStrategy == body["schedulingStrategy"])]
+        return _listed("serviceArns", [self.arns.service(cluster, s.serviceName)
+                                       for s in sorted(svcs, key=lambda s: s.serviceName)], body)
+
+    def delete_service(self, body: dict[str, Any]) -> dict[str, Any]:
+        cluster = cluster_of(body.get("cluster"))
+        s = self._service(cluster, str(body.get("service") or ""))
+        if not body.get("force") and s.spec.desiredCount > 0 and s.spec.schedulingStrategy == "REPLICA":
+            raise EcsError("InvalidParameterException", "The service cannot be stopped while it is scaled above 0.")
+        try:
+            s = self.ops.delete_service(cluster, s.serviceName)
+        except UserError as e:
+            raise from_user_error(e) from None
+        shape = service_shape(self.state, s, self.arns)
+        self.deleted[(cluster, s.serviceName)] = shape
+        while len(self.deleted) > DELETED_KEPT:
+            del self.deleted[next(iter(self.deleted))]
+        return {"service": shape}
+
+    # ---- tasks -----------------------------------------------------------------------------
+    def run_task(self, body: dict[str, Any]) -> dict[str, Any]:
+        cluster = cluster_of(body.get("cluster"))
+        if cluster not in self.state.clusters:
+            raise EcsError("ClusterNotFoundException", "Cluster not found.")
+        overrides = (body.get("overrides") or {})
+        if any(overrides.get(k) for k in ("containerOverrides", "cpu", "memory", "taskRoleArn", "executionRoleArn",
+                                          "ephemeralStorage")):
+            raise EcsError("InvalidParameterException", "overrides are not supported by dockyard yet; register a "
+                           "task definition revision with the changes instead.")
+        try:
+            spec = RunTaskSpec(taskDefinition=name_of(str(body.get("taskDefinition") or "")), count=body.get("count") or 1,
+                               launchType=body.get("launchType") or "EC2", startedBy=body.get("startedBy"),
+                               placementConstraints=body.get("placementConstraints") or [],
+                               placementStrategy=body.get("placementStrategy") or [])
+            tasks = self.ops.run_task(cluster, spec)
+        except UserError as e:
+            raise from_user_error(e) from None
+        except ValueError as e:
+            raise EcsError("InvalidParameterException", str(e).splitlines()[0]) from None
+        return {"tasks": [self._task_shape(t) for t in tasks], "failures": []}
+
+    def _task_shape(self, t) -> dict[str, Any]:  # noqa: ANN001
+        td = self.state.resolve_taskdef(t.taskDefinition)
+        images = {c.name: c.image for c in td.spec.containerDefinitions} if td else {}
+        return task_shape(t, self.arns, images)
+
+    def describe_tasks(self, body: dict[str, Any]) -> dict[str, Any]:
+        cluster = cluster_of(body.get("cluster"))
+        if cluster not in self.state.clusters:
+            raise EcsError("ClusterNotFoundException", "Cluster not found.")
+        out, failures = [], []
+        for ref in body.get("tasks") or []:
+            try:
+                t = self.ops.task(cluster, name_of(ref))
+                out.append(self._task_shape(t))
+            except UserError:
+                failures.append({"arn": ref if ref.startswith("arn:") else self.arns.task(cluster, ref), "reason": "MISSING"})
+        return {"tasks": out, "failures": failures}
+
+    def list_tasks(self, body: dict[str, Any]) -> dict[str, Any]:
+        cluster = cluster_of(body.get("cluster"))
+        if cluster not in self.state.clusters:
+            raise EcsError("ClusterNotFoundException", "Cluster not found.")
+        desired = body.get("desiredStatus") or "RUNNING"
+        node = name_of(body["containerInstance"]) if body.get("containerInstance") else None
+        tasks: Iterable = self.state.iter_tasks(cluster, service=body.get("serviceName"), node=node, desired=desired,
+                                                family=body.get("family"), stopped=desired == "STOPPED")
+        tasks = [t for t in tasks if (not body.get("startedBy") or t.startedBy == body["startedBy"])
+                 and (not body.get("launchType") or t.launchType == body["launchType"])]
+        return _listed("taskArns", [self.arns.task(cluster, t.taskId) for t in tasks], body)
+
+    def stop_task(self, body: dict[str, Any]) -> dict[str, Any]:
+        cluster = cluster_of(body.get("cluster"))
+        try:
+            t = self.ops.stop_task(cluster, name_of(str(body.get("task") or "")), body.get("reason"))
+        except UserError as e:
+            if e.status == 404:
+                raise EcsError("InvalidParameterException", "The referenced task was not found.") from None
+            raise from_user_error(e) from None
+        return {"task": self._task_shape(t)}
+
+    # ---- container instances (nodes) -----------------------------------------------------
+    def list_container_instances(self, body: dict[str, Any]) -> dict[str, Any]:
+        cluster = cluster_of(body.get("cluster"))
+        if cluster not in self.state.clusters:
+            raise EcsError("ClusterNotFoundException", "Cluster not found.")
+        if body.get("filter"):
+            raise EcsError("InvalidParameterException", "filter is not supported by dockyard yet.")
+        nodes = [n for n in sorted(self.state.cluster_nodes(cluster), key=lambda n: n.nodeId)
+                 if not body.get("status") or n.status == body["status"]]
+        return _listed("containerInstanceArns", [self.arns.instance(cluster, n.nodeId) for n in nodes], body)
+
+    def describe_container_instances(self, body: dict[str, Any]) -> dict[str, Any]:
+        cluster = cluster_of(body.get("cluster"))
+        if cluster not in self.state.clusters:
+            raise EcsError("ClusterNotFoundException", "Cluster not found.")
+        out, failures = [], []
+        for ref in body.get("containerInstances") or []:
+            n = self.state.nodes.get((cluster, name_of(ref)))
+            if n is None:
+                failures.append({"arn": ref if ref.startswith("arn:") else self.arns.instance(cluster, ref), "reason": "MISSING"})
+            else:
+                out.append(instance_shape(self.state, n, self.arns))
+        return {"containerInstances": out, "failures": failures}
+
+    def update_container_instances_state(self, body: dict[str, Any]) -> dict[str, Any]:
+        cluster = cluster_of(body.get("cluster"))
+        status = body.get("status")
+        if status not in ("ACTIVE", "DRAINING"):
+            raise EcsError("InvalidParameterException", "status must be ACTIVE or DRAINING.")
+        out, failures = [], []
+        for ref in body.get("containerInstances") or []:
+            try:
+                n = self.ops.set_node_status(cluster, name_of(ref), status)
+                out.append(instance_shape(self.state, n, self.arns))
+            except UserError:
+                failures.append({"arn": ref, "reason": "MISSING"})
+        return {"containerInstances": out, "failures": failures}
+
+
+def _snake(name: str) -> str:
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")

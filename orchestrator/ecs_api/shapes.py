@@ -1,0 +1,158 @@
+"""dockyard's records as ECS's response shapes (pure): clusters, task definitions, services,
+tasks, container instances, with ECS's long ARNs and epoch-second timestamps."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from orchestrator import views
+from orchestrator.core import services as svc_core
+from orchestrator.models import Cluster, Node, Service, Task, TaskDefinition
+from orchestrator.state import State
+
+EVENTS_SHOWN = 100
+
+
+@dataclass(frozen=True)
+class Arns:
+    region: str = "us-east-1"
+    account: str = "123456789012"
+
+    def _arn(self, resource: str) -> str:
+        return f"arn:aws:ecs:{self.region}:{self.account}:{resource}"
+
+    def cluster(self, name: str) -> str:
+        return self._arn(f"cluster/{name}")
+
+    def taskdef(self, ref: str) -> str:
+        return self._arn(f"task-definition/{ref}")
+
+    def service(self, cluster: str, name: str) -> str:
+        return self._arn(f"service/{cluster}/{name}")
+
+    def task(self, cluster: str, task_id: str) -> str:
+        return self._arn(f"task/{cluster}/{task_id}")
+
+    def instance(self, cluster: str, node_id: str) -> str:
+        return self._arn(f"container-instance/{cluster}/{node_id}")
+
+    def container(self, cluster: str, task_id: str, name: str) -> str:
+        return self._arn(f"container/{cluster}/{task_id}/{name}")
+
+
+def name_of(ref: str) -> str:
+    """The last part of an ARN (``cluster/NAME``, ``task-definition/FAM:REV``), or the name itself."""
+    if ref.startswith("arn:"):
+        return ref.rsplit("/", 1)[-1]
+    return ref
+
+
+def cluster_of(ref: str | None) -> str:
+    """A cluster name from a name or an ARN; ECS's default cluster is ``default``."""
+    return name_of(ref) if ref else "default"
+
+
+def cluster_shape(state: State, c: Cluster, arns: Arns) -> dict[str, Any]:
+    v = views.cluster_view(state, c)
+    return {"clusterArn": arns.cluster(c.clusterName), "clusterName": c.clusterName, "status": "ACTIVE",
+            "registeredContainerInstancesCount": v["registeredContainerInstancesCount"],
+            "runningTasksCount": v["runningTasksCount"], "pendingTasksCount": v["pendingTasksCount"],
+            "activeServicesCount": v["activeServicesCount"], "statistics": [], "tags": [], "settings": [],
+            "capacityProviders": [], "defaultCapacityProviderStrategy": []}
+
+
+def taskdef_shape(td: TaskDefinition, arns: Arns) -> dict[str, Any]:
+    body = td.spec.model_dump(mode="json", exclude_none=True, by_alias=True)
+    if td.spec.cpu is not None:
+        body["cpu"] = str(td.spec.cpu)  # ECS returns the task-level sizes as strings
+    if td.spec.memory is not None:
+        body["memory"] = str(td.spec.memory)
+    body.update(taskDefinitionArn=arns.taskdef(td.ref), family=td.family, revision=td.revision, status=td.status,
+                compatibilities=["EC2", "FARGATE"] if td.spec.is_fargate else ["EC2"],
+                registeredAt=td.registeredAt, requiresAttributes=[],
+                networkMode=td.spec.networkMode or ("awsvpc" if td.spec.is_fargate else "bridge"))
+    return body
+
+
+def service_shape(state: State, s: Service, arns: Arns) -> dict[str, Any]:
+    v = views.service_view(state, s)
+    tasks = [t for t in state.service_active_tasks(s.cluster, s.serviceName) if t.active]
+    deployments = []
+    for d in s.deployments:
+        if d.status == "INACTIVE":
+            continue
+        mine = [t for t in tasks if t.deploymentId == d.id]
+        deployments.append({
+            "id": d.id, "status": d.status, "taskDefinition": arns.taskdef(d.taskDefinition),
+            "desiredCount": d.desiredCount, "runningCount": sum(t.lastStatus == "RUNNING" for t in mine),
+            "pendingCount": sum(t.lastStatus != "RUNNING" for t in mine), "failedTasks": d.failedTasks,
+            "createdAt": d.createdAt, "updatedAt": d.updatedAt, "launchType": s.spec.launchType,
+            "rolloutState": d.rolloutState, "rolloutStateReason": d.rolloutStateReason or ""})
+    dc = s.spec.deploymentConfiguration
+    return {
+        "serviceArn": arns.service(s.cluster, s.serviceName), "serviceName": s.serviceName,
+        "clusterArn": arns.cluster(s.cluster), "status": s.status, "desiredCount": s.spec.desiredCount,
+        "runningCount": v["runningCount"], "pendingCount": v["pendingCount"], "launchType": s.spec.launchType,
+        "taskDefinition": arns.taskdef(v["taskDefinition"]),
+        "deploymentConfiguration": {"maximumPercent": dc.maximumPercent, "minimumHealthyPercent": dc.minimumHealthyPercent,
+                                    "deploymentCircuitBreaker": dc.deploymentCircuitBreaker.model_dump()},
+        "deployments": deployments,
+        "events": [{"id": e.id, "createdAt": e.createdAt, "message": e.message} for e in s.events[:EVENTS_SHOWN]],
+        "loadBalancers": [lb.model_dump(exclude_none=True) for lb in s.spec.loadBalancers],
+        "placementConstraints": [c.model_dump(exclude_none=True) for c in s.spec.placementConstraints],
+        "placementStrategy": [p.model_dump(exclude_none=True) for p in s.spec.placementStrategy],
+        "schedulingStrategy": s.spec.schedulingStrategy, "createdAt": s.createdAt,
+        "healthCheckGracePeriodSeconds": s.spec.healthCheckGracePeriodSeconds, "tags": [],
+    }
+
+
+def task_shape(t: Task, arns: Arns, images: dict[str, str] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "taskArn": arns.task(t.cluster, t.taskId), "clusterArn": arns.cluster(t.cluster),
+        "taskDefinitionArn": arns.taskdef(t.taskDefinition), "lastStatus": t.lastStatus,
+        "desiredStatus": t.desiredStatus, "healthStatus": t.healthStatus, "launchType": t.launchType,
+        "group": t.group, "cpu": str(t.cpu), "memory": str(t.memory), "createdAt": t.createdAt, "version": 1,
+        "containers": [{
+            "containerArn": arns.container(t.cluster, t.taskId, c.name), "taskArn": arns.task(t.cluster, t.taskId),
+            "name": c.name, "image": (images or {}).get(c.name, ""), "runtimeId": c.dockerId,
+            "lastStatus": c.lastStatus, "exitCode": c.exitCode, "reason": c.reason, "healthStatus": c.healthStatus,
+            "networkBindings": c.networkBindings,
+        } for c in t.containers],
+        "tags": [], "overrides": {"containerOverrides": []}, "attachments": [],
+    }
+    if t.nodeId:
+        out["containerInstanceArn"] = arns.instance(t.cluster, t.nodeId)
+    for k in ("startedAt", "stoppingAt", "stoppedAt", "startedBy", "stopCode", "stoppedReason"):
+        v = getattr(t, k)
+        if v is not None:
+            out[k] = v
+    for c in out["containers"]:
+        for k in ("exitCode", "reason", "runtimeId"):
+            if c[k] is None:
+                del c[k]
+    return out
+
+
+def instance_shape(state: State, n: Node, arns: Arns) -> dict[str, Any]:
+    v = views.node_view(state, n)
+
+    def resources(cpu: int, memory: int) -> list[dict[str, Any]]:
+        return [{"name": "CPU", "type": "INTEGER", "integerValue": cpu, "doubleValue": 0.0, "longValue": 0},
+                {"name": "MEMORY", "type": "INTEGER", "integerValue": memory, "doubleValue": 0.0, "longValue": 0},
+                {"name": "PORTS", "type": "STRINGSET", "stringSetValue": []},
+                {"name": "PORTS_UDP", "type": "STRINGSET", "stringSetValue": []}]
+    return {
+        "containerInstanceArn": arns.instance(n.cluster, n.nodeId), "ec2InstanceId": n.nodeId,
+        "status": n.status, "agentConnected": n.connected, "registeredAt": n.registeredAt,
+        "registeredResources": resources(n.resources.cpu, n.resources.memory),
+        "remainingResources": resources(v["remaining"]["cpu"], v["remaining"]["memory"]),
+        "runningTasksCount": v["runningTasks"], "pendingTasksCount": v["pendingTasks"],
+        "attributes": [{"name": k, "value": val} for k, val in sorted(n.attributes.items())],
+        "versionInfo": {"agentVersion": n.agentVersion or "", "agentHash": "", "dockerVersion": ""},
+        "capacityProviderName": "", "tags": [],
+    }
+
+
+def primary_ref(s: Service) -> str:
+    p = svc_core.primary_of(s)
+    return p.taskDefinition if p else s.spec.taskDefinition

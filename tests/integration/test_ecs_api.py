@@ -1,0 +1,135 @@
+"""The ECS API (issue 15): boto3 and the AWS CLI against a real orchestrator and agent, unchanged
+but for the endpoint URL."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import boto3
+import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from harness import IMAGE
+
+ACCOUNT = "123456789012"
+CREDS = {"AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"}
+
+
+def client(env, region: str = "eu-west-1"):  # noqa: ANN001, ANN201
+    return boto3.client("ecs", endpoint_url=env.base_url, region_name=region, aws_access_key_id=CREDS["AWS_ACCESS_KEY_ID"],
+                        aws_secret_access_key=CREDS["AWS_SECRET_ACCESS_KEY"],
+                        config=Config(retries={"max_attempts": 1}))
+
+
+TD = {"family": "web", "containerDefinitions": [{
+    "name": "web", "image": IMAGE, "memory": 32, "stopTimeout": 2, "essential": True,
+    "command": ["sh", "-c", "mkdir -p /www; echo ok > /www/index.html; exec httpd -f -p 8080 -h /www"],
+    "portMappings": [{"containerPort": 8080}]}]}
+
+
+def test_boto3_drives_clusters_task_definitions_services_and_tasks(dockyard_env):
+    env = dockyard_env
+    env.start_orchestrator()
+    ecs = client(env)
+    c = ecs.create_cluster(clusterName=env.cluster)["cluster"]
+    assert c["clusterArn"] == f"arn:aws:ecs:eu-west-1:{ACCOUNT}:cluster/{env.cluster}"  # region from SigV4's scope
+    env.start_agent()
+    td = ecs.register_task_definition(**TD)["taskDefinition"]
+    assert td["taskDefinitionArn"].endswith(":task-definition/web:1") and td["status"] == "ACTIVE"
+    assert ecs.describe_task_definition(taskDefinition="web")["taskDefinition"]["revision"] == 1
+    td2 = ecs.register_task_definition(**{**TD, "containerDefinitions": [{**TD["containerDefinitions"][0], "memory": 48}]})
+    assert td2["taskDefinition"]["revision"] == 2
+    arns = ecs.list_task_definitions(familyPrefix="web", sort="DESC")["taskDefinitionArns"]
+    assert [a.rsplit(":", 1)[1] for a in arns] == ["2", "1"]
+    page = ecs.list_task_definitions(maxResults=1)
+    assert len(page["taskDefinitionArns"]) == 1 and page.get("nextToken")
+    rest = ecs.list_task_definitions(maxResults=1, nextToken=page["nextToken"])
+    assert rest["taskDefinitionArns"] != page["taskDefinitionArns"]
+    assert ecs.list_task_definition_families()["families"] == ["web"]
+
+    svc = ecs.create_service(cluster=env.cluster, serviceName="web", taskDefinition=td["taskDefinitionArn"], desiredCount=2,
+                             deploymentConfiguration={"maximumPercent": 200, "minimumHealthyPercent": 100})["service"]
+    assert svc["serviceArn"] == f"arn:aws:ecs:eu-west-1:{ACCOUNT}:service/{env.cluster}/web"
+    with pytest.raises(ClientError) as e:
+        ecs.create_service(cluster=env.cluster, serviceName="web", taskDefinition="web", desiredCount=1)
+    assert e.value.response["Error"]["Code"] == "InvalidParameterException"
+    ecs.get_waiter("services_stable").wait(cluster=env.cluster, services=["web"], WaiterConfig={"Delay": 2, "MaxAttempts": 60})
+    d = ecs.describe_services(cluster=env.cluster, services=["web", "nope"])
+    assert d["services"][0]["runningCount"] == 2 and d["failures"][0]["reason"] == "MISSING"
+    assert ecs.list_services(cluster=env.cluster)["serviceArns"] == [svc["serviceArn"]]
+    ecs.update_service(cluster=env.cluster, service="web", taskDefinition="web:2")
+    ecs.get_waiter("services_stable").wait(cluster=env.cluster, services=["web"], WaiterConfig={"Delay": 2, "MaxAttempts": 90})
+    s = ecs.describe_services(cluster=env.cluster, services=["web"])["services"][0]
+    assert s["taskDefinition"].endswith("web:2") and len(s["deployments"]) == 1
+    running = ecs.list_tasks(cluster=env.cluster, serviceName="web")["taskArns"]
+    assert len(running) == 2
+    tasks = ecs.describe_tasks(cluster=env.cluster, tasks=running + ["0" * 32])
+    assert {t["lastStatus"] for t in tasks["tasks"]} == {"RUNNING"} and tasks["failures"][0]["reason"] == "MISSING"
+    assert tasks["tasks"][0]["containers"][0]["networkBindings"][0]["containerPort"] == 8080
+    inst = ecs.list_container_instances(cluster=env.cluster)["containerInstanceArns"]
+    ci = ecs.describe_container_instances(cluster=env.cluster, containerInstances=inst)["containerInstances"][0]
+    assert ci["agentConnected"] is True and {r["name"] for r in ci["registeredResources"]} >= {"CPU", "MEMORY"}
+
+    # A one-off task; the stock waiter sees it stop with its exit code.
+    ecs.register_task_definition(family="once", containerDefinitions=[
+        {"name": "main", "image": IMAGE, "memory": 16, "command": ["sh", "-c", "exit 3"]}])
+    (t,) = ecs.run_task(cluster=env.cluster, taskDefinition="once", startedBy="boto3")["tasks"]
+    ecs.get_waiter("tasks_stopped").wait(cluster=env.cluster, tasks=[t["taskArn"]], WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+    done = ecs.describe_tasks(cluster=env.cluster, tasks=[t["taskArn"]])["tasks"][0]
+    assert done["containers"][0]["exitCode"] == 3 and done["stopCode"] == "EssentialContainerExited"
+    assert ecs.list_tasks(cluster=env.cluster, startedBy="boto3", desiredStatus="STOPPED")["taskArns"] == [t["taskArn"]]
+
+    # Errors with ECS's names.
+    for call, code in [(lambda: ecs.describe_services(cluster="nope", services=["x"]), "ClusterNotFoundException"),
+                       (lambda: ecs.delete_cluster(cluster=env.cluster), "ClusterContainsServicesException"),
+                       (lambda: ecs.delete_service(cluster=env.cluster, service="web"), "InvalidParameterException"),
+                       (lambda: ecs.describe_task_definition(taskDefinition="nope:1"), "ClientException"),
+                       (lambda: ecs.register_task_definition(family="bad", containerDefinitions=[
+                           {"name": "x", "image": IMAGE, "memory": 16, "mountPoints": [{"sourceVolume": "v", "containerPath": "/d"}]}]),
+                        "InvalidParameterException"),
+                       (lambda: ecs.execute_command(cluster=env.cluster, task=running[0], command="sh", interactive=True),
+                        "UnsupportedFeatureException")]:
+        with pytest.raises(ClientError) as e:
+            call()
+        assert e.value.response["Error"]["Code"] == code, e.value.response
+    bad = ecs.register_task_definition  # the field path survives into the message
+    with pytest.raises(ClientError) as e:
+        bad(family="bad", containerDefinitions=[{"name": "x", "image": IMAGE, "memory": 16,
+                                                 "mountPoints": [{"sourceVolume": "v", "containerPath": "/d"}]}])
+    assert "containerDefinitions[0].mountPoints[0].sourceVolume" in e.value.response["Error"]["Message"]
+
+    ecs.delete_service(cluster=env.cluster, service="web", force=True)
+    ecs.get_waiter("services_inactive").wait(cluster=env.cluster, services=["web"], WaiterConfig={"Delay": 2, "MaxAttempts": 60})
+    ecs.deregister_task_definition(taskDefinition="web:1")
+    assert ecs.describe_task_definition(taskDefinition="web:1")["taskDefinition"]["status"] == "INACTIVE"
+
+
+def test_the_aws_cli_as_a_user_types_it(dockyard_env, tmp_path):
+    env = dockyard_env
+    env.start_orchestrator()
+    env.start_agent()
+    aws = [str(Path(sys.executable).parent / "aws"), "--endpoint-url", env.base_url, "--region", "us-east-1", "--output", "json"]
+    run_env = {**os.environ, **CREDS, "AWS_CONFIG_FILE": str(tmp_path / "none"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none")}
+
+    def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+        cp = subprocess.run([*aws, "ecs", *args], capture_output=True, text=True, env=run_env, timeout=300)
+        if check:
+            assert cp.returncode == 0, (args, cp.stdout, cp.stderr)
+        return cp
+
+    cli("create-cluster", "--cluster-name", env.cluster)
+    (tmp_path / "td.json").write_text(json.dumps(TD))
+    arn = json.loads(cli("register-task-definition", "--cli-input-json", f"file://{tmp_path / 'td.json'}").stdout)[
+        "taskDefinition"]["taskDefinitionArn"]
+    cli("create-service", "--cluster", env.cluster, "--service-name", "web", "--task-definition", arn, "--desired-count", "2")
+    cli("wait", "services-stable", "--cluster", env.cluster, "--services", "web")
+    cli("update-service", "--cluster", env.cluster, "--service", "web", "--force-new-deployment")
+    cli("wait", "services-stable", "--cluster", env.cluster, "--services", "web")
+    out = json.loads(cli("list-tasks", "--cluster", env.cluster, "--max-items", "1").stdout)
+    assert len(out["taskArns"]) == 1 and out.get("NextToken")
+    cp = cli("describe-services", "--cluster", "nope", "--services", "web", check=False)
+    assert cp.returncode == 255 and "ClusterNotFoundException" in cp.stderr, (cp.returncode, cp.stderr)

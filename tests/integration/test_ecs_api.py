@@ -133,3 +133,41 @@ def test_the_aws_cli_as_a_user_types_it(dockyard_env, tmp_path):
     assert len(out["taskArns"]) == 1 and out.get("NextToken")
     cp = cli("describe-services", "--cluster", "nope", "--services", "web", check=False)
     assert cp.returncode == 255 and "ClusterNotFoundException" in cp.stderr, (cp.returncode, cp.stderr)
+
+
+def test_ecs_deploy_a_third_party_tool_deploys_scales_and_rolls_back(dockyard_env, tmp_path):
+    """fabfuel's ecs-deploy (PyPI), pointed at dockyard with AWS_ENDPOINT_URL_ECS and nothing else."""
+    env = dockyard_env
+    env.start_orchestrator()
+    env.start_agent()
+    ecs = client(env, "us-east-1")
+    ecs.create_cluster(clusterName=env.cluster)
+    ecs.register_task_definition(**TD)
+    ecs.create_service(cluster=env.cluster, serviceName="web", taskDefinition="web", desiredCount=1)
+    ecs.get_waiter("services_stable").wait(cluster=env.cluster, services=["web"], WaiterConfig={"Delay": 2, "MaxAttempts": 60})
+    tool = str(Path(sys.executable).parent / "ecs")
+    run_env = {**os.environ, **CREDS, "AWS_ENDPOINT_URL_ECS": env.base_url, "AWS_DEFAULT_REGION": "us-east-1",
+               "AWS_CONFIG_FILE": str(tmp_path / "none"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none")}
+    docker_tag = f"{IMAGE.rsplit(':', 1)[0]}:v2"
+    subprocess.run(["docker", "tag", IMAGE, docker_tag], check=True)
+    try:
+        cp = subprocess.run([tool, "deploy", env.cluster, "web", "--image", "web", docker_tag, "--timeout", "240"],
+                            capture_output=True, text=True, env=run_env, timeout=300)
+        assert cp.returncode == 0, cp.stdout + cp.stderr
+        s = ecs.describe_services(cluster=env.cluster, services=["web"])["services"][0]
+        td = ecs.describe_task_definition(taskDefinition=s["taskDefinition"])["taskDefinition"]
+        assert td["revision"] == 2 and td["containerDefinitions"][0]["image"] == docker_tag
+        assert ecs.describe_task_definition(taskDefinition="web:1")["taskDefinition"]["status"] == "INACTIVE"  # deregistered
+        cp = subprocess.run([tool, "scale", env.cluster, "web", "3", "--timeout", "240"], capture_output=True, text=True,
+                            env=run_env, timeout=300)
+        assert cp.returncode == 0, cp.stdout + cp.stderr
+        assert ecs.describe_services(cluster=env.cluster, services=["web"])["services"][0]["runningCount"] == 3
+        # Rolling back to the deregistered revision.
+        cp = subprocess.run([tool, "deploy", env.cluster, "web", "--task", "web:1", "--timeout", "240"],
+                            capture_output=True, text=True, env=run_env, timeout=300)
+        assert cp.returncode == 0, cp.stdout + cp.stderr
+        s = ecs.describe_services(cluster=env.cluster, services=["web"])["services"][0]
+        image = ecs.describe_task_definition(taskDefinition=s["taskDefinition"])["taskDefinition"]["containerDefinitions"][0]["image"]
+        assert image == IMAGE
+    finally:
+        subprocess.run(["docker", "rmi", docker_tag], capture_output=True)

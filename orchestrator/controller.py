@@ -150,7 +150,7 @@ class Controller:
         if docs:
             await asyncio.gather(*(self.publish(doc) for doc in docs))
         t1 = time.perf_counter()
-        self.state.flush()
+        self.state.flush(defer_details=True)
         self.passes += 1
         # The coalescing gap after this pass is the time it blocked the loop, not its waits.
         self._last_pass_seconds = busy + time.perf_counter() - t1

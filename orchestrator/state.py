@@ -15,6 +15,7 @@ flushed STOPPED task, so a late report for one finds nothing and changes nothing
 from __future__ import annotations
 
 import heapq
+import operator
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 
@@ -28,6 +29,11 @@ def _node_signature(n: Node) -> tuple:
     """What service planning reads from a node (not lastSeenAt, generation, observed...)."""
     return (n.connected, n.status, tuple(sorted(n.attributes.items())), tuple(n.capacityProviders),
             n.resources.cpu if n.resources else None, n.resources.memory if n.resources else None)
+
+
+# What of a task must reach the store when it changes: every field but the containers' details
+# (see State.flush). The lists of placement constraints and strategy are set at creation only.
+_durable = operator.attrgetter(*(f for f in Task.model_fields if f != "containers"))
 
 
 def _order(t: Task) -> tuple[float, str]:
@@ -53,6 +59,10 @@ class State:
         self._active_node: dict[str, str] = {}
         self.active_by_service: dict[tuple[str, str], set[str]] = defaultdict(set)  # likewise, for views
         self._dirty: dict[tuple[str, str], tuple[str, object]] = {}
+        # Per task in memory, its durable fields as last written (_durable), and the tasks whose
+        # containers' details changed since (written later, see flush).
+        self._written: dict[str, tuple] = {}
+        self._deferred: dict[str, Task] = {}
         self._deleted: set[tuple[str, str]] = set()
         # Nodes whose desired document may have changed since it was last published.
         self.dirty_nodes: set[tuple[str, str]] = set()
@@ -89,6 +99,7 @@ class State:
             self.nodes[(n.cluster, n.nodeId)] = n
         for t in store.load_live_tasks():  # not the STOPPED ones: they stay in the store
             self._index(t)
+            self._written[t.taskId] = _durable(t)
         self.dirty_nodes = set(self.nodes)
         self.dirty_services = set(self.services)
 
@@ -169,6 +180,8 @@ class State:
     def delete(self, kind: str, key: str) -> None:
         self._dirty.pop((kind, key), None)
         self._deleted.add((kind, key))
+        if kind == "task":
+            self._deferred.pop(key, None)
 
     def delete_service(self, s: Service) -> None:
         self.services.pop((s.cluster, s.serviceName), None)
@@ -193,6 +206,8 @@ class State:
 
     def _forget(self, t: Task) -> None:
         self._stopped_placed.discard(t.taskId)
+        self._written.pop(t.taskId, None)
+        self._deferred.pop(t.taskId, None)
         if self.tasks.get(t.taskId) is t:
             self._unindex(t)
             del self.tasks[t.taskId]
@@ -205,12 +220,35 @@ class State:
                 self.delete_task(t)  # type: ignore[arg-type]
         return self.store.delete_stopped_tasks(stopped_before)
 
-    def flush(self) -> int:
+    def flush(self, defer_details: bool = False) -> int:
         """Write dirty records in one transaction; returns how many rows were written. The
-        STOPPED tasks written leave memory (the store keeps them)."""
-        if not self._dirty and not self._deleted:
+        STOPPED tasks written leave memory (the store keeps them).
+
+        ``defer_details`` (the reconcile loop's flush, once per pass): a task whose only change
+        since it was last written is in its containers' details (the first report of a PENDING
+        task lists its containers PENDING; health and status changes are the task's own fields)
+        is written later: with its next other change (RUNNING, STOPPED, ...) or the next flush
+        without ``defer_details`` (an API call's, the one at shutdown). A crash loses at most
+        those details, which the node's next status snapshot reports again (level-triggered);
+        a STOPPED task is always written in full. Saves a third of the task writes of a start."""
+        if not self._dirty and not self._deleted and (defer_details or not self._deferred):
             return 0
-        puts = [(kind, obj) for kind, obj in self._dirty.values()]
+        puts: list[tuple[str, object]] = []
+        written, deferred = self._written, self._deferred
+        for (kind, key), (_, obj) in self._dirty.items():
+            if kind == "task":
+                sig = _durable(obj)
+                if defer_details and written.get(key) == sig:
+                    deferred[key] = obj  # type: ignore[assignment]
+                    continue
+                written[key] = sig
+                deferred.pop(key, None)
+            puts.append((kind, obj))
+        if not defer_details:
+            for key, t in deferred.items():
+                written[key] = _durable(t)
+                puts.append(("task", t))
+            deferred.clear()
         dels = list(self._deleted)
         self.store.write(puts, dels)  # type: ignore[arg-type]
         self._dirty.clear()

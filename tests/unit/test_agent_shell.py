@@ -8,8 +8,9 @@ import json
 from agent import diff
 from agent.executor import Executor
 from agent.hollow import HollowRuntime
+from agent import reporter
 from agent.reporter import Reporter
-from agent.runtime import L_NODE, L_TASK
+from agent.runtime import L_NODE, L_TASK, ActualContainer
 from agent.state import NodeState
 from dockyard import log
 from dockyard.ecs import TaskDefinitionSpec
@@ -58,6 +59,50 @@ def test_reporter_snapshot_update_and_ack_share_one_path():
         kinds = [(m["kind"], m["seq"], m["observedGeneration"], [t["taskId"] for t in m["tasks"]]) for m in client.sent]
         assert kinds == [("snapshot", 1, 1, ["t1", "t2"]), ("update", 2, 1, []), ("update", 3, 2, ["t2"])]
         assert client.sent[-1]["tasks"][0]["lastStatus"] == "STOPPED"
+
+    asyncio.run(go())
+
+
+def running(tid: str) -> ActualContainer:
+    return ActualContainer(id=f"c-{tid}", task_id=tid, container_name="app", node=NODE, state="running",
+                           started_at=1.0)
+
+
+def test_reporter_holds_a_new_tasks_initial_report_until_something_happens():
+    """The acknowledgement and updates leave out a new task's initial report (PENDING, no
+    container yet): the change that follows (RUNNING) is sent at once and supersedes it."""
+    async def go() -> None:
+        st, rep, client = make(DesiredDoc(cluster=CLUSTER, nodeId=NODE, epoch=1, generation=1, tasks=[]))
+        await rep.publish("snapshot")
+        st.doc = DesiredDoc(cluster=CLUSTER, nodeId=NODE, epoch=1, generation=2, tasks=[task("t1"), task("t2", "STOPPED")])
+        await rep.ack({"t1", "t2"})  # t2's report (STOPPED) is news; t1's (PENDING) is not
+        await rep.publish("update")  # the pass that starts t1: still nothing new
+        st.actual = [running("t1")]
+        await rep.publish("update")  # t1 runs: sent at once
+        sent = [(m["observedGeneration"], [(t["taskId"], t["lastStatus"]) for t in m["tasks"]]) for m in client.sent]
+        assert sent == [(1, []), (2, [("t2", "STOPPED")]), (2, [("t1", "RUNNING")])]
+        await asyncio.sleep(reporter.INITIAL_REPORT_HOLD + 0.1)  # the held update finds nothing left to send
+        assert len(client.sent) == 3
+
+    asyncio.run(go())
+
+
+def test_reporter_sends_a_held_initial_report_when_nothing_happens(monkeypatch):
+    monkeypatch.setattr(reporter, "INITIAL_REPORT_HOLD", 0.05)
+
+    async def go() -> None:
+        st, rep, client = make(DesiredDoc(cluster=CLUSTER, nodeId=NODE, epoch=1, generation=1, tasks=[task("t1")]))
+        await rep.ack({"t1"})
+        await rep.publish("update")
+        assert [m["tasks"] for m in client.sent] == [[]]
+        for _ in range(100):  # the held update, due 0.05 s after t1 was first seen
+            if len(client.sent) == 2:
+                break
+            await asyncio.sleep(0.02)
+        assert [(t["taskId"], t["lastStatus"]) for t in client.sent[1]["tasks"]] == [("t1", "PENDING")]
+        assert client.sent[1]["tasks"][0]["containers"][0]["lastStatus"] == "PENDING"
+        await rep.publish("update")
+        assert len(client.sent) == 2  # sent once
 
     asyncio.run(go())
 

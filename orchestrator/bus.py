@@ -28,6 +28,7 @@ from orchestrator import metrics
 # A StatusDoc's JSON without its "seq" and "ts" members (pydantic writes the fields in order).
 _SEQ_TS = re.compile(rb'"seq":\d+,|,"ts":[-+0-9.eE]+(?=}$)')
 _SNAPSHOTS = metrics.STATUS_RECEIVED.labels(kind="snapshot")
+_RECEIVED = {"snapshot": _SNAPSHOTS, "update": metrics.STATUS_RECEIVED.labels(kind="update")}  # labels() per message costs
 # "kind" follows nodeId, bootId and seq at the start of a StatusDoc's JSON.
 _SNAPSHOT_KIND = b'"kind":"snapshot"'
 _KIND_WITHIN = 1024
@@ -138,7 +139,7 @@ class Bus:
                     return
                 self._last_snapshot.pop(key, None)
                 st = StatusDoc.model_validate_json(raw)
-                metrics.STATUS_RECEIVED.labels(kind=st.kind).inc()
+                _RECEIVED[st.kind].inc()
                 self.controller.on_status(cluster, node_id, st)
                 if st.kind == "snapshot":
                     self._last_snapshot[key] = body if body is not None else _SEQ_TS.sub(b"", raw)

@@ -532,8 +532,11 @@ class Controller:
                     self.state.put_task(t)
             self.state.put_node(node)
             self._published[key] = content
+            # publishedAt given: model_construct would call its default factory through a
+            # signature inspection per document.
             docs.append(DesiredDoc.model_construct(cluster=cluster, nodeId=node_id, epoch=self.epoch,
-                                                   generation=node.generation, tasks=desired_tasks))
+                                                   generation=node.generation, tasks=desired_tasks,
+                                                   publishedAt=time.time()))
         return docs
 
     def _wake_at(self, when: float) -> None:

@@ -11,11 +11,12 @@ Every message carries ``bootId``, a ``seq`` increasing per message and the appli
 
 A new task's *initial* report (desired RUNNING, no container yet, nothing failed: PENDING with
 its containers PENDING) tells the orchestrator nothing it does not know (it placed the task
-PENDING), and a hollow or warm node replaces it within milliseconds (RUNNING). Updates and
-acknowledgements hold it back for up to INITIAL_REPORT_HOLD seconds from when the task was
-first seen: sent then if nothing has happened meanwhile (e.g. an image pull), else superseded
-by the change. Half the status reports of a start (bench/scale.py: the orchestrator parsed and
-folded every task's PENDING report, then its RUNNING one). Snapshots carry every task.
+PENDING), and a hollow or warm node replaces it within milliseconds (RUNNING): acknowledgements
+and updates leave it out, so a task's first update is its first change (container created,
+RUNNING, failed, STOPPED), and the next snapshot carries it if nothing happens before (e.g. an
+image pull). Half the status reports of a start (bench/scale.py: the orchestrator parsed and
+folded every task's PENDING report, then its RUNNING one). A hold with a deadline (0.25 s) was
+tried: on the benchmark's loaded hollow processes a third of them expired anyway.
 """
 from __future__ import annotations
 
@@ -33,7 +34,6 @@ from agent.state import NodeState
 from dockyard.wire import DesiredTask, StatusDoc, TaskReport
 
 Kind = Literal["snapshot", "update"]
-INITIAL_REPORT_HOLD = 0.25  # seconds; see the module docstring
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -68,10 +68,6 @@ class Reporter:
         self.logged_status: dict[str, str] = {}  # task id -> lastStatus last logged
         self._cache: dict[str, CachedReport] = {}  # see reports()
         self._lock = asyncio.Lock()
-        self._first_seen: dict[str, float] = {}  # task id -> loop time its initial report was first held
-        self._held: asyncio.TimerHandle | None = None  # the update that sends held reports when due
-        self._held_at = 0.0
-        self._held_task: asyncio.Task[None] | None = None
 
     # ---- reports ------------------------------------------------------------------------------
     def reports(self, only: Collection[str] | None = None) -> dict[str, CachedReport]:
@@ -161,39 +157,14 @@ class Reporter:
                               reason=r.stoppedReason, health=r.healthStatus)
 
     def _changed(self, entries: dict[str, CachedReport]) -> list[CachedReport]:
-        """The reports that differ from those last sent, less the initial reports still held
-        (see the module docstring); schedules an update for when the first of those is due."""
-        send: list[CachedReport] = []
-        now = asyncio.get_running_loop().time()
-        due: float | None = None
-        for tid, ent in entries.items():
-            if self.last_sent.get(tid) == ent.dump:
-                continue
-            if tid not in self.last_sent and ent.initial:
-                until = self._first_seen.setdefault(tid, now) + INITIAL_REPORT_HOLD
-                if now < until:
-                    due = until if due is None else min(due, until)
-                    continue
-            send.append(ent)
-        if due is not None:
-            self._send_held_at(due)
-        return send
-
-    def _send_held_at(self, when: float) -> None:
-        if self._held is not None and self._held_at <= when:
-            return
-        if self._held is not None:
-            self._held.cancel()
-        loop = asyncio.get_running_loop()
-        self._held_at = when
-        self._held = loop.call_at(when, self._send_held)
-
-    def _send_held(self) -> None:
-        self._held = None
-        self._held_task = asyncio.create_task(self.publish("update"))
+        """The reports that differ from those last sent, less the initial reports of tasks not
+        sent yet (see the module docstring)."""
+        sent = self.last_sent
+        return [ent for tid, ent in entries.items()
+                if sent.get(tid) != ent.dump and (tid in sent or not ent.initial)]
 
     def prune(self, live: set[str]) -> None:
         """Forget tasks that are neither desired nor have containers."""
-        for d in (self.last_sent, self.logged_status, self._first_seen):
+        for d in (self.last_sent, self.logged_status):
             for tid in [t for t in d if t not in live]:
                 del d[tid]

@@ -8,7 +8,6 @@ import json
 from agent import diff
 from agent.executor import Executor
 from agent.hollow import HollowRuntime
-from agent import reporter
 from agent.reporter import Reporter
 from agent.runtime import L_NODE, L_TASK, ActualContainer
 from agent.state import NodeState
@@ -68,41 +67,29 @@ def running(tid: str) -> ActualContainer:
                            started_at=1.0)
 
 
-def test_reporter_holds_a_new_tasks_initial_report_until_something_happens():
+def test_reporter_leaves_a_new_tasks_initial_report_out_of_acks_and_updates():
     """The acknowledgement and updates leave out a new task's initial report (PENDING, no
-    container yet): the change that follows (RUNNING) is sent at once and supersedes it."""
+    container yet): its first update is its first change (RUNNING); if nothing happens, the
+    next snapshot carries it."""
     async def go() -> None:
         st, rep, client = make(DesiredDoc(cluster=CLUSTER, nodeId=NODE, epoch=1, generation=1, tasks=[]))
         await rep.publish("snapshot")
-        st.doc = DesiredDoc(cluster=CLUSTER, nodeId=NODE, epoch=1, generation=2, tasks=[task("t1"), task("t2", "STOPPED")])
-        await rep.ack({"t1", "t2"})  # t2's report (STOPPED) is news; t1's (PENDING) is not
-        await rep.publish("update")  # the pass that starts t1: still nothing new
+        st.doc = DesiredDoc(cluster=CLUSTER, nodeId=NODE, epoch=1, generation=2,
+                            tasks=[task("t1"), task("t2", "STOPPED"), task("t3")])
+        await rep.ack({"t1", "t2", "t3"})  # t2's report (STOPPED) is news; t1's and t3's (PENDING) are not
+        await rep.publish("update")  # the pass that starts t1 and t3: still nothing new
         st.actual = [running("t1")]
         await rep.publish("update")  # t1 runs: sent at once
-        sent = [(m["observedGeneration"], [(t["taskId"], t["lastStatus"]) for t in m["tasks"]]) for m in client.sent]
-        assert sent == [(1, []), (2, [("t2", "STOPPED")]), (2, [("t1", "RUNNING")])]
-        await asyncio.sleep(reporter.INITIAL_REPORT_HOLD + 0.1)  # the held update finds nothing left to send
-        assert len(client.sent) == 3
-
-    asyncio.run(go())
-
-
-def test_reporter_sends_a_held_initial_report_when_nothing_happens(monkeypatch):
-    monkeypatch.setattr(reporter, "INITIAL_REPORT_HOLD", 0.05)
-
-    async def go() -> None:
-        st, rep, client = make(DesiredDoc(cluster=CLUSTER, nodeId=NODE, epoch=1, generation=1, tasks=[task("t1")]))
-        await rep.ack({"t1"})
+        await rep.publish("snapshot")  # t3 is still pulling, say: the snapshot has it
         await rep.publish("update")
-        assert [m["tasks"] for m in client.sent] == [[]]
-        for _ in range(100):  # the held update, due 0.05 s after t1 was first seen
-            if len(client.sent) == 2:
-                break
-            await asyncio.sleep(0.02)
-        assert [(t["taskId"], t["lastStatus"]) for t in client.sent[1]["tasks"]] == [("t1", "PENDING")]
-        assert client.sent[1]["tasks"][0]["containers"][0]["lastStatus"] == "PENDING"
+        sent = [(m["kind"], m["observedGeneration"], [(t["taskId"], t["lastStatus"]) for t in m["tasks"]])
+                for m in client.sent]
+        assert sent == [("snapshot", 1, []), ("update", 2, [("t2", "STOPPED")]), ("update", 2, [("t1", "RUNNING")]),
+                        ("snapshot", 2, [("t1", "RUNNING"), ("t2", "STOPPED"), ("t3", "PENDING")])]
+        assert client.sent[-1]["tasks"][2]["containers"][0]["lastStatus"] == "PENDING"
+        st.actual = [running("t1"), running("t3")]
         await rep.publish("update")
-        assert len(client.sent) == 2  # sent once
+        assert [(t["taskId"], t["lastStatus"]) for t in client.sent[-1]["tasks"]] == [("t3", "RUNNING")]
 
     asyncio.run(go())
 

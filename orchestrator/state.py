@@ -58,6 +58,11 @@ class State:
         self.active_by_node: dict[tuple[str, str], set[str]] = defaultdict(set)
         self._active_node: dict[str, str] = {}
         self.active_by_service: dict[tuple[str, str], set[str]] = defaultdict(set)  # likewise, for views
+        # Per service, [RUNNING, other] counts of its tasks that count toward it (Task.active:
+        # desired RUNNING, not STOPPED), kept by put_task: the service view's runningCount and
+        # pendingCount without a scan of its tasks per API call. _counted: task id -> its slot.
+        self._svc_counts: dict[tuple[str, str], list[int]] = {}
+        self._counted: dict[str, tuple[tuple[str, str], int]] = {}
         self._dirty: dict[tuple[str, str], tuple[str, object]] = {}
         # Per task in memory, its durable fields as last written (_durable), and the tasks whose
         # containers' details changed since (written later, see flush).
@@ -270,7 +275,21 @@ class State:
         self._track_unplaced(t)
         self._track_active(t)
 
+    def _count(self, t: Task, gone: bool = False) -> None:
+        prev = self._counted.pop(t.taskId, None)
+        if prev is not None:
+            counts = self._svc_counts[prev[0]]
+            counts[prev[1]] -= 1
+            if counts == [0, 0]:
+                del self._svc_counts[prev[0]]
+        if gone or not t.serviceName or t.desiredStatus != "RUNNING" or t.lastStatus == "STOPPED":
+            return
+        key, slot = (t.cluster, t.serviceName), 0 if t.lastStatus == "RUNNING" else 1
+        self._svc_counts.setdefault(key, [0, 0])[slot] += 1
+        self._counted[t.taskId] = (key, slot)
+
     def _track_active(self, t: Task) -> None:
+        self._count(t)
         if t.serviceName:
             if t.lastStatus == "STOPPED":
                 self._service_inactive(t)
@@ -303,6 +322,7 @@ class State:
 
     def _unindex(self, t: Task) -> None:
         self.unplaced.pop(t.taskId, None)
+        self._count(t, gone=True)
         if t.serviceName:
             self.tasks_by_service[(t.cluster, t.serviceName)].discard(t.taskId)
         node = self._indexed_node.pop(t.taskId, t.nodeId)
@@ -398,6 +418,12 @@ class State:
     def service_active_tasks(self, cluster: str, name: str) -> list[Task]:
         """The service's tasks that are not STOPPED (O(them), whatever the history)."""
         return [self.tasks[i] for i in self.active_by_service.get((cluster, name), ())]
+
+    def service_counts(self, cluster: str, name: str) -> tuple[int, int]:
+        """(running, pending): the service's tasks that count toward it (Task.active) that are
+        RUNNING, and the others. O(1)."""
+        running, pending = self._svc_counts.get((cluster, name), (0, 0))
+        return running, pending
 
     def node_active_tasks(self, cluster: str, node_id: str) -> list[Task]:
         """The node's tasks that are not STOPPED (O(them), whatever the history)."""

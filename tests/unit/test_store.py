@@ -333,6 +333,9 @@ def test_active_index_holds_the_not_stopped_tasks_of_each_node_through_every_cha
             assert {t.taskId for t in state.node_active_tasks("prod", node)} == want, node
         want = {t.taskId for t in state.service_tasks("prod", "web") if t.lastStatus != "STOPPED"}
         assert {t.taskId for t in state.service_active_tasks("prod", "web")} == want
+        active = [t for t in state.service_tasks("prod", "web") if t.active]
+        assert state.service_counts("prod", "web") == (sum(t.lastStatus == "RUNNING" for t in active),
+                                                       sum(t.lastStatus != "RUNNING" for t in active))
 
     state.put_task(task)
     state.put_task(other)
@@ -344,9 +347,18 @@ def test_active_index_holds_the_not_stopped_tasks_of_each_node_through_every_cha
     task.nodeId = "n2"  # moved, in place
     state.put_task(task)
     check()
+    other.lastStatus = "RUNNING"
+    state.put_task(other)
+    check()
+    assert state.service_counts("prod", "web") == (2, 0)
+    other.desiredStatus = "STOPPED"  # asked to stop: no longer counts toward the service
+    state.put_task(other)
+    check()
+    assert state.service_counts("prod", "web") == (1, 0)
     task.lastStatus = "STOPPED"  # stopped, in place: kept in node_tasks, gone from the index
     state.put_task(task)
     check()
+    assert state.service_counts("prod", "web") == (0, 0)
     assert state.node_active_tasks("prod", "n2") == [] and state.node_tasks("prod", "n2") == [task]
     replaced = other.model_copy(update={"nodeId": "n3"})  # a new object for the same task
     state.put_task(replaced)

@@ -250,10 +250,12 @@ def run(bench: Bench) -> None:
                 steady["kept"] = len((await api.get(f"/v1/clusters/{env.cluster}/tasks")).json()["tasks"])
                 # Steady state: every node sends a snapshot every 2 s; nothing changes.
                 await asyncio.sleep(3.0)
+                m0 = await scrape(api)
                 s0, w0 = proc_cpu_seconds(opid), time.monotonic()
                 await asyncio.sleep(args.steady_seconds)
                 steady["cpu"] = (proc_cpu_seconds(opid) - s0) / (time.monotonic() - w0) * 100
                 log(f"  steady state with {n} tasks: orchestrator cpu {steady['cpu']:.1f}%")
+                log_metrics(m0, await scrape(api))
 
             plan = [-args.nodes] + sizes + [max(sizes)] * (args.repeat - 1)
             for r, n in enumerate(plan):

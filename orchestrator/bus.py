@@ -68,8 +68,10 @@ class Bus:
         while not stop.is_set():
             try:
                 # One desired document per changed node per pass, all published at once: with paho's
-                # default of 20 unacknowledged, 1,000 documents waited for 50 round trips.
-                async with make_client(self.url, self.client_id, max_inflight_messages=1000) as client:
+                # default of 20 unacknowledged, 1,000 documents waited for 50 round trips. 0 (no
+                # limit) rather than a large one: under any limit paho walks every queued message
+                # on each PUBACK (_update_inflight), O(n^2) for a pass's n documents.
+                async with make_client(self.url, self.client_id, max_inflight_messages=0) as client:
                     self.client = client
                     await client.subscribe(f"{PROTOCOL}/+/nodes/+/presence", qos=1)
                     await client.subscribe(f"{PROTOCOL}/+/nodes/+/status", qos=1)

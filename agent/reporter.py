@@ -4,7 +4,8 @@
   containers), on connect and at every status tick (the heartbeat);
 * ``update``: only the tasks whose report changed since it was last sent;
 * the acknowledgement of a desired document: an ``update`` sent even when empty, carrying
-  the new ``observedGeneration`` and the changed reports of the tasks that document changed.
+  the new ``observedGeneration`` and the changed reports of the tasks that document changed
+  (less their initial reports, see below).
 
 Every message carries ``bootId``, a ``seq`` increasing per message and the applied
 ``(observedEpoch, observedGeneration)``.
@@ -113,7 +114,7 @@ class Reporter:
     async def ack(self, task_ids: set[str]) -> None:
         """The acknowledgement of a just-applied desired document: an ``update`` with its version
         and the changed reports of ``task_ids`` only (from the known state, before any engine
-        work; the pass it wakes sends the rest).
+        work; the pass it wakes sends the rest; initial reports left out, see the module).
 
         Not under the lock, so it never waits for another message's PUBACK: numbering and
         queueing (paho queues synchronously in ``publish``) happen without an ``await`` in

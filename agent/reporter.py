@@ -4,10 +4,20 @@
   containers), on connect and at every status tick (the heartbeat);
 * ``update``: only the tasks whose report changed since it was last sent;
 * the acknowledgement of a desired document: an ``update`` sent even when empty, carrying
-  the new ``observedGeneration`` and the changed reports of the tasks that document changed.
+  the new ``observedGeneration`` and the changed reports of the tasks that document changed
+  (less their initial reports, see below).
 
 Every message carries ``bootId``, a ``seq`` increasing per message and the applied
 ``(observedEpoch, observedGeneration)``.
+
+A new task's *initial* report (desired RUNNING, no container yet, nothing failed: PENDING with
+its containers PENDING) tells the orchestrator nothing it does not know (it placed the task
+PENDING), and a hollow or warm node replaces it within milliseconds (RUNNING): acknowledgements
+and updates leave it out, so a task's first update is its first change (container created,
+RUNNING, failed, STOPPED), and the next snapshot carries it if nothing happens before (e.g. an
+image pull). Half the status reports of a start (bench/scale.py: the orchestrator parsed and
+folded every task's PENDING report, then its RUNNING one). A hold with a deadline (0.25 s) was
+tried: on the benchmark's loaded hollow processes a third of them expired anyway.
 """
 from __future__ import annotations
 
@@ -46,6 +56,12 @@ class CachedReport:
         return (self.task is task and self.finish is finish and self.pull_error == pull_error
                 and self.restarts == restarts
                 and len(self.containers) == len(containers) and all(a is b for a, b in zip(self.containers, containers, strict=True)))
+
+    @property
+    def initial(self) -> bool:
+        """Desired RUNNING and nothing happened yet: no container, no finish, no pull error."""
+        return (self.task is not None and self.task.desiredStatus == "RUNNING" and not self.containers
+                and self.finish is None and self.pull_error is None)
 
 
 class Reporter:
@@ -105,7 +121,7 @@ class Reporter:
     async def ack(self, task_ids: set[str]) -> None:
         """The acknowledgement of a just-applied desired document: an ``update`` with its version
         and the changed reports of ``task_ids`` only (from the known state, before any engine
-        work; the pass it wakes sends the rest).
+        work; the pass it wakes sends the rest; initial reports left out, see the module).
 
         Not under the lock, so it never waits for another message's PUBACK: numbering and
         queueing (paho queues synchronously in ``publish``) happen without an ``await`` in
@@ -125,7 +141,7 @@ class Reporter:
         if kind == "snapshot":
             send = list(entries.values())
         else:
-            send = [ent for tid, ent in entries.items() if self.last_sent.get(tid) != ent.dump]
+            send = self._changed(entries)
             if not send and not force and lb_dump == self._lb_sent:
                 return
         self.seq += 1
@@ -150,6 +166,13 @@ class Reporter:
                 self.logged_status[r.taskId] = r.lastStatus
                 self.log.info("task status", task=r.taskId, status=r.lastStatus, stopCode=r.stopCode,
                               reason=r.stoppedReason, health=r.healthStatus)
+
+    def _changed(self, entries: dict[str, CachedReport]) -> list[CachedReport]:
+        """The reports that differ from those last sent, less the initial reports of tasks not
+        sent yet (see the module docstring)."""
+        sent = self.last_sent
+        return [ent for tid, ent in entries.items()
+                if sent.get(tid) != ent.dump and (tid in sent or not ent.initial)]
 
     def prune(self, live: set[str]) -> None:
         """Forget tasks that are neither desired nor have containers."""

@@ -3,7 +3,7 @@
 then 10k running with 100k stopped tasks retained.
 
     .venv/bin/python bench/scale.py [--nodes 1000] [--procs 4] [--sizes 1000,2000,5000,10000]
-                                    [--history 100000]
+                                    [--history 100000] [--py-spy PREFIX]
 
 Hollow agents (`dockyard agent --runtime hollow --hollow-count N`: the real agent code, MQTT
 client per node, reconcile and status reports, with in-memory containers) run the nodes as
@@ -28,6 +28,11 @@ while churning drives every task through the real path (placement, documents, re
 flushed, dropped from memory), so anything the loop still kept per stopped task would show up
 as growth. It costs about 15 s per 10k-task round.
 
+--py-spy PREFIX (py-spy installed, root or ptrace allowed): sample the orchestrator with py-spy
+during each measured round of the largest size (apply -> all RUNNING, the window of
+orchestrator_cpu_seconds_largest) into PREFIX-<round>.txt (collapsed stacks, `--format raw`:
+one line per stack and its sample count), for a per-part profile of the CPU per placement.
+
 Figures: nodes, seconds_1000 ... seconds_10000, seconds_10000_runs, placements_per_second
 (N / median seconds of the largest N, end to end: placement, documents, agents, reports; target >= 2000),
 growth_10k_vs_1k (seconds(10k) / seconds(1k) / 10: 1.0 = linear), orchestrator_peak_rss_mb
@@ -47,6 +52,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
+import signal
+import sys
 import time
 
 import httpx
@@ -143,6 +151,8 @@ def run(bench: Bench) -> None:
                     help="then churn until this many tasks are STOPPED (kept) and measure the largest size again; 0: skip")
     ap.add_argument("--steady-seconds", type=float, default=10.0,
                     help="orchestrator CPU measured this long with the largest size running")
+    ap.add_argument("--py-spy", dest="py_spy", metavar="PREFIX",
+                    help="sample the orchestrator during each measured largest round into PREFIX-<round>.txt")
     args = ap.parse_args()
     sizes = [int(x) for x in args.sizes.split(",")]
     env = bench.env
@@ -179,6 +189,13 @@ def run(bench: Bench) -> None:
         prefix = f"r{r}"
         path = bench.manifest(services(prefix, n, args.services), f"scale-{n}.yaml")
         m0 = await scrape(api)
+        spy = None
+        if args.py_spy and n == max(sizes) and measure and not warmup:
+            spy = await asyncio.create_subprocess_exec(
+                shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy"), "record", "--pid", str(opid), "--format", "raw", "--rate", "200", "--nonblocking",
+                "--output", f"{args.py_spy}-{r}.txt", stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL)
+            await asyncio.sleep(0.5)  # attached
         c0 = proc_cpu_seconds(opid)
         a0 = sum(proc_cpu_seconds(p.popen.pid) for p in env.agents.values())
         b0 = proc_cpu_seconds(bench.broker.proc.pid)
@@ -195,6 +212,9 @@ def run(bench: Bench) -> None:
         elif measure:
             runs.setdefault(n, []).append(took)
         cpu = proc_cpu_seconds(opid) - c0
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)  # py-spy writes its file and exits
+            await spy.wait()
         agents_cpu = sum(proc_cpu_seconds(p.popen.pid) for p in env.agents.values()) - a0
         broker_cpu = proc_cpu_seconds(bench.broker.proc.pid) - b0
         tasks = (await api.get(f"/v1/clusters/{env.cluster}/tasks", params={"desiredStatus": "RUNNING"})).json()["tasks"]
@@ -230,10 +250,12 @@ def run(bench: Bench) -> None:
                 steady["kept"] = len((await api.get(f"/v1/clusters/{env.cluster}/tasks")).json()["tasks"])
                 # Steady state: every node sends a snapshot every 2 s; nothing changes.
                 await asyncio.sleep(3.0)
+                m0 = await scrape(api)
                 s0, w0 = proc_cpu_seconds(opid), time.monotonic()
                 await asyncio.sleep(args.steady_seconds)
                 steady["cpu"] = (proc_cpu_seconds(opid) - s0) / (time.monotonic() - w0) * 100
                 log(f"  steady state with {n} tasks: orchestrator cpu {steady['cpu']:.1f}%")
+                log_metrics(m0, await scrape(api))
 
             plan = [-args.nodes] + sizes + [max(sizes)] * (args.repeat - 1)
             for r, n in enumerate(plan):

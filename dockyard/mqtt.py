@@ -35,6 +35,35 @@ def parse_url(url: str) -> BrokerURL:
     return BrokerURL(u.hostname, u.port or 1883, u.username, u.password)
 
 
+def _share_property_tables() -> None:
+    """paho's MQTT 5 ``Properties.__init__`` rebuilds its constant tables (property names, ids
+    and types: three containers of ~30 entries) for every packet received or acknowledged:
+    6 % of the orchestrator's CPU in bench/scale.py, ~50 us a message on the project's machine.
+    paho (2.2) only reads them, so every instance shares one copy; per-instance property values
+    stay per instance (set as attributes). Left alone if a paho version lacks those tables
+    (tests/unit/test_mqtt_properties.py shows packing and unpacking unchanged)."""
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    if getattr(Properties, "_dockyard_shared_tables", False):
+        return
+    ref = Properties(PacketTypes.PUBLISH)
+    if not all(isinstance(getattr(ref, a, None), (list, dict)) for a in ("types", "names", "properties")):
+        return
+    shared = {"types": ref.types, "names": ref.names, "properties": ref.properties}
+
+    def __init__(self: Properties, packetType: int) -> None:  # noqa: N803 - paho's name
+        object.__setattr__(self, "packetType", packetType)
+        for name, table in shared.items():
+            object.__setattr__(self, name, table)
+
+    Properties.__init__ = __init__  # type: ignore[method-assign]
+    Properties._dockyard_shared_tables = True  # type: ignore[attr-defined]
+
+
+_share_property_tables()
+
+
 class Client(aiomqtt.Client):
     """aiomqtt's client with its keepalive housekeeping (paho's ``loop_misc``) every
     ``misc_interval`` seconds instead of every second, or only when the owner calls

@@ -28,6 +28,7 @@ from orchestrator import metrics
 # A StatusDoc's JSON without its "seq" and "ts" members (pydantic writes the fields in order).
 _SEQ_TS = re.compile(rb'"seq":\d+,|,"ts":[-+0-9.eE]+(?=}$)')
 _SNAPSHOTS = metrics.STATUS_RECEIVED.labels(kind="snapshot")
+_RECEIVED = {"snapshot": _SNAPSHOTS, "update": metrics.STATUS_RECEIVED.labels(kind="update")}  # labels() per message costs
 # "kind" follows nodeId, bootId and seq at the start of a StatusDoc's JSON.
 _SNAPSHOT_KIND = b'"kind":"snapshot"'
 _KIND_WITHIN = 1024
@@ -67,8 +68,10 @@ class Bus:
         while not stop.is_set():
             try:
                 # One desired document per changed node per pass, all published at once: with paho's
-                # default of 20 unacknowledged, 1,000 documents waited for 50 round trips.
-                async with make_client(self.url, self.client_id, max_inflight_messages=1000) as client:
+                # default of 20 unacknowledged, 1,000 documents waited for 50 round trips. 0 (no
+                # limit) rather than a large one: under any limit paho walks every queued message
+                # on each PUBACK (_update_inflight), O(n^2) for a pass's n documents.
+                async with make_client(self.url, self.client_id, max_inflight_messages=0) as client:
                     self.client = client
                     await client.subscribe(f"{PROTOCOL}/+/nodes/+/presence", qos=1)
                     await client.subscribe(f"{PROTOCOL}/+/nodes/+/status", qos=1)
@@ -138,7 +141,7 @@ class Bus:
                     return
                 self._last_snapshot.pop(key, None)
                 st = StatusDoc.model_validate_json(raw)
-                metrics.STATUS_RECEIVED.labels(kind=st.kind).inc()
+                _RECEIVED[st.kind].inc()
                 self.controller.on_status(cluster, node_id, st)
                 if st.kind == "snapshot":
                     self._last_snapshot[key] = body if body is not None else _SEQ_TS.sub(b"", raw)

@@ -167,7 +167,7 @@ class Controller:
         if docs:
             await asyncio.gather(*(self.publish(doc) for doc in docs))
         t1 = time.perf_counter()
-        self.state.flush()
+        self.state.flush(defer_details=True)
         self.passes += 1
         # The coalescing gap after this pass is the time it blocked the loop, not its waits.
         self._last_pass_seconds = busy + time.perf_counter() - t1
@@ -628,9 +628,11 @@ class Controller:
                     self.state.put_task(t)
             self.state.put_node(node)
             self._published[key] = content
+            # publishedAt given: model_construct would call its default factory through a
+            # signature inspection per document.
             docs.append(DesiredDoc.model_construct(cluster=cluster, nodeId=node_id, epoch=self.epoch,
                                                    generation=node.generation, tasks=desired_tasks,
-                                                   loadBalancer=lb_doc))
+                                                   loadBalancer=lb_doc, publishedAt=time.time()))
         return docs
 
     def _wake_at(self, when: float) -> None:

@@ -243,9 +243,9 @@ class TaskContainer(Record):
 
     @classmethod
     def from_report(cls, r: ContainerReport) -> TaskContainer:
-        # model_construct: every field comes from a validated report (validating again was a
-        # third of the cost of folding a status update into its tasks).
-        return cls.model_construct(
+        # Validated: with every field given, pydantic-core's __init__ (~2 us) is faster than
+        # model_construct's Python loop over the fields (~3.6 us; pydantic 2.12).
+        return cls(
             name=r.name,
             lastStatus=r.lastStatus,
             exitCode=r.exitCode,

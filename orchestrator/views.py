@@ -9,7 +9,7 @@ from orchestrator.state import State
 
 
 def service_view(state: State, s: Service) -> dict[str, Any]:
-    active = [t for t in state.service_active_tasks(s.cluster, s.serviceName) if t.active]
+    running, pending = state.service_counts(s.cluster, s.serviceName)  # O(1): kept by put_task
     primary = svc_core.primary_of(s)
     view = s.model_dump(mode="json")
     bake = s.spec.deploymentConfiguration.bake_seconds
@@ -19,8 +19,8 @@ def service_view(state: State, s: Service) -> dict[str, Any]:
     return {
         **view,
         "desiredCount": s.spec.desiredCount,
-        "runningCount": sum(t.lastStatus == "RUNNING" for t in active),
-        "pendingCount": sum(t.lastStatus != "RUNNING" for t in active),
+        "runningCount": running,
+        "pendingCount": pending,
         "taskDefinition": primary.taskDefinition if primary else s.spec.taskDefinition,
     }
 

@@ -9,7 +9,7 @@ from agent import diff
 from agent.executor import Executor
 from agent.hollow import HollowRuntime
 from agent.reporter import Reporter
-from agent.runtime import L_NODE, L_TASK
+from agent.runtime import L_NODE, L_TASK, ActualContainer
 from agent.state import NodeState
 from dockyard import log
 from dockyard.ecs import TaskDefinitionSpec
@@ -58,6 +58,38 @@ def test_reporter_snapshot_update_and_ack_share_one_path():
         kinds = [(m["kind"], m["seq"], m["observedGeneration"], [t["taskId"] for t in m["tasks"]]) for m in client.sent]
         assert kinds == [("snapshot", 1, 1, ["t1", "t2"]), ("update", 2, 1, []), ("update", 3, 2, ["t2"])]
         assert client.sent[-1]["tasks"][0]["lastStatus"] == "STOPPED"
+
+    asyncio.run(go())
+
+
+def running(tid: str) -> ActualContainer:
+    return ActualContainer(id=f"c-{tid}", task_id=tid, container_name="app", node=NODE, state="running",
+                           started_at=1.0)
+
+
+def test_reporter_leaves_a_new_tasks_initial_report_out_of_acks_and_updates():
+    """The acknowledgement and updates leave out a new task's initial report (PENDING, no
+    container yet): its first update is its first change (RUNNING); if nothing happens, the
+    next snapshot carries it."""
+    async def go() -> None:
+        st, rep, client = make(DesiredDoc(cluster=CLUSTER, nodeId=NODE, epoch=1, generation=1, tasks=[]))
+        await rep.publish("snapshot")
+        st.doc = DesiredDoc(cluster=CLUSTER, nodeId=NODE, epoch=1, generation=2,
+                            tasks=[task("t1"), task("t2", "STOPPED"), task("t3")])
+        await rep.ack({"t1", "t2", "t3"})  # t2's report (STOPPED) is news; t1's and t3's (PENDING) are not
+        await rep.publish("update")  # the pass that starts t1 and t3: still nothing new
+        st.actual = [running("t1")]
+        await rep.publish("update")  # t1 runs: sent at once
+        await rep.publish("snapshot")  # t3 is still pulling, say: the snapshot has it
+        await rep.publish("update")
+        sent = [(m["kind"], m["observedGeneration"], [(t["taskId"], t["lastStatus"]) for t in m["tasks"]])
+                for m in client.sent]
+        assert sent == [("snapshot", 1, []), ("update", 2, [("t2", "STOPPED")]), ("update", 2, [("t1", "RUNNING")]),
+                        ("snapshot", 2, [("t1", "RUNNING"), ("t2", "STOPPED"), ("t3", "PENDING")])]
+        assert client.sent[-1]["tasks"][2]["containers"][0]["lastStatus"] == "PENDING"
+        st.actual = [running("t1"), running("t3")]
+        await rep.publish("update")
+        assert [(t["taskId"], t["lastStatus"]) for t in client.sent[-1]["tasks"]] == [("t3", "RUNNING")]
 
     asyncio.run(go())
 

@@ -188,6 +188,45 @@ def test_state_flush_writes_every_dirty_record_in_one_transaction(db):
     store.close()
 
 
+def test_the_loops_flush_defers_a_change_of_only_the_containers_details(db):
+    """flush(defer_details=True): a task whose only change is in its containers is written with
+    its next other change, or by the next full flush; any other change is written at once."""
+    store = Store(db)
+    state = State(store)
+    _cluster, _td, _svc, task, _node = records()
+    task.lastStatus, task.containers = "PENDING", []
+    state.put_task(task)
+    assert state.flush(defer_details=True) == 1  # new: written
+    stored = lambda: store.load("task")[0]  # noqa: E731
+    task.containers = [TaskContainer(name="web")]  # the first report: containers PENDING
+    state.put_task(task)
+    assert state.flush(defer_details=True) == 0 and stored().containers == []
+    task.lastStatus = "RUNNING"  # a change of the task's own: written, details included
+    task.containers = [TaskContainer(name="web", lastStatus="RUNNING")]
+    state.put_task(task)
+    assert state.flush(defer_details=True) == 1
+    assert stored().lastStatus == "RUNNING" and stored().containers[0].lastStatus == "RUNNING"
+    task.containers = [TaskContainer(name="web", lastStatus="RUNNING", dockerId="other")]
+    state.put_task(task)
+    assert state.flush(defer_details=True) == 0 and stored().containers[0].dockerId is None
+    assert state.flush() == 1 and stored().containers[0].dockerId == "other"  # the full flush writes it
+    assert state.flush() == 0
+    task.healthStatus = "UNHEALTHY"  # every field but the containers counts
+    state.put_task(task)
+    assert state.flush(defer_details=True) == 1 and stored().healthStatus == "UNHEALTHY"
+    store.close()
+
+    state = State(Store(db))  # loaded tasks count as written
+    t = state.tasks[task.taskId]
+    t.containers = []
+    state.put_task(t)
+    assert state.flush(defer_details=True) == 0
+    t.lastStatus = "STOPPED"  # STOPPED is always written in full, and leaves memory
+    state.put_task(t)
+    assert state.flush(defer_details=True) == 1 and task.taskId not in state.tasks
+    assert state.store.load("task")[0].containers == []
+
+
 def test_state_reload_indexes_and_disconnects_nodes(db):
     store = Store(db)
     state = State(store)
@@ -294,6 +333,9 @@ def test_active_index_holds_the_not_stopped_tasks_of_each_node_through_every_cha
             assert {t.taskId for t in state.node_active_tasks("prod", node)} == want, node
         want = {t.taskId for t in state.service_tasks("prod", "web") if t.lastStatus != "STOPPED"}
         assert {t.taskId for t in state.service_active_tasks("prod", "web")} == want
+        active = [t for t in state.service_tasks("prod", "web") if t.active]
+        assert state.service_counts("prod", "web") == (sum(t.lastStatus == "RUNNING" for t in active),
+                                                       sum(t.lastStatus != "RUNNING" for t in active))
 
     state.put_task(task)
     state.put_task(other)
@@ -305,9 +347,18 @@ def test_active_index_holds_the_not_stopped_tasks_of_each_node_through_every_cha
     task.nodeId = "n2"  # moved, in place
     state.put_task(task)
     check()
+    other.lastStatus = "RUNNING"
+    state.put_task(other)
+    check()
+    assert state.service_counts("prod", "web") == (2, 0)
+    other.desiredStatus = "STOPPED"  # asked to stop: no longer counts toward the service
+    state.put_task(other)
+    check()
+    assert state.service_counts("prod", "web") == (1, 0)
     task.lastStatus = "STOPPED"  # stopped, in place: kept in node_tasks, gone from the index
     state.put_task(task)
     check()
+    assert state.service_counts("prod", "web") == (0, 0)
     assert state.node_active_tasks("prod", "n2") == [] and state.node_tasks("prod", "n2") == [task]
     replaced = other.model_copy(update={"nodeId": "n3"})  # a new object for the same task
     state.put_task(replaced)

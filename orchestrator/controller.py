@@ -666,7 +666,7 @@ class Controller:
         n.lastSeenAt = now
         if p.resources is not None:
             n.resources = p.resources
-        n.attributes = dict(p.attributes)
+        n.attributes = {**p.attributes, **n.customAttributes}  # PutAttributes' survive the agent's presence
         n.capacityProviders = list(p.capacityProviders)
         n.runtime = p.runtime
         n.agentVersion = p.agentVersion

@@ -165,6 +165,7 @@ class Cluster(Record):
     clusterName: str
     status: Literal["ACTIVE", "INACTIVE"] = "ACTIVE"
     createdAt: float = Field(default_factory=now)
+    tags: dict[str, str] = Field(default_factory=dict)  # ECS resource tags (the ECS API's TagResource)
 
 
 class TaskDefinition(Record):
@@ -175,6 +176,7 @@ class TaskDefinition(Record):
     specHash: str
     registeredAt: float = Field(default_factory=now)
     ignoredFields: list[str] = Field(default_factory=list)
+    tags: dict[str, str] = Field(default_factory=dict)
 
     @property
     def ref(self) -> str:
@@ -224,6 +226,7 @@ class Service(Record):
     ignoredFields: list[str] = Field(default_factory=list)
     steadyState: bool = False
     failingReason: str | None = None  # tasks keep failing with no deployment to complete or roll back
+    tags: dict[str, str] = Field(default_factory=dict)
 
     @property
     def desiredCount(self) -> int:
@@ -346,6 +349,8 @@ class Node(Record):
     generation: int = 0  # of the last desired document published for this node
     observedGeneration: int = 0
     observedEpoch: int = 0
+    customAttributes: dict[str, str] = Field(default_factory=dict)  # ECS PutAttributes: kept over the agent's
+    tags: dict[str, str] = Field(default_factory=dict)
     address: str | None = None  # advertised by the agent: where load balancers reach its host ports
     loadBalancer: bool = False  # a --load-balancer node (runs HAProxy)
     sealKey: str | None = None  # the agent's public seal key (Presence.sealKey)

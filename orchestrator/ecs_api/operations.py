@@ -18,7 +18,7 @@ from orchestrator.ecs_api.shapes import (
     task_shape,
     taskdef_shape,
 )
-from orchestrator.models import RunTaskSpec
+from orchestrator.models import Cluster, Node, RunTaskSpec, Service, TaskDefinition
 from orchestrator.ops import Ops, UserError
 
 # Operations ECS has that dockyard answers with UnsupportedFeatureException (docs/ecs-compat.md).
@@ -28,8 +28,7 @@ UNSUPPORTED = ("ExecuteCommand", "CreateCapacityProvider", "DeleteCapacityProvid
                "SubmitContainerStateChange", "SubmitAttachmentStateChanges", "DiscoverPollEndpoint",
                "RegisterContainerInstance", "UpdateContainerAgent", "PutAccountSetting", "PutAccountSettingDefault",
                "DeleteAccountSetting", "ListAccountSettings", "GetTaskProtection", "UpdateTaskProtection",
-               "ListServicesByNamespace", "StartTask", "TagResource", "UntagResource", "ListTagsForResource",
-               "PutAttributes", "DeleteAttributes", "ListAttributes", "DeleteTaskDefinitions")
+               "ListServicesByNamespace", "DeleteTaskDefinitions")
 
 
 class EcsError(Exception):
@@ -107,7 +106,11 @@ class Operations:
         name = body.get("clusterName") or "default"
         self._apply({"apiVersion": "dockyard/v1", "kind": "Cluster", "metadata": {"name": name}, "spec": {}}, name,
                     "CreateCluster")
-        return {"cluster": cluster_shape(self.state, self.state.clusters[name], self.arns)}
+        c = self.state.clusters[name]
+        if body.get("tags"):
+            c.tags = {**c.tags, **_tags_in(body["tags"])}
+            self._put_tagged(c)
+        return {"cluster": cluster_shape(self.state, c, self.arns)}
 
     def describe_clusters(self, body: dict[str, Any]) -> dict[str, Any]:
         out, failures = [], []
@@ -146,7 +149,10 @@ class Operations:
             raise EcsError("ClientException", "Container definitions are required.")
         result = self._apply(doc, "default", "RegisterTaskDefinition")
         td = self.state.taskdefs[doc.get("family", "")][int(result["revision"])]
-        return {"taskDefinition": taskdef_shape(td, self.arns), "tags": body.get("tags") or []}
+        if body.get("tags"):
+            td.tags = {**td.tags, **_tags_in(body["tags"])}
+            self._put_tagged(td)
+        return {"taskDefinition": taskdef_shape(td, self.arns), "tags": _tags_out(td.tags)}
 
     def describe_task_definition(self, body: dict[str, Any]) -> dict[str, Any]:
         ref = name_of(str(body.get("taskDefinition") or ""))
@@ -154,7 +160,7 @@ class Operations:
             td = self.ops.taskdef(ref)
         except UserError as e:
             raise from_user_error(e) from None
-        return {"taskDefinition": taskdef_shape(td, self.arns), "tags": []}
+        return {"taskDefinition": taskdef_shape(td, self.arns), "tags": _tags_out(td.tags) if "TAGS" in (body.get("include") or []) else []}
 
     def list_task_definitions(self, body: dict[str, Any]) -> dict[str, Any]:
         prefix, status = body.get("familyPrefix") or "", body.get("status") or "ACTIVE"
@@ -199,7 +205,11 @@ class Operations:
         doc["cluster"] = cluster
         doc["taskDefinition"] = name_of(str(body.get("taskDefinition") or ""))
         self._apply(doc, cluster, "CreateService")
-        return {"service": service_shape(self.state, self.state.services[(cluster, name)], self.arns)}
+        s = self.state.services[(cluster, name)]
+        if body.get("tags"):
+            s.tags = _tags_in(body["tags"])
+            self._put_tagged(s)
+        return {"service": service_shape(self.state, s, self.arns)}
 
     def update_service(self, body: dict[str, Any]) -> dict[str, Any]:
         cluster = cluster_of(body.get("cluster"))
@@ -362,6 +372,122 @@ class Operations:
             except UserError:
                 failures.append({"arn": ref, "reason": "MISSING"})
         return {"containerInstances": out, "failures": failures}
+
+    # ---- tags (clusters, task definitions, services, container instances) ----------------
+    def _tagged(self, arn: str) -> Cluster | TaskDefinition | Service | Node:
+        """The record an ARN names (tags live on the records, written with them)."""
+        m = arn.split(":", 5)
+        if len(m) < 6 or not arn.startswith("arn:aws:ecs:"):
+            raise EcsError("InvalidParameterException", "The ARN provided is invalid.")
+        kind, _, rest = m[5].partition("/")
+        parts = rest.split("/")
+        obj: Cluster | TaskDefinition | Service | Node | None = None
+        if kind == "cluster":
+            obj = self.state.clusters.get(parts[0])
+        elif kind == "task-definition":
+            obj = self.state.resolve_taskdef(parts[0]) if ":" in parts[0] else None
+        elif kind == "service" and len(parts) == 2:
+            obj = self.state.services.get((parts[0], parts[1]))
+        elif kind == "container-instance" and len(parts) == 2:
+            obj = self.state.nodes.get((parts[0], parts[1]))
+        elif kind == "task":
+            raise EcsError("InvalidParameterException", "Tags on tasks are not supported by dockyard yet.")
+        if obj is None:
+            raise EcsError("InvalidParameterException", "The specified resource could not be found.")
+        return obj
+
+    def _put_tagged(self, obj: Cluster | TaskDefinition | Service | Node) -> None:
+        if isinstance(obj, Cluster):
+            self.state.put_cluster(obj)
+        elif isinstance(obj, TaskDefinition):
+            self.state.put_taskdef(obj)
+        elif isinstance(obj, Service):
+            self.state.put_service(obj)
+        elif isinstance(obj, Node):
+            self.state.put_node(obj)
+        self.state.flush()
+
+    def tag_resource(self, body: dict[str, Any]) -> dict[str, Any]:
+        obj = self._tagged(str(body.get("resourceArn") or ""))
+        obj.tags = {**obj.tags, **_tags_in(body.get("tags"))}
+        if len(obj.tags) > 50:
+            raise EcsError("InvalidParameterException", "A resource can have at most 50 tags.")
+        self._put_tagged(obj)
+        return {}
+
+    def untag_resource(self, body: dict[str, Any]) -> dict[str, Any]:
+        obj = self._tagged(str(body.get("resourceArn") or ""))
+        obj.tags = {k: v for k, v in obj.tags.items() if k not in set(body.get("tagKeys") or [])}
+        self._put_tagged(obj)
+        return {}
+
+    def list_tags_for_resource(self, body: dict[str, Any]) -> dict[str, Any]:
+        return {"tags": _tags_out(self._tagged(str(body.get("resourceArn") or "")).tags)}
+
+    # ---- custom attributes of container instances (memberOf sees them) --------------------
+    def put_attributes(self, body: dict[str, Any]) -> dict[str, Any]:
+        cluster = cluster_of(body.get("cluster"))
+        done = []
+        for a in body.get("attributes") or []:
+            n = self.state.nodes.get((cluster, name_of(str(a.get("targetId") or ""))))
+            if n is None or (a.get("targetType") or "container-instance") != "container-instance":
+                raise EcsError("TargetNotFoundException", f"Could not find {a.get('targetId')}.")
+            if str(a.get("name", "")).startswith("ecs."):
+                raise EcsError("InvalidParameterException", "Attributes starting with ecs. are reserved.")
+            n.customAttributes[a["name"]] = n.attributes[a["name"]] = str(a.get("value", ""))
+            self.state.put_node(n)
+            done.append(a)
+        self.state.flush()
+        return {"attributes": done}
+
+    def delete_attributes(self, body: dict[str, Any]) -> dict[str, Any]:
+        cluster = cluster_of(body.get("cluster"))
+        done = []
+        for a in body.get("attributes") or []:
+            n = self.state.nodes.get((cluster, name_of(str(a.get("targetId") or ""))))
+            if n is None:
+                raise EcsError("TargetNotFoundException", f"Could not find {a.get('targetId')}.")
+            n.customAttributes.pop(a.get("name"), None)
+            n.attributes.pop(a.get("name"), None)
+            self.state.put_node(n)
+            done.append(a)
+        self.state.flush()
+        return {"attributes": done}
+
+    def list_attributes(self, body: dict[str, Any]) -> dict[str, Any]:
+        cluster = cluster_of(body.get("cluster"))
+        if body.get("targetType") != "container-instance":
+            raise EcsError("InvalidParameterException", "targetType must be container-instance.")
+        out = [{"name": k, "value": v, "targetType": "container-instance", "targetId": self.arns.instance(cluster, n.nodeId)}
+               for n in sorted(self.state.cluster_nodes(cluster), key=lambda n: n.nodeId)
+               for k, v in sorted(n.attributes.items())
+               if (not body.get("attributeName") or k == body["attributeName"])
+               and (not body.get("attributeValue") or v == body["attributeValue"])]
+        return _listed("attributes", out, body)
+
+    def start_task(self, body: dict[str, Any]) -> dict[str, Any]:
+        """RunTask pinned to the named container instances (one task on each)."""
+        nodes = [name_of(r) for r in body.get("containerInstances") or []]
+        if not nodes:
+            raise EcsError("InvalidParameterException", "containerInstances is required.")
+        tasks, failures = [], []
+        for node in nodes:
+            expr = f"instanceId == {node}"
+            one = {**body, "count": 1, "placementConstraints": [
+                *(body.get("placementConstraints") or []), {"type": "memberOf", "expression": expr}]}
+            if (cluster_of(body.get("cluster")), node) not in self.state.nodes:
+                failures.append({"arn": self.arns.instance(cluster_of(body.get("cluster")), node), "reason": "MISSING"})
+                continue
+            tasks += self.run_task({k: v for k, v in one.items() if k != "containerInstances"})["tasks"]
+        return {"tasks": tasks, "failures": failures}
+
+
+def _tags_in(tags: list[dict[str, Any]] | None) -> dict[str, str]:
+    return {str(t.get("key")): str(t.get("value", "")) for t in tags or [] if t.get("key")}
+
+
+def _tags_out(tags: dict[str, str]) -> list[dict[str, str]]:
+    return [{"key": k, "value": v} for k, v in sorted(tags.items())]
 
 
 def _snake(name: str) -> str:

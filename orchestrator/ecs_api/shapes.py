@@ -57,8 +57,9 @@ def cluster_shape(state: State, c: Cluster, arns: Arns) -> dict[str, Any]:
     return {"clusterArn": arns.cluster(c.clusterName), "clusterName": c.clusterName, "status": "ACTIVE",
             "registeredContainerInstancesCount": v["registeredContainerInstancesCount"],
             "runningTasksCount": v["runningTasksCount"], "pendingTasksCount": v["pendingTasksCount"],
-            "activeServicesCount": v["activeServicesCount"], "statistics": [], "tags": [], "settings": [],
-            "capacityProviders": [], "defaultCapacityProviderStrategy": []}
+            "activeServicesCount": v["activeServicesCount"], "statistics": [], "settings": [],
+            "capacityProviders": [], "defaultCapacityProviderStrategy": [],
+            "tags": [{"key": k, "value": v} for k, v in sorted(c.tags.items())]}
 
 
 def taskdef_shape(td: TaskDefinition, arns: Arns) -> dict[str, Any]:
@@ -102,7 +103,8 @@ def service_shape(state: State, s: Service, arns: Arns) -> dict[str, Any]:
         "placementConstraints": [c.model_dump(exclude_none=True) for c in s.spec.placementConstraints],
         "placementStrategy": [p.model_dump(exclude_none=True) for p in s.spec.placementStrategy],
         "schedulingStrategy": s.spec.schedulingStrategy, "createdAt": s.createdAt,
-        "healthCheckGracePeriodSeconds": s.spec.healthCheckGracePeriodSeconds, "tags": [],
+        "healthCheckGracePeriodSeconds": s.spec.healthCheckGracePeriodSeconds,
+        "tags": [{"key": k, "value": v} for k, v in sorted(s.tags.items())],
     }
 
 
@@ -149,7 +151,7 @@ def instance_shape(state: State, n: Node, arns: Arns) -> dict[str, Any]:
         "runningTasksCount": v["runningTasks"], "pendingTasksCount": v["pendingTasks"],
         "attributes": [{"name": k, "value": val} for k, val in sorted(n.attributes.items())],
         "versionInfo": {"agentVersion": n.agentVersion or "", "agentHash": "", "dockerVersion": ""},
-        "capacityProviderName": "", "tags": [],
+        "capacityProviderName": "", "tags": [{"key": k, "value": v} for k, v in sorted(n.tags.items())],
     }
 
 

@@ -74,6 +74,24 @@ def test_boto3_drives_clusters_task_definitions_services_and_tasks(dockyard_env)
     ci = ecs.describe_container_instances(cluster=env.cluster, containerInstances=inst)["containerInstances"][0]
     assert ci["agentConnected"] is True and {r["name"] for r in ci["registeredResources"]} >= {"CPU", "MEMORY"}
 
+    # Tags, custom attributes (memberOf sees them), StartTask on a named instance.
+    ecs.tag_resource(resourceArn=svc["serviceArn"], tags=[{"key": "team", "value": "web"}, {"key": "tier", "value": "1"}])
+    ecs.untag_resource(resourceArn=svc["serviceArn"], tagKeys=["tier"])
+    assert ecs.list_tags_for_resource(resourceArn=svc["serviceArn"])["tags"] == [{"key": "team", "value": "web"}]
+    assert ecs.describe_services(cluster=env.cluster, services=["web"])["services"][0]["tags"] == [{"key": "team", "value": "web"}]
+    ecs.put_attributes(cluster=env.cluster, attributes=[{"name": "disk", "value": "ssd", "targetType": "container-instance",
+                                                         "targetId": inst[0]}])
+    listed = ecs.list_attributes(cluster=env.cluster, targetType="container-instance", attributeName="disk")["attributes"]
+    assert [(a["value"], a["targetId"]) for a in listed] == [("ssd", inst[0])]
+    ecs.register_task_definition(family="pinned", containerDefinitions=[
+        {"name": "main", "image": IMAGE, "memory": 16, "command": ["sh", "-c", "exit 0"]}])
+    (st_task,) = ecs.start_task(cluster=env.cluster, taskDefinition="pinned", containerInstances=[inst[0]])["tasks"]
+    ecs.get_waiter("tasks_stopped").wait(cluster=env.cluster, tasks=[st_task["taskArn"]], WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+    (ran,) = ecs.run_task(cluster=env.cluster, taskDefinition="pinned",
+                          placementConstraints=[{"type": "memberOf", "expression": "attribute:disk == ssd"}])["tasks"]
+    ecs.get_waiter("tasks_stopped").wait(cluster=env.cluster, tasks=[ran["taskArn"]], WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+    assert ecs.describe_tasks(cluster=env.cluster, tasks=[ran["taskArn"]])["tasks"][0]["containerInstanceArn"] == inst[0]
+
     # A one-off task; the stock waiter sees it stop with its exit code.
     ecs.register_task_definition(family="once", containerDefinitions=[
         {"name": "main", "image": IMAGE, "memory": 16, "command": ["sh", "-c", "exit 3"]}])

@@ -64,7 +64,7 @@ class SecretRequest(BaseModel):
     secretString: str
 
 
-def create_app(ops: Ops, ready=lambda: True) -> FastAPI:
+def create_app(ops: Ops, ready=lambda: True, loopback: bool = True) -> FastAPI:
     app = FastAPI(title="dockyard", version=__version__, openapi_url="/v1/openapi.json", docs_url="/v1/docs",
                   redoc_url=None)
     st = ops.state
@@ -91,7 +91,19 @@ def create_app(ops: Ops, ready=lambda: True) -> FastAPI:
         metrics.API_REQUESTS.labels(method=request.method, status=str(response.status_code)).inc()
         return response
 
-    ecs_api.mount(app, ops)
+    ecs_api.mount(app, ops, loopback=loopback)
+
+    @app.get("/v1/accesskeys")
+    async def list_access_keys() -> dict:
+        return {"accessKeys": ops.access_keys()}
+
+    @app.post("/v1/accesskeys")
+    async def create_access_key() -> dict:
+        return {"accessKey": ops.create_access_key()}  # the only time the secret is shown
+
+    @app.delete("/v1/accesskeys/{key_id}")
+    async def delete_access_key(key_id: str) -> dict:
+        return {"accessKey": ops.delete_access_key(key_id)}
 
     @app.get("/healthz")
     async def healthz() -> JSONResponse:

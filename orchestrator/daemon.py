@@ -66,7 +66,13 @@ async def serve(listen: str, store_path: Path, mqtt: str, node_lost_seconds: flo
                      mass_loss_fraction=mass_loss_fraction, mass_loss_interval=mass_loss_interval, secrets=secrets)
     bus = Bus(mqtt, ctl)
     ops = Ops(state, ctl)
-    app = create_app(ops, ready=lambda: bus.connected.is_set())
+    import ipaddress
+
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    app = create_app(ops, ready=lambda: bus.connected.is_set(), loopback=loopback)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
     server = uvicorn.Server(config)
     # uvicorn (>= 0.29) captures SIGINT/SIGTERM only while serve() runs and re-raises them after;

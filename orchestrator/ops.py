@@ -33,6 +33,8 @@ from orchestrator.secrets import SecretMeta, check_name
 from orchestrator.state import State
 from orchestrator.task_apply import request_stop
 
+ACCESS_KEY_PREFIX = "accesskey!"  # a name no user secret can have ("!" is not allowed in one)
+
 
 class UserError(Exception):
     def __init__(self, message: str, status: int = 400, field: str = "", hint: str = "",
@@ -508,7 +510,28 @@ class Ops:
 
     # ---- secrets (values go in, never out) -------------------------------------------------
     def secrets(self) -> list[SecretMeta]:
-        return self.ctl.secrets.all_meta()
+        return [m for m in self.ctl.secrets.all_meta() if not m.name.startswith(ACCESS_KEY_PREFIX)]
+
+    # ---- ECS API access keys (SigV4; their secrets kept encrypted in the secret store) -----
+    def access_keys(self) -> list[dict[str, Any]]:
+        return [{"accessKeyId": m.name[len(ACCESS_KEY_PREFIX):], "createdAt": m.createdAt}
+                for m in self.ctl.secrets.all_meta() if m.name.startswith(ACCESS_KEY_PREFIX)]
+
+    def create_access_key(self) -> dict[str, Any]:
+        from orchestrator.ecs_api.auth import new_key
+
+        key_id, secret = new_key()
+        self.ctl.secrets.put(ACCESS_KEY_PREFIX + key_id, secret, self.ctl.clock())
+        return {"accessKeyId": key_id, "secretAccessKey": secret}
+
+    def delete_access_key(self, key_id: str) -> dict[str, Any]:
+        if self.ctl.secrets.delete(ACCESS_KEY_PREFIX + key_id) is None:
+            raise not_found("access key", key_id, "list them with: dockyard accesskey list")
+        return {"accessKeyId": key_id}
+
+    def access_key_secret(self, key_id: str) -> str | None:
+        found = self.ctl.secrets.value(ACCESS_KEY_PREFIX + key_id)
+        return found[1] if found else None
 
     def secret(self, name: str) -> SecretMeta:
         meta = self.ctl.secrets.meta(name)

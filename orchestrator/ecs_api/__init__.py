@@ -1,16 +1,18 @@
 """The ECS API (awsJson 1.1, as botocore's ECS model describes it) on the orchestrator's listener:
 ``POST /`` with ``X-Amz-Target: AmazonEC2ContainerServiceV20141113.<Operation>``. A translation onto
 the same operations the dockyard API uses (operations.py); docs/ecs-compat.md lists what is
-supported. Authentication: see docs/ecs-compat.md (SigV4 verification is not implemented yet)."""
+supported. Requests are SigV4-signed with access keys dockyard issues (auth.py)."""
 from __future__ import annotations
 
 import json
 import re
+import time
 import uuid
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
 
+from orchestrator.ecs_api.auth import verify
 from orchestrator.ecs_api.operations import EcsError, Operations
 from orchestrator.ecs_api.shapes import Arns
 from orchestrator.ops import Ops
@@ -26,7 +28,10 @@ def region_of(authorization: str | None) -> str:
     return m.group(1) if m else "us-east-1"
 
 
-def mount(app: FastAPI, ops: Ops, account: str = "123456789012") -> None:
+def mount(app: FastAPI, ops: Ops, account: str = "123456789012", loopback: bool = True) -> None:
+    """``loopback``: the listener is on a loopback address; with no access key created, requests
+    are then accepted unsigned (development mode, docs/ecs-compat.md). Otherwise every request
+    must be SigV4-signed with an access key from `dockyard accesskey create`."""
     deleted: dict[tuple[str, str], dict[str, Any]] = {}  # services deleted through this API, still described
 
     def answer(body: dict[str, Any], status: int = 200) -> Response:
@@ -43,8 +48,13 @@ def mount(app: FastAPI, ops: Ops, account: str = "123456789012") -> None:
         if handler is None:
             return answer({"__type": "UnsupportedFeatureException",
                            "message": f"{name} is not supported by dockyard (see docs/ecs-compat.md)"}, 400)
+        raw = await request.body()
+        if not (loopback and not ops.access_keys()):
+            try:
+                verify(request.method, str(request.url), request.headers, raw, ops.access_key_secret, time.time())
+            except EcsError as e:
+                return answer({"__type": e.type, "message": e.message}, e.status)
         try:
-            raw = await request.body()
             body = json.loads(raw) if raw.strip() else {}
             if not isinstance(body, dict):
                 raise EcsError("SerializationException", "the request body must be a JSON object")

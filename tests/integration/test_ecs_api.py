@@ -189,3 +189,29 @@ def test_ecs_deploy_a_third_party_tool_deploys_scales_and_rolls_back(dockyard_en
         assert image == IMAGE
     finally:
         subprocess.run(["docker", "rmi", docker_tag], capture_output=True)
+
+
+def test_sigv4_with_dockyard_access_keys_once_one_exists(dockyard_env):
+    env = dockyard_env
+    env.start_orchestrator()
+    ecs = client(env)
+    assert ecs.list_clusters()["clusterArns"] == []  # development mode: loopback, no key created yet
+    out = env.cli("accesskey", "create").stdout
+    creds = dict(line.split("=", 1) for line in out.split())
+    assert creds["AWS_ACCESS_KEY_ID"] in env.cli("accesskey", "list").stdout
+    assert creds["AWS_SECRET_ACCESS_KEY"] not in env.cli("accesskey", "list").stdout
+    assert creds["AWS_ACCESS_KEY_ID"] not in env.cli("get", "secrets").stdout  # kept in the store, not listed
+    with pytest.raises(ClientError) as e:
+        ecs.list_clusters()  # the dummy key is not one of dockyard's
+    assert e.value.response["Error"]["Code"] == "UnrecognizedClientException"
+    good = boto3.client("ecs", endpoint_url=env.base_url, region_name="us-east-1",
+                        aws_access_key_id=creds["AWS_ACCESS_KEY_ID"], aws_secret_access_key=creds["AWS_SECRET_ACCESS_KEY"])
+    assert good.create_cluster(clusterName=env.cluster)["cluster"]["clusterName"] == env.cluster
+    wrong = boto3.client("ecs", endpoint_url=env.base_url, region_name="us-east-1",
+                         aws_access_key_id=creds["AWS_ACCESS_KEY_ID"], aws_secret_access_key="x" * 40,
+                         config=Config(retries={"max_attempts": 1}))
+    with pytest.raises(ClientError) as e:
+        wrong.list_clusters()
+    assert e.value.response["Error"]["Code"] == "InvalidSignatureException"
+    env.cli("accesskey", "delete", creds["AWS_ACCESS_KEY_ID"])
+    assert ecs.list_clusters()["clusterArns"]  # no key left: development mode again

@@ -166,6 +166,7 @@ class Cluster(Record):
     status: Literal["ACTIVE", "INACTIVE"] = "ACTIVE"
     createdAt: float = Field(default_factory=now)
     tags: dict[str, str] = Field(default_factory=dict)  # ECS resource tags (the ECS API's TagResource)
+    settings: dict[str, str] = Field(default_factory=dict)  # ECS cluster settings (containerInsights), kept and shown
 
 
 class TaskDefinition(Record):
@@ -227,6 +228,7 @@ class Service(Record):
     steadyState: bool = False
     failingReason: str | None = None  # tasks keep failing with no deployment to complete or roll back
     tags: dict[str, str] = Field(default_factory=dict)
+    clientToken: str | None = None  # CreateService's idempotency token
 
     @property
     def desiredCount(self) -> int:

@@ -107,10 +107,24 @@ class Operations:
         self._apply({"apiVersion": "dockyard/v1", "kind": "Cluster", "metadata": {"name": name}, "spec": {}}, name,
                     "CreateCluster")
         c = self.state.clusters[name]
-        if body.get("tags"):
-            c.tags = {**c.tags, **_tags_in(body["tags"])}
+        if body.get("tags") or body.get("settings"):
+            c.tags = {**c.tags, **_tags_in(body.get("tags"))}
+            c.settings = {**c.settings, **_settings_in(body.get("settings"))}
             self._put_tagged(c)
         return {"cluster": cluster_shape(self.state, c, self.arns)}
+
+    def update_cluster(self, body: dict[str, Any]) -> dict[str, Any]:
+        c = self.state.clusters.get(cluster_of(body.get("cluster")))
+        if c is None:
+            raise EcsError("ClusterNotFoundException", "Cluster not found.")
+        if body.get("configuration") or body.get("serviceConnectDefaults"):
+            raise EcsError("InvalidParameterException", "configuration and serviceConnectDefaults are not supported by dockyard.")
+        c.settings = {**c.settings, **_settings_in(body.get("settings"))}
+        self._put_tagged(c)
+        return {"cluster": cluster_shape(self.state, c, self.arns)}
+
+    def update_cluster_settings(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self.update_cluster({"cluster": body.get("cluster"), "settings": body.get("settings")})
 
     def describe_clusters(self, body: dict[str, Any]) -> dict[str, Any]:
         out, failures = [], []
@@ -199,6 +213,8 @@ class Operations:
         name = body.get("serviceName") or ""
         existing = self.state.services.get((cluster, name))
         if existing is not None and existing.status == "ACTIVE":
+            if body.get("clientToken") and existing.clientToken == body["clientToken"]:
+                return {"service": service_shape(self.state, existing, self.arns)}  # the same request again
             raise EcsError("InvalidParameterException", "Creation of service was not idempotent.")
         doc = {k: v for k, v in body.items() if k not in ("tags", "clientToken", "propagateTags", "enableECSManagedTags",
                                                          "networkConfiguration", "role")}
@@ -206,8 +222,8 @@ class Operations:
         doc["taskDefinition"] = name_of(str(body.get("taskDefinition") or ""))
         self._apply(doc, cluster, "CreateService")
         s = self.state.services[(cluster, name)]
-        if body.get("tags"):
-            s.tags = _tags_in(body["tags"])
+        if body.get("tags") or body.get("clientToken"):
+            s.tags, s.clientToken = _tags_in(body.get("tags")), body.get("clientToken")
             self._put_tagged(s)
         return {"service": service_shape(self.state, s, self.arns)}
 
@@ -359,6 +375,21 @@ class Operations:
                 out.append(instance_shape(self.state, n, self.arns))
         return {"containerInstances": out, "failures": failures}
 
+    def deregister_container_instance(self, body: dict[str, Any]) -> dict[str, Any]:
+        cluster = cluster_of(body.get("cluster"))
+        n = self.state.nodes.get((cluster, name_of(str(body.get("containerInstance") or ""))))
+        if n is None:
+            raise EcsError("InvalidParameterException", "Container instance not found.")
+        if self.state.node_active_count(cluster, n.nodeId) and not body.get("force"):
+            raise EcsError("InvalidParameterException", "Found running tasks on the instance; use force to deregister "
+                           "it anyway (its tasks are then stopped as lost).")
+        shape = instance_shape(self.state, n, self.arns)
+        try:
+            self.ops.delete_node(cluster, n.nodeId)
+        except UserError as e:
+            raise from_user_error(e) from None
+        return {"containerInstance": {**shape, "status": "INACTIVE"}}
+
     def update_container_instances_state(self, body: dict[str, Any]) -> dict[str, Any]:
         cluster = cluster_of(body.get("cluster"))
         status = body.get("status")
@@ -484,6 +515,15 @@ class Operations:
 
 def _tags_in(tags: list[dict[str, Any]] | None) -> dict[str, str]:
     return {str(t.get("key")): str(t.get("value", "")) for t in tags or [] if t.get("key")}
+
+
+def _settings_in(settings: list[dict[str, Any]] | None) -> dict[str, str]:
+    out = {}
+    for x in settings or []:
+        if x.get("name") != "containerInsights" or x.get("value") not in ("enabled", "disabled", "enhanced"):
+            raise EcsError("InvalidParameterException", "settings: only containerInsights enabled|disabled|enhanced.")
+        out[x["name"]] = x["value"]
+    return out
 
 
 def _tags_out(tags: dict[str, str]) -> list[dict[str, str]]:

@@ -57,7 +57,8 @@ def cluster_shape(state: State, c: Cluster, arns: Arns) -> dict[str, Any]:
     return {"clusterArn": arns.cluster(c.clusterName), "clusterName": c.clusterName, "status": "ACTIVE",
             "registeredContainerInstancesCount": v["registeredContainerInstancesCount"],
             "runningTasksCount": v["runningTasksCount"], "pendingTasksCount": v["pendingTasksCount"],
-            "activeServicesCount": v["activeServicesCount"], "statistics": [], "settings": [],
+            "activeServicesCount": v["activeServicesCount"], "statistics": [],
+            "settings": [{"name": k, "value": val} for k, val in sorted(c.settings.items())],
             "capacityProviders": [], "defaultCapacityProviderStrategy": [],
             "tags": [{"key": k, "value": v} for k, v in sorted(c.tags.items())]}
 

@@ -57,6 +57,12 @@ def test_boto3_drives_clusters_task_definitions_services_and_tasks(dockyard_env)
     with pytest.raises(ClientError) as e:
         ecs.create_service(cluster=env.cluster, serviceName="web", taskDefinition="web", desiredCount=1)
     assert e.value.response["Error"]["Code"] == "InvalidParameterException"
+    kw = {"cluster": env.cluster, "serviceName": "once", "taskDefinition": "web", "desiredCount": 0, "clientToken": "t-1"}
+    assert ecs.create_service(**kw)["service"]["serviceArn"] == ecs.create_service(**kw)["service"]["serviceArn"]  # idempotent
+    ecs.delete_service(cluster=env.cluster, service="once")
+    ecs.update_cluster_settings(cluster=env.cluster, settings=[{"name": "containerInsights", "value": "enabled"}])
+    assert ecs.describe_clusters(clusters=[env.cluster])["clusters"][0]["settings"] == [
+        {"name": "containerInsights", "value": "enabled"}]
     ecs.get_waiter("services_stable").wait(cluster=env.cluster, services=["web"], WaiterConfig={"Delay": 2, "MaxAttempts": 60})
     d = ecs.describe_services(cluster=env.cluster, services=["web", "nope"])
     assert d["services"][0]["runningCount"] == 2 and d["failures"][0]["reason"] == "MISSING"

@@ -448,3 +448,44 @@ def ignored_fields(model: BaseModel, path: str = "") -> list[str]:
                 if isinstance(item, BaseModel):
                     out += ignored_fields(item, f"{path}{fname}[{i}].")
     return out
+
+
+# ---- RunTask overrides -----------------------------------------------------------------------
+class ContainerOverride(EcsModel):
+    """RunTask's overrides.containerOverrides[]: what a one-off run changes in one container."""
+
+    name: str
+    command: list[str] | None = None
+    environment: list[KeyValuePair] = Field(default_factory=list)
+    cpu: int | None = Field(default=None, ge=0)
+    memory: int | None = Field(default=None, ge=6)
+    memoryReservation: int | None = Field(default=None, ge=6)
+
+
+class TaskOverride(EcsModel):
+    containerOverrides: list[ContainerOverride] = Field(default_factory=list)
+
+
+def apply_overrides(spec: TaskDefinitionSpec, overrides: TaskOverride) -> TaskDefinitionSpec:
+    """The definition a task with ``overrides`` runs (pure): command replaced, environment merged
+    (an override wins over the definition's variable of the same name), cpu/memory replaced.
+    Raises ValueError with an ``@overrides...`` path for a container the definition lacks."""
+    names = {c.name: i for i, c in enumerate(spec.containerDefinitions)}
+    containers = list(spec.containerDefinitions)
+    for j, o in enumerate(overrides.containerOverrides):
+        if o.name not in names:
+            raise ValueError(f"@overrides.containerOverrides[{j}].name: task definition {spec.family} has no container "
+                             f"{o.name!r} (containers: {', '.join(names)})")
+        c = containers[names[o.name]]
+        update: dict[str, Any] = {}
+        if o.command is not None:
+            update["command"] = list(o.command)
+        if o.environment:
+            env = {kv.name: kv for kv in c.environment}
+            env.update({kv.name: kv for kv in o.environment})
+            update["environment"] = list(env.values())
+        for f in ("cpu", "memory", "memoryReservation"):
+            if getattr(o, f) is not None:
+                update[f] = getattr(o, f)
+        containers[names[o.name]] = c.model_copy(update=update)
+    return spec.model_copy(update={"containerDefinitions": containers})

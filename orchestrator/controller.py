@@ -16,6 +16,7 @@ from cryptography.fernet import Fernet
 
 from dockyard import log as dlog
 from dockyard import sealing
+from dockyard.ecs import apply_overrides
 from dockyard.health import is_healthy, task_health, with_targets
 from dockyard.wire import (
     SERVICE_SCHEDULER_INITIATED,
@@ -617,7 +618,7 @@ class Controller:
                         desiredStatus=_published_status(t),
                         launchType=t.launchType,
                         serviceName=t.serviceName,
-                        taskDefinition=td.spec,
+                        taskDefinition=apply_overrides(td.spec, t.overrides) if t.overrides else td.spec,
                         secrets=blob,
                     )
                 )

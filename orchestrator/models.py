@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from dockyard.ecs import NAME_RE, SECRET_NAME_RE, EcsModel, PlacementConstraint, TaskDefinitionSpec
+from dockyard.ecs import NAME_RE, SECRET_NAME_RE, EcsModel, PlacementConstraint, TaskDefinitionSpec, TaskOverride
 from dockyard.lb import LoadBalancerSpec, ServiceLoadBalancer, TargetGroupSpec
 from dockyard.wire import (
     ContainerReport,
@@ -134,6 +134,7 @@ class RunTaskSpec(EcsModel):
     placementConstraints: list[PlacementConstraint] = Field(default_factory=list)
     placementStrategy: list[PlacementStrategy] = Field(default_factory=list)
     startedBy: str | None = None
+    overrides: TaskOverride | None = None  # ECS RunTask overrides (containerOverrides)
 
 
 class SecretSpec(EcsModel):
@@ -282,6 +283,7 @@ class Task(Record):
     # health check); None while it is not. Deployments count it only once proven (see core.services).
     healthySince: float | None = None
     drainingSince: float | None = None  # DEACTIVATING: out of rotation, waiting for its sessions to end
+    overrides: TaskOverride | None = None  # RunTask's containerOverrides, applied to its definition
     containers: list[TaskContainer] = Field(default_factory=list)
     cpu: int = 0
     memory: int = 0

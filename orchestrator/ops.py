@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from dockyard.ecs import TaskDefinitionSpec, ignored_fields
+from dockyard.ecs import TaskDefinitionSpec, apply_overrides, ignored_fields
 from dockyard.ecs_compat import taskdef_warnings
 from dockyard.wire import CGROUP_ATTRIBUTE, SERVICE_SCHEDULER_INITIATED, USER_INITIATED, USER_STOP_REASON
 from orchestrator.controller import Controller, add_event
@@ -449,6 +449,12 @@ class Ops:
     # ---- run / stop / scale / drain / rollback ---------------------------------------------
     def run_task(self, cluster: str, spec: RunTaskSpec) -> list[Task]:
         td = self.taskdef(spec.taskDefinition)
+        if spec.overrides:
+            try:
+                apply_overrides(td.spec, spec.overrides)
+            except ValueError as e:
+                path, _, msg = str(e).removeprefix("@").partition(": ")
+                raise UserError(msg, 400, field=path) from None
         if spec.launchType == "FARGATE":
             if not td.spec.is_fargate:
                 raise UserError(f"task definition {td.ref} is not FARGATE-compatible", 400, field="launchType",
@@ -464,7 +470,8 @@ class Ops:
     def _run(self, cluster: str, spec: RunTaskSpec, started_by: str | None, now: float) -> list[Task]:
         td = self.taskdef(spec.taskDefinition)
         return [self.ctl.create_task(cluster, td, now, started_by=started_by, launch_type=spec.launchType,
-                                     constraints=spec.placementConstraints, strategy=spec.placementStrategy)
+                                     constraints=spec.placementConstraints, strategy=spec.placementStrategy,
+                                     overrides=spec.overrides)
                 for _ in range(spec.count)]
 
     def stop_task(self, cluster: str, ref: str, reason: str | None) -> Task:

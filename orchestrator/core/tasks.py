@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from dockyard.ecs import TaskOverride, apply_overrides
 from dockyard.wire import (
     ESSENTIAL_CONTAINER_EXITED,
     ESSENTIAL_EXITED_REASON,
@@ -122,11 +123,12 @@ def stop_changes(task: Task, stop_code: StopCode, reason: str, now: float, drain
 def new_task(task_id: str, cluster: str, td: TaskDefinition, now: float, service: Service | None = None,
              deployment_id: str | None = None, node_id: str | None = None, started_by: str | None = None,
              launch_type: LaunchType | None = None, constraints: Iterable[PlacementConstraint] = (),
-             strategy: Iterable[PlacementStrategy] | None = None) -> Task:
+             strategy: Iterable[PlacementStrategy] | None = None, overrides: TaskOverride | None = None) -> Task:
     """A new task record of ``td`` (a service's, or a standalone one), PROVISIONING until placed
     (PENDING when pinned to ``node_id``, as DAEMON tasks are). ``constraints`` add to the task
     definition's and the service's own; ``strategy`` defaults to the service's."""
     s = service
+    spec = apply_overrides(td.spec, overrides) if overrides else td.spec  # cpu/memory overrides reserve as asked
     return Task(
         taskId=task_id,
         cluster=cluster,
@@ -138,8 +140,9 @@ def new_task(task_id: str, cluster: str, td: TaskDefinition, now: float, service
         deploymentId=deployment_id,
         startedBy=started_by or (f"ecs-svc/{s.serviceName}" if s else None),
         launchType=launch_type or (s.spec.launchType if s else "EC2"),
-        cpu=td.spec.total_cpu,
-        memory=td.spec.total_memory,
+        cpu=spec.total_cpu,
+        memory=spec.total_memory,
+        overrides=overrides,
         placementConstraints=[*td.spec.placementConstraints, *(s.spec.placementConstraints if s else ()),
                               *constraints],
         placementStrategy=list(strategy) if strategy is not None else (list(s.spec.placementStrategy) if s else []),

@@ -8,6 +8,7 @@ import base64
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from dockyard.ecs import TaskOverride
 from orchestrator.ecs_api.shapes import (
     Arns,
     cluster_of,
@@ -295,15 +296,22 @@ class Operations:
         if cluster not in self.state.clusters:
             raise EcsError("ClusterNotFoundException", "Cluster not found.")
         overrides = (body.get("overrides") or {})
-        if any(overrides.get(k) for k in ("containerOverrides", "cpu", "memory", "taskRoleArn", "executionRoleArn",
-                                          "ephemeralStorage")):
-            raise EcsError("InvalidParameterException", "overrides are not supported by dockyard yet; register a "
-                           "task definition revision with the changes instead.")
+        if any(overrides.get(k) for k in ("cpu", "memory", "taskRoleArn", "executionRoleArn", "ephemeralStorage",
+                                          "inferenceAcceleratorOverrides")):
+            raise EcsError("InvalidParameterException", "only overrides.containerOverrides (command, environment, cpu, "
+                           "memory, memoryReservation) are supported by dockyard; register a revision for the rest.")
+        for i, co in enumerate(overrides.get("containerOverrides") or []):
+            extra = set(co) - {"name", "command", "environment", "cpu", "memory", "memoryReservation"}
+            if extra:
+                raise EcsError("InvalidParameterException", f"overrides.containerOverrides[{i}]: {', '.join(sorted(extra))} "
+                               "not supported by dockyard yet.")
         try:
             spec = RunTaskSpec(taskDefinition=name_of(str(body.get("taskDefinition") or "")), count=body.get("count") or 1,
                                launchType=body.get("launchType") or "EC2", startedBy=body.get("startedBy"),
                                placementConstraints=body.get("placementConstraints") or [],
-                               placementStrategy=body.get("placementStrategy") or [])
+                               placementStrategy=body.get("placementStrategy") or [],
+                               overrides=(TaskOverride.model_validate({"containerOverrides": overrides["containerOverrides"]})
+                                          if overrides.get("containerOverrides") else None))
             tasks = self.ops.run_task(cluster, spec)
         except UserError as e:
             raise from_user_error(e) from None

@@ -105,6 +105,14 @@ def test_boto3_drives_clusters_task_definitions_services_and_tasks(dockyard_env)
     ecs.get_waiter("tasks_stopped").wait(cluster=env.cluster, tasks=[t["taskArn"]], WaiterConfig={"Delay": 1, "MaxAttempts": 60})
     done = ecs.describe_tasks(cluster=env.cluster, tasks=[t["taskArn"]])["tasks"][0]
     assert done["containers"][0]["exitCode"] == 3 and done["stopCode"] == "EssentialContainerExited"
+    # RunTask overrides: the command and an environment variable of this run only.
+    (o,) = ecs.run_task(cluster=env.cluster, taskDefinition="once", overrides={"containerOverrides": [
+        {"name": "main", "command": ["sh", "-c", 'exit "$CODE"'], "environment": [{"name": "CODE", "value": "7"}]}]})["tasks"]
+    ecs.get_waiter("tasks_stopped").wait(cluster=env.cluster, tasks=[o["taskArn"]], WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+    assert ecs.describe_tasks(cluster=env.cluster, tasks=[o["taskArn"]])["tasks"][0]["containers"][0]["exitCode"] == 7
+    with pytest.raises(ClientError) as e:
+        ecs.run_task(cluster=env.cluster, taskDefinition="once", overrides={"containerOverrides": [{"name": "nope"}]})
+    assert "overrides.containerOverrides[0].name" in e.value.response["Error"]["Message"]
     assert ecs.list_tasks(cluster=env.cluster, startedBy="boto3", desiredStatus="STOPPED")["taskArns"] == [t["taskArn"]]
 
     # Errors with ECS's names.

@@ -292,3 +292,20 @@ def test_every_register_task_definition_field_is_modelled_refused_or_documented_
 
     walk(model.operation_model("RegisterTaskDefinition").input_shape, ecs.TaskDefinitionSpec, "")
     assert unanswered == [], f"fields with no answer (model them, or add them to REFUSED/NO_EFFECT and docs/ecs-compat.md): {unanswered}"
+
+
+# ---- RunTask overrides (dockyard.ecs.apply_overrides) -------------------------------------------
+def test_overrides_replace_the_command_merge_the_environment_and_resize():
+    from dockyard.ecs import TaskOverride, apply_overrides
+
+    spec = td([{"name": "app", "command": ["serve"], "environment": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]},
+               {"name": "side"}])
+    out = apply_overrides(spec, TaskOverride.model_validate({"containerOverrides": [
+        {"name": "app", "command": ["migrate"], "environment": [{"name": "B", "value": "9"}, {"name": "C", "value": "3"}],
+         "memory": 128}]}))
+    app = out.containerDefinitions[0]
+    assert app.command == ["migrate"] and app.memory == 128
+    assert [(kv.name, kv.value) for kv in app.environment] == [("A", "1"), ("B", "9"), ("C", "3")]
+    assert out.containerDefinitions[1] == spec.containerDefinitions[1] and spec.containerDefinitions[0].command == ["serve"]
+    with pytest.raises(ValueError, match=r"@overrides.containerOverrides\[0\].name: .* no container 'nope'"):
+        apply_overrides(spec, TaskOverride.model_validate({"containerOverrides": [{"name": "nope"}]}))

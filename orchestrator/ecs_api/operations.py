@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from dockyard.ecs import TaskOverride
+from orchestrator.core import query
 from orchestrator.ecs_api.shapes import (
     Arns,
     cluster_of,
@@ -29,7 +30,7 @@ UNSUPPORTED = ("ExecuteCommand", "CreateCapacityProvider", "DeleteCapacityProvid
                "SubmitContainerStateChange", "SubmitAttachmentStateChanges", "DiscoverPollEndpoint",
                "RegisterContainerInstance", "UpdateContainerAgent", "PutAccountSetting", "PutAccountSettingDefault",
                "DeleteAccountSetting", "ListAccountSettings", "GetTaskProtection", "UpdateTaskProtection",
-               "ListServicesByNamespace", "DeleteTaskDefinitions")
+               "ListServicesByNamespace")
 
 
 class EcsError(Exception):
@@ -200,6 +201,26 @@ class Operations:
             raise from_user_error(e) from None
         return {"taskDefinition": taskdef_shape(td, self.arns)}
 
+    def delete_task_definitions(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Deletes INACTIVE (deregistered) revisions no task still uses; the rest go to failures."""
+        done, failures = [], []
+        for ref in body.get("taskDefinitions") or []:
+            td = self.state.resolve_taskdef(name_of(ref))
+            if td is None:
+                failures.append({"arn": ref, "reason": "MISSING"})
+            elif td.status != "INACTIVE":
+                failures.append({"arn": self.arns.taskdef(td.ref), "reason": "The specified task definition is still in ACTIVE status. "
+                                 "Please deregister the target and try again."})
+            elif any(t.taskDefinition == td.ref for t in self.state.tasks.values() if t.lastStatus != "STOPPED"):
+                failures.append({"arn": self.arns.taskdef(td.ref), "reason": "The task definition is in use by tasks."})
+            else:
+                shape = {**taskdef_shape(td, self.arns), "status": "DELETE_IN_PROGRESS"}
+                self.state.taskdefs[td.family].pop(td.revision, None)
+                self.state.delete("taskdef", td.ref)
+                done.append(shape)
+        self.state.flush()
+        return {"taskDefinitions": done, "failures": failures}
+
     # ---- services --------------------------------------------------------------------------
     def _service(self, cluster: str, ref: str):  # noqa: ANN202
         s = self.state.services.get((cluster, name_of(ref)))
@@ -364,10 +385,15 @@ class Operations:
         cluster = cluster_of(body.get("cluster"))
         if cluster not in self.state.clusters:
             raise EcsError("ClusterNotFoundException", "Cluster not found.")
-        if body.get("filter"):
-            raise EcsError("InvalidParameterException", "filter is not supported by dockyard yet.")
+        match = None
+        if body.get("filter"):  # ECS's cluster query language, as memberOf speaks it
+            try:
+                match = query.parse(str(body["filter"]))
+            except query.QueryError as e:
+                raise EcsError("InvalidParameterException", f"filter: {e}") from None
         nodes = [n for n in sorted(self.state.cluster_nodes(cluster), key=lambda n: n.nodeId)
-                 if not body.get("status") or n.status == body["status"]]
+                 if (not body.get("status") or n.status == body["status"])
+                 and (match is None or query.evaluate(match, n.nodeId, n.attributes))]
         return _listed("containerInstanceArns", [self.arns.instance(cluster, n.nodeId) for n in nodes], body)
 
     def describe_container_instances(self, body: dict[str, Any]) -> dict[str, Any]:

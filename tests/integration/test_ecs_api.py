@@ -77,6 +77,8 @@ def test_boto3_drives_clusters_task_definitions_services_and_tasks(dockyard_env)
     assert {t["lastStatus"] for t in tasks["tasks"]} == {"RUNNING"} and tasks["failures"][0]["reason"] == "MISSING"
     assert tasks["tasks"][0]["containers"][0]["networkBindings"][0]["containerPort"] == 8080
     inst = ecs.list_container_instances(cluster=env.cluster)["containerInstanceArns"]
+    assert ecs.list_container_instances(cluster=env.cluster, filter="attribute:ecs.os-type == linux")["containerInstanceArns"] == inst
+    assert ecs.list_container_instances(cluster=env.cluster, filter="attribute:ecs.os-type == windows")["containerInstanceArns"] == []
     ci = ecs.describe_container_instances(cluster=env.cluster, containerInstances=inst)["containerInstances"][0]
     assert ci["agentConnected"] is True and {r["name"] for r in ci["registeredResources"]} >= {"CPU", "MEMORY"}
 
@@ -92,23 +94,23 @@ def test_boto3_drives_clusters_task_definitions_services_and_tasks(dockyard_env)
     ecs.register_task_definition(family="pinned", containerDefinitions=[
         {"name": "main", "image": IMAGE, "memory": 16, "command": ["sh", "-c", "exit 0"]}])
     (st_task,) = ecs.start_task(cluster=env.cluster, taskDefinition="pinned", containerInstances=[inst[0]])["tasks"]
-    ecs.get_waiter("tasks_stopped").wait(cluster=env.cluster, tasks=[st_task["taskArn"]], WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+    ecs.get_waiter("tasks_stopped").wait(cluster=env.cluster, tasks=[st_task["taskArn"]], WaiterConfig={"Delay": 1, "MaxAttempts": 150})
     (ran,) = ecs.run_task(cluster=env.cluster, taskDefinition="pinned",
                           placementConstraints=[{"type": "memberOf", "expression": "attribute:disk == ssd"}])["tasks"]
-    ecs.get_waiter("tasks_stopped").wait(cluster=env.cluster, tasks=[ran["taskArn"]], WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+    ecs.get_waiter("tasks_stopped").wait(cluster=env.cluster, tasks=[ran["taskArn"]], WaiterConfig={"Delay": 1, "MaxAttempts": 150})
     assert ecs.describe_tasks(cluster=env.cluster, tasks=[ran["taskArn"]])["tasks"][0]["containerInstanceArn"] == inst[0]
 
     # A one-off task; the stock waiter sees it stop with its exit code.
     ecs.register_task_definition(family="once", containerDefinitions=[
         {"name": "main", "image": IMAGE, "memory": 16, "command": ["sh", "-c", "exit 3"]}])
     (t,) = ecs.run_task(cluster=env.cluster, taskDefinition="once", startedBy="boto3")["tasks"]
-    ecs.get_waiter("tasks_stopped").wait(cluster=env.cluster, tasks=[t["taskArn"]], WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+    ecs.get_waiter("tasks_stopped").wait(cluster=env.cluster, tasks=[t["taskArn"]], WaiterConfig={"Delay": 1, "MaxAttempts": 150})
     done = ecs.describe_tasks(cluster=env.cluster, tasks=[t["taskArn"]])["tasks"][0]
     assert done["containers"][0]["exitCode"] == 3 and done["stopCode"] == "EssentialContainerExited"
     # RunTask overrides: the command and an environment variable of this run only.
     (o,) = ecs.run_task(cluster=env.cluster, taskDefinition="once", overrides={"containerOverrides": [
         {"name": "main", "command": ["sh", "-c", 'exit "$CODE"'], "environment": [{"name": "CODE", "value": "7"}]}]})["tasks"]
-    ecs.get_waiter("tasks_stopped").wait(cluster=env.cluster, tasks=[o["taskArn"]], WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+    ecs.get_waiter("tasks_stopped").wait(cluster=env.cluster, tasks=[o["taskArn"]], WaiterConfig={"Delay": 1, "MaxAttempts": 150})
     assert ecs.describe_tasks(cluster=env.cluster, tasks=[o["taskArn"]])["tasks"][0]["containers"][0]["exitCode"] == 7
     with pytest.raises(ClientError) as e:
         ecs.run_task(cluster=env.cluster, taskDefinition="once", overrides={"containerOverrides": [{"name": "nope"}]})
@@ -138,6 +140,10 @@ def test_boto3_drives_clusters_task_definitions_services_and_tasks(dockyard_env)
     ecs.get_waiter("services_inactive").wait(cluster=env.cluster, services=["web"], WaiterConfig={"Delay": 2, "MaxAttempts": 60})
     ecs.deregister_task_definition(taskDefinition="web:1")
     assert ecs.describe_task_definition(taskDefinition="web:1")["taskDefinition"]["status"] == "INACTIVE"
+    gone = ecs.delete_task_definitions(taskDefinitions=["web:1", "web:2"])
+    assert [t["revision"] for t in gone["taskDefinitions"]] == [1] and "ACTIVE" in gone["failures"][0]["reason"]
+    with pytest.raises(ClientError):
+        ecs.describe_task_definition(taskDefinition="web:1")
 
 
 def test_the_aws_cli_as_a_user_types_it(dockyard_env, tmp_path):

@@ -18,10 +18,10 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from harness import DOCKYARD, REPO, docker, docker_containers, free_port, wait_for
 
 from dockyard import __version__
 from dockyard.wire import PROTOCOL_VERSION
-from harness import DOCKYARD, REPO, docker, docker_containers, free_port, wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -42,8 +42,8 @@ def test_agent_one_behind_joins_two_behind_and_one_ahead_are_refused(dockyard_en
     assert "REFUSED" in rows[old] and "REFUSED" in rows[new] and "ACTIVE" in rows[behind]
 
     for node_id, reason in ((old, n_old["refusedReason"]), (new, n_new["refusedReason"])):
-        env.wait_for(lambda: "refused by the orchestrator" in env.agents[node_id].log.read_text()
-                     and reason in env.agents[node_id].log.read_text(),
-                     timeout=15, message=f"agent {node_id} logs its refusal")
+        log = env.agents[node_id].log
+        env.wait_for(lambda log=log, reason=reason: "refused by the orchestrator" in (text := log.read_text())
+                     and reason in text, timeout=15, message=f"agent {node_id} logs its refusal")
     orch_log = env.orchestrator.log.read_text()
     assert orch_log.count("agent refused") >= 2 and n_new["refusedReason"] in orch_log

@@ -4,7 +4,7 @@ clean venv, and docker-compose.yml run with Debian's docker-compose 1.29.
 Everything is named for this run (images dockyard-test/*:<hex>, compose project dyc<hex>, cluster
 and node t-<hex>, a free API port): other engineers' stacks and demos on this machine are never
 touched. The rootfs tarball and the wheels stay cached in ~/.cache/dockyard between runs (the
-first, cold build takes about 100 s, a warm one about 10 s)."""
+first, cold build takes 100 to 130 s, a warm one about 10 s)."""
 from __future__ import annotations
 
 import contextlib

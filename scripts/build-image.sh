@@ -108,10 +108,12 @@ cp "$REPO/Dockerfile" "$ctx/Dockerfile"
 
 # -------------------------------------------------------------- 4. docker build
 say "docker build $IMAGE (FROM $BASE_IMAGE)"
-docker build -q --build-arg "BASE_IMAGE=$BASE_IMAGE" -t "$IMAGE" "$ctx" >/dev/null || die "docker build $IMAGE failed"
+docker build --build-arg "BASE_IMAGE=$BASE_IMAGE" -t "$IMAGE" "$ctx" >"$CACHE/docker-build.log" 2>&1 \
+  || { tail -n 30 "$CACHE/docker-build.log" >&2; die "docker build $IMAGE failed (log: $CACHE/docker-build.log)"; }
 if [ "$BASE_IMAGE" = "$LOCAL_BASE" ]; then
   say "docker build $MOSQUITTO_IMAGE (FROM $LOCAL_BASE)"
-  docker build -q --build-arg "BASE_IMAGE=$LOCAL_BASE" -t "$MOSQUITTO_IMAGE" "$REPO/deploy/mosquitto" >/dev/null \
-    || die "docker build $MOSQUITTO_IMAGE failed"
+  docker build --build-arg "BASE_IMAGE=$LOCAL_BASE" -t "$MOSQUITTO_IMAGE" "$REPO/deploy/mosquitto" \
+    >>"$CACHE/docker-build.log" 2>&1 \
+    || { tail -n 30 "$CACHE/docker-build.log" >&2; die "docker build $MOSQUITTO_IMAGE failed (log: $CACHE/docker-build.log)"; }
 fi
 say "built $IMAGE$([ "$BASE_IMAGE" = "$LOCAL_BASE" ] && echo " and $MOSQUITTO_IMAGE") in $((SECONDS - t0)) s"

@@ -32,10 +32,24 @@ CACHE = Path(os.environ.get("DOCKYARD_CACHE") or Path(os.environ.get("XDG_CACHE_
              / "dockyard")
 
 
+def _keep_as_cache(image: str) -> None:
+    """Retag ``image`` as ``<repo>:last`` (the next run's layer cache: one image per repo stays),
+    untag it, and remove the previous ``:last`` with the layers only it had."""
+    last = image.rsplit(":", 1)[0] + ":last"
+    old = docker("image", "inspect", "-f", "{{.Id}}", last, check=False).stdout.strip()
+    new = docker("image", "inspect", "-f", "{{.Id}}", image, check=False).stdout.strip()
+    if not new:
+        return
+    docker("tag", image, last, check=False)
+    docker("rmi", image, check=False)
+    if old and old != new:
+        docker("rmi", old, check=False)
+
+
 @pytest.fixture(scope="module")
 def images():
-    """Build both images for this run; remove their tags afterwards (--no-prune keeps the layers
-    as the next build's cache)."""
+    """Build both images for this run; afterwards only dockyard-test/*:last stays, as the next
+    run's layer cache."""
     env = {**os.environ, "DOCKYARD_IMAGE": IMAGE, "DOCKYARD_MOSQUITTO_IMAGE": MOSQUITTO_IMAGE,
            "DOCKYARD_CACHE": str(CACHE)}
     try:
@@ -45,7 +59,8 @@ def images():
         assert cp.returncode == 0, f"scripts/build-image.sh exited {cp.returncode}:\n{cp.stdout}\n{cp.stderr}"
         yield IMAGE, MOSQUITTO_IMAGE
     finally:
-        docker("rmi", "--no-prune", IMAGE, MOSQUITTO_IMAGE, check=False)
+        for image in (IMAGE, MOSQUITTO_IMAGE):
+            _keep_as_cache(image)
 
 
 def test_image_runs_both_daemons_orchestrator_unprivileged_without_test_extras(images):

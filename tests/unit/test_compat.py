@@ -89,3 +89,61 @@ def test_get_nodes_shows_refused_and_the_reason_only_when_a_node_is_refused():
     header, _, row_b = out.splitlines()
     assert "REASON" in header and "REFUSED" in row_b and "agent speaks wire protocol 4, newer" in row_b
     assert "Refused:" in render.describe_node({"nodeId": "b", "refusedReason": "why"}, None, 0.0)
+
+
+# ---- the agent's side ----------------------------------------------------------------------
+class RecordingLog:
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, str, dict]] = []
+
+    def __getattr__(self, level: str):
+        return lambda event, **kw: self.lines.append((level, event, kw))
+
+
+def _session(monkeypatch, claimed: str | None = None):
+    from agent.session import TEST_PROTOCOL_ENV, Session
+
+    if claimed is None:
+        monkeypatch.delenv(TEST_PROTOCOL_ENV, raising=False)
+    else:
+        monkeypatch.setenv(TEST_PROTOCOL_ENV, claimed)
+
+    async def nothing(*_a) -> None:
+        return None
+
+    rec = RecordingLog()
+    s = Session(node_id="n1", cluster="c", mqtt_url="mqtt://127.0.0.1:1", boot_id="boot-1", status_interval=5.0,
+                attributes={}, capacity_providers=["EC2"], runtime_name="docker", log=rec, on_connect=nothing,
+                on_message=nothing)
+    return s, rec
+
+
+def test_agent_presence_carries_its_release_and_protocol(monkeypatch):
+    from dockyard import __version__
+
+    s, _ = _session(monkeypatch)
+    p = Presence.model_validate_json(s.presence("online"))
+    assert (p.agentVersion, p.protocolVersion) == (__version__, PROTOCOL_VERSION)
+    s, _ = _session(monkeypatch, claimed=str(PROTOCOL_VERSION - 1))
+    assert Presence.model_validate_json(s.presence("online")).protocolVersion == PROTOCOL_VERSION - 1
+
+
+def test_agent_logs_its_refusal_once_ignores_another_boots_and_logs_the_acceptance(monkeypatch):
+    from dockyard.wire import Refusal
+
+    s, rec = _session(monkeypatch)
+
+    def refusal(boot: str) -> bytes:
+        return Refusal(nodeId="n1", bootId=boot, reason="agent speaks wire protocol 3, newer", agentProtocol=3,
+                       orchestratorProtocol=2, orchestratorVersion="0.1.0").model_dump_json().encode()
+
+    s.on_refusal(b"")  # the usual empty retained message: nothing to say
+    s.on_refusal(refusal("boot-0"))  # a previous boot's, not yet cleared
+    assert rec.lines == []
+    s.on_refusal(refusal("boot-1"))
+    s.on_refusal(refusal("boot-1"))
+    assert [(lvl, kw["reason"], kw["orchestratorProtocol"]) for lvl, _, kw in rec.lines] == \
+        [("error", "agent speaks wire protocol 3, newer", 2)]
+    assert "refused by the orchestrator" in rec.lines[0][1] and s.refused
+    s.on_refusal(b"")
+    assert rec.lines[-1][:2] == ("info", "accepted by the orchestrator") and s.refused is None

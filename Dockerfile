@@ -2,10 +2,10 @@
 #
 # Built by scripts/build-image.sh, offline: BASE_IMAGE is then dockyard-base:bookworm, a Debian
 # bookworm rootfs made with debootstrap and `docker import`ed (python3, python3-venv). The build
-# context is a wheelhouse (wheels/) of the project and its runtime dependencies, built on the
-# host: the build installs with --no-index and reaches no package index.
+# context is a wheelhouse built on the host (deps/: the runtime dependencies, app/: dockyard's
+# wheel): the build installs with --no-index and reaches no package index.
 # With a registry: scripts/build-image.sh with DOCKYARD_BASE_IMAGE=python:3.11-slim (any image
-# with python3 >= 3.11 and its venv module).
+# with Python 3.11, the wheels' version, and its venv module).
 ARG BASE_IMAGE=dockyard-base:bookworm
 FROM ${BASE_IMAGE}
 # Bookworm's python3 is externally managed (PEP 668): the project lives in its own venv. The

@@ -4,12 +4,17 @@ configuration for /etc/mosquitto/conf.d/ starts a Mosquitto. Needs Debian's syst
 not systemd as PID 1."""
 from __future__ import annotations
 
+import hashlib
+import os
+import re
 import shutil
 import subprocess
+import tempfile
+import uuid
 from pathlib import Path
 
 import pytest
-from harness import DOCKYARD, REPO, free_port, kill_pid, port_open, wait_for
+from harness import DOCKYARD, IMAGE, REPO, docker, free_port, kill_pid, port_open, wait_for
 
 UNITS = REPO / "deploy" / "systemd"
 SERVICES = sorted(UNITS.glob("*.service"))
@@ -69,3 +74,124 @@ def test_broker_conf_d_file_starts_mosquitto(tmp_path):
         assert p.poll() is None, p.stdout.read().decode() if p.stdout else ""
     finally:
         kill_pid(p)
+
+
+# ---- the units under a real systemd ------------------------------------------------------------
+# A bookworm rootfs with systemd (debootstrap, cached like scripts/build-image.sh's), booted as a
+# container (systemd as its PID 1) with the host's Docker socket: Mosquitto, the orchestrator and
+# the agent installed as docs/install.md says, then a service's tasks run on the host's dockerd.
+SYSTEMD_PACKAGES = "systemd,systemd-sysv,python3,python3-venv,mosquitto,ca-certificates,curl"
+CACHE = Path(os.environ.get("DOCKYARD_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+             / "dockyard")
+
+INSTALL = r"""
+set -e
+python3 -m venv /opt/dockyard
+/opt/dockyard/bin/pip install -q --disable-pip-version-check --no-index --find-links /wh dockyard
+cp /deploy/mosquitto/dockyard.conf /etc/mosquitto/conf.d/dockyard.conf
+mkdir -p /etc/systemd/system/mosquitto.service.d
+cp /deploy/systemd/mosquitto.service.d/dockyard.conf /etc/systemd/system/mosquitto.service.d/
+cp /deploy/systemd/dockyard-orchestrator.service /deploy/systemd/dockyard-agent.service /etc/systemd/system/
+cp /deploy/systemd/orchestrator.env /etc/default/dockyard-orchestrator
+cp /deploy/systemd/agent.env /etc/default/dockyard-agent
+sed -i "s/^DOCKYARD_NODE_ID=.*/DOCKYARD_NODE_ID=$NODE/; s/^DOCKYARD_CLUSTER=.*/DOCKYARD_CLUSTER=$CLUSTER/; s#^DOCKYARD_MQTT=.*#DOCKYARD_MQTT=mqtt://127.0.0.1:1883#; s/^DOCKYARD_AGENT_ARGS=.*/DOCKYARD_AGENT_ARGS=--metadata-port 0/" /etc/default/dockyard-agent
+systemctl daemon-reload
+systemctl restart mosquitto
+systemctl enable --now dockyard-orchestrator dockyard-agent
+"""
+
+SERVICE = """
+apiVersion: dockyard/v1
+kind: TaskDefinition
+metadata: {name: web}
+spec:
+  containerDefinitions:
+    - {name: web, image: IMAGE, command: ["httpd", "-f", "-p", "8080", "-h", "/www"], memory: 32, stopTimeout: 2}
+---
+apiVersion: dockyard/v1
+kind: Service
+metadata: {name: web}
+spec: {taskDefinition: web, desiredCount: 2}
+"""
+
+
+def _debian_mirror() -> str:
+    """The mirror apt uses (as scripts/build-image.sh finds it), or DOCKYARD_DEBIAN_MIRROR."""
+    if os.environ.get("DOCKYARD_DEBIAN_MIRROR"):
+        return os.environ["DOCKYARD_DEBIAN_MIRROR"]
+    files = [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]
+    for f in files:
+        for m in re.finditer(r"^(?:URIs:|deb)\s+(https?://\S+/debian)/?\s", f.read_text() if f.is_file() else "", re.M):
+            return m.group(1)
+    raise AssertionError("no Debian mirror in /etc/apt/sources.list*: set DOCKYARD_DEBIAN_MIRROR")
+
+
+def _systemd_image() -> str:
+    key = hashlib.sha256(f"bookworm {SYSTEMD_PACKAGES}".encode()).hexdigest()[:12]
+    image = f"dockyard-test/systemd:{key}"
+    if docker("image", "inspect", image, check=False).returncode == 0:
+        return image
+    tarball = CACHE / f"rootfs-bookworm-systemd-{key}.tar"
+    if not tarball.exists():
+        assert shutil.which("debootstrap"), "debootstrap is missing: scripts/build-image.sh installs it"
+        CACHE.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=CACHE) as root:
+            subprocess.run(["debootstrap", "--variant=minbase", f"--include={SYSTEMD_PACKAGES}", "bookworm", root,
+                            _debian_mirror()], check=True, capture_output=True, timeout=600)
+            subprocess.run(["tar", "-C", root, "--numeric-owner", "-cf", f"{tarball}.tmp", "."], check=True, timeout=300)
+        os.replace(f"{tarball}.tmp", tarball)
+    docker("import", "-c", 'CMD ["/sbin/init"]', str(tarball), image, timeout=300)
+    return image
+
+
+def _sh(container: str, script: str, env: dict[str, str] | None = None, check: bool = True, timeout: float = 300):
+    args = ["exec"] + [a for k, v in (env or {}).items() for a in ("-e", f"{k}={v}")] + [container, "bash", "-c", script]
+    return docker(*args, check=check, timeout=timeout)
+
+
+@pytest.mark.slow
+def test_units_run_under_systemd_with_restart_on_failure(tmp_path):
+    run = uuid.uuid4().hex[:8]
+    cluster, node, name = f"t-{run}", f"t-{run}-sd", f"dockyard-test-systemd-{run}"
+    wheels = tmp_path / "wh"
+    pip = str(REPO / ".venv" / "bin" / "pip")
+    cmd = [pip, "wheel", "-q", "--disable-pip-version-check", "--find-links", str(CACHE / "wheels"),
+           "--wheel-dir", str(wheels), str(REPO)]
+    if subprocess.run(cmd + ["--no-index"], capture_output=True, timeout=300).returncode != 0:
+        subprocess.run(cmd, check=True, capture_output=True, timeout=600)  # the wheel cache is not filled yet
+    image = _systemd_image()
+    try:
+        # systemd as PID 1 needs CAP_SYS_ADMIN and the cgroup tree; this machine refuses --privileged.
+        docker("run", "-d", "--name", name, "--label", f"dockyard.test={run}", "--cap-add", "SYS_ADMIN",
+               "--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined",
+               "-v", "/sys/fs/cgroup:/sys/fs/cgroup", "--tmpfs", "/run", "--tmpfs", "/run/lock",
+               "-v", "/var/run/docker.sock:/var/run/docker.sock", "-v", f"{wheels}:/wh:ro",
+               "-v", f"{REPO / 'deploy'}:/deploy:ro", image, "/sbin/init")
+        wait_for(lambda: _sh(name, "systemctl is-system-running", check=False).stdout.strip() in ("running", "degraded"),
+                 timeout=60, message="systemd up in the container")
+        _sh(name, INSTALL, env={"NODE": node, "CLUSTER": cluster})
+
+        dy = f"/opt/dockyard/bin/dockyard --server http://127.0.0.1:8080 -c {cluster}"
+        wait_for(lambda: f"{node} " in _sh(name, f"{dy} get nodes", check=False).stdout, timeout=60,
+                 message="the agent's node registered")
+        show = _sh(name, "systemctl show -p User -p DynamicUser dockyard-orchestrator").stdout
+        assert "DynamicUser=yes" in show
+        assert _sh(name, "stat -c %U /var/lib/private/dockyard/dockyard.db").stdout.strip() != "root"
+        assert _sh(name, "stat -c %a /var/lib/dockyard-agent/seal.key").stdout.strip() == "600"
+
+        _sh(name, f"cat > /tmp/svc.yaml <<'EOF'\n{SERVICE.replace('IMAGE', IMAGE)}\nEOF\n{dy} apply -f /tmp/svc.yaml")
+        wait_for(lambda: _sh(name, f"{dy} get tasks", check=False).stdout.count("RUNNING   RUNNING") == 2,
+                 timeout=60, message="2 tasks RUNNING through the units")
+
+        # Restart=on-failure: a killed orchestrator comes back (a new epoch), its tasks kept.
+        _sh(name, "kill -9 $(systemctl show -p MainPID --value dockyard-orchestrator)")
+        wait_for(lambda: '"epoch":2' in _sh(name, "curl -s 127.0.0.1:8080/healthz", check=False).stdout,
+                 timeout=60, message="the orchestrator restarted by systemd")
+        assert "NRestarts=1" in _sh(name, "systemctl show -p NRestarts dockyard-orchestrator").stdout
+        wait_for(lambda: _sh(name, f"{dy} get tasks", check=False).stdout.count("RUNNING   RUNNING") == 2,
+                 timeout=60, message="the same 2 tasks RUNNING after the restart")
+    finally:
+        docker("rm", "-f", name, check=False)
+        ids = docker("ps", "-aq", "--filter", f"label=dockyard.cluster={cluster}", check=False).stdout.split()
+        if ids:
+            docker("rm", "-f", *ids, check=False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import socket
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
@@ -17,16 +18,27 @@ import aiomqtt
 from pydantic_core import from_json
 
 from agent.runtime import EngineInfo
+from dockyard import __version__
 from dockyard.mqtt import Backoff, Client, make_client
 from dockyard.wire import (
     CGROUP_ATTRIBUTE,
+    PROTOCOL_VERSION,
     DesiredDoc,
     DesiredDocHead,
     DesiredTask,
     NodeResources,
     Presence,
+    Refusal,
     node_topic,
 )
+
+# Tests only (tests/integration/test_versions.py): the wire-protocol version the agent claims in
+# its presence, to play an older or newer agent. Nothing else changes with it.
+TEST_PROTOCOL_ENV = "DOCKYARD_TEST_PROTOCOL_VERSION"
+
+
+def protocol_version() -> int:
+    return int(os.environ.get(TEST_PROTOCOL_ENV) or PROTOCOL_VERSION)
 
 
 class Session:
@@ -48,6 +60,9 @@ class Session:
         self.t_desired = node_topic(cluster, node_id, "desired")
         self.t_status = node_topic(cluster, node_id, "status")
         self.t_presence = node_topic(cluster, node_id, "presence")
+        self.t_refusal = node_topic(cluster, node_id, "refusal")
+        self.protocol_version = protocol_version()
+        self.refused: str | None = None  # the orchestrator's reason while it refuses this boot
         self.info: EngineInfo | None = None  # set by the agent once the engine answered
         self.client: Client | None = None  # None while disconnected
         self.connected = asyncio.Event()
@@ -69,7 +84,7 @@ class Session:
             nodeId=self.node_id, bootId=self.boot_id, state=state, cluster=self.cluster, resources=res,
             attributes=self.attributes(), capacityProviders=list(self.capacity_providers), runtime=self.runtime_name,
             statusInterval=self.status_interval, address=self.address, loadBalancer=self.load_balancer,
-            sealKey=self.seal_key,
+            sealKey=self.seal_key, agentVersion=__version__, protocolVersion=self.protocol_version,
         ).model_dump_json().encode()
 
     def keepalive(self) -> int:
@@ -98,11 +113,16 @@ class Session:
                         self.address = _source_address(client) or self.address
                     await client.publish(self.t_presence, self.presence("online"), qos=1, retain=True)
                     await client.subscribe(self.t_desired, qos=1)
+                    await client.subscribe(self.t_refusal, qos=1)
                     self.connected.set()
-                    self.log.info("connected", broker=self.mqtt_url, bootId=self.boot_id)
+                    self.log.info("connected", broker=self.mqtt_url, bootId=self.boot_id, agentVersion=__version__,
+                                  protocolVersion=self.protocol_version)
                     await self.on_connect()
                     async for msg in client.messages:
-                        await self.on_message(msg.payload)
+                        if msg.topic.value == self.t_refusal:
+                            self.on_refusal(msg.payload)
+                        else:
+                            await self.on_message(msg.payload)
             except aiomqtt.MqttError as e:
                 self.client = None
                 self.connected.clear()
@@ -112,6 +132,30 @@ class Session:
             finally:
                 self.client = None
                 self.connected.clear()
+
+    def on_refusal(self, payload: Any) -> None:
+        """Log the orchestrator's refusal of this boot (or its end) once; the agent keeps running
+        (and its containers): an upgraded orchestrator or agent resolves it."""
+        refusal: Refusal | None = None
+        if payload:
+            try:
+                refusal = Refusal.model_validate_json(payload)
+            except ValueError as e:
+                self.log.warning("ignoring invalid refusal", error=str(e).splitlines()[0])
+                return
+            if refusal.bootId != self.boot_id:
+                return  # a previous boot's, not yet cleared
+        reason = refusal.reason if refusal is not None else None
+        if reason == self.refused:
+            return
+        self.refused = reason
+        if refusal is not None:
+            self.log.error("refused by the orchestrator: this agent is not managed until one of them is upgraded",
+                           reason=refusal.reason, agentVersion=__version__, agentProtocol=refusal.agentProtocol,
+                           orchestratorVersion=refusal.orchestratorVersion,
+                           orchestratorProtocol=refusal.orchestratorProtocol)
+        else:
+            self.log.info("accepted by the orchestrator")
 
     async def goodbye(self) -> None:
         """Publish ``offline`` presence ourselves (a graceful stop), waiting at most 2 s."""

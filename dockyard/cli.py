@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from dockyard import __version__
+from dockyard.wire import PROTOCOL_VERSION
 from orchestrator.client import commands as client_commands
 from orchestrator.client.api import DEFAULT_CLUSTER, DEFAULT_SERVER
 from orchestrator.client.errors import CliError, exit_reporting_errors
@@ -57,7 +58,8 @@ class RootGroup(click.Group):
               help="Orchestrator API URL [env DOCKYARD_SERVER].")
 @click.option("-c", "--cluster", envvar="DOCKYARD_CLUSTER", default=DEFAULT_CLUSTER, show_default=True, metavar="NAME",
               help="Cluster to work on [env DOCKYARD_CLUSTER].")
-@click.version_option(__version__, "--version", prog_name="dockyard", message="%(prog)s %(version)s")
+@click.version_option(__version__, "--version", prog_name="dockyard",
+                      message=f"%(prog)s %(version)s (wire protocol {PROTOCOL_VERSION})")
 @click.pass_context
 def cli(ctx: click.Context, server: str, cluster: str) -> None:
     """dockyard: a self-hosted container orchestrator modelled on AWS ECS.

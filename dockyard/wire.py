@@ -9,6 +9,8 @@ an agent to its own subtree:
   periodically, updates (changed tasks) on change; ``bootId`` + ``seq`` order them.
 * ``presence`` retained, QoS 1, agent -> orchestrator: ``online`` with resources and
   attributes; the Last Will publishes ``offline`` with the same ``bootId``.
+* ``refusal``  retained, QoS 1, orchestrator -> agent: why the orchestrator refused the agent's
+  boot (an incompatible protocol version); empty once the node is accepted (protocol 2).
 """
 from __future__ import annotations
 
@@ -21,7 +23,11 @@ from dockyard.ecs import TaskDefinitionSpec
 from dockyard.lb import LbDesired, LbStatus
 from dockyard.sealing import Sealed
 
-PROTOCOL = "dockyard/v1"
+PROTOCOL = "dockyard/v1"  # the topic root; the documents' own version is PROTOCOL_VERSION
+# The wire protocol's version (Presence.protocolVersion). Raise it when a change needs both sides
+# to know of it; the orchestrator accepts agents of this version and the one before (so it can be
+# upgraded first) and refuses others (orchestrator.core.compat). 1: agents before the field.
+PROTOCOL_VERSION = 2
 TaskStatus = Literal[
     "PROVISIONING", "PENDING", "ACTIVATING", "RUNNING", "DEACTIVATING", "STOPPING", "DEPROVISIONING", "STOPPED"
 ]
@@ -159,6 +165,7 @@ class Presence(Wire):
     attributes: dict[str, str] = Field(default_factory=dict)
     capacityProviders: list[str] = Field(default_factory=lambda: ["EC2"])
     agentVersion: str = "0.1.0"
+    protocolVersion: int = 1  # PROTOCOL_VERSION of the agent; agents before the field speak 1
     runtime: str = "docker"
     # Seconds between the agent's status snapshots (its heartbeat): the orchestrator declares the
     # node disconnected after 3 missed. Agents before this field snapshot every 2 s.
@@ -168,4 +175,17 @@ class Presence(Wire):
     # The agent's X25519 public key (base64) that task secrets are sealed to; None: an agent
     # without secrets support (tasks with secrets are not started there).
     sealKey: str | None = None
+    ts: float = Field(default_factory=time.time)
+
+
+class Refusal(Wire):
+    """orchestrator -> agent (``refusal``, retained): the orchestrator does not manage this boot
+    of the agent; ``reason`` names both protocol versions and what to upgrade."""
+
+    nodeId: str
+    bootId: str
+    reason: str
+    agentProtocol: int
+    orchestratorProtocol: int
+    orchestratorVersion: str
     ts: float = Field(default_factory=time.time)

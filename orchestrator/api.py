@@ -19,7 +19,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
 from dockyard import __version__
+from dockyard.wire import PROTOCOL_VERSION
 from orchestrator import ecs_api, lb_views, metrics, views
+from orchestrator.core import compat
 from orchestrator.models import RunTaskSpec
 from orchestrator.ops import Ops, UserError
 
@@ -108,7 +110,14 @@ def create_app(ops: Ops, ready=lambda: True, loopback: bool = True) -> FastAPI:
     @app.get("/healthz")
     async def healthz() -> JSONResponse:
         ok = ready()
-        return JSONResponse({"status": "ok" if ok else "starting", "epoch": ops.ctl.epoch}, status_code=200 if ok else 503)
+        return JSONResponse({"status": "ok" if ok else "starting", "epoch": ops.ctl.epoch, "version": __version__,
+                             "protocolVersion": PROTOCOL_VERSION}, status_code=200 if ok else 503)
+
+    @app.get("/v1/version")
+    async def version() -> dict:
+        """The orchestrator's release and wire protocol, and the agents' protocols it accepts."""
+        return {"version": __version__, "protocolVersion": PROTOCOL_VERSION,
+                "acceptsAgentProtocols": list(range(PROTOCOL_VERSION - compat.BEHIND_ACCEPTED, PROTOCOL_VERSION + 1))}
 
     @app.get("/metrics")
     async def prom() -> Response:

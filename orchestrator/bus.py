@@ -19,6 +19,7 @@ from dockyard.wire import (
     PROTOCOL,
     DesiredDoc,
     Presence,
+    Refusal,
     StatusDoc,
     node_topic,
     parse_topic,
@@ -48,6 +49,7 @@ class Bus:
         self.log = dlog.get("bus", mqtt=mqtt_url)
         self.client_id = f"dockyard-orchestrator-{uuid.uuid4().hex[:8]}"
         self.probe_topic = f"{PROTOCOL}/_orchestrator/{self.client_id}/probe"
+        self._sends: set[asyncio.Task] = set()  # refusal publications under way
 
     async def publish(self, doc: DesiredDoc) -> None:
         self.last_docs[(doc.cluster, doc.nodeId)] = doc
@@ -59,6 +61,17 @@ class Bus:
             metrics.DESIRED_PUBLISHED.inc()
         except aiomqtt.MqttError as exc:
             self.log.warning("publish failed; will resend on reconnect", error=str(exc))
+
+    def _send_refusal(self, cluster: str, node_id: str, refusal: Refusal | None) -> None:
+        """Tell the agent it is refused (retained), or clear a refusal once it is accepted."""
+        client = self.client
+        if client is None:
+            return
+        body = refusal.model_dump_json() if refusal is not None else b""
+        task = asyncio.get_running_loop().create_task(
+            client.publish(node_topic(cluster, node_id, "refusal"), body, qos=1, retain=True))
+        self._sends.add(task)
+        task.add_done_callback(self._sends.discard)
 
     async def run(self, stop: asyncio.Event) -> None:
         backoff = Backoff()
@@ -125,7 +138,10 @@ class Bus:
             if leaf == "presence":
                 self._last_snapshot.pop((cluster, node_id), None)
                 p = Presence.model_validate_json(payload)
-                self.controller.on_presence(cluster, node_id, p)
+                was_refused = p.state == "online" and self.controller.node_refused(cluster, node_id)
+                refusal = self.controller.on_presence(cluster, node_id, p)
+                if refusal is not None or was_refused:
+                    self._send_refusal(cluster, node_id, refusal)
             elif leaf == "status":
                 # Every node sends a snapshot every status interval; in a steady cluster it repeats
                 # the last one but for seq and ts. Such a repeat only refreshes the heartbeat

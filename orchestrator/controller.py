@@ -14,22 +14,24 @@ from collections.abc import Awaitable, Callable
 
 from cryptography.fernet import Fernet
 
+from dockyard import __version__, sealing
 from dockyard import log as dlog
-from dockyard import sealing
 from dockyard.ecs import apply_overrides
 from dockyard.health import is_healthy, task_health, with_targets
 from dockyard.wire import (
+    PROTOCOL_VERSION,
     SERVICE_SCHEDULER_INITIATED,
     TASK_FAILED_TO_START,
     DesiredDoc,
     DesiredTask,
     Presence,
+    Refusal,
     StatusDoc,
     TaskReport,
 )
 from orchestrator import metrics
+from orchestrator.core import compat, scheduler
 from orchestrator.core import nodes as nodes_core
-from orchestrator.core import scheduler
 from orchestrator.core import secrets as secrets_core
 from orchestrator.core import services as svc_core
 from orchestrator.core.scheduler import NodeView, TaskAsk
@@ -645,7 +647,12 @@ class Controller:
         if name not in self.state.clusters:
             self.state.put_cluster(Cluster(clusterName=name))
 
-    def on_presence(self, cluster: str, node_id: str, p: Presence) -> None:
+    def node_refused(self, cluster: str, node_id: str) -> bool:
+        n = self.state.nodes.get((cluster, node_id))
+        return n is not None and n.refusedReason is not None
+
+    def on_presence(self, cluster: str, node_id: str, p: Presence) -> Refusal | None:
+        """Record a node's presence; a Refusal (for the agent) when its protocol is incompatible."""
         now = self.clock()
         self.ensure_cluster(cluster)
         n = self.state.nodes.get((cluster, node_id))
@@ -656,10 +663,18 @@ class Controller:
                 self.state.put_node(n)
                 self.log.info("node offline", node=node_id, cluster=cluster)
                 self.wake()
-            return
+            return None
         if n is None:
             n = Node(cluster=cluster, nodeId=node_id)
             self.log.info("node registered", node=node_id, cluster=cluster)
+        reason = compat.refusal(PROTOCOL_VERSION, p.protocolVersion)
+        if reason is not None:
+            return self._refuse(n, p, reason, now)
+        if n.refusedReason is not None:
+            self.log.info("node accepted", node=node_id, cluster=cluster, agentVersion=p.agentVersion,
+                          protocolVersion=p.protocolVersion)
+            n.refusedReason = None
+        n.protocolVersion = p.protocolVersion
         rejoined = not n.connected or n.bootId != p.bootId
         n.connected = True
         n.bootId = p.bootId
@@ -684,6 +699,25 @@ class Controller:
             self._published.pop((cluster, node_id), None)
             self.state.mark_node_dirty((cluster, node_id))
         self.wake()
+        return None
+
+    def _refuse(self, n: Node, p: Presence, reason: str, now: float) -> Refusal:
+        """Record the refusal on the node (it counts as disconnected: nothing is placed there and
+        its tasks are lost as on any disconnect) and say why to the agent."""
+        if n.refusedReason != reason or n.bootId != p.bootId:
+            self.log.warning("agent refused", node=n.nodeId, cluster=n.cluster, reason=reason,
+                             agentVersion=p.agentVersion, agentProtocol=p.protocolVersion,
+                             orchestratorProtocol=PROTOCOL_VERSION)
+        if n.connected:
+            n.connected = False
+            n.disconnectedAt = now
+        n.refusedReason, n.bootId = reason, p.bootId
+        n.agentVersion, n.protocolVersion = p.agentVersion, p.protocolVersion
+        n.lastSeenAt = now
+        self.state.put_node(n)
+        self.wake()
+        return Refusal(nodeId=n.nodeId, bootId=p.bootId, reason=reason, agentProtocol=p.protocolVersion,
+                       orchestratorProtocol=PROTOCOL_VERSION, orchestratorVersion=__version__)
 
     def on_status_repeat(self, cluster: str, node_id: str) -> bool:
         """A snapshot identical to the last one handled for this connected node (seq and ts aside):
@@ -697,8 +731,8 @@ class Controller:
     def on_status(self, cluster: str, node_id: str, st: StatusDoc) -> None:
         now = self.clock()
         n = self.state.nodes.get((cluster, node_id))
-        if n is None:
-            return  # presence comes first; the agent sends a snapshot again soon
+        if n is None or n.refusedReason is not None:
+            return  # presence comes first (the agent sends a snapshot again soon); a refused node is not managed
         n.lastSeenAt = now
         if not n.connected and n.bootId == st.bootId:
             n.connected = True

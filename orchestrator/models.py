@@ -346,6 +346,10 @@ class Node(Record):
     capacityProviders: list[str] = Field(default_factory=lambda: ["EC2"])
     runtime: str = "docker"
     agentVersion: str | None = None
+    protocolVersion: int | None = None  # the agent's wire protocol (Presence.protocolVersion)
+    # Why the orchestrator refused the agent's current boot (core.compat: an incompatible protocol);
+    # such a node counts as disconnected. None: accepted.
+    refusedReason: str | None = None
     registeredAt: float = Field(default_factory=now)
     lastSeenAt: float = 0.0
     statusInterval: float = 2.0  # the agent's snapshot (heartbeat) period, from its presence

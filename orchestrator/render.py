@@ -305,13 +305,16 @@ def nodes_table(items: list[dict[str, Any]], now: float, wide: bool = False) -> 
     headers = ["NODE", "STATUS", "CONNECTED", "CPU", "MEMORY", "TASKS", "AGE"]
     if wide:
         headers += ["LAST-SEEN", "AGENT", "ATTRIBUTES"]
+    refused = any(n.get("refusedReason") for n in items)
+    if refused:
+        headers.append("REASON")
     rows = []
     for n in items:
         res = n.get("resources") or {}
         rem = n.get("remaining") or n.get("remainingResources") or {}
         row = [
             n.get("nodeId"),
-            n.get("status"),
+            "REFUSED" if n.get("refusedReason") else n.get("status"),
             n.get("connected"),
             fraction(rem.get("cpu"), res.get("cpu")),
             fraction(rem.get("memory"), res.get("memory")),
@@ -325,6 +328,8 @@ def nodes_table(items: list[dict[str, Any]], now: float, wide: bool = False) -> 
                 n.get("agentVersion"),
                 ",".join(f"{k}={v}" for k, v in sorted(attrs.items())),
             ]
+        if refused:
+            row.append(n.get("refusedReason"))
         rows.append(row)
     return table(headers, rows)
 
@@ -467,6 +472,8 @@ def describe_node(node: dict[str, Any], tasks: list[dict[str, Any]] | None, now:
         ("Status", node.get("status")),
         ("Connected", node.get("connected")),
         ("Agent version", node.get("agentVersion")),
+        ("Wire protocol", node.get("protocolVersion")),
+        *([("Refused", node["refusedReason"])] if node.get("refusedReason") else []),
         ("Runtime", node.get("runtime")),
         ("Launch types", ", ".join(node.get("capacityProviders") or []) or None),
         ("CPU", f"{cell(rem.get('cpu'))} of {cell(res.get('cpu'))} units free"),

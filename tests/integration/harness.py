@@ -559,7 +559,7 @@ class Harness:
             except Exception as e:  # noqa: BLE001
                 problems.append(f"removing containers of {self.cluster}{' on ' + host if host else ''}: {e}")
         try:
-            known = [f"{TOPIC_ROOT}/{self.cluster}/nodes/{n}/{leaf}" for n in self.node_ids for leaf in ("desired", "presence")]
+            known = [f"{TOPIC_ROOT}/{self.cluster}/nodes/{n}/{leaf}" for n in self.node_ids for leaf in ("desired", "presence", "refusal")]
             from dockyard.mqtt import parse_url
 
             b = parse_url(self.mqtt_url)

@@ -9,6 +9,7 @@ nothing here ever returns a stack trace.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
@@ -19,7 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
 from dockyard import __version__
-from orchestrator import lb_views, metrics, views
+from orchestrator import lb_views, metrics, metrics_collector, views
 from orchestrator.models import RunTaskSpec
 from orchestrator.ops import Ops, UserError
 
@@ -61,6 +62,7 @@ def create_app(ops: Ops, ready=lambda: True) -> FastAPI:
     app = FastAPI(title="dockyard", version=__version__, openapi_url="/v1/openapi.json", docs_url="/v1/docs",
                   redoc_url=None)
     st = ops.state
+    registry = metrics_collector.registry_for(st)
 
     @app.exception_handler(UserError)
     async def _user_error(_: Request, exc: UserError) -> JSONResponse:
@@ -80,8 +82,12 @@ def create_app(ops: Ops, ready=lambda: True) -> FastAPI:
 
     @app.middleware("http")
     async def _count(request: Request, call_next):
+        t0 = time.perf_counter()
         response = await call_next(request)
-        metrics.API_REQUESTS.labels(method=request.method, status=str(response.status_code)).inc()
+        status = str(response.status_code)
+        metrics.API_REQUESTS.labels(method=request.method, status=status).inc()
+        metrics.API_REQUEST_SECONDS.labels(method=request.method, route=metrics_collector.route_of(request.scope),
+                                           status=status).observe(time.perf_counter() - t0)
         return response
 
     @app.get("/healthz")
@@ -91,8 +97,7 @@ def create_app(ops: Ops, ready=lambda: True) -> FastAPI:
 
     @app.get("/metrics")
     async def prom() -> Response:
-        metrics.NODES_CONNECTED.set(sum(n.connected for n in st.nodes.values()))
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     # ---- apply / delete ------------------------------------------------------------------
     @app.post("/v1/apply")

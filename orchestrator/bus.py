@@ -36,6 +36,15 @@ _KIND_WITHIN = 1024
 PROBE_SECONDS = 1.0
 
 
+def _count_sent(size: int) -> None:
+    _SENT.inc()
+    _SENT_BYTES.inc(size)
+
+
+_SENT = metrics.MQTT_SENT.labels(topic="desired")
+_SENT_BYTES = metrics.MQTT_SENT_BYTES.labels(topic="desired")
+
+
 class Bus:
     def __init__(self, mqtt_url: str, controller) -> None:
         self.url = mqtt_url
@@ -44,6 +53,7 @@ class Bus:
         self.connected = asyncio.Event()
         self.last_docs: dict[tuple[str, str], DesiredDoc] = {}
         self._last_snapshot: dict[tuple[str, str], bytes] = {}  # per node, without seq and ts
+        self._acked: dict[tuple[str, str], int] = {}  # per node, the last generation whose ack was timed
         self.log = dlog.get("bus", mqtt=mqtt_url)
         self.client_id = f"dockyard-orchestrator-{uuid.uuid4().hex[:8]}"
         self.probe_topic = f"{PROTOCOL}/_orchestrator/{self.client_id}/probe"
@@ -53,11 +63,21 @@ class Bus:
         if self.client is None or not self.connected.is_set():
             return  # sent on (re)connect
         try:
-            await self.client.publish(node_topic(doc.cluster, doc.nodeId, "desired"), doc.model_dump_json(), qos=1,
-                                      retain=True)
+            body = doc.model_dump_json()
+            await self.client.publish(node_topic(doc.cluster, doc.nodeId, "desired"), body, qos=1, retain=True)
             metrics.DESIRED_PUBLISHED.inc()
+            _count_sent(len(body))
         except aiomqtt.MqttError as exc:
             self.log.warning("publish failed; will resend on reconnect", error=str(exc))
+
+    def _observe_ack(self, key: tuple[str, str], st: StatusDoc) -> None:
+        """Time from a desired document's publication to the first status acknowledging it."""
+        doc = self.last_docs.get(key)
+        if doc is None or (st.observedEpoch, st.observedGeneration) != (doc.epoch, doc.generation) \
+                or self._acked.get(key) == doc.generation:
+            return
+        self._acked[key] = doc.generation
+        metrics.DESIRED_ACK_SECONDS.observe(max(0.0, time.time() - doc.publishedAt))
 
     async def run(self, stop: asyncio.Event) -> None:
         backoff = Backoff()
@@ -80,8 +100,9 @@ class Bus:
                     # handled after the session start, so those nodes count as seen in it.
                     self.controller.on_broker_connected(time.time())
                     for doc in list(self.last_docs.values()):
-                        await client.publish(node_topic(doc.cluster, doc.nodeId, "desired"), doc.model_dump_json(),
-                                             qos=1, retain=True)
+                        body = doc.model_dump_json()
+                        await client.publish(node_topic(doc.cluster, doc.nodeId, "desired"), body, qos=1, retain=True)
+                        _count_sent(len(body))
                     probe = asyncio.create_task(self._probe(client), name="bus-probe")
                     try:
                         async for msg in client.messages:
@@ -118,6 +139,9 @@ class Bus:
         if parsed is None or not payload:
             return
         cluster, node_id, leaf = parsed
+        name = metrics.leaf(leaf)
+        metrics.MQTT_RECEIVED.labels(topic=name).inc()
+        metrics.MQTT_RECEIVED_BYTES.labels(topic=name).inc(len(payload))
         try:
             if leaf == "presence":
                 self._last_snapshot.pop((cluster, node_id), None)
@@ -139,6 +163,7 @@ class Bus:
                 self._last_snapshot.pop(key, None)
                 st = StatusDoc.model_validate_json(raw)
                 metrics.STATUS_RECEIVED.labels(kind=st.kind).inc()
+                self._observe_ack(key, st)
                 self.controller.on_status(cluster, node_id, st)
                 if st.kind == "snapshot":
                     self._last_snapshot[key] = body if body is not None else _SEQ_TS.sub(b"", raw)

@@ -268,6 +268,7 @@ class Task(Record):
     pullError: str | None = None
     ipAddress: str | None = None
     createdAt: float = Field(default_factory=now)
+    placedAt: float | None = None  # when the scheduler put it on a node (or it was created pinned to one)
     pullStartedAt: float | None = None
     startedAt: float | None = None
     stoppingAt: float | None = None

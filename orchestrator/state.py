@@ -18,6 +18,7 @@ import heapq
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 
+from orchestrator.metrics import STORE_TRANSACTION_SECONDS as STORE_SECONDS
 from orchestrator.models import Cluster, LoadBalancer, Node, Service, TargetGroup, Task, TaskDefinition
 from orchestrator.store import Store, record_key
 
@@ -244,7 +245,8 @@ class State:
             return 0
         puts = [(kind, obj) for kind, obj in self._dirty.values()]
         dels = list(self._deleted)
-        self.store.write(puts, dels)  # type: ignore[arg-type]
+        with STORE_SECONDS.time():
+            self.store.write(puts, dels)  # type: ignore[arg-type]
         self._dirty.clear()
         self._deleted.clear()
         for kind, obj in puts:

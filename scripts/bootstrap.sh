@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent set-up shared by scripts/test.sh and scripts/demo.sh.
 #
-#   * installs docker.io, mosquitto, busybox-static, iproute2 (apt) when a binary is missing
+#   * installs docker.io, mosquitto, busybox-static, iproute2, prometheus (apt) when a binary is missing
 #   * creates .venv and installs the project with its test extras (skipped when up to date)
 #   * starts dockerd when `docker info` fails
 #   * starts mosquitto on 127.0.0.1:1883 when nothing listens there
@@ -35,6 +35,7 @@ command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
 command -v mosquitto >/dev/null 2>&1 || missing+=(mosquitto)
 [ -x /bin/busybox ] || missing+=(busybox-static)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)  # tests/integration/test_prometheus.py
 # /usr/local/bin/docker may be a client-only binary; docker.io brings /usr/bin/docker too.
 if ! command -v docker >/dev/null 2>&1 && [[ ! " ${missing[*]-} " =~ " docker.io " ]]; then missing+=(docker.io); fi
 # Debian's python3 needs python3-venv for `python3 -m venv`.

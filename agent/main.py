@@ -69,6 +69,7 @@ class AgentConfig:
     advertise_address: str | None = None  # default: the source address of the broker connection
     metadata_port: int = METADATA_PORT  # task metadata endpoint v4; 0: not served
     state_dir: str | None = None  # what the agent keeps across restarts (the metadata token secret)
+    metrics_listen: str | None = None  # HOST:PORT of the agent's /metrics (agent.observe); None: not served
 
     def state_path(self, node_id: str) -> Path:
         return Path(self.state_dir) if self.state_dir else Path(DEFAULT_STATE_ROOT) / node_id
@@ -102,6 +103,7 @@ class Agent:
         self._settle: asyncio.TimerHandle | None = None  # see _on_event
         self._tasks: list[asyncio.Task[None]] = []
         self.metadata: Any = None  # the MetadataServer while it serves
+        self.observer: Any = None  # agent.observe.Observer: usage samples and /metrics (Docker runtime)
 
     # ---- desired documents --------------------------------------------------------------------
     async def _on_connect(self) -> None:
@@ -219,6 +221,8 @@ class Agent:
             self.session.housekeeping()
             if loop.time() - self.last_relist >= self.cfg.relist_interval - 0.05:
                 self.wake.set()
+            if self.observer is not None:
+                await self._sample_usage()
             try:
                 await self.reporter.publish("snapshot")
             except Exception as e:  # noqa: BLE001
@@ -240,6 +244,7 @@ class Agent:
         self._load_restarts()
         if self.cfg.metadata_port:
             await self._start_metadata()
+        await self._start_observer()
         self.log.info("agent starting", bootId=self.boot_id, runtime=self.rt.name, cpu=info.cpu,
                       memory=info.memory, adopted=len(self.state.actual))
         self.wake.set()  # a first pass: report the adopted containers
@@ -278,6 +283,27 @@ class Agent:
             self.log.warning("restart counts not saved; they restart from 0 with the agent", file=str(path),
                              error=str(e))
 
+    async def _start_observer(self) -> None:
+        """Usage sampling (sent in snapshots) and the optional /metrics endpoint: Docker runtime only."""
+        if self.rt.name != "docker":
+            return
+        from agent.observe import Observer
+
+        obs = Observer(getattr(self.rt, "docker", None), self.log, self.cfg.metrics_listen)
+        if await obs.start():
+            self.session.metrics_endpoint = obs.advertised
+        self.reporter.usage = lambda: obs.usage
+        self.reporter.on_sent = obs.sent
+        self.observer = obs
+
+    async def _sample_usage(self) -> None:
+        doc = self.state.doc
+        services = {t.taskId: t.serviceName for t in doc.tasks} if doc else {}
+        try:
+            await self.observer.sample(self.state.actual, services)
+        except Exception as e:  # noqa: BLE001 - usage is best effort, never the heartbeat's problem
+            self.log.warning("usage sample failed", error=f"{type(e).__name__}: {e}")
+
     async def _start_metadata(self) -> None:
         """Serve the task metadata endpoint v4 (Docker runtime only), before any container is created."""
         if self.rt.name != "docker":  # the hollow runtime never loads aiodocker (or aiohttp)
@@ -306,6 +332,8 @@ class Agent:
         await self.session.goodbye()
         if self.metadata is not None:
             await self.metadata.close()
+        if self.observer is not None:
+            await self.observer.close()
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, self.executor.close(), return_exceptions=True)
@@ -409,6 +437,8 @@ def _parse_attributes(ctx: click.Context, param: click.Parameter, values: tuple[
 @click.option("--state-dir", default=lambda: os.environ.get("DOCKYARD_AGENT_STATE_DIR"),
               show_default=f"env DOCKYARD_AGENT_STATE_DIR or {DEFAULT_STATE_ROOT}/<node-id>",
               help="Directory the agent keeps across restarts (the metadata token secret).")
+@click.option("--metrics-listen", metavar="HOST:PORT",
+              help="Serve Prometheus metrics (the agent's and its containers' usage) at http://HOST:PORT/metrics.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True)
 @click.option("--log-json", is_flag=True, help="JSON log lines.")
 @click.pass_context
@@ -416,7 +446,7 @@ def agent_command(ctx: click.Context, node_id: str, cluster: str, mqtt_url: str,
                   attributes: dict[str, str], runtime: str, hollow_count: int, fargate: bool, status_interval: float,
                   relist_interval: float, image_pull_behavior: str, load_balancer: bool, lb_dir: str | None,
                   lb_bind: str, advertise_address: str | None, metadata_port: int, state_dir: str | None,
-                  log_level: str, log_json: bool) -> None:
+                  metrics_listen: str | None, log_level: str, log_json: bool) -> None:
     """Run the dockyard agent on this host: drive the local Docker engine as the orchestrator asks."""
     cfg = AgentConfig(
         node_id=node_id, cluster=cluster, mqtt_url=mqtt_url, docker_url=docker_url, attributes=attributes,
@@ -424,6 +454,7 @@ def agent_command(ctx: click.Context, node_id: str, cluster: str, mqtt_url: str,
         status_interval=status_interval, relist_interval=relist_interval, image_pull_behavior=image_pull_behavior,
         log_level=log_level, log_json=log_json, load_balancer=load_balancer, lb_dir=lb_dir, lb_bind=lb_bind,
         advertise_address=advertise_address, metadata_port=metadata_port, state_dir=state_dir,
+        metrics_listen=metrics_listen,
     )
     ctx.exit(run(cfg))
 

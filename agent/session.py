@@ -47,6 +47,8 @@ class Session:
         self.t_status = node_topic(cluster, node_id, "status")
         self.t_presence = node_topic(cluster, node_id, "presence")
         self.info: EngineInfo | None = None  # set by the agent once the engine answered
+        # The agent's /metrics as others reach it, given this node's address (agent.observe), or None.
+        self.metrics_endpoint: Callable[[str | None], str | None] | None = None
         self.client: Client | None = None  # None while disconnected
         self.connected = asyncio.Event()
 
@@ -67,6 +69,7 @@ class Session:
             nodeId=self.node_id, bootId=self.boot_id, state=state, cluster=self.cluster, resources=res,
             attributes=self.attributes(), capacityProviders=list(self.capacity_providers), runtime=self.runtime_name,
             statusInterval=self.status_interval, address=self.address, loadBalancer=self.load_balancer,
+            metricsEndpoint=self.metrics_endpoint(self.address) if self.metrics_endpoint else None,
         ).model_dump_json().encode()
 
     def keepalive(self) -> int:

@@ -134,6 +134,16 @@ class NodeResources(Wire):
     memory: int  # MiB
 
 
+class TaskUsage(Wire):
+    """A task's resource usage over the agent's last sampling interval (flat: the orchestrator
+    reads it out of a repeated snapshot without parsing the rest)."""
+
+    taskId: str
+    cpu: float  # cpu units used (1024 per core), averaged over the interval
+    memory: int  # bytes, working set of its containers
+    memoryLimit: int = 0  # bytes, the sum of its containers' hard limits (0: none)
+
+
 class StatusDoc(Wire):
     nodeId: str
     bootId: str
@@ -143,6 +153,8 @@ class StatusDoc(Wire):
     observedGeneration: int = 0
     tasks: list[TaskReport] = Field(default_factory=list)
     loadBalancer: LbStatus | None = None  # load-balancer nodes: target health and sessions
+    # Snapshots of agents that sample usage (older agents: None). Kept last but for ts: see orchestrator.bus.
+    usage: list[TaskUsage] | None = None
     ts: float = Field(default_factory=time.time)
 
 
@@ -161,4 +173,5 @@ class Presence(Wire):
     statusInterval: float = Field(default=2.0, gt=0)
     address: str | None = None  # where other nodes reach this node's host ports (load-balancer targets)
     loadBalancer: bool = False  # started with --load-balancer: runs HAProxy for the cluster's load balancers
+    metricsEndpoint: str | None = None  # HOST:PORT of the agent's /metrics (--metrics-listen), for Prometheus SD
     ts: float = Field(default_factory=time.time)

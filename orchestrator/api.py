@@ -20,9 +20,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
 from dockyard import __version__
-from orchestrator import lb_views, metrics, metrics_collector, views
+from orchestrator import lb_views, metrics, metrics_collector, observe_api, views
 from orchestrator.models import RunTaskSpec
 from orchestrator.ops import Ops, UserError
+from orchestrator.usage import UsageBook
 
 LIST_PAGE = 500  # tasks per chunk of a streamed task list
 
@@ -58,11 +59,15 @@ class ScaleRequest(BaseModel):
     desiredCount: int = Field(ge=0)
 
 
-def create_app(ops: Ops, ready=lambda: True) -> FastAPI:
+def create_app(ops: Ops, ready=lambda: True, usage: UsageBook | None = None, self_target: str | None = None) -> FastAPI:
+    """``usage``: the bus's book of task samples (``dockyard top``); ``self_target``: the
+    orchestrator's HOST:PORT as Prometheus reaches it (its own SD target)."""
     app = FastAPI(title="dockyard", version=__version__, openapi_url="/v1/openapi.json", docs_url="/v1/docs",
                   redoc_url=None)
     st = ops.state
-    registry = metrics_collector.registry_for(st)
+    usage = usage if usage is not None else UsageBook()
+    registry = metrics_collector.registry_for(st, usage)
+    app.include_router(observe_api.router(ops, usage, self_target))
 
     @app.exception_handler(UserError)
     async def _user_error(_: Request, exc: UserError) -> JSONResponse:

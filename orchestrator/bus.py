@@ -11,7 +11,7 @@ import time
 import uuid
 
 import aiomqtt
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from dockyard import log as dlog
 from dockyard.mqtt import Backoff, make_client
@@ -20,6 +20,7 @@ from dockyard.wire import (
     DesiredDoc,
     Presence,
     StatusDoc,
+    TaskUsage,
     node_topic,
     parse_topic,
 )
@@ -27,6 +28,10 @@ from orchestrator import metrics
 
 # A StatusDoc's JSON without its "seq" and "ts" members (pydantic writes the fields in order).
 _SEQ_TS = re.compile(rb'"seq":\d+,|,"ts":[-+0-9.eE]+(?=}$)')
+# Its usage samples (flat objects, just before "ts"), which change every snapshot: compared
+# without them, and read on their own from a repeat (orchestrator.usage).
+_USAGE = re.compile(rb',"usage":(\[[^\]]*\]|null)(?=,"ts")')
+_USAGE_LIST = TypeAdapter(list[TaskUsage])
 _SNAPSHOTS = metrics.STATUS_RECEIVED.labels(kind="snapshot")
 # "kind" follows nodeId, bootId and seq at the start of a StatusDoc's JSON.
 _SNAPSHOT_KIND = b'"kind":"snapshot"'
@@ -46,7 +51,8 @@ _SENT_BYTES = metrics.MQTT_SENT_BYTES.labels(topic="desired")
 
 
 class Bus:
-    def __init__(self, mqtt_url: str, controller) -> None:
+    def __init__(self, mqtt_url: str, controller, usage=None) -> None:
+        self.usage = usage  # an orchestrator.usage.UsageBook: each snapshot's task samples
         self.url = mqtt_url
         self.controller = controller
         self.client: aiomqtt.Client | None = None
@@ -155,10 +161,19 @@ class Bus:
                 # Updates (most messages while tasks change) skip the comparison and its regex.
                 key = (cluster, node_id)
                 raw = bytes(payload)
-                body = _SEQ_TS.sub(b"", raw) if _SNAPSHOT_KIND in raw[:_KIND_WITHIN] else None
+                samples = None
+                if _SNAPSHOT_KIND in raw[:_KIND_WITHIN]:
+                    m = _USAGE.search(raw)
+                    samples = m.group(1) if m else None
+                    body: bytes | None = _SEQ_TS.sub(b"", raw if m is None else raw[:m.start()] + raw[m.end():])
+                else:
+                    body = None
                 if body is not None and body == self._last_snapshot.get(key) \
                         and self.controller.on_status_repeat(cluster, node_id):
                     _SNAPSHOTS.inc()
+                    if self.usage is not None:
+                        self.usage.record(cluster, node_id, _USAGE_LIST.validate_json(samples)
+                                          if samples and samples != b"null" else None, time.time())
                     return
                 self._last_snapshot.pop(key, None)
                 st = StatusDoc.model_validate_json(raw)
@@ -166,6 +181,8 @@ class Bus:
                 self._observe_ack(key, st)
                 self.controller.on_status(cluster, node_id, st)
                 if st.kind == "snapshot":
+                    if self.usage is not None:
+                        self.usage.record(cluster, node_id, st.usage, time.time())
                     self._last_snapshot[key] = body if body is not None else _SEQ_TS.sub(b"", raw)
         except ValidationError as exc:
             self.log.warning("dropping malformed message", topic=topic, error=str(exc).splitlines()[0])

@@ -611,6 +611,7 @@ class Controller:
         n.runtime = p.runtime
         n.agentVersion = p.agentVersion
         n.statusInterval = p.statusInterval
+        n.metricsEndpoint = p.metricsEndpoint
         if (n.address, n.loadBalancer) != (p.address, p.loadBalancer):
             n.address, n.loadBalancer = p.address, p.loadBalancer
             self.state.touch_load_balancers(cluster)

@@ -13,6 +13,7 @@ from typing import Any
 from prometheus_client import REGISTRY
 from prometheus_client.core import GaugeMetricFamily, Metric
 
+from orchestrator import usage as usage_mod
 from orchestrator.state import State
 
 MIB = 1024 * 1024
@@ -25,7 +26,7 @@ class StateCollector:
 
     def __init__(self, state: State, usage: Any = None) -> None:
         self.state = state
-        self.usage = usage  # orchestrator.usage.UsageBook, or None: no utilization gauges
+        self.usage = usage  # an orchestrator.usage.UsageBook, or None: no utilization gauges
 
     def describe(self) -> list[Metric]:
         return []  # unchecked: the families depend on the state
@@ -92,7 +93,7 @@ class StateCollector:
             for state in ROLLOUT_STATES:
                 deps.add_metric([*values, state], states.get(state, 0))
             if self.usage is not None:
-                avg = self.usage.service_average(self.state, *key)
+                avg = usage_mod.service_average(self.usage, self.state, *key)
                 if avg is not None:
                     cpu.add_metric(values, avg[0])
                     mem.add_metric(values, avg[1])

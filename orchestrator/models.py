@@ -326,3 +326,4 @@ class Node(Record):
     observedEpoch: int = 0
     address: str | None = None  # advertised by the agent: where load balancers reach its host ports
     loadBalancer: bool = False  # a --load-balancer node (runs HAProxy)
+    metricsEndpoint: str | None = None  # HOST:PORT of the agent's /metrics (advertised in presence), for Prometheus SD

@@ -10,6 +10,7 @@
     tasks.py      run, stop
     services.py   scale, rollout
     nodes.py      node drain|activate
+    top.py        top tasks|services|nodes
 
 Everything here imports only click, httpx, PyYAML and the pure modules
 :mod:`orchestrator.render` and :mod:`orchestrator.manifest_files`, so the client starts fast
@@ -23,7 +24,7 @@ import click
 
 def commands() -> list[click.Command]:
     """The client commands, in the order ``dockyard --help`` lists them."""
-    from orchestrator.client import get, manifests, nodes, services, tasks
+    from orchestrator.client import get, manifests, nodes, services, tasks, top
 
     return [manifests.apply, manifests.delete, get.get, get.describe, tasks.run, tasks.stop,
-            services.scale, nodes.node, services.rollout]
+            services.scale, nodes.node, services.rollout, top.top]

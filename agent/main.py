@@ -300,7 +300,11 @@ class Agent:
         doc = self.state.doc
         services = {t.taskId: t.serviceName for t in doc.tasks} if doc else {}
         try:
-            await self.observer.sample(self.state.actual, services)
+            # Bounded: a slow engine (the pid lookup of new containers) must not delay the heartbeat.
+            await asyncio.wait_for(self.observer.sample(self.state.actual, services),
+                                   timeout=max(0.5, self.cfg.status_interval / 2))
+        except TimeoutError:
+            self.log.warning("usage sample took too long; the snapshot carries the previous one")
         except Exception as e:  # noqa: BLE001 - usage is best effort, never the heartbeat's problem
             self.log.warning("usage sample failed", error=f"{type(e).__name__}: {e}")
 

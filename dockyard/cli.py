@@ -22,7 +22,7 @@ from orchestrator.client.api import DEFAULT_CLUSTER, DEFAULT_SERVER
 from orchestrator.client.errors import CliError, exit_reporting_errors
 from orchestrator.client.session import Session
 
-CLIENT_COMMANDS = ["apply", "delete", "get", "describe", "run", "stop", "scale", "node", "rollout", "top"]
+CLIENT_COMMANDS = ["apply", "delete", "get", "describe", "run", "stop", "scale", "node", "rollout", "events", "top"]
 DAEMON_COMMANDS = ["orchestrator", "agent"]
 
 

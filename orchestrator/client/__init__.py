@@ -11,6 +11,7 @@
     services.py   scale, rollout
     nodes.py      node drain|activate
     top.py        top tasks|services|nodes
+    events.py     events [-f]
 
 Everything here imports only click, httpx, PyYAML and the pure modules
 :mod:`orchestrator.render` and :mod:`orchestrator.manifest_files`, so the client starts fast
@@ -24,7 +25,7 @@ import click
 
 def commands() -> list[click.Command]:
     """The client commands, in the order ``dockyard --help`` lists them."""
-    from orchestrator.client import get, manifests, nodes, services, tasks, top
+    from orchestrator.client import events, get, manifests, nodes, services, tasks, top
 
     return [manifests.apply, manifests.delete, get.get, get.describe, tasks.run, tasks.stop,
-            services.scale, nodes.node, services.rollout, top.top]
+            services.scale, nodes.node, services.rollout, events.events, top.top]

@@ -6,6 +6,7 @@ kept between scrapes. The catalogue is in docs/metrics.md.
 """
 from __future__ import annotations
 
+import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator, MutableMapping
 from typing import Any
@@ -39,6 +40,11 @@ class StateCollector:
         node_cpu: Counter[tuple[str, str]] = Counter()
         node_mem: Counter[tuple[str, str]] = Counter()
         by_status: Counter[tuple[str, str]] = Counter()
+        # Per service: [sampled tasks, sum of CPUUtilization, sum of MemoryUtilization] (the
+        # averages as orchestrator.usage.average computes them, without an object per task).
+        util: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0, 0.0, 0.0])
+        book, now = self.usage, time.time()
+        fresh: dict[tuple[str, str], Any] = {}
         for t in st.tasks.values():
             status = t.lastStatus
             if status == "STOPPED":
@@ -48,6 +54,8 @@ class StateCollector:
                 skey = (t.cluster, t.serviceName)
                 if status == "RUNNING":
                     svc_running[skey] += 1
+                    if book is not None and t.nodeId is not None:
+                        self._add_util(util[skey], t, fresh, now)
                 elif status in PENDING:
                     svc_pending[skey] += 1
             if t.nodeId is not None:
@@ -55,7 +63,7 @@ class StateCollector:
                 node_tasks[nkey] += 1
                 node_cpu[nkey] += t.cpu
                 node_mem[nkey] += t.memory
-        yield from self._services(svc_running, svc_pending)
+        yield from self._services(svc_running, svc_pending, util)
         yield from self._nodes(node_tasks, node_cpu, node_mem)
         tasks = GaugeMetricFamily("dockyard_tasks", "Tasks not yet STOPPED, by lastStatus",
                                   labels=["cluster", "last_status"])
@@ -63,7 +71,21 @@ class StateCollector:
             tasks.add_metric([cluster, last], count)
         yield tasks
 
-    def _services(self, running: Counter, pending: Counter) -> Iterator[Metric]:
+    def _add_util(self, acc: list[float], t: Any, fresh: dict[tuple[str, str], Any], now: float) -> None:
+        nkey = (t.cluster, t.nodeId)
+        if nkey not in fresh:
+            node = self.state.nodes.get(nkey)
+            fresh[nkey] = (self.usage.fresh(node, now), node.resources.memory if node and node.resources else 0)
+        samples, node_mem = fresh[nkey]
+        u = samples.get(t.taskId) if samples else None
+        if u is None:
+            return
+        cpu_basis, mem_basis = usage_mod.bases(u, t.cpu, t.memory, node_mem)
+        acc[0] += 1
+        acc[1] += round(100.0 * u.cpu / cpu_basis, 1)
+        acc[2] += round(100.0 * u.memory / mem_basis, 1) if mem_basis > 0 else 0.0
+
+    def _services(self, running: Counter, pending: Counter, util: dict[tuple[str, str], list[float]]) -> Iterator[Metric]:
         labels = ["cluster", "service"]
         desired = GaugeMetricFamily("dockyard_service_desired_tasks", "The service's desiredCount", labels=labels)
         run = GaugeMetricFamily("dockyard_service_running_tasks", "The service's tasks in RUNNING", labels=labels)
@@ -92,11 +114,10 @@ class StateCollector:
             states: Counter[str] = Counter(d.rolloutState for d in current)
             for state in ROLLOUT_STATES:
                 deps.add_metric([*values, state], states.get(state, 0))
-            if self.usage is not None:
-                avg = usage_mod.service_average(self.usage, self.state, *key)
-                if avg is not None:
-                    cpu.add_metric(values, avg[0])
-                    mem.add_metric(values, avg[1])
+            acc = util.get(key)
+            if acc is not None and acc[0]:
+                cpu.add_metric(values, round(acc[1] / acc[0], 1))
+                mem.add_metric(values, round(acc[2] / acc[0], 1))
         yield from (desired, run, pend, failed, deps)
         if self.usage is not None:
             yield from (cpu, mem)

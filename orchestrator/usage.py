@@ -14,7 +14,6 @@ percentages are computed when read, from the task records' reservations (docs/me
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 from dockyard.wire import TaskUsage
@@ -37,16 +36,18 @@ class Utilization:
     sampled_at: float
 
 
-def utilization(u: TaskUsage, reserved_cpu: int, reserved_memory_mib: int, node_memory_mib: int,
-                at: float) -> Utilization:
-    """ECS's CPUUtilization and MemoryUtilization of one task sample (the rules in the module doc)."""
+def bases(u: TaskUsage, reserved_cpu: int, reserved_memory_mib: int, node_memory_mib: int) -> tuple[int, int]:
+    """What a sample's cpu units and memory bytes are percentages of (the rules in the module doc)."""
     cpu_basis = reserved_cpu if reserved_cpu > 0 else ONE_VCPU
     if reserved_memory_mib > 0:
-        mem_basis = reserved_memory_mib * MIB
-    elif u.memoryLimit > 0:
-        mem_basis = u.memoryLimit
-    else:
-        mem_basis = node_memory_mib * MIB
+        return cpu_basis, reserved_memory_mib * MIB
+    return cpu_basis, u.memoryLimit if u.memoryLimit > 0 else node_memory_mib * MIB
+
+
+def utilization(u: TaskUsage, reserved_cpu: int, reserved_memory_mib: int, node_memory_mib: int,
+                at: float) -> Utilization:
+    """ECS's CPUUtilization and MemoryUtilization of one task sample."""
+    cpu_basis, mem_basis = bases(u, reserved_cpu, reserved_memory_mib, node_memory_mib)
     return Utilization(u.cpu, u.memory, round(100.0 * u.cpu / cpu_basis, 1),
                        round(100.0 * u.memory / mem_basis, 1) if mem_basis > 0 else 0.0, cpu_basis, mem_basis, at)
 
@@ -68,7 +69,7 @@ class UsageBook:
     def forget_node(self, cluster: str, node_id: str) -> None:
         self.by_node.pop((cluster, node_id), None)
 
-    def _fresh(self, node: Node | None, now: float) -> dict[str, TaskUsage] | None:
+    def fresh(self, node: Node | None, now: float) -> dict[str, TaskUsage] | None:
         if node is None:
             return None
         entry = self.by_node.get((node.cluster, node.nodeId))
@@ -80,7 +81,7 @@ class UsageBook:
         """The task's utilization from its node's latest snapshot (None: no fresh sample)."""
         if t.lastStatus == "STOPPED" or node is None or t.nodeId != node.nodeId:
             return None
-        samples = self._fresh(node, now)
+        samples = self.fresh(node, now)
         u = samples.get(t.taskId) if samples else None
         if u is None:
             return None
@@ -106,7 +107,3 @@ def service_utilizations(book: UsageBook, state: State, cluster: str, service: s
                 out.append(u)
     return out
 
-
-def service_average(book: UsageBook, state: State, cluster: str, service: str, now: float | None = None
-                    ) -> tuple[float, float] | None:
-    return average(service_utilizations(book, state, cluster, service, time.time() if now is None else now))

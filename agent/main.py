@@ -104,6 +104,7 @@ class Agent:
         self._tasks: list[asyncio.Task[None]] = []
         self.metadata: Any = None  # the MetadataServer while it serves
         self.observer: Any = None  # agent.observe.Observer: usage samples and /metrics (Docker runtime)
+        self._sampling: asyncio.Task[None] | None = None
 
     # ---- desired documents --------------------------------------------------------------------
     async def _on_connect(self) -> None:
@@ -222,7 +223,7 @@ class Agent:
             if loop.time() - self.last_relist >= self.cfg.relist_interval - 0.05:
                 self.wake.set()
             if self.observer is not None:
-                await self._sample_usage()
+                self._sample_usage()
             try:
                 await self.reporter.publish("snapshot")
             except Exception as e:  # noqa: BLE001
@@ -296,16 +297,19 @@ class Agent:
         self.reporter.on_sent = obs.sent
         self.observer = obs
 
-    async def _sample_usage(self) -> None:
+    def _sample_usage(self) -> None:
+        """Start a usage sample in the background unless the last one still runs: the heartbeat never
+        waits for the engine (the snapshot carries the latest finished sample, one tick old)."""
+        if self._sampling is not None and not self._sampling.done():
+            return
         doc = self.state.doc
         services = {t.taskId: t.serviceName for t in doc.tasks} if doc else {}
+        self._sampling = asyncio.create_task(self._sample(services))
+
+    async def _sample(self, services: dict[str, str | None]) -> None:
         try:
-            # Bounded: a slow engine (the pid lookup of new containers) must not delay the heartbeat.
-            await asyncio.wait_for(self.observer.sample(self.state.actual, services),
-                                   timeout=max(0.5, self.cfg.status_interval / 2))
-        except TimeoutError:
-            self.log.warning("usage sample took too long; the snapshot carries the previous one")
-        except Exception as e:  # noqa: BLE001 - usage is best effort, never the heartbeat's problem
+            await self.observer.sample(self.state.actual, services)
+        except Exception as e:  # noqa: BLE001 - usage is best effort
             self.log.warning("usage sample failed", error=f"{type(e).__name__}: {e}")
 
     async def _start_metadata(self) -> None:
@@ -337,6 +341,8 @@ class Agent:
         if self.metadata is not None:
             await self.metadata.close()
         if self.observer is not None:
+            if self._sampling is not None:
+                self._sampling.cancel()
             await self.observer.close()
         for t in self._tasks:
             t.cancel()

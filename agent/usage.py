@@ -227,14 +227,15 @@ class UsageSampler:
 
     def __init__(self, docker: Any, log: Any, root: Path = CGROUP_ROOT, proc: Path = PROC) -> None:
         self.docker, self.log, self.root, self.proc = docker, log, root, proc
-        self._paths: dict[str, tuple[CgroupPaths | None, int | None]] = {}  # container id -> (paths, pid)
+        # container id -> (paths, pid, the start they belong to: an in-place restart has a new pid)
+        self._paths: dict[str, tuple[CgroupPaths | None, int | None, float | None]] = {}
         self.last: dict[str, Sample] = {}  # container id -> its latest sample
         self._warned: set[str] = set()
 
-    async def _locate(self, cid: str) -> tuple[CgroupPaths | None, int | None]:
+    async def _locate(self, cid: str, started_at: float | None = None) -> tuple[CgroupPaths | None, int | None]:
         hit = self._paths.get(cid)
-        if hit is not None:
-            return hit
+        if hit is not None and hit[2] == started_at:
+            return hit[0], hit[1]
         pid: int | None = None
         paths: CgroupPaths | None = None
         try:
@@ -244,7 +245,7 @@ class UsageSampler:
                 paths = parse_proc_cgroup(_read(self.proc / str(pid) / "cgroup"), self.root)
         except Exception as e:  # noqa: BLE001 - any failure: the stats API fallback
             self._warn(cid, "cgroup of container not found; using the Docker stats API", e)
-        self._paths[cid] = (paths, pid)
+        self._paths[cid] = (paths, pid, started_at)
         return paths, pid
 
     def _warn(self, cid: str, msg: str, e: Exception) -> None:
@@ -253,13 +254,13 @@ class UsageSampler:
             self.log.warning(msg, container=cid[:12], error=f"{type(e).__name__}: {e}")
 
     async def sample_one(self, c: ActualContainer) -> Usage | None:
-        paths, pid = await self._locate(c.id)
+        paths, pid = await self._locate(c.id, c.started_at)
         if paths is not None:
             try:
                 return read_cgroup(paths, pid, self.proc)
             except (OSError, ValueError) as e:
                 self._warn(c.id, "cgroup files not readable; using the Docker stats API", e)
-                self._paths[c.id] = (None, pid)
+                self._paths[c.id] = (None, pid, c.started_at)
         try:
             stats = await self.docker._query_json(f"containers/{c.id}/stats",
                                                   params={"stream": "false", "one-shot": "true"})

@@ -4,6 +4,7 @@ sends (agent.observe.task_usage); the sampler's shell on a fake cgroup tree."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -161,6 +162,9 @@ def test_sampler_reads_the_cgroup_files_and_inspects_once(tmp_path):
     assert list(got) == [CID]
     assert got[CID].usage.cpu_seconds == 2.0 and got[CID].labels[1] == "web"
     assert docker.calls == [f"containers/{CID}/json"]  # located once, then files only
+    restarted = dataclasses.replace(_container(CID), started_at=1_700_000_000.0)  # in place: a new pid
+    asyncio.run(sampler.sample([restarted], {}))
+    assert docker.calls == [f"containers/{CID}/json"] * 2
     # files gone (the container exited meanwhile): the stats API answers instead
     (root / "memory" / "docker" / CID / "memory.stat").unlink()
     got = asyncio.run(sampler.sample([_container(CID)], {}))

@@ -54,7 +54,7 @@ class World:
         self.docs: dict = {}
         self.seq = 0
 
-    async def _publish(self, doc) -> None:
+    async def _publish(self, doc) -> None:  # never awaited (reconcile() returns the documents)
         pass
 
     def online(self, node: str, metrics: str | None = None) -> None:
@@ -66,6 +66,7 @@ class World:
         self.t += 1
         for d in self.ctl.reconcile(self.t):
             self.docs[d.nodeId] = d
+            self.bus.last_docs[(d.cluster, d.nodeId)] = d  # what Bus.publish records (no broker here)
         self.state.flush()
 
     def snapshot(self, node: str, usage: list[TaskUsage] | None) -> bytes:
@@ -203,3 +204,26 @@ def test_dockyard_top_prints_the_api_views(world):
     r = CliRunner().invoke(cli, ["--server", "http://testserver", "-c", "nope", "top", "tasks"],
                            obj=Session(transport=transport))
     assert r.exit_code == 1 and "Traceback" not in r.output
+
+
+def _count(metric, **labels) -> float:
+    from prometheus_client import REGISTRY
+    return REGISTRY.get_sample_value(metric, labels) or 0.0
+
+
+def test_the_lifecycle_instruments_count_a_service_coming_up():
+    running, placed = _count("dockyard_task_transitions_total", last_status="RUNNING", stop_code=""), \
+        _count("dockyard_task_placed_to_running_seconds_count")
+    acks, created = _count("dockyard_desired_ack_seconds_count"), _count("dockyard_task_created_to_placed_seconds_count")
+    w = World()
+    w.online("n1")
+    w.apply(_td("web"), _svc("web", 2))
+    for _ in range(3):
+        w.reconcile()
+    assert _count("dockyard_task_created_to_placed_seconds_count") == created + 2
+    w.snapshot("n1", None)
+    w.snapshot("n1", None)  # a repeat: the same generation is timed once
+    assert _count("dockyard_task_transitions_total", last_status="RUNNING", stop_code="") == running + 2
+    assert _count("dockyard_task_placed_to_running_seconds_count") == placed + 2
+    assert _count("dockyard_desired_ack_seconds_count") == acks + 1
+    assert _count("dockyard_mqtt_received_messages_total", topic="status") >= 2

@@ -165,9 +165,12 @@ def test_prometheus_scrapes_dockyard_through_its_sd(env, prometheus):
     env.wait_for(lambda: rate("burn") is not None and rate("idle") is not None, timeout=30, message="cpu rates")
     # One core on an idle machine; this one has 2 cores shared by several test runs (load 4 is
     # common), where a burner gets 0.4-0.6 of a core: what must hold is far above idle, at most ~1.
-    burn = env.wait_for(lambda: (lambda v: v if v and v > BUSY else None)(rate("burn")), timeout=30,
-                        message="the burner's rate near one core")
-    assert BUSY < burn < 1.3
+    # The 10 s window fills up after the series starts: follow the rate for 15 s and take its best.
+    seen: list[float] = []
+    env.wait_for(lambda: seen.append(rate("burn") or 0.0) or (len(seen) >= 15 and max(seen) > BUSY), timeout=60,
+                 interval=1, message="the burner's rate near one core")
+    burn = max(seen)
+    assert BUSY < burn < 1.3, seen
     assert rate("idle") < 0.05
 
     # ... and in dockyard top (ECS's CPUUtilization: no cpu reserved, so percent of one vCPU)

@@ -70,6 +70,7 @@ class AgentConfig:
     metadata_port: int = METADATA_PORT  # task metadata endpoint v4; 0: not served
     state_dir: str | None = None  # what the agent keeps across restarts (the metadata token secret)
     metrics_listen: str | None = None  # HOST:PORT of the agent's /metrics (agent.observe); None: not served
+    usage_sampling: bool = True  # sample container usage at each status tick (Docker runtime)
 
     def state_path(self, node_id: str) -> Path:
         return Path(self.state_dir) if self.state_dir else Path(DEFAULT_STATE_ROOT) / node_id
@@ -222,7 +223,7 @@ class Agent:
             self.session.housekeeping()
             if loop.time() - self.last_relist >= self.cfg.relist_interval - 0.05:
                 self.wake.set()
-            if self.observer is not None:
+            if self.observer is not None and self.cfg.usage_sampling:
                 self._sample_usage()
             try:
                 await self.reporter.publish("snapshot")
@@ -449,6 +450,8 @@ def _parse_attributes(ctx: click.Context, param: click.Parameter, values: tuple[
               help="Directory the agent keeps across restarts (the metadata token secret).")
 @click.option("--metrics-listen", metavar="HOST:PORT",
               help="Serve Prometheus metrics (the agent's and its containers' usage) at http://HOST:PORT/metrics.")
+@click.option("--usage-sampling/--no-usage-sampling", default=True, show_default=True,
+              help="Sample container cpu/memory at each status tick (for /metrics, dockyard top, utilization).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True)
 @click.option("--log-json", is_flag=True, help="JSON log lines.")
 @click.pass_context
@@ -456,7 +459,7 @@ def agent_command(ctx: click.Context, node_id: str, cluster: str, mqtt_url: str,
                   attributes: dict[str, str], runtime: str, hollow_count: int, fargate: bool, status_interval: float,
                   relist_interval: float, image_pull_behavior: str, load_balancer: bool, lb_dir: str | None,
                   lb_bind: str, advertise_address: str | None, metadata_port: int, state_dir: str | None,
-                  metrics_listen: str | None, log_level: str, log_json: bool) -> None:
+                  metrics_listen: str | None, usage_sampling: bool, log_level: str, log_json: bool) -> None:
     """Run the dockyard agent on this host: drive the local Docker engine as the orchestrator asks."""
     cfg = AgentConfig(
         node_id=node_id, cluster=cluster, mqtt_url=mqtt_url, docker_url=docker_url, attributes=attributes,
@@ -464,7 +467,7 @@ def agent_command(ctx: click.Context, node_id: str, cluster: str, mqtt_url: str,
         status_interval=status_interval, relist_interval=relist_interval, image_pull_behavior=image_pull_behavior,
         log_level=log_level, log_json=log_json, load_balancer=load_balancer, lb_dir=lb_dir, lb_bind=lb_bind,
         advertise_address=advertise_address, metadata_port=metadata_port, state_dir=state_dir,
-        metrics_listen=metrics_listen,
+        metrics_listen=metrics_listen, usage_sampling=usage_sampling,
     )
     ctx.exit(run(cfg))
 

@@ -112,6 +112,7 @@ class Observer:
         return f"{host}:{port}"
 
     async def close(self) -> None:
+        self.sampler.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

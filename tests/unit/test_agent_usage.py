@@ -162,6 +162,8 @@ def test_sampler_reads_the_cgroup_files_and_inspects_once(tmp_path):
     assert list(got) == [CID]
     assert got[CID].usage.cpu_seconds == 2.0 and got[CID].labels[1] == "web"
     assert docker.calls == [f"containers/{CID}/json"]  # located once, then files only
+    (root / "cpuacct" / "docker" / CID / "cpuacct.usage").write_text("3000000000")  # kept open: read afresh
+    assert asyncio.run(sampler.sample([_container(CID)], {"task1": "web"}))[CID].usage.cpu_seconds == 3.0
     restarted = dataclasses.replace(_container(CID), started_at=1_700_000_000.0)  # in place: a new pid
     asyncio.run(sampler.sample([restarted], {}))
     assert docker.calls == [f"containers/{CID}/json"] * 2
@@ -169,6 +171,8 @@ def test_sampler_reads_the_cgroup_files_and_inspects_once(tmp_path):
     (root / "memory" / "docker" / CID / "memory.stat").unlink()
     got = asyncio.run(sampler.sample([_container(CID)], {}))
     assert got[CID].usage.memory_usage == 42 and docker.calls[-1] == f"containers/{CID}/stats"
+    asyncio.run(sampler.sample([], {}))  # gone: forgotten, its files closed
+    assert sampler._open == {} and sampler._paths == {}
 
 
 class _Log:
@@ -177,3 +181,12 @@ class _Log:
 
     def debug(self, *a, **k) -> None:
         pass
+
+
+def test_keyed_reads_one_line_at_its_start_only():
+    from agent.usage import keyed
+
+    text = "total_inactive_file 12288\ninactive_file 4096\nx_inactive_file 9\n"
+    assert keyed(text, "inactive_file") == 4096 and keyed(text, "total_inactive_file") == 12288
+    assert keyed(text, "missing", -1) == -1 and keyed("inactive_file 7", "inactive_file") == 7
+    assert usage_v1("1", "", "100", "inactive_file 10\n", "max").working_set == 90  # not hierarchical

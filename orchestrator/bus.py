@@ -46,6 +46,9 @@ def _count_sent(size: int) -> None:
     _SENT_BYTES.inc(size)
 
 
+# Metric children looked up once (labels() per message is measurable on the status path).
+_IN = {leaf: (metrics.MQTT_RECEIVED.labels(topic=leaf), metrics.MQTT_RECEIVED_BYTES.labels(topic=leaf))
+       for leaf in ("status", "presence", "other")}
 _SENT = metrics.MQTT_SENT.labels(topic="desired")
 _SENT_BYTES = metrics.MQTT_SENT_BYTES.labels(topic="desired")
 
@@ -145,9 +148,9 @@ class Bus:
         if parsed is None or not payload:
             return
         cluster, node_id, leaf = parsed
-        name = metrics.leaf(leaf)
-        metrics.MQTT_RECEIVED.labels(topic=name).inc()
-        metrics.MQTT_RECEIVED_BYTES.labels(topic=name).inc(len(payload))
+        count, size = _IN.get(leaf) or _IN["other"]
+        count.inc()
+        size.inc(len(payload))
         try:
             if leaf == "presence":
                 self._last_snapshot.pop((cluster, node_id), None)

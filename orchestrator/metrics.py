@@ -60,7 +60,7 @@ API_REQUEST_SECONDS = Histogram("dockyard_api_request_duration_seconds",
                                 ["method", "route", "status"], buckets=LATENCY_BUCKETS)
 
 # Topic leaves counted (anything else is counted as "other": labels stay bounded).
-_LEAVES = frozenset({"desired", "status", "presence", "probe"})
+_LEAVES = frozenset({"desired", "status", "presence"})
 _STOP_CODES = frozenset(StopCode.__args__)  # type: ignore[attr-defined]
 
 

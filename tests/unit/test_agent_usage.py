@@ -182,6 +182,12 @@ class _Log:
     def debug(self, *a, **k) -> None:
         pass
 
+    def info(self, *a, **k) -> None:
+        pass
+
+    def error(self, *a, **k) -> None:
+        pass
+
 
 def test_keyed_reads_one_line_at_its_start_only():
     from agent.usage import keyed
@@ -190,3 +196,27 @@ def test_keyed_reads_one_line_at_its_start_only():
     assert keyed(text, "inactive_file") == 4096 and keyed(text, "total_inactive_file") == 12288
     assert keyed(text, "missing", -1) == -1 and keyed("inactive_file 7", "inactive_file") == 7
     assert usage_v1("1", "", "100", "inactive_file 10\n", "max").working_set == 90  # not hierarchical
+
+
+def test_metrics_endpoint_is_advertised_on_the_node_address_when_bound_to_a_wildcard():
+    from agent.observe import Observer
+
+    obs = Observer(None, _Log(), "0.0.0.0:0")
+    assert obs.advertised("10.0.0.5") is None  # not serving
+    obs.endpoint = "0.0.0.0:9780"
+    assert obs.advertised("10.0.0.5") == "10.0.0.5:9780" and obs.advertised(None) == "0.0.0.0:9780"
+    obs.endpoint = "127.0.0.1:9780"
+    assert obs.advertised("10.0.0.5") == "127.0.0.1:9780"
+
+
+def test_the_agent_metrics_handler_serves_container_families_and_its_own():
+    from agent.observe import Observer
+
+    obs = Observer(None, _Log(), None)
+    obs.sampler.last = {"c1": Sample(LABELS, Usage(2.0, 0.0, 10, 8, 0), None, 1.0)}
+    resp = asyncio.run(obs._metrics(None))  # type: ignore[arg-type]  (the socket side: test_prometheus.py)
+    body = resp.body.decode()
+    assert resp.headers["Content-Type"].startswith("text/plain")
+    assert 'container_cpu_usage_seconds_total{cluster="c1",container="app"' in body
+    assert "dockyard_agent_build_info" in body and "process_cpu_seconds_total" in body
+    assert asyncio.run(obs.start()) is False  # no --metrics-listen: nothing served

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import statistics
 import subprocess
 import sys
@@ -87,6 +88,8 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=20)
     ap.add_argument("--interval", type=float, default=5.0)
     a = ap.parse_args()
+    # SIGTERM (a timeout) must still run the cleanup below.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     label = f"dockyard-bench-usage={uuid.uuid4().hex[:8]}"
     ids: list[str] = []
     try:

@@ -70,6 +70,8 @@ class AgentConfig:
     advertise_address: str | None = None  # default: the source address of the broker connection
     metadata_port: int = METADATA_PORT  # task metadata endpoint v4; 0: not served
     state_dir: str | None = None  # what the agent keeps across restarts (metadata token secret, seal key)
+    metrics_listen: str | None = None  # HOST:PORT of the agent's /metrics (agent.observe); None: not served
+    usage_sampling: bool = True  # sample container usage at each status tick (Docker runtime)
 
     def state_path(self, node_id: str) -> Path:
         return Path(self.state_dir) if self.state_dir else Path(DEFAULT_STATE_ROOT) / node_id
@@ -114,6 +116,8 @@ class Agent:
         self._settle: asyncio.TimerHandle | None = None  # see _on_event
         self._tasks: list[asyncio.Task[None]] = []
         self.metadata: Any = None  # the MetadataServer while it serves
+        self.observer: Any = None  # agent.observe.Observer: usage samples and /metrics (Docker runtime)
+        self._sampling: asyncio.Task[None] | None = None
 
     # ---- desired documents --------------------------------------------------------------------
     async def _on_connect(self) -> None:
@@ -231,6 +235,8 @@ class Agent:
             self.session.housekeeping()
             if loop.time() - self.last_relist >= self.cfg.relist_interval - 0.05:
                 self.wake.set()
+            if self.observer is not None and self.cfg.usage_sampling:
+                self._sample_usage()
             try:
                 await self.reporter.publish("snapshot")
             except Exception as e:  # noqa: BLE001
@@ -252,6 +258,7 @@ class Agent:
         self._load_restarts()
         if self.cfg.metadata_port:
             await self._start_metadata()
+        await self._start_observer()
         self.log.info("agent starting", bootId=self.boot_id, runtime=self.rt.name, cpu=info.cpu,
                       memory=info.memory, adopted=len(self.state.actual))
         self.wake.set()  # a first pass: report the adopted containers
@@ -290,6 +297,34 @@ class Agent:
             self.log.warning("restart counts not saved; they restart from 0 with the agent", file=str(path),
                              error=str(e))
 
+    async def _start_observer(self) -> None:
+        """Usage sampling (sent in snapshots) and the optional /metrics endpoint: Docker runtime only."""
+        if self.rt.name != "docker":
+            return
+        from agent.observe import Observer
+
+        obs = Observer(getattr(self.rt, "docker", None), self.log, self.cfg.metrics_listen)
+        if await obs.start():
+            self.session.metrics_endpoint = obs.advertised
+        self.reporter.usage = lambda: obs.usage
+        self.reporter.on_sent = obs.sent
+        self.observer = obs
+
+    def _sample_usage(self) -> None:
+        """Start a usage sample in the background unless the last one still runs: the heartbeat never
+        waits for the engine (the snapshot carries the latest finished sample, one tick old)."""
+        if self._sampling is not None and not self._sampling.done():
+            return
+        doc = self.state.doc
+        services = {t.taskId: t.serviceName for t in doc.tasks} if doc else {}
+        self._sampling = asyncio.create_task(self._sample(services))
+
+    async def _sample(self, services: dict[str, str | None]) -> None:
+        try:
+            await self.observer.sample(self.state.actual, services)
+        except Exception as e:  # noqa: BLE001 - usage is best effort
+            self.log.warning("usage sample failed", error=f"{type(e).__name__}: {e}")
+
     async def _start_metadata(self) -> None:
         """Serve the task metadata endpoint v4 (Docker runtime only), before any container is created."""
         if self.rt.name != "docker":  # the hollow runtime never loads aiodocker (or aiohttp)
@@ -318,6 +353,10 @@ class Agent:
         await self.session.goodbye()
         if self.metadata is not None:
             await self.metadata.close()
+        if self.observer is not None:
+            if self._sampling is not None:
+                self._sampling.cancel()
+            await self.observer.close()
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, self.executor.close(), return_exceptions=True)
@@ -422,6 +461,10 @@ def _parse_attributes(ctx: click.Context, param: click.Parameter, values: tuple[
 @click.option("--state-dir", default=lambda: os.environ.get("DOCKYARD_AGENT_STATE_DIR"),
               show_default=f"env DOCKYARD_AGENT_STATE_DIR or {DEFAULT_STATE_ROOT}/<node-id>",
               help="Directory the agent keeps across restarts (the metadata token secret, the seal key).")
+@click.option("--metrics-listen", metavar="HOST:PORT",
+              help="Serve Prometheus metrics (the agent's and its containers' usage) at http://HOST:PORT/metrics.")
+@click.option("--usage-sampling/--no-usage-sampling", default=True, show_default=True,
+              help="Sample container cpu/memory at each status tick (for /metrics, dockyard top, utilization).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True)
 @click.option("--log-json", is_flag=True, help="JSON log lines.")
 @click.pass_context
@@ -429,7 +472,7 @@ def agent_command(ctx: click.Context, node_id: str, cluster: str, mqtt_url: str,
                   attributes: dict[str, str], runtime: str, hollow_count: int, fargate: bool, status_interval: float,
                   relist_interval: float, image_pull_behavior: str, load_balancer: bool, lb_dir: str | None,
                   lb_bind: str, advertise_address: str | None, metadata_port: int, state_dir: str | None,
-                  log_level: str, log_json: bool) -> None:
+                  metrics_listen: str | None, usage_sampling: bool, log_level: str, log_json: bool) -> None:
     """Run the dockyard agent on this host: drive the local Docker engine as the orchestrator asks."""
     cfg = AgentConfig(
         node_id=node_id, cluster=cluster, mqtt_url=mqtt_url, docker_url=docker_url, attributes=attributes,
@@ -437,6 +480,7 @@ def agent_command(ctx: click.Context, node_id: str, cluster: str, mqtt_url: str,
         status_interval=status_interval, relist_interval=relist_interval, image_pull_behavior=image_pull_behavior,
         log_level=log_level, log_json=log_json, load_balancer=load_balancer, lb_dir=lb_dir, lb_bind=lb_bind,
         advertise_address=advertise_address, metadata_port=metadata_port, state_dir=state_dir,
+        metrics_listen=metrics_listen, usage_sampling=usage_sampling,
     )
     ctx.exit(run(cfg))
 

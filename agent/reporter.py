@@ -33,7 +33,7 @@ from agent.runtime import ActualContainer
 from agent.session import Session
 from agent.state import NodeState
 from dockyard.lb import LbStatus
-from dockyard.wire import DesiredTask, StatusDoc, TaskReport
+from dockyard.wire import DesiredTask, StatusDoc, TaskReport, TaskUsage
 
 Kind = Literal["snapshot", "update"]
 
@@ -75,6 +75,9 @@ class Reporter:
         # A load-balancer node's target health and sessions (agent.lb), sent with every message.
         self.lb_status: Callable[[], LbStatus] | None = None
         self._lb_sent = ""
+        # Per-task usage sent with snapshots (agent.observe), and a count of what was sent.
+        self.usage: Callable[[], list[TaskUsage]] | None = None
+        self.on_sent: Callable[[str, int], None] | None = None
 
     # ---- reports ------------------------------------------------------------------------------
     def reports(self, only: Collection[str] | None = None) -> dict[str, CachedReport]:
@@ -148,9 +151,13 @@ class Reporter:
         doc = self.state.doc
         epoch, gen = doc.version() if doc else (0, 0)
         msg = StatusDoc(nodeId=self.state.node_id, bootId=self.boot_id, seq=self.seq, kind=kind,
-                        observedEpoch=epoch, observedGeneration=gen, tasks=[ent.report for ent in send], loadBalancer=lb)
+                        observedEpoch=epoch, observedGeneration=gen, tasks=[ent.report for ent in send], loadBalancer=lb,
+                        usage=self.usage() if self.usage is not None and kind == "snapshot" else None)
+        body = msg.model_dump_json().encode()
         try:
-            await client.publish(self.session.t_status, msg.model_dump_json().encode(), qos=1)
+            await client.publish(self.session.t_status, body, qos=1)
+            if self.on_sent is not None:
+                self.on_sent(kind, len(body))
         except aiomqtt.MqttError as e:
             self.log.warning("status publish failed", error=str(e))
             return

@@ -64,6 +64,8 @@ class Session:
         self.protocol_version = protocol_version()
         self.refused: str | None = None  # the orchestrator's reason while it refuses this boot
         self.info: EngineInfo | None = None  # set by the agent once the engine answered
+        # The agent's /metrics as others reach it, given this node's address (agent.observe), or None.
+        self.metrics_endpoint: Callable[[str | None], str | None] | None = None
         self.client: Client | None = None  # None while disconnected
         self.connected = asyncio.Event()
 
@@ -85,6 +87,7 @@ class Session:
             attributes=self.attributes(), capacityProviders=list(self.capacity_providers), runtime=self.runtime_name,
             statusInterval=self.status_interval, address=self.address, loadBalancer=self.load_balancer,
             sealKey=self.seal_key, agentVersion=__version__, protocolVersion=self.protocol_version,
+            metricsEndpoint=self.metrics_endpoint(self.address) if self.metrics_endpoint else None,
         ).model_dump_json().encode()
 
     def keepalive(self) -> int:

@@ -26,7 +26,9 @@ orchestrator does) straight to the agent's `desired` topic with aiomqtt (TCP_NOD
 
 Figures: ack_p50_ms (target <= 2), ack_p99_ms, ack_max_ms, echo_floor_p50_ms,
 echo_floor_p99_ms, ack/floor_p50, raw_floor_p50_ms, raw_floor_p99_ms, ack/raw_floor_p50, agent_idle_rss_mb (target <= 60), agent_peak_rss_mb,
-agent_idle_cpu_percent (target <= 1), aiomqtt_idle_cpu_percent (the echo peer),
+agent_idle_cpu_percent (target <= 1; it samples its containers' usage every status interval),
+aiomqtt_idle_cpu_percent (the echo peer), with --no-sampling-peer also
+agent_idle_cpu_no_sampling_percent and sampling/no_sampling_cpu (target <= 1.5),
 tick_floor_cpu_percent (the bare loop waking every 5 s).
 """
 from __future__ import annotations
@@ -196,6 +198,8 @@ def run(bench: Bench) -> None:
     ap.add_argument("--gap", type=float, default=0.05, help="seconds between one acknowledgement and the next document")
     ap.add_argument("--health-check", action="store_true",
                     help="the containers have a Docker health check (every 5 s: exec events the agent sees)")
+    ap.add_argument("--no-sampling-peer", action="store_true",
+                    help="then restart the agent with --no-usage-sampling and measure its idle CPU again")
     args = ap.parse_args()
     global HEALTH_CHECK
     HEALTH_CHECK = args.health_check
@@ -246,6 +250,24 @@ def run(bench: Bench) -> None:
     bench.figure("agent_idle_cpu_percent", cpu[0])
     bench.figure("aiomqtt_idle_cpu_percent", cpu[1])
     bench.figure("tick_floor_cpu_percent", cpu[2])
+    if args.no_sampling_peer:
+        # The same agent without usage sampling, on the same containers (it adopts them): what
+        # sampling 50 containers every status interval costs.
+        bench.figure("agent_idle_cpu_no_sampling_percent", (off := idle_without_sampling(bench, node_id, args)))
+        bench.figure("sampling/no_sampling_cpu", cpu[0] / off if off else float("nan"))
+
+
+def idle_without_sampling(bench: Bench, node_id: str, args) -> float:
+    env = bench.env
+    env.stop_agent(node_id)
+    proc = env.start_agent(node_id=node_id, no_usage_sampling=True)
+    log("agent restarted with --no-usage-sampling; settle 10 s")
+    time.sleep(10.0)
+    if len(env.containers(all=False)) != args.tasks:
+        raise CannotMeasure("the restarted agent did not keep the containers")
+    c0, w0 = proc_cpu_seconds(proc.popen.pid), time.monotonic()
+    time.sleep(args.idle_seconds)
+    return (proc_cpu_seconds(proc.popen.pid) - c0) / (time.monotonic() - w0) * 100
 
 
 if __name__ == "__main__":

@@ -23,7 +23,8 @@ from orchestrator.client.api import DEFAULT_CLUSTER, DEFAULT_SERVER
 from orchestrator.client.errors import CliError, exit_reporting_errors
 from orchestrator.client.session import Session
 
-CLIENT_COMMANDS = ["apply", "delete", "get", "describe", "run", "stop", "scale", "node", "rollout", "secret"]
+CLIENT_COMMANDS = ["apply", "delete", "get", "describe", "run", "stop", "scale", "node", "rollout", "secret",
+                   "accesskey", "events", "top"]
 DAEMON_COMMANDS = ["orchestrator", "agent"]
 
 

@@ -144,6 +144,16 @@ class NodeResources(Wire):
     memory: int  # MiB
 
 
+class TaskUsage(Wire):
+    """A task's resource usage over the agent's last sampling interval (flat: the orchestrator
+    reads it out of a repeated snapshot without parsing the rest)."""
+
+    taskId: str
+    cpu: float  # cpu units used (1024 per core), averaged over the interval
+    memory: int  # bytes, working set of its containers
+    memoryLimit: int = 0  # bytes, the sum of its containers' hard limits (0: none)
+
+
 class StatusDoc(Wire):
     nodeId: str
     bootId: str
@@ -153,6 +163,8 @@ class StatusDoc(Wire):
     observedGeneration: int = 0
     tasks: list[TaskReport] = Field(default_factory=list)
     loadBalancer: LbStatus | None = None  # load-balancer nodes: target health and sessions
+    # Snapshots of agents that sample usage (older agents: None). Kept last but for ts: see orchestrator.bus.
+    usage: list[TaskUsage] | None = None
     ts: float = Field(default_factory=time.time)
 
 
@@ -175,6 +187,7 @@ class Presence(Wire):
     # The agent's X25519 public key (base64) that task secrets are sealed to; None: an agent
     # without secrets support (tasks with secrets are not started there).
     sealKey: str | None = None
+    metricsEndpoint: str | None = None  # HOST:PORT of the agent's /metrics (--metrics-listen), for Prometheus SD
     ts: float = Field(default_factory=time.time)
 
 

@@ -9,6 +9,7 @@ nothing here ever returns a stack trace.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
@@ -20,10 +21,11 @@ from pydantic import BaseModel, Field
 
 from dockyard import __version__
 from dockyard.wire import PROTOCOL_VERSION
-from orchestrator import ecs_api, lb_views, metrics, views
+from orchestrator import ecs_api, lb_views, metrics, metrics_collector, observe_api, views
 from orchestrator.core import compat
 from orchestrator.models import RunTaskSpec
 from orchestrator.ops import Ops, UserError
+from orchestrator.usage import UsageBook
 
 LIST_PAGE = 500  # tasks per chunk of a streamed task list
 
@@ -66,10 +68,17 @@ class SecretRequest(BaseModel):
     secretString: str
 
 
-def create_app(ops: Ops, ready=lambda: True, loopback: bool = True) -> FastAPI:
+def create_app(ops: Ops, ready=lambda: True, loopback: bool = True, usage: UsageBook | None = None,
+               self_target: str | None = None) -> FastAPI:
+    """``loopback``: the listener is on a loopback address (the ECS API's development mode);
+    ``usage``: the bus's book of task samples (``dockyard top``); ``self_target``: the
+    orchestrator's HOST:PORT as Prometheus reaches it (its own SD target)."""
     app = FastAPI(title="dockyard", version=__version__, openapi_url="/v1/openapi.json", docs_url="/v1/docs",
                   redoc_url=None)
     st = ops.state
+    usage = usage if usage is not None else UsageBook()
+    registry = metrics_collector.registry_for(st, usage)
+    app.include_router(observe_api.router(ops, usage, self_target))
 
     @app.exception_handler(UserError)
     async def _user_error(_: Request, exc: UserError) -> JSONResponse:
@@ -89,8 +98,12 @@ def create_app(ops: Ops, ready=lambda: True, loopback: bool = True) -> FastAPI:
 
     @app.middleware("http")
     async def _count(request: Request, call_next):
+        t0 = time.perf_counter()
         response = await call_next(request)
-        metrics.API_REQUESTS.labels(method=request.method, status=str(response.status_code)).inc()
+        status = str(response.status_code)
+        metrics.API_REQUESTS.labels(method=request.method, status=status).inc()
+        metrics.API_REQUEST_SECONDS.labels(method=request.method, route=metrics_collector.route_of(request.scope),
+                                           status=status).observe(time.perf_counter() - t0)
         return response
 
     ecs_api.mount(app, ops, loopback=loopback)
@@ -121,8 +134,7 @@ def create_app(ops: Ops, ready=lambda: True, loopback: bool = True) -> FastAPI:
 
     @app.get("/metrics")
     async def prom() -> Response:
-        metrics.NODES_CONNECTED.set(sum(n.connected for n in st.nodes.values()))
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     # ---- apply / delete ------------------------------------------------------------------
     @app.post("/v1/apply")

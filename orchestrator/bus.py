@@ -11,7 +11,7 @@ import time
 import uuid
 
 import aiomqtt
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from dockyard import log as dlog
 from dockyard.mqtt import Backoff, make_client
@@ -21,6 +21,7 @@ from dockyard.wire import (
     Presence,
     Refusal,
     StatusDoc,
+    TaskUsage,
     node_topic,
     parse_topic,
 )
@@ -28,6 +29,10 @@ from orchestrator import metrics
 
 # A StatusDoc's JSON without its "seq" and "ts" members (pydantic writes the fields in order).
 _SEQ_TS = re.compile(rb'"seq":\d+,|,"ts":[-+0-9.eE]+(?=}$)')
+# Its usage samples (flat objects, just before "ts"), which change every snapshot: compared
+# without them, and read on their own from a repeat (orchestrator.usage).
+_USAGE = re.compile(rb',"usage":(\[[^\]]*\]|null)(?=,"ts")')
+_USAGE_LIST = TypeAdapter(list[TaskUsage])
 _SNAPSHOTS = metrics.STATUS_RECEIVED.labels(kind="snapshot")
 _RECEIVED = {"snapshot": _SNAPSHOTS, "update": metrics.STATUS_RECEIVED.labels(kind="update")}  # labels() per message costs
 # "kind" follows nodeId, bootId and seq at the start of a StatusDoc's JSON.
@@ -38,14 +43,28 @@ _KIND_WITHIN = 1024
 PROBE_SECONDS = 1.0
 
 
+def _count_sent(size: int) -> None:
+    _SENT.inc()
+    _SENT_BYTES.inc(size)
+
+
+# Metric children looked up once (labels() per message is measurable on the status path).
+_IN = {leaf: (metrics.MQTT_RECEIVED.labels(topic=leaf), metrics.MQTT_RECEIVED_BYTES.labels(topic=leaf))
+       for leaf in ("status", "presence", "other")}
+_SENT = metrics.MQTT_SENT.labels(topic="desired")
+_SENT_BYTES = metrics.MQTT_SENT_BYTES.labels(topic="desired")
+
+
 class Bus:
-    def __init__(self, mqtt_url: str, controller) -> None:
+    def __init__(self, mqtt_url: str, controller, usage=None) -> None:
+        self.usage = usage  # an orchestrator.usage.UsageBook: each snapshot's task samples
         self.url = mqtt_url
         self.controller = controller
         self.client: aiomqtt.Client | None = None
         self.connected = asyncio.Event()
         self.last_docs: dict[tuple[str, str], DesiredDoc] = {}
         self._last_snapshot: dict[tuple[str, str], bytes] = {}  # per node, without seq and ts
+        self._acked: dict[tuple[str, str], int] = {}  # per node, the last generation whose ack was timed
         self.log = dlog.get("bus", mqtt=mqtt_url)
         self.client_id = f"dockyard-orchestrator-{uuid.uuid4().hex[:8]}"
         self.probe_topic = f"{PROTOCOL}/_orchestrator/{self.client_id}/probe"
@@ -56,9 +75,10 @@ class Bus:
         if self.client is None or not self.connected.is_set():
             return  # sent on (re)connect
         try:
-            await self.client.publish(node_topic(doc.cluster, doc.nodeId, "desired"), doc.model_dump_json(), qos=1,
-                                      retain=True)
+            body = doc.model_dump_json()
+            await self.client.publish(node_topic(doc.cluster, doc.nodeId, "desired"), body, qos=1, retain=True)
             metrics.DESIRED_PUBLISHED.inc()
+            _count_sent(len(body))
         except aiomqtt.MqttError as exc:
             self.log.warning("publish failed; will resend on reconnect", error=str(exc))
 
@@ -72,6 +92,15 @@ class Bus:
             client.publish(node_topic(cluster, node_id, "refusal"), body, qos=1, retain=True))
         self._sends.add(task)
         task.add_done_callback(self._sends.discard)
+
+    def _observe_ack(self, key: tuple[str, str], st: StatusDoc) -> None:
+        """Time from a desired document's publication to the first status acknowledging it."""
+        doc = self.last_docs.get(key)
+        if doc is None or (st.observedEpoch, st.observedGeneration) != (doc.epoch, doc.generation) \
+                or self._acked.get(key) == doc.generation:
+            return
+        self._acked[key] = doc.generation
+        metrics.DESIRED_ACK_SECONDS.observe(max(0.0, time.time() - doc.publishedAt))
 
     async def run(self, stop: asyncio.Event) -> None:
         backoff = Backoff()
@@ -96,8 +125,9 @@ class Bus:
                     # handled after the session start, so those nodes count as seen in it.
                     self.controller.on_broker_connected(time.time())
                     for doc in list(self.last_docs.values()):
-                        await client.publish(node_topic(doc.cluster, doc.nodeId, "desired"), doc.model_dump_json(),
-                                             qos=1, retain=True)
+                        body = doc.model_dump_json()
+                        await client.publish(node_topic(doc.cluster, doc.nodeId, "desired"), body, qos=1, retain=True)
+                        _count_sent(len(body))
                     probe = asyncio.create_task(self._probe(client), name="bus-probe")
                     try:
                         async for msg in client.messages:
@@ -134,6 +164,9 @@ class Bus:
         if parsed is None or not payload:
             return
         cluster, node_id, leaf = parsed
+        count, size = _IN.get(leaf) or _IN["other"]
+        count.inc()
+        size.inc(len(payload))
         try:
             if leaf == "presence":
                 self._last_snapshot.pop((cluster, node_id), None)
@@ -150,16 +183,28 @@ class Bus:
                 # Updates (most messages while tasks change) skip the comparison and its regex.
                 key = (cluster, node_id)
                 raw = bytes(payload)
-                body = _SEQ_TS.sub(b"", raw) if _SNAPSHOT_KIND in raw[:_KIND_WITHIN] else None
+                samples = None
+                if _SNAPSHOT_KIND in raw[:_KIND_WITHIN]:
+                    m = _USAGE.search(raw)
+                    samples = m.group(1) if m else None
+                    body: bytes | None = _SEQ_TS.sub(b"", raw if m is None else raw[:m.start()] + raw[m.end():])
+                else:
+                    body = None
                 if body is not None and body == self._last_snapshot.get(key) \
                         and self.controller.on_status_repeat(cluster, node_id):
                     _SNAPSHOTS.inc()
+                    if self.usage is not None:
+                        self.usage.record(cluster, node_id, _USAGE_LIST.validate_json(samples)
+                                          if samples and samples != b"null" else None, time.time())
                     return
                 self._last_snapshot.pop(key, None)
                 st = StatusDoc.model_validate_json(raw)
                 _RECEIVED[st.kind].inc()
+                self._observe_ack(key, st)
                 self.controller.on_status(cluster, node_id, st)
                 if st.kind == "snapshot":
+                    if self.usage is not None:
+                        self.usage.record(cluster, node_id, st.usage, time.time())
                     self._last_snapshot[key] = body if body is not None else _SEQ_TS.sub(b"", raw)
         except ValidationError as exc:
             self.log.warning("dropping malformed message", topic=topic, error=str(exc).splitlines()[0])

@@ -228,6 +228,7 @@ class Controller:
         released, wake = self.targets.released(now)
         for t in released:
             t.lastStatus = "STOPPING"
+            metrics.transition("STOPPING", None)
             self.state.put_task(t)
             self.log.info("target drained; stopping task", task=t.short_id, cluster=t.cluster,
                           seconds=round(now - (t.drainingSince or now), 3))
@@ -444,8 +445,11 @@ class Controller:
         """Create and store a task (core.tasks.new_task's arguments): the one creation path, for
         the service planners and for Ops' RunTask."""
         t = new_task(new_task_id(), cluster, td, now, **kw)
+        if t.nodeId:
+            t.placedAt = now
         self.state.put_task(t)
         metrics.TASKS_CREATED.inc()
+        metrics.transition(t.lastStatus, None)
         return t
 
     def schedule(self, now: float) -> None:
@@ -480,7 +484,11 @@ class Controller:
             for task_id, node_id in result.assigned.items():
                 t = self.state.tasks[task_id]
                 t.nodeId = node_id
+                if t.lastStatus != "PENDING":
+                    metrics.transition("PENDING", None)
                 t.lastStatus = "PENDING"
+                t.placedAt = now
+                metrics.CREATED_TO_PLACED.observe(max(0.0, now - t.createdAt))
                 t.pendingReason = None
                 self.state.put_task(t)
             metrics.PLACEMENTS.inc(len(result.assigned))
@@ -488,6 +496,8 @@ class Controller:
             for task_id, reason in result.unplaced.items():
                 t = self.state.tasks[task_id]
                 if t.pendingReason != reason or t.lastStatus != "PENDING":
+                    if t.lastStatus != "PENDING":
+                        metrics.transition("PENDING", None)
                     t.pendingReason = reason
                     t.lastStatus = "PENDING"
                     self.state.put_task(t)
@@ -687,6 +697,7 @@ class Controller:
         n.runtime = p.runtime
         n.agentVersion = p.agentVersion
         n.statusInterval = p.statusInterval
+        n.metricsEndpoint = p.metricsEndpoint
         if (n.address, n.loadBalancer) != (p.address, p.loadBalancer):
             n.address, n.loadBalancer = p.address, p.loadBalancer
             self.state.touch_load_balancers(cluster)

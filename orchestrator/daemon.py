@@ -19,6 +19,7 @@ from orchestrator.ops import Ops
 from orchestrator.secrets import SecretStore, default_key_path, load_key
 from orchestrator.state import State
 from orchestrator.store import Store, StoreError, default_store_path
+from orchestrator.usage import UsageBook
 
 
 def _listen(addr: str) -> tuple[str, int]:
@@ -64,7 +65,8 @@ async def serve(listen: str, store_path: Path, mqtt: str, node_lost_seconds: flo
     gc.set_threshold(10_000, 10, 100)
     ctl = Controller(state, epoch, publish, node_lost_seconds=node_lost_seconds,
                      mass_loss_fraction=mass_loss_fraction, mass_loss_interval=mass_loss_interval, secrets=secrets)
-    bus = Bus(mqtt, ctl)
+    usage = UsageBook()
+    bus = Bus(mqtt, ctl, usage=usage)
     ops = Ops(state, ctl)
     import ipaddress
 
@@ -72,7 +74,8 @@ async def serve(listen: str, store_path: Path, mqtt: str, node_lost_seconds: flo
         loopback = ipaddress.ip_address(host).is_loopback
     except ValueError:
         loopback = host == "localhost"
-    app = create_app(ops, ready=lambda: bus.connected.is_set(), loopback=loopback)
+    app = create_app(ops, ready=lambda: bus.connected.is_set(), loopback=loopback, usage=usage,
+                     self_target=f"{socket.gethostname() if host in ('0.0.0.0', '::') else host}:{port}")
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
     server = uvicorn.Server(config)
     # uvicorn (>= 0.29) captures SIGINT/SIGTERM only while serve() runs and re-raises them after;

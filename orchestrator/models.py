@@ -295,6 +295,7 @@ class Task(Record):
     pullError: str | None = None
     ipAddress: str | None = None
     createdAt: float = Field(default_factory=now)
+    placedAt: float | None = None  # when the scheduler put it on a node (or it was created pinned to one)
     pullStartedAt: float | None = None
     startedAt: float | None = None
     stoppingAt: float | None = None
@@ -362,3 +363,4 @@ class Node(Record):
     address: str | None = None  # advertised by the agent: where load balancers reach its host ports
     loadBalancer: bool = False  # a --load-balancer node (runs HAProxy)
     sealKey: str | None = None  # the agent's public seal key (Presence.sealKey)
+    metricsEndpoint: str | None = None  # HOST:PORT of the agent's /metrics (advertised in presence), for Prometheus SD

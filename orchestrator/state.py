@@ -19,6 +19,7 @@ import operator
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 
+from orchestrator.metrics import STORE_TRANSACTION_SECONDS as STORE_SECONDS
 from orchestrator.models import Cluster, LoadBalancer, Node, Service, TargetGroup, Task, TaskDefinition
 from orchestrator.store import Store, record_key
 
@@ -287,7 +288,8 @@ class State:
                 puts.append(("task", t))
             deferred.clear()
         dels = list(self._deleted)
-        self.store.write(puts, dels)  # type: ignore[arg-type]
+        with STORE_SECONDS.time():
+            self.store.write(puts, dels)  # type: ignore[arg-type]
         self._dirty.clear()
         self._deleted.clear()
         for kind, obj in puts:

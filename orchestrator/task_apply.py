@@ -5,12 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 from dockyard.wire import StopCode, TaskReport
+from orchestrator import metrics
 from orchestrator.core.tasks import Outcome, fold_report, stop_changes, stopped_changes
 from orchestrator.models import Task
 
 
-def apply_changes(task: Task, changes: dict[str, Any]) -> None:
-    """The shell's side: set the fields a core function decided on."""
+def apply_changes(task: Task, changes: dict[str, Any], now: float | None = None) -> None:
+    """The shell's side: set the fields a core function decided on (and count a lastStatus
+    change in the metrics; with ``now``, time its first RUNNING from placement)."""
+    status = changes.get("lastStatus")
+    if status is not None and status != task.lastStatus:
+        metrics.transition(status, changes.get("stopCode", task.stopCode))
+        if status == "RUNNING" and now is not None and task.startedAt is None:
+            metrics.PLACED_TO_RUNNING.observe(max(0.0, now - (task.placedAt or task.createdAt)))
     for k, v in changes.items():
         setattr(task, k, v)
 
@@ -18,7 +25,7 @@ def apply_changes(task: Task, changes: dict[str, Any]) -> None:
 def apply_report(task: Task, r: TaskReport, now: float) -> Outcome:
     """:func:`fold_report` and apply it (for the shell and tests)."""
     changes, out = fold_report(task, r, now)
-    apply_changes(task, changes)
+    apply_changes(task, changes, now)
     return out
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent set-up shared by scripts/test.sh and scripts/demo.sh.
 #
-#   * installs docker.io, mosquitto, busybox-static, iproute2, haproxy, docker-compose, systemd (apt) when a binary is missing
+#   * installs docker.io, mosquitto, busybox-static, iproute2, haproxy, docker-registry, docker-compose, systemd, prometheus (apt) when a binary is missing
 #   * creates .venv and installs the project with its test extras (skipped when up to date)
 #   * starts dockerd when `docker info` fails
 #   * starts mosquitto on 127.0.0.1:1883 when nothing listens there
@@ -39,6 +39,7 @@ command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)  # load-balancer nodes 
 command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)  # a private registry for the pull-auth test
 command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)  # tests/integration/test_install.py (1.29)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)  # tests/integration/test_systemd_units.py (verify)
+command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)  # tests/integration/test_prometheus.py
 # /usr/local/bin/docker may be a client-only binary; docker.io brings /usr/bin/docker too.
 if ! command -v docker >/dev/null 2>&1 && [[ ! " ${missing[*]-} " =~ " docker.io " ]]; then missing+=(docker.io); fi
 # Debian's python3 needs python3-venv for `python3 -m venv`.

@@ -12,6 +12,8 @@
     nodes.py      node drain|activate
     secrets.py    secret create
     accesskeys.py accesskey create|list|delete (the ECS API's SigV4 keys)
+    top.py        top tasks|services|nodes
+    events.py     events [-f]
 
 Everything here imports only click, httpx, PyYAML and the pure modules
 :mod:`orchestrator.render` and :mod:`orchestrator.manifest_files`, so the client starts fast
@@ -25,7 +27,7 @@ import click
 
 def commands() -> list[click.Command]:
     """The client commands, in the order ``dockyard --help`` lists them."""
-    from orchestrator.client import accesskeys, get, manifests, nodes, secrets, services, tasks
+    from orchestrator.client import accesskeys, events, get, manifests, nodes, secrets, services, tasks, top
 
     return [manifests.apply, manifests.delete, get.get, get.describe, tasks.run, tasks.stop,
-            services.scale, nodes.node, services.rollout, secrets.secret, accesskeys.accesskey]
+            services.scale, nodes.node, services.rollout, secrets.secret, accesskeys.accesskey, events.events, top.top]

@@ -98,11 +98,16 @@ for _command in client_commands():
 @click.option("--secrets-key-file", default=None, metavar="PATH",
               help="Key that encrypts secrets in the store (Fernet), created with mode 0600 on first start. "
                    "Default: beside the store file (STORE.secrets-key). Back it up with the store.")
+@click.option("--epoch-window", type=click.IntRange(min=1), default=10_000, show_default=True, metavar="N",
+              help="A node showing a desired epoch newer than ours (forged, or a store restored from an older "
+                   "backup) is taken back with a higher epoch if it is at most N above ours; beyond that only an "
+                   "alert (docs/security.md).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
               default="info", show_default=True)
 @click.option("--log-json", is_flag=True, help="Log JSON lines instead of text.")
 def orchestrator_cmd(listen: str, store: str | None, mqtt: str, node_lost_seconds: float, mass_loss_fraction: float,
-                     mass_loss_interval: float, secrets_key_file: str | None, log_level: str, log_json: bool) -> None:
+                     mass_loss_interval: float, secrets_key_file: str | None, epoch_window: int, log_level: str,
+                     log_json: bool) -> None:
     """Run the control-plane daemon (HTTP API, store, controllers)."""
     try:
         from orchestrator.daemon import run as run_daemon
@@ -110,7 +115,8 @@ def orchestrator_cmd(listen: str, store: str | None, mqtt: str, node_lost_second
         raise CliError(f"the orchestrator cannot start: {e} (install dockyard with all its dependencies: pip install dockyard)") from None
     sys.exit(run_daemon(listen=listen, store=store, mqtt=mqtt, node_lost_seconds=node_lost_seconds,
                         mass_loss_fraction=mass_loss_fraction, mass_loss_interval=mass_loss_interval,
-                        secrets_key_file=secrets_key_file, log_level=log_level.lower(), log_json=log_json))
+                        secrets_key_file=secrets_key_file, epoch_window=epoch_window, log_level=log_level.lower(),
+                        log_json=log_json))
 
 
 @cli.command("agent", add_help_option=False, short_help="Run the per-host agent (drives Docker; see dockyard agent --help).",

@@ -11,6 +11,7 @@ import time
 import uuid
 
 import aiomqtt
+from paho.mqtt.subscribeoptions import SubscribeOptions
 from pydantic import ValidationError
 
 from dockyard import log as dlog
@@ -18,6 +19,7 @@ from dockyard.mqtt import Backoff, make_client
 from dockyard.wire import (
     PROTOCOL,
     DesiredDoc,
+    DesiredVersion,
     Presence,
     StatusDoc,
     node_topic,
@@ -73,6 +75,9 @@ class Bus:
                     await client.subscribe(f"{PROTOCOL}/+/nodes/+/presence", qos=1)
                     await client.subscribe(f"{PROTOCOL}/+/nodes/+/status", qos=1)
                     await client.subscribe(self.probe_topic, qos=0)
+                    # Every desired document this client did not publish (noLocal): the retained ones now,
+                    # and any another client publishes later (core.fencing: forged or a second orchestrator).
+                    await client.subscribe(f"{PROTOCOL}/+/nodes/+/desired", options=SubscribeOptions(qos=1, noLocal=True))
                     self.connected.set()
                     backoff.reset()
                     self.log.info("connected to broker")
@@ -89,7 +94,7 @@ class Bus:
                             if topic == self.probe_topic:
                                 self.controller.on_broker_heard(time.time())
                                 continue
-                            self.handle(topic, msg.payload)
+                            self.handle(topic, msg.payload, retain=msg.retain)
                     finally:
                         probe.cancel()
             except aiomqtt.MqttError as exc:
@@ -113,13 +118,16 @@ class Bus:
             except aiomqtt.MqttError:
                 return  # the message loop sees the lost connection too
 
-    def handle(self, topic: str, payload) -> None:
+    def handle(self, topic: str, payload, retain: bool = False) -> None:
         parsed = parse_topic(topic)
         if parsed is None or not payload:
             return
         cluster, node_id, leaf = parsed
         try:
-            if leaf == "presence":
+            if leaf == "desired":
+                v = DesiredVersion.model_validate_json(payload)
+                self.controller.on_desired_seen(cluster, node_id, v.version(), foreign=not retain)
+            elif leaf == "presence":
                 self._last_snapshot.pop((cluster, node_id), None)
                 p = Presence.model_validate_json(payload)
                 self.controller.on_presence(cluster, node_id, p)

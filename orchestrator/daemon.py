@@ -15,6 +15,7 @@ from dockyard.mqtt import parse_url
 from orchestrator.api import create_app
 from orchestrator.bus import Bus
 from orchestrator.controller import Controller
+from orchestrator.core.fencing import EPOCH_WINDOW
 from orchestrator.ops import Ops
 from orchestrator.secrets import SecretStore, default_key_path, load_key
 from orchestrator.state import State
@@ -30,7 +31,7 @@ def _listen(addr: str) -> tuple[str, int]:
 
 async def serve(listen: str, store_path: Path, mqtt: str, node_lost_seconds: float,
                 mass_loss_fraction: float = 0.55, mass_loss_interval: float = 30.0,
-                secrets_key_file: Path | None = None) -> None:
+                secrets_key_file: Path | None = None, epoch_window: int = EPOCH_WINDOW) -> None:
     log = dlog.get("orchestrator")
     host, port = _listen(listen)
     # Bind before anything else, so an address in use is a clear error and exit 1 (uvicorn would
@@ -63,7 +64,8 @@ async def serve(listen: str, store_path: Path, mqtt: str, node_lost_seconds: flo
     gc.freeze()
     gc.set_threshold(10_000, 10, 100)
     ctl = Controller(state, epoch, publish, node_lost_seconds=node_lost_seconds,
-                     mass_loss_fraction=mass_loss_fraction, mass_loss_interval=mass_loss_interval, secrets=secrets)
+                     mass_loss_fraction=mass_loss_fraction, mass_loss_interval=mass_loss_interval, secrets=secrets,
+                     epoch_window=epoch_window)
     bus = Bus(mqtt, ctl)
     ops = Ops(state, ctl)
     app = create_app(ops, ready=lambda: bus.connected.is_set())
@@ -103,7 +105,8 @@ async def serve(listen: str, store_path: Path, mqtt: str, node_lost_seconds: flo
 
 def run(listen: str = "127.0.0.1:8080", store: str | None = None, mqtt: str = "mqtt://127.0.0.1:1883",
         node_lost_seconds: float = 3.0, log_level: str = "info", log_json: bool = False,
-        mass_loss_fraction: float = 0.55, mass_loss_interval: float = 30.0, secrets_key_file: str | None = None) -> int:
+        mass_loss_fraction: float = 0.55, mass_loss_interval: float = 30.0, secrets_key_file: str | None = None,
+        epoch_window: int = EPOCH_WINDOW) -> int:
     dlog.configure(log_level, log_json)
     log = dlog.get("orchestrator")
     try:
@@ -111,7 +114,7 @@ def run(listen: str = "127.0.0.1:8080", store: str | None = None, mqtt: str = "m
         parse_url(mqtt)
         path = Path(store) if store else default_store_path()
         asyncio.run(serve(listen, path, mqtt, node_lost_seconds, mass_loss_fraction, mass_loss_interval,
-                          Path(secrets_key_file) if secrets_key_file else None))
+                          Path(secrets_key_file) if secrets_key_file else None, epoch_window))
     except (ValueError, StoreError, OSError, KeyFileError) as exc:
         log.error(str(exc))
         return 1

@@ -10,5 +10,9 @@ RECONCILE_SECONDS = Histogram("dockyard_reconcile_pass_seconds", "Duration of on
                               buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5))
 SCHEDULE_SECONDS = Histogram("dockyard_schedule_seconds", "Duration of one scheduling batch",
                              buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5))
+FENCING_ALERTS = Counter("dockyard_fencing_alerts_total",
+                         "Desired versions this orchestrator did not publish: reassert (epoch raised), refused "
+                         "(beyond --epoch-window), foreign_desired (another client published a desired document)",
+                         ["kind"])
 NODES_CONNECTED = Gauge("dockyard_nodes_connected", "Connected nodes")
 API_REQUESTS = Counter("dockyard_api_requests_total", "HTTP API requests", ["method", "status"])

@@ -177,6 +177,21 @@ class Store:
         self.db.execute("INSERT OR REPLACE INTO meta VALUES ('epoch', ?)", (str(epoch),))
         return epoch
 
+    def raise_epoch(self, at_least: int) -> int:
+        """Raise the stored epoch to ``at_least`` (never lower it) and return the stored one: the orchestrator
+        re-asserting over a newer epoch it saw (core.fencing) keeps it here, so its successor starts above it."""
+        cur = self.db.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            epoch = max(int(self.get_meta("epoch", "0") or 0), at_least)
+            cur.execute("INSERT OR REPLACE INTO meta VALUES ('epoch', ?)", (str(epoch),))
+            cur.execute("COMMIT")
+        except BaseException:
+            if self.db.in_transaction:
+                cur.execute("ROLLBACK")
+            raise
+        return epoch
+
     # ---- records ---------------------------------------------------------------------------
     def load(self, kind: str) -> list[Any]:
         """Every record of ``kind``, as its record class (KINDS)."""

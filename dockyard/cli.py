@@ -23,7 +23,7 @@ from orchestrator.client.errors import CliError, exit_reporting_errors
 from orchestrator.client.session import Session
 
 CLIENT_COMMANDS = ["apply", "delete", "get", "describe", "run", "stop", "scale", "node", "rollout", "secret"]
-DAEMON_COMMANDS = ["orchestrator", "agent"]
+DAEMON_COMMANDS = ["orchestrator", "agent", "broker"]
 
 
 class RootGroup(click.Group):
@@ -83,6 +83,9 @@ for _command in client_commands():
 @click.option("--listen", default="127.0.0.1:8080", show_default=True, metavar="HOST:PORT", help="HTTP API address.")
 @click.option("--store", default=None, metavar="PATH", help="SQLite store file. Default: in the user data directory.")
 @click.option("--mqtt", default="mqtt://127.0.0.1:1883", show_default=True, metavar="URL", help="MQTT broker.")
+@click.option("--mqtt-credentials", default=None, metavar="FILE",
+              help="The orchestrator's broker login (JSON file written by `dockyard broker init`); with it the "
+                   "orchestrator also issues and revokes node credentials (docs/security.md).")
 @click.option("--node-lost-seconds", type=click.FloatRange(min=0, min_open=True), default=3.0, show_default=True, metavar="SECONDS",
               help="How long a node may stay disconnected (MQTT Will fired, or no heartbeat) before its tasks "
                    "are replaced elsewhere; a node that returns later drops them (fencing).")
@@ -105,7 +108,8 @@ for _command in client_commands():
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
               default="info", show_default=True)
 @click.option("--log-json", is_flag=True, help="Log JSON lines instead of text.")
-def orchestrator_cmd(listen: str, store: str | None, mqtt: str, node_lost_seconds: float, mass_loss_fraction: float,
+def orchestrator_cmd(listen: str, store: str | None, mqtt: str, mqtt_credentials: str | None,
+                     node_lost_seconds: float, mass_loss_fraction: float,
                      mass_loss_interval: float, secrets_key_file: str | None, epoch_window: int, log_level: str,
                      log_json: bool) -> None:
     """Run the control-plane daemon (HTTP API, store, controllers)."""
@@ -115,8 +119,62 @@ def orchestrator_cmd(listen: str, store: str | None, mqtt: str, node_lost_second
         raise CliError(f"the orchestrator cannot start: {e} (install dockyard with all its dependencies: pip install dockyard)") from None
     sys.exit(run_daemon(listen=listen, store=store, mqtt=mqtt, node_lost_seconds=node_lost_seconds,
                         mass_loss_fraction=mass_loss_fraction, mass_loss_interval=mass_loss_interval,
-                        secrets_key_file=secrets_key_file, epoch_window=epoch_window, log_level=log_level.lower(),
-                        log_json=log_json))
+                        secrets_key_file=secrets_key_file, epoch_window=epoch_window,
+                        mqtt_credentials=mqtt_credentials, log_level=log_level.lower(), log_json=log_json))
+
+
+@cli.group("broker")
+def broker_cmd() -> None:
+    """Set up the MQTT broker (Mosquitto with its dynamic-security plugin)."""
+
+
+@broker_cmd.command("init")
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--port", type=click.IntRange(1, 65535), default=1883, show_default=True)
+@click.option("--bind", default="127.0.0.1", show_default=True, help="Listener address.")
+@click.option("--persistence", is_flag=True, help="Keep retained messages across broker restarts (in DIRECTORY/data).")
+@click.option("--broker-user", default="mosquitto", show_default=True,
+              help="The user Mosquitto drops to when started as root: it must read and rewrite the plugin's file.")
+def broker_init(directory: str, port: int, bind: str, persistence: bool, broker_user: str) -> None:
+    """Write DIRECTORY/mosquitto.conf (no anonymous access), the plugin's DIRECTORY/dynsec/dynamic-security.json
+    holding the orchestrator's client, and DIRECTORY/orchestrator-credentials.json (mode 0600) for `dockyard
+    orchestrator --mqtt-credentials`. Run the broker with `mosquitto -c DIRECTORY/mosquitto.conf`."""
+    import json
+    import os
+    import pwd
+    from pathlib import Path
+
+    from dockyard import dynsec
+    from dockyard.mqtt import write_credentials
+
+    d = Path(directory).absolute()
+    state = d / "dynsec"
+    config = state / "dynamic-security.json"
+    if config.exists():
+        raise CliError(f"{config} exists: the broker is set up already (remove the directory to start over)")
+    state.mkdir(parents=True, mode=0o700, exist_ok=True)
+    data = d / "data"
+    if persistence:
+        data.mkdir(mode=0o700, exist_ok=True)
+    password = dynsec.new_password()
+    fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(dynsec.initial_config(password), fh, indent=2)
+    if os.geteuid() == 0:  # Mosquitto started as root runs as broker_user: it owns what it reads and rewrites
+        try:
+            pw = pwd.getpwnam(broker_user)
+        except KeyError:
+            raise CliError(f"--broker-user {broker_user}: no such user (Debian's mosquitto package creates "
+                           "'mosquitto')") from None
+        for p in [state, config] + ([data] if persistence else []):
+            os.chown(p, pw.pw_uid, pw.pw_gid)
+    (d / "mosquitto.conf").write_text(dynsec.mosquitto_conf(str(config), port, bind,
+                                                            str(data) if persistence else None))
+    write_credentials(d / "orchestrator-credentials.json",
+                      dynsec.Credentials(username=dynsec.ORCHESTRATOR_USER, password=password))
+    click.echo(f"broker configuration in {d}: mosquitto -c {d / 'mosquitto.conf'}\n"
+               f"orchestrator: dockyard orchestrator --mqtt mqtt://{bind}:{port} "
+               f"--mqtt-credentials {d / 'orchestrator-credentials.json'}")
 
 
 @cli.command("agent", add_help_option=False, short_help="Run the per-host agent (drives Docker; see dockyard agent --help).",

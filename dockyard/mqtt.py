@@ -2,15 +2,20 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import socket
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 import aiomqtt
 from paho.mqtt import client as paho_client
 from paho.mqtt.enums import MQTTErrorCode, MQTTProtocolVersion
+from pydantic import ValidationError
+
+from dockyard.dynsec import Credentials
 
 DEFAULT_MQTT = "mqtt://127.0.0.1:1883"
 # Without TCP_NODELAY a QoS 1 round trip costs ~88 ms (Nagle + delayed ACK); with it ~1 ms.
@@ -33,6 +38,36 @@ def parse_url(url: str) -> BrokerURL:
     if not u.hostname:
         raise ValueError(f"MQTT URL {url!r} has no host; use mqtt://HOST:PORT")
     return BrokerURL(u.hostname, u.port or 1883, u.username, u.password)
+
+
+def load_credentials(path: str | Path | None) -> Credentials | None:
+    """A broker credentials file (JSON ``{"username", "password"}``, as ``dockyard broker init`` and
+    ``dockyard node join`` write them); None without a path. ValueError with a hint when unusable."""
+    if path is None:
+        return None
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise ValueError(f"--mqtt-credentials {p}: cannot read it ({e.strerror or e}); "
+                         "create it with `dockyard node join NODE -o FILE` (a node) or `dockyard broker init`") from None
+    try:
+        return Credentials.model_validate_json(text)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(x) for x in first["loc"]) or "(file)"
+        raise ValueError(f"--mqtt-credentials {p}: {where}: {first['msg']}; expected JSON "
+                         '{"username": ..., "password": ...}') from None
+
+
+def write_credentials(path: str | Path, creds: Credentials) -> None:
+    """Write a credentials file readable by its owner only (0600 from the start, not chmod after)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        os.fchmod(fh.fileno(), 0o600)
+        fh.write(creds.model_dump_json() + "\n")
 
 
 class Client(aiomqtt.Client):
@@ -70,18 +105,20 @@ class Client(aiomqtt.Client):
 
 
 def make_client(url: str, identifier: str, will: aiomqtt.Will | None = None, keepalive: int = 5,
-                max_inflight_messages: int | None = None, misc_interval: float | None = 1.0) -> Client:
+                max_inflight_messages: int | None = None, misc_interval: float | None = 1.0,
+                credentials: Credentials | None = None) -> Client:
     """An MQTT 5 client with TCP_NODELAY. aiomqtt does not reconnect: callers loop with :class:`Backoff`.
 
     ``max_inflight_messages``: QoS 1 messages sent and not yet acknowledged (paho's default is
     20; the broker's Receive Maximum still applies). ``misc_interval``: see :class:`Client`;
-    with ``None`` the caller must call ``housekeeping()`` well within ``keepalive``."""
+    with ``None`` the caller must call ``housekeeping()`` well within ``keepalive``. ``credentials``: the
+    broker login (over any user:password in the URL)."""
     b = parse_url(url)
     return Client(
         b.host,
         b.port,
-        username=b.username,
-        password=b.password,
+        username=credentials.username if credentials else b.username,
+        password=credentials.password if credentials else b.password,
         identifier=identifier,
         protocol=MQTTProtocolVersion.MQTTv5,
         will=will,

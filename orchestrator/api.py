@@ -18,8 +18,9 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
-from dockyard import __version__
+from dockyard import __version__, dynsec
 from orchestrator import lb_views, metrics, views
+from orchestrator.broker_admin import BrokerAdmin, BrokerAdminError
 from orchestrator.models import RunTaskSpec
 from orchestrator.ops import Ops, UserError
 
@@ -64,7 +65,7 @@ class SecretRequest(BaseModel):
     secretString: str
 
 
-def create_app(ops: Ops, ready=lambda: True) -> FastAPI:
+def create_app(ops: Ops, ready=lambda: True, broker_admin: BrokerAdmin | None = None) -> FastAPI:
     app = FastAPI(title="dockyard", version=__version__, openapi_url="/v1/openapi.json", docs_url="/v1/docs",
                   redoc_url=None)
     st = ops.state
@@ -79,6 +80,10 @@ def create_app(ops: Ops, ready=lambda: True) -> FastAPI:
         first = errs[0] if errs else {"loc": (), "msg": "invalid request"}
         loc = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
         return JSONResponse({"error": f"{loc}: {first['msg']}" if loc else first["msg"], "field": loc}, status_code=400)
+
+    @app.exception_handler(BrokerAdminError)
+    async def _broker_error(_: Request, exc: BrokerAdminError) -> JSONResponse:
+        return JSONResponse({"error": str(exc)}, status_code=exc.status)
 
     @app.exception_handler(Exception)
     async def _internal(_: Request, exc: Exception) -> JSONResponse:
@@ -257,5 +262,33 @@ def create_app(ops: Ops, ready=lambda: True) -> FastAPI:
     @app.post("/v1/clusters/{cluster}/nodes/{node_id}/activate")
     async def activate(cluster: str, node_id: str) -> dict:
         return {"node": views.node_view(st, ops.set_node_status(cluster, node_id, "ACTIVE"))}
+
+    # ---- broker credentials of nodes (Mosquitto's dynamic-security plugin, docs/security.md) ----------------
+    def _admin(cluster: str, node_id: str) -> BrokerAdmin:
+        for what, name in (("cluster", cluster), ("node", node_id)):
+            why = dynsec.invalid_name(name)
+            if why:
+                raise UserError(f"{what} name {name!r} {why}", 400, field=what)
+        if broker_admin is None:
+            raise UserError("this orchestrator manages no broker clients", 409,
+                            hint="start it with --mqtt-credentials (docs/security.md)")
+        return broker_admin
+
+    @app.post("/v1/clusters/{cluster}/nodes/{node_id}/credentials")
+    async def join_node(cluster: str, node_id: str) -> dict:
+        """(Re)create the node's broker client: its previous credential stops working."""
+        admin = _admin(cluster, node_id)
+        password = dynsec.new_password()
+        await admin.apply(dynsec.join_plan(cluster, node_id, password))
+        ops.ctl.log.info("node broker credential issued", node=node_id, cluster=cluster)
+        return {"cluster": cluster, "nodeId": node_id, "username": dynsec.node_name(cluster, node_id),
+                "password": password}
+
+    @app.delete("/v1/clusters/{cluster}/nodes/{node_id}/credentials")
+    async def revoke_node(cluster: str, node_id: str) -> dict:
+        """Delete the node's broker client: the broker disconnects it and refuses it from now on."""
+        await _admin(cluster, node_id).apply(dynsec.revoke_plan(cluster, node_id))
+        ops.ctl.log.warning("node broker credential revoked", node=node_id, cluster=cluster)
+        return {"cluster": cluster, "nodeId": node_id, "revoked": True}
 
     return app

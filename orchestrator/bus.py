@@ -15,6 +15,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from pydantic import ValidationError
 
 from dockyard import log as dlog
+from dockyard.dynsec import Credentials
 from dockyard.mqtt import Backoff, make_client
 from dockyard.wire import (
     PROTOCOL,
@@ -39,8 +40,9 @@ PROBE_SECONDS = 1.0
 
 
 class Bus:
-    def __init__(self, mqtt_url: str, controller) -> None:
+    def __init__(self, mqtt_url: str, controller, credentials: Credentials | None = None) -> None:
         self.url = mqtt_url
+        self.credentials = credentials
         self.controller = controller
         self.client: aiomqtt.Client | None = None
         self.connected = asyncio.Event()
@@ -70,7 +72,8 @@ class Bus:
             try:
                 # One desired document per changed node per pass, all published at once: with paho's
                 # default of 20 unacknowledged, 1,000 documents waited for 50 round trips.
-                async with make_client(self.url, self.client_id, max_inflight_messages=1000) as client:
+                async with make_client(self.url, self.client_id, max_inflight_messages=1000,
+                                       credentials=self.credentials) as client:
                     self.client = client
                     await client.subscribe(f"{PROTOCOL}/+/nodes/+/presence", qos=1)
                     await client.subscribe(f"{PROTOCOL}/+/nodes/+/status", qos=1)

@@ -155,7 +155,7 @@ def remove_by_label(label_filters: list[str], host: str | None = None) -> list[s
 
 
 def clear_retained(prefix: str, known_topics: list[str] = (), settle: float = 0.3,
-                   host: str = BROKER_HOST, port: int = BROKER_PORT) -> list[str]:
+                   host: str = BROKER_HOST, port: int = BROKER_PORT, auth: tuple[str, str] | None = None) -> list[str]:
     """Clear retained messages: the given topics plus every retained topic found under ``prefix/#``.
 
     Uses paho-mqtt (installed with aiomqtt) synchronously so it works from any finalizer.
@@ -166,6 +166,8 @@ def clear_retained(prefix: str, known_topics: list[str] = (), settle: float = 0.
     found: set[str] = set(known_topics)
     c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"dockyard-test-clear-{uuid.uuid4().hex[:8]}")
     c.on_message = lambda _c, _u, msg: found.add(msg.topic) if msg.retain and msg.payload else None
+    if auth:
+        c.username_pw_set(*auth)
     c.connect(host, port, keepalive=10)
     c.loop_start()
     try:
@@ -180,7 +182,8 @@ def clear_retained(prefix: str, known_topics: list[str] = (), settle: float = 0.
     return sorted(found)
 
 
-def retained_topics(prefix: str, settle: float = 0.3, host: str = BROKER_HOST, port: int = BROKER_PORT) -> dict[str, bytes]:
+def retained_topics(prefix: str, settle: float = 0.3, host: str = BROKER_HOST, port: int = BROKER_PORT,
+                    auth: tuple[str, str] | None = None) -> dict[str, bytes]:
     """Retained messages currently held by the broker under ``prefix/#`` (topic -> payload)."""
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
@@ -188,6 +191,8 @@ def retained_topics(prefix: str, settle: float = 0.3, host: str = BROKER_HOST, p
     got: dict[str, bytes] = {}
     c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"dockyard-test-peek-{uuid.uuid4().hex[:8]}")
     c.on_message = lambda _c, _u, msg: got.__setitem__(msg.topic, msg.payload) if msg.retain else None
+    if auth:
+        c.username_pw_set(*auth)
     c.connect(host, port, keepalive=10)
     c.loop_start()
     try:
@@ -199,14 +204,78 @@ def retained_topics(prefix: str, settle: float = 0.3, host: str = BROKER_HOST, p
     return got
 
 
+@dataclass
+class SecureBroker:
+    """A Mosquitto without anonymous access, its clients in the dynamic-security plugin (``dockyard broker init``)."""
+
+    url: str
+    dir: Path
+    credentials_file: Path  # the orchestrator's login (it may also manage the plugin)
+
+    @property
+    def auth(self) -> tuple[str, str]:
+        d = json.loads(self.credentials_file.read_text())
+        return d["username"], d["password"]
+
+
+# Every secure broker a test runs, by URL: the Harness looks its broker up here, so a test that sets
+# ``env.mqtt_url`` to one gets credentials for the orchestrator, its agents and the cleanup in one place.
+SECURE_BROKERS: dict[str, SecureBroker] = {}
+
+
+def secure_by_default() -> bool:
+    """Opt-in for now: DOCKYARD_TEST_SECURE_BROKER=1 makes every test's broker a secure one of its own."""
+    return os.environ.get("DOCKYARD_TEST_SECURE_BROKER", "") in ("1", "true", "yes")
+
+
 @contextlib.contextmanager
-def private_broker(workdir: Path) -> Iterator[str]:
+def secure_broker(workdir: Path, bind: str = BROKER_HOST) -> Iterator[SecureBroker]:
+    """A Mosquitto of the test's own on a free port, configured by ``dockyard broker init`` (no anonymous access,
+    the dynamic-security plugin holding the orchestrator's client); registered in SECURE_BROKERS; stopped by pid."""
+    port = free_port()
+    # Not under pytest's tmp_path (0700 root): Mosquitto started as root drops to the user 'mosquitto',
+    # which must reach the plugin's file. The broker's log is copied into ``workdir`` after.
+    import shutil
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="dockyard-test-broker-"))
+    base.chmod(0o755)
+    bdir = base / "broker"
+    cp = subprocess.run([DOCKYARD, "broker", "init", str(bdir), "--port", str(port), "--bind", bind],
+                        capture_output=True, text=True, timeout=60)
+    if cp.returncode != 0:
+        raise AssertionError(f"dockyard broker init failed: {cp.stderr or cp.stdout}")
+    log = open(bdir / "mosquitto.log", "ab")
+    proc = subprocess.Popen(["mosquitto", "-c", str(bdir / "mosquitto.conf"), "-v"], stdout=log,
+                            stderr=subprocess.STDOUT)
+    log.close()
+    b = SecureBroker(f"mqtt://{bind}:{port}", bdir, bdir / "orchestrator-credentials.json")
+    SECURE_BROKERS[b.url] = b
+    try:
+        wait_for(lambda: proc.poll() is None and port_open(bind, port), timeout=10, message="secure mosquitto")
+        yield b
+    finally:
+        SECURE_BROKERS.pop(b.url, None)
+        kill_pid(proc)
+        with contextlib.suppress(OSError):
+            shutil.copy(bdir / "mosquitto.log", workdir / f"mosquitto-{port}.log")
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def private_broker(workdir: Path, secure: bool | None = None) -> Iterator[str]:
     """A Mosquitto of the test's own on a free loopback port (yields its URL; stopped by pid after).
 
     For tests that run long or restart agents: an orchestrator subscribes to every cluster's
     presence, so on the shared broker the orchestrator of another test running at the same time
     adopts this test's nodes and, with a higher epoch of its own, publishes them an empty desired
-    document (the agent then removes its tasks). Set ``env.mqtt_url`` before starting anything."""
+    document (the agent then removes its tasks). Set ``env.mqtt_url`` before starting anything.
+    ``secure`` (default: :func:`secure_by_default`): a :func:`secure_broker`; the Harness finds its
+    credentials by the URL."""
+    if secure if secure is not None else secure_by_default():
+        with secure_broker(workdir) as b:
+            yield b.url
+        return
     port = free_port()
     conf = workdir / "private-mosquitto.conf"
     conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\npersistence false\n")
@@ -322,7 +391,7 @@ class Harness:
             raise AssertionError("orchestrator already running; stop_orchestrator() first")
         for attempt in range(3):
             argv = [DOCKYARD, "orchestrator", "--listen", f"127.0.0.1:{self.port}", "--store", str(self.store),
-                    "--mqtt", mqtt or self.mqtt_url] + self._flags(extra_flags)
+                    "--mqtt", mqtt or self.mqtt_url] + self._flags({**self._orchestrator_auth(), **extra_flags})
             self.orchestrator = p = self._spawn("orchestrator", argv)
             self._mqtt_dirty = True
             if not wait:
@@ -345,6 +414,24 @@ class Harness:
                 self.api.close()
                 self.api = httpx.Client(base_url=self.base_url, timeout=10.0)
         return p
+
+    # ---- broker credentials (a secure broker: SECURE_BROKERS) ----------------------------------
+    @property
+    def broker(self) -> SecureBroker | None:
+        return SECURE_BROKERS.get(self.mqtt_url)
+
+    def _orchestrator_auth(self) -> dict[str, Any]:
+        b = self.broker
+        return {"mqtt_credentials": str(b.credentials_file)} if b else {}
+
+    def node_credentials(self, node_id: str) -> Path:
+        """The node's broker credential file, issued once per node by ``dockyard node join`` (the join flow)."""
+        path = self.workdir / f"node-{node_id}.credentials.json"
+        if not path.exists():
+            if self.orchestrator is None:
+                raise AssertionError("start the orchestrator before an agent: it issues the node's credential")
+            self.cli("node", "join", node_id, "-o", str(path))
+        return path
 
     def stop_orchestrator(self, kill: bool = False, timeout: float = 15.0) -> int | None:
         """SIGTERM (graceful) or SIGKILL (crash) the orchestrator; returns its exit code."""
@@ -392,6 +479,8 @@ class Harness:
         extra_flags.setdefault("state_dir", str(self.workdir / f"agent-state-{node_id}"))
         # (the same one when a node's agent is restarted: its containers' URIs name it).
         extra_flags.setdefault("metadata_port", self._metadata_ports.setdefault(node_id, free_port("0.0.0.0")))
+        if self.broker is not None and "mqtt_credentials" not in extra_flags:
+            extra_flags["mqtt_credentials"] = str(self.node_credentials(node_id))
         argv += self._flags(extra_flags)
         p = self._spawn(f"agent-{node_id}", argv, env=env)
         self._mqtt_dirty = True
@@ -566,7 +655,9 @@ class Harness:
             # Once cleared, a second cleanup (the fixture's, after an explicit one) skips the broker,
             # which may be gone by then (the test bed's).
             if (self._mqtt_dirty or not self._cleaned) and port_open(b.host, b.port):
-                clear_retained(f"{TOPIC_ROOT}/{self.cluster}", known, host=b.host, port=b.port)
+                broker = self.broker
+                clear_retained(f"{TOPIC_ROOT}/{self.cluster}", known, host=b.host, port=b.port,
+                               auth=broker.auth if broker else None)
             self._mqtt_dirty = False
         except Exception as e:  # noqa: BLE001
             problems.append(f"clearing retained MQTT messages of {self.cluster}: {e}")

@@ -127,3 +127,117 @@ def test_an_orchestrator_on_a_fresh_store_takes_its_nodes_back(env):
     assert not tasks & old
     assert env.get("/healthz")["epoch"] > 2
     env.wait_for(lambda: running_ids(env) == tasks, timeout=60, message="only the new store's tasks on the node")
+
+
+# ---- the broker: no anonymous access, one confined credential per node ---------------------------------------
+class Raw:
+    """A plain MQTT 5 client (paho) as an attacker holding some credential would use it."""
+
+    def __init__(self, url: str, auth: tuple[str, str] | None) -> None:
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+        b = parse_url(url)
+        self.got: list[tuple[str, bytes]] = []
+        self.subacks: dict[int, list] = {}
+        self.connack: list = []
+        self.c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"raw-{uuid.uuid4().hex[:8]}",
+                             protocol=MQTTProtocolVersion.MQTTv5)
+        if auth:
+            self.c.username_pw_set(*auth)
+        self.c.on_connect = lambda _c, _u, _f, rc, _p: self.connack.append(rc)
+        self.c.on_message = lambda _c, _u, m: self.got.append((m.topic, bytes(m.payload)))
+        self.c.on_subscribe = lambda _c, _u, mid, rcs, _p: self.subacks.__setitem__(mid, rcs)
+        self.c.connect(b.host, b.port, keepalive=10)
+        self.c.loop_start()
+        from harness import wait_for
+
+        wait_for(lambda: self.connack, timeout=10, message="CONNACK")
+
+    @property
+    def accepted(self) -> bool:
+        return not self.connack[0].is_failure
+
+    def subscribe(self, topic: str) -> bool:
+        """True when the broker granted the subscription (SUBACK)."""
+        from harness import wait_for
+
+        _, mid = self.c.subscribe(topic, qos=1)
+        rcs = wait_for(lambda: self.subacks.get(mid), timeout=10, message=f"SUBACK for {topic}")
+        return not rcs[0].is_failure
+
+    def publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
+        self.c.publish(topic, payload, qos=1, retain=retain).wait_for_publish(timeout=5)
+
+    def close(self) -> None:
+        self.c.loop_stop()
+        self.c.disconnect()
+
+
+def creds(path) -> tuple[str, str]:
+    d = json.loads(path.read_text())
+    return d["username"], d["password"]
+
+
+def test_a_node_credential_reaches_only_its_own_topics(dockyard_env):
+    from harness import secure_broker, wait_for
+
+    env = dockyard_env
+    with secure_broker(env.workdir) as broker:
+        env.mqtt_url = broker.url
+        env.start_orchestrator()
+        env.start_agent("a")  # the join flow: `dockyard node join a -o FILE`, then --mqtt-credentials FILE
+        env.start_agent("b")
+        env.cli("apply", "-f", env.write_manifest(WEB))
+        env.wait_running(2)
+        assert creds(env.node_credentials("a"))[0] == f"dockyard-node/{env.cluster}/a"
+        assert oct(env.node_credentials("a").stat().st_mode & 0o777) == "0o600"
+        root = f"dockyard/v1/{env.cluster}/nodes"
+        spy = Raw(broker.url, broker.auth)  # the orchestrator's identity sees everything that gets through
+        assert spy.subscribe("dockyard/v1/#")
+        before = {t: p for t, p in spy.got if t.endswith("/desired")}
+        assert set(before) >= {f"{root}/a/desired", f"{root}/b/desired"}
+
+        a = Raw(broker.url, creds(env.node_credentials("a")))
+        try:
+            assert a.accepted
+            assert a.subscribe(f"{root}/a/desired")  # its own: granted, and delivered
+            wait_for(lambda: any(t == f"{root}/a/desired" for t, _ in a.got), timeout=10, message="own desired")
+            for topic in (f"{root}/b/desired", "#", "dockyard/v1/#", f"{root}/+/desired", f"{root}/b/status",
+                          "$CONTROL/dynamic-security/#", "$SYS/#"):
+                assert not a.subscribe(topic), f"node a may subscribe to {topic}"
+            forged = json.dumps({"cluster": env.cluster, "nodeId": "b", "epoch": 5000, "generation": 1,
+                                 "tasks": []}).encode()
+            a.publish(f"{root}/b/desired", forged, retain=True)
+            a.publish(f"{root}/a/desired", forged.replace(b'"b"', b'"a"'), retain=True)
+            a.publish(f"{root}/b/status", b'{"forged": 1}')
+            a.publish(f"{root}/b/presence", b'{"forged": 1}', retain=True)
+            a.publish("$CONTROL/dynamic-security/v1", b'{"commands":[{"command":"listClients"}]}')
+            a.publish(f"{root}/a/status", b"marker")  # its own status: delivered, so the spy would have seen them
+            wait_for(lambda: (f"{root}/a/status", b"marker") in spy.got, timeout=10, message="a's own status")
+            leaked = [(t, p) for t, p in spy.got if b"forged" in p or b"5000" in p or t.startswith("$CONTROL")]
+            assert leaked == [], leaked
+            assert [t for t, _ in a.got if not t.startswith(f"{root}/a/")] == []
+        finally:
+            a.close()
+        # The retained documents are still the orchestrator's; both nodes keep their tasks.
+        after = Raw(broker.url, broker.auth)
+        try:
+            assert after.subscribe(f"{root}/+/desired")
+            wait_for(lambda: len(after.got) >= 2, timeout=10, message="retained desired documents")
+            assert all(json.loads(p)["epoch"] == 1 for _, p in after.got)
+        finally:
+            after.close()
+        assert len(env.running_tasks()) == 2 and env.get("/healthz")["epoch"] == 1
+
+        assert not Raw(broker.url, None).accepted  # anonymous
+        assert not Raw(broker.url, (creds(env.node_credentials("a"))[0], "wrong")).accepted
+        assert not Raw(broker.url, (broker.auth[0], "wrong")).accepted
+
+        # Revoking a node disconnects its agent, and its credential is refused from then on.
+        env.cli("node", "revoke", "a")
+        env.wait_for(lambda: not env.node("a")["connected"], timeout=30, message="node a disconnected")
+        assert not Raw(broker.url, creds(env.node_credentials("a"))).accepted
+        assert env.node("b")["connected"]
+        spy.close()
+        env.cleanup()

@@ -36,7 +36,7 @@ from agent.session import Session, parse_desired
 from agent.state import NodeState
 from dockyard import log, sealing
 from dockyard.keyfile import KeyFileError, load_or_create
-from dockyard.mqtt import Backoff, load_credentials, parse_url
+from dockyard.mqtt import Backoff, check_ca, load_credentials, parse_url
 from dockyard.wire import DesiredDocHead
 
 EVENT_SETTLE_SECONDS = 0.5  # a second pass after a container event, see Agent._on_event
@@ -51,6 +51,7 @@ class AgentConfig:
     cluster: str = "default"
     mqtt_url: str = "mqtt://127.0.0.1:1883"
     mqtt_credentials: str | None = None  # a credentials file (dockyard node join -o FILE)
+    mqtt_ca: str | None = None  # the CA an mqtts:// broker's certificate must be signed by
     docker_url: str = "unix:///var/run/docker.sock"
     attributes: dict[str, str] = field(default_factory=dict)
     runtime: str = "docker"  # "docker" | "hollow" (hollow: for control-plane benchmarks only)
@@ -100,7 +101,8 @@ class Agent:
             status_interval=cfg.status_interval, attributes=cfg.attributes, capacity_providers=cfg.capacity_providers,
             runtime_name=runtime.name, log=self.log, on_connect=self._on_connect, on_message=self.on_desired,
             advertise_address=cfg.advertise_address, load_balancer=cfg.load_balancer,
-            seal_key=sealing.public_key(seal_key), credentials=load_credentials(cfg.mqtt_credentials))
+            seal_key=sealing.public_key(seal_key), credentials=load_credentials(cfg.mqtt_credentials),
+            mqtt_ca=cfg.mqtt_ca)
         self.reporter = Reporter(self.state, self.session, self.boot_id, self.log)
         self.lb: LoadBalancerNode | None = None
         if cfg.load_balancer:
@@ -345,6 +347,7 @@ async def run_async(cfg: AgentConfig, stop: asyncio.Event | None = None) -> int:
     try:
         parse_url(cfg.mqtt_url)
         load_credentials(cfg.mqtt_credentials)
+        check_ca(cfg.mqtt_url, cfg.mqtt_ca)
         agents = make_agents(cfg)
     except (ValueError, OSError) as e:
         lg.error("invalid configuration", error=str(e))
@@ -399,6 +402,9 @@ def _parse_attributes(ctx: click.Context, param: click.Parameter, values: tuple[
 @click.option("--cluster", default="default", show_default=True, help="Cluster to join.")
 @click.option("--mqtt", "mqtt_url", default=lambda: os.environ.get("DOCKYARD_MQTT", "mqtt://127.0.0.1:1883"),
               show_default="env DOCKYARD_MQTT or mqtt://127.0.0.1:1883", help="MQTT broker URL.")
+@click.option("--mqtt-ca", default=lambda: os.environ.get("DOCKYARD_MQTT_CA"), metavar="FILE",
+              show_default="env DOCKYARD_MQTT_CA",
+              help="CA certificate that an mqtts:// broker's certificate must be signed by (default: the system's).")
 @click.option("--mqtt-credentials", default=lambda: os.environ.get("DOCKYARD_MQTT_CREDENTIALS"), metavar="FILE",
               show_default="env DOCKYARD_MQTT_CREDENTIALS",
               help="This node's broker login: the file `dockyard node join NODE -o FILE` wrote (docs/security.md).")
@@ -430,7 +436,8 @@ def _parse_attributes(ctx: click.Context, param: click.Parameter, values: tuple[
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True)
 @click.option("--log-json", is_flag=True, help="JSON log lines.")
 @click.pass_context
-def agent_command(ctx: click.Context, node_id: str, cluster: str, mqtt_url: str, mqtt_credentials: str | None,
+def agent_command(ctx: click.Context, node_id: str, cluster: str, mqtt_url: str, mqtt_ca: str | None,
+                  mqtt_credentials: str | None,
                   docker_url: str,
                   attributes: dict[str, str], runtime: str, hollow_count: int, fargate: bool, status_interval: float,
                   relist_interval: float, image_pull_behavior: str, load_balancer: bool, lb_dir: str | None,
@@ -438,7 +445,8 @@ def agent_command(ctx: click.Context, node_id: str, cluster: str, mqtt_url: str,
                   log_level: str, log_json: bool) -> None:
     """Run the dockyard agent on this host: drive the local Docker engine as the orchestrator asks."""
     cfg = AgentConfig(
-        node_id=node_id, cluster=cluster, mqtt_url=mqtt_url, mqtt_credentials=mqtt_credentials, docker_url=docker_url,
+        node_id=node_id, cluster=cluster, mqtt_url=mqtt_url, mqtt_credentials=mqtt_credentials, mqtt_ca=mqtt_ca,
+        docker_url=docker_url,
         attributes=attributes,
         runtime=runtime, hollow_count=hollow_count, capacity_providers=["EC2", "FARGATE"] if fargate else ["EC2"],
         status_interval=status_interval, relist_interval=relist_interval, image_pull_behavior=image_pull_behavior,

@@ -83,6 +83,8 @@ for _command in client_commands():
 @click.option("--listen", default="127.0.0.1:8080", show_default=True, metavar="HOST:PORT", help="HTTP API address.")
 @click.option("--store", default=None, metavar="PATH", help="SQLite store file. Default: in the user data directory.")
 @click.option("--mqtt", default="mqtt://127.0.0.1:1883", show_default=True, metavar="URL", help="MQTT broker.")
+@click.option("--mqtt-ca", default=None, metavar="FILE",
+              help="CA certificate that an mqtts:// broker's certificate must be signed by (default: the system's).")
 @click.option("--mqtt-credentials", default=None, metavar="FILE",
               help="The orchestrator's broker login (JSON file written by `dockyard broker init`); with it the "
                    "orchestrator also issues and revokes node credentials (docs/security.md).")
@@ -108,7 +110,7 @@ for _command in client_commands():
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
               default="info", show_default=True)
 @click.option("--log-json", is_flag=True, help="Log JSON lines instead of text.")
-def orchestrator_cmd(listen: str, store: str | None, mqtt: str, mqtt_credentials: str | None,
+def orchestrator_cmd(listen: str, store: str | None, mqtt: str, mqtt_ca: str | None, mqtt_credentials: str | None,
                      node_lost_seconds: float, mass_loss_fraction: float,
                      mass_loss_interval: float, secrets_key_file: str | None, epoch_window: int, log_level: str,
                      log_json: bool) -> None:
@@ -120,7 +122,7 @@ def orchestrator_cmd(listen: str, store: str | None, mqtt: str, mqtt_credentials
     sys.exit(run_daemon(listen=listen, store=store, mqtt=mqtt, node_lost_seconds=node_lost_seconds,
                         mass_loss_fraction=mass_loss_fraction, mass_loss_interval=mass_loss_interval,
                         secrets_key_file=secrets_key_file, epoch_window=epoch_window,
-                        mqtt_credentials=mqtt_credentials, log_level=log_level.lower(), log_json=log_json))
+                        mqtt_credentials=mqtt_credentials, mqtt_ca=mqtt_ca, log_level=log_level.lower(), log_json=log_json))
 
 
 @cli.group("broker")
@@ -135,7 +137,13 @@ def broker_cmd() -> None:
 @click.option("--persistence", is_flag=True, help="Keep retained messages across broker restarts (in DIRECTORY/data).")
 @click.option("--broker-user", default="mosquitto", show_default=True,
               help="The user Mosquitto drops to when started as root: it must read and rewrite the plugin's file.")
-def broker_init(directory: str, port: int, bind: str, persistence: bool, broker_user: str) -> None:
+@click.option("--tls-port", type=click.IntRange(1, 65535), default=None, metavar="PORT",
+              help="Also a TLS listener (8883 by convention): a CA and the broker's certificate go to DIRECTORY/tls.")
+@click.option("--tls-bind", default="0.0.0.0", show_default=True, help="TLS listener address.")
+@click.option("--tls-name", "tls_names", multiple=True, metavar="NAME|IP",
+              help="A name clients reach the broker by, in its certificate (repeatable).  [default: this host's name]")
+def broker_init(directory: str, port: int, bind: str, persistence: bool, broker_user: str, tls_port: int | None,
+                tls_bind: str, tls_names: tuple[str, ...]) -> None:
     """Write DIRECTORY/mosquitto.conf (no anonymous access), the plugin's DIRECTORY/dynsec/dynamic-security.json
     holding the orchestrator's client, and DIRECTORY/orchestrator-credentials.json (mode 0600) for `dockyard
     orchestrator --mqtt-credentials`. Run the broker with `mosquitto -c DIRECTORY/mosquitto.conf`."""
@@ -160,21 +168,44 @@ def broker_init(directory: str, port: int, bind: str, persistence: bool, broker_
     fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as fh:
         json.dump(dynsec.initial_config(password), fh, indent=2)
+    owned = [state, config] + ([data] if persistence else [])
+    tls = None
+    if tls_port is not None:
+        import socket
+
+        from dockyard import certs
+
+        tdir = d / "tls"
+        tdir.mkdir(mode=0o755, exist_ok=True)
+        ca_pem, ca_key = certs.ca()
+        cert_pem, key_pem = certs.server_cert(ca_pem, ca_key, list(tls_names) or [socket.gethostname()])
+        (tdir / "ca.crt").write_bytes(ca_pem)
+        (tdir / "broker.crt").write_bytes(cert_pem)
+        for name, pem in (("ca.key", ca_key), ("broker.key", key_pem)):
+            kfd = os.open(tdir / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(kfd, "wb") as kf:
+                kf.write(pem)
+        owned.append(tdir / "broker.key")
+        tls = dynsec.TlsListener(tls_port, tls_bind, str(tdir / "ca.crt"), str(tdir / "broker.crt"),
+                                 str(tdir / "broker.key"))
     if os.geteuid() == 0:  # Mosquitto started as root runs as broker_user: it owns what it reads and rewrites
         try:
             pw = pwd.getpwnam(broker_user)
         except KeyError:
             raise CliError(f"--broker-user {broker_user}: no such user (Debian's mosquitto package creates "
                            "'mosquitto')") from None
-        for p in [state, config] + ([data] if persistence else []):
+        for p in owned:
             os.chown(p, pw.pw_uid, pw.pw_gid)
     (d / "mosquitto.conf").write_text(dynsec.mosquitto_conf(str(config), port, bind,
-                                                            str(data) if persistence else None))
+                                                            str(data) if persistence else None, tls))
     write_credentials(d / "orchestrator-credentials.json",
                       dynsec.Credentials(username=dynsec.ORCHESTRATOR_USER, password=password))
     click.echo(f"broker configuration in {d}: mosquitto -c {d / 'mosquitto.conf'}\n"
                f"orchestrator: dockyard orchestrator --mqtt mqtt://{bind}:{port} "
                f"--mqtt-credentials {d / 'orchestrator-credentials.json'}")
+    if tls is not None:
+        click.echo(f"over TLS: --mqtt mqtts://{(tls_names or ('HOST',))[0]}:{tls_port} --mqtt-ca {tls.cafile} "
+                   f"(copy {tls.cafile} to the agents' hosts; keep {d / 'tls' / 'ca.key'} offline)")
 
 
 @cli.command("agent", add_help_option=False, short_help="Run the per-host agent (drives Docker; see dockyard agent --help).",

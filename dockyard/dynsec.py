@@ -99,17 +99,32 @@ def initial_config(orchestrator_password: str) -> dict[str, Any]:
     }
 
 
-def mosquitto_conf(config_file: str, port: int, bind: str = "127.0.0.1", persistence_dir: str | None = None) -> str:
-    """A mosquitto.conf with the plugin and no anonymous access (TLS: docs/security.md)."""
+@dataclass(frozen=True)
+class TlsListener:
+    port: int
+    bind: str
+    cafile: str
+    certfile: str
+    keyfile: str
+
+
+def mosquitto_conf(config_file: str, port: int | None, bind: str = "127.0.0.1", persistence_dir: str | None = None,
+                   tls: TlsListener | None = None) -> str:
+    """A mosquitto.conf with the plugin and no anonymous access: a plain listener (``port``; meant for loopback)
+    and/or a TLS one. The plugin and ``allow_anonymous`` apply to every listener (per_listener_settings false)."""
     lines = [
         "# dockyard broker: no anonymous access; clients and ACLs in the dynamic-security plugin",
         "per_listener_settings false",
         "allow_anonymous false",
-        f"listener {port} {bind}",
         f"plugin {PLUGIN}",
         f"plugin_opt_config_file {config_file}",
         "set_tcp_nodelay true",
     ]
+    if port is not None:
+        lines.append(f"listener {port} {bind}")
+    if tls is not None:
+        lines += [f"listener {tls.port} {tls.bind}", f"cafile {tls.cafile}", f"certfile {tls.certfile}",
+                  f"keyfile {tls.keyfile}", "tls_version tlsv1.2"]
     if persistence_dir:
         lines += ["persistence true", f"persistence_location {persistence_dir.rstrip('/')}/"]
     else:

@@ -28,8 +28,8 @@ class BrokerAdminError(Exception):
 
 
 class BrokerAdmin:
-    def __init__(self, url: str, credentials: Credentials | None) -> None:
-        self.url, self.credentials = url, credentials
+    def __init__(self, url: str, credentials: Credentials | None, ca_file: str | None = None) -> None:
+        self.url, self.credentials, self.ca_file = url, credentials, ca_file
         self._lock = asyncio.Lock()  # one response topic: one operation at a time
 
     async def apply(self, plan: Plan) -> None:
@@ -38,7 +38,7 @@ class BrokerAdmin:
         async with self._lock:
             try:
                 async with make_client(self.url, f"dockyard-admin-{uuid.uuid4().hex[:8]}",
-                                       credentials=self.credentials) as client:
+                                       credentials=self.credentials, ca_file=self.ca_file) as client:
                     await client.subscribe(dynsec.RESPONSE_TOPIC, qos=1)
                     await client.publish(dynsec.CONTROL_TOPIC, plan.payload(), qos=1)
                     async with asyncio.timeout(TIMEOUT):

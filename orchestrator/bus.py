@@ -40,9 +40,10 @@ PROBE_SECONDS = 1.0
 
 
 class Bus:
-    def __init__(self, mqtt_url: str, controller, credentials: Credentials | None = None) -> None:
+    def __init__(self, mqtt_url: str, controller, credentials: Credentials | None = None,
+                 ca_file: str | None = None) -> None:
         self.url = mqtt_url
-        self.credentials = credentials
+        self.credentials, self.ca_file = credentials, ca_file
         self.controller = controller
         self.client: aiomqtt.Client | None = None
         self.connected = asyncio.Event()
@@ -73,7 +74,7 @@ class Bus:
                 # One desired document per changed node per pass, all published at once: with paho's
                 # default of 20 unacknowledged, 1,000 documents waited for 50 round trips.
                 async with make_client(self.url, self.client_id, max_inflight_messages=1000,
-                                       credentials=self.credentials) as client:
+                                       credentials=self.credentials, ca_file=self.ca_file) as client:
                     self.client = client
                     await client.subscribe(f"{PROTOCOL}/+/nodes/+/presence", qos=1)
                     await client.subscribe(f"{PROTOCOL}/+/nodes/+/status", qos=1)

@@ -12,7 +12,7 @@ import uvicorn
 from dockyard import log as dlog
 from dockyard.dynsec import Credentials
 from dockyard.keyfile import KeyFileError
-from dockyard.mqtt import load_credentials, parse_url
+from dockyard.mqtt import check_ca, load_credentials, parse_url
 from orchestrator.api import create_app
 from orchestrator.broker_admin import BrokerAdmin
 from orchestrator.bus import Bus
@@ -34,7 +34,7 @@ def _listen(addr: str) -> tuple[str, int]:
 async def serve(listen: str, store_path: Path, mqtt: str, node_lost_seconds: float,
                 mass_loss_fraction: float = 0.55, mass_loss_interval: float = 30.0,
                 secrets_key_file: Path | None = None, epoch_window: int = EPOCH_WINDOW,
-                mqtt_credentials: Credentials | None = None) -> None:
+                mqtt_credentials: Credentials | None = None, mqtt_ca: str | None = None) -> None:
     log = dlog.get("orchestrator")
     host, port = _listen(listen)
     # Bind before anything else, so an address in use is a clear error and exit 1 (uvicorn would
@@ -69,9 +69,9 @@ async def serve(listen: str, store_path: Path, mqtt: str, node_lost_seconds: flo
     ctl = Controller(state, epoch, publish, node_lost_seconds=node_lost_seconds,
                      mass_loss_fraction=mass_loss_fraction, mass_loss_interval=mass_loss_interval, secrets=secrets,
                      epoch_window=epoch_window)
-    bus = Bus(mqtt, ctl, credentials=mqtt_credentials)
+    bus = Bus(mqtt, ctl, credentials=mqtt_credentials, ca_file=mqtt_ca)
     ops = Ops(state, ctl)
-    admin = BrokerAdmin(mqtt, mqtt_credentials) if mqtt_credentials is not None else None
+    admin = BrokerAdmin(mqtt, mqtt_credentials, mqtt_ca) if mqtt_credentials is not None else None
     app = create_app(ops, ready=lambda: bus.connected.is_set(), broker_admin=admin)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
     server = uvicorn.Server(config)
@@ -110,16 +110,17 @@ async def serve(listen: str, store_path: Path, mqtt: str, node_lost_seconds: flo
 def run(listen: str = "127.0.0.1:8080", store: str | None = None, mqtt: str = "mqtt://127.0.0.1:1883",
         node_lost_seconds: float = 3.0, log_level: str = "info", log_json: bool = False,
         mass_loss_fraction: float = 0.55, mass_loss_interval: float = 30.0, secrets_key_file: str | None = None,
-        epoch_window: int = EPOCH_WINDOW, mqtt_credentials: str | None = None) -> int:
+        epoch_window: int = EPOCH_WINDOW, mqtt_credentials: str | None = None, mqtt_ca: str | None = None) -> int:
     dlog.configure(log_level, log_json)
     log = dlog.get("orchestrator")
     try:
         _listen(listen)
         parse_url(mqtt)
         creds = load_credentials(mqtt_credentials)
+        check_ca(mqtt, mqtt_ca)
         path = Path(store) if store else default_store_path()
         asyncio.run(serve(listen, path, mqtt, node_lost_seconds, mass_loss_fraction, mass_loss_interval,
-                          Path(secrets_key_file) if secrets_key_file else None, epoch_window, creds))
+                          Path(secrets_key_file) if secrets_key_file else None, epoch_window, creds, mqtt_ca))
     except (ValueError, StoreError, OSError, KeyFileError) as exc:
         log.error(str(exc))
         return 1

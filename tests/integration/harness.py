@@ -211,6 +211,8 @@ class SecureBroker:
     url: str
     dir: Path
     credentials_file: Path  # the orchestrator's login (it may also manage the plugin)
+    tls_url: str | None = None  # mqtts:// on the TLS listener (secure_broker(tls=True))
+    ca_file: Path | None = None  # the CA the TLS listener's certificate is signed by
 
     @property
     def auth(self) -> tuple[str, str]:
@@ -229,10 +231,12 @@ def secure_by_default() -> bool:
 
 
 @contextlib.contextmanager
-def secure_broker(workdir: Path, bind: str = BROKER_HOST) -> Iterator[SecureBroker]:
+def secure_broker(workdir: Path, bind: str = BROKER_HOST, tls: bool = False) -> Iterator[SecureBroker]:
     """A Mosquitto of the test's own on a free port, configured by ``dockyard broker init`` (no anonymous access,
-    the dynamic-security plugin holding the orchestrator's client); registered in SECURE_BROKERS; stopped by pid."""
+    the dynamic-security plugin holding the orchestrator's client); registered in SECURE_BROKERS; stopped by pid.
+    ``tls``: also a TLS listener on another free port (its certificate names only ``localhost``)."""
     port = free_port()
+    tls_port = free_port() if tls else None
     # Not under pytest's tmp_path (0700 root): Mosquitto started as root drops to the user 'mosquitto',
     # which must reach the plugin's file. The broker's log is copied into ``workdir`` after.
     import shutil
@@ -241,7 +245,8 @@ def secure_broker(workdir: Path, bind: str = BROKER_HOST) -> Iterator[SecureBrok
     base = Path(tempfile.mkdtemp(prefix="dockyard-test-broker-"))
     base.chmod(0o755)
     bdir = base / "broker"
-    cp = subprocess.run([DOCKYARD, "broker", "init", str(bdir), "--port", str(port), "--bind", bind],
+    tls_args = ["--tls-port", str(tls_port), "--tls-bind", bind, "--tls-name", "localhost"] if tls_port else []
+    cp = subprocess.run([DOCKYARD, "broker", "init", str(bdir), "--port", str(port), "--bind", bind, *tls_args],
                         capture_output=True, text=True, timeout=60)
     if cp.returncode != 0:
         raise AssertionError(f"dockyard broker init failed: {cp.stderr or cp.stdout}")
@@ -249,13 +254,17 @@ def secure_broker(workdir: Path, bind: str = BROKER_HOST) -> Iterator[SecureBrok
     proc = subprocess.Popen(["mosquitto", "-c", str(bdir / "mosquitto.conf"), "-v"], stdout=log,
                             stderr=subprocess.STDOUT)
     log.close()
-    b = SecureBroker(f"mqtt://{bind}:{port}", bdir, bdir / "orchestrator-credentials.json")
-    SECURE_BROKERS[b.url] = b
+    b = SecureBroker(f"mqtt://{bind}:{port}", bdir, bdir / "orchestrator-credentials.json",
+                     f"mqtts://localhost:{tls_port}" if tls_port else None, bdir / "tls" / "ca.crt" if tls_port else None)
+    urls = [u for u in (b.url, b.tls_url) if u]
+    SECURE_BROKERS.update({u: b for u in urls})
     try:
-        wait_for(lambda: proc.poll() is None and port_open(bind, port), timeout=10, message="secure mosquitto")
+        wait_for(lambda: proc.poll() is None and port_open(bind, port) and (not tls_port or port_open(bind, tls_port)),
+                 timeout=10, message="secure mosquitto")
         yield b
     finally:
-        SECURE_BROKERS.pop(b.url, None)
+        for u in urls:
+            SECURE_BROKERS.pop(u, None)
         kill_pid(proc)
         with contextlib.suppress(OSError):
             shutil.copy(bdir / "mosquitto.log", workdir / f"mosquitto-{port}.log")
@@ -422,7 +431,11 @@ class Harness:
 
     def _orchestrator_auth(self) -> dict[str, Any]:
         b = self.broker
-        return {"mqtt_credentials": str(b.credentials_file)} if b else {}
+        return {"mqtt_credentials": str(b.credentials_file), **self._tls_flags()} if b else {}
+
+    def _tls_flags(self) -> dict[str, Any]:
+        b = self.broker
+        return {"mqtt_ca": str(b.ca_file)} if b and b.tls_url == self.mqtt_url else {}
 
     def node_credentials(self, node_id: str) -> Path:
         """The node's broker credential file, issued once per node by ``dockyard node join`` (the join flow)."""
@@ -481,6 +494,7 @@ class Harness:
         extra_flags.setdefault("metadata_port", self._metadata_ports.setdefault(node_id, free_port("0.0.0.0")))
         if self.broker is not None and "mqtt_credentials" not in extra_flags:
             extra_flags["mqtt_credentials"] = str(self.node_credentials(node_id))
+            extra_flags = {**self._tls_flags(), **extra_flags}
         argv += self._flags(extra_flags)
         p = self._spawn(f"agent-{node_id}", argv, env=env)
         self._mqtt_dirty = True
@@ -651,11 +665,11 @@ class Harness:
             known = [f"{TOPIC_ROOT}/{self.cluster}/nodes/{n}/{leaf}" for n in self.node_ids for leaf in ("desired", "presence")]
             from dockyard.mqtt import parse_url
 
-            b = parse_url(self.mqtt_url)
+            broker = self.broker
+            b = parse_url(broker.url if broker else self.mqtt_url)  # the plain listener of a TLS broker
             # Once cleared, a second cleanup (the fixture's, after an explicit one) skips the broker,
             # which may be gone by then (the test bed's).
             if (self._mqtt_dirty or not self._cleaned) and port_open(b.host, b.port):
-                broker = self.broker
                 clear_retained(f"{TOPIC_ROOT}/{self.cluster}", known, host=b.host, port=b.port,
                                auth=broker.auth if broker else None)
             self._mqtt_dirty = False

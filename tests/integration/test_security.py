@@ -254,3 +254,44 @@ def test_a_node_credential_reaches_only_its_own_topics(dockyard_env):
         assert env.node("b")["connected"]
         spy.close()
         env.cleanup()
+
+
+# ---- TLS -----------------------------------------------------------------------------------------------------
+def test_over_tls_clients_verify_the_broker_against_the_ca(dockyard_env):
+    import ssl
+
+    import paho.mqtt.client as mqtt
+    from harness import secure_broker
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from dockyard import certs
+
+    env = dockyard_env
+    with secure_broker(env.workdir, tls=True) as broker:
+        env.mqtt_url = broker.tls_url  # orchestrator and agents: mqtts:// with --mqtt-ca (the harness adds it)
+        env.start_orchestrator()
+        env.start_agent("a")
+        env.cli("apply", "-f", env.write_manifest(WEB))
+        env.wait_running(2)
+        assert "--mqtt-ca" in env.agents["a"].argv and env.agents["a"].argv[env.agents["a"].argv.index("--mqtt") + 1] \
+            .startswith("mqtts://")
+
+        # A client trusting another CA refuses the broker (as the broker would look to a man in the middle).
+        other_ca, _ = certs.ca("not dockyard's CA")
+        wrong = env.workdir / "wrong-ca.crt"
+        wrong.write_bytes(other_ca)
+        port = int(broker.tls_url.rsplit(":", 1)[1])
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="wrong-ca")
+        c.tls_set(ca_certs=str(wrong))
+        with pytest.raises(ssl.SSLCertVerificationError):
+            c.connect("localhost", port, keepalive=10)
+        # An agent given the wrong CA never connects, and says why.
+        p = env.start_agent("b", wait=False, mqtt_ca=str(wrong))
+        env.wait_for(lambda: "certificate verify failed" in env.tail(p.log), timeout=30, message="a TLS failure")
+        assert env.node("b") is None
+        # The right CA, but a name the certificate does not have: refused too.
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="wrong-name")
+        c.tls_set(ca_certs=str(broker.ca_file))
+        with pytest.raises(ssl.SSLCertVerificationError):
+            c.connect("127.0.0.1", port, keepalive=10)  # the certificate names localhost only
+        env.cleanup()

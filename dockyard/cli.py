@@ -18,11 +18,11 @@ import click
 
 from dockyard import __version__
 from orchestrator.client import commands as client_commands
-from orchestrator.client.api import DEFAULT_CLUSTER, DEFAULT_SERVER
+from orchestrator.client.api import DEFAULT_CLUSTER, DEFAULT_SERVER, find_token
 from orchestrator.client.errors import CliError, exit_reporting_errors
 from orchestrator.client.session import Session
 
-CLIENT_COMMANDS = ["apply", "delete", "get", "describe", "run", "stop", "scale", "node", "rollout", "secret"]
+CLIENT_COMMANDS = ["apply", "delete", "get", "describe", "run", "stop", "scale", "node", "rollout", "secret", "token"]
 DAEMON_COMMANDS = ["orchestrator", "agent", "broker"]
 
 
@@ -57,9 +57,12 @@ class RootGroup(click.Group):
               help="Orchestrator API URL [env DOCKYARD_SERVER].")
 @click.option("-c", "--cluster", envvar="DOCKYARD_CLUSTER", default=DEFAULT_CLUSTER, show_default=True, metavar="NAME",
               help="Cluster to work on [env DOCKYARD_CLUSTER].")
+@click.option("--token", envvar="DOCKYARD_TOKEN", default=None, metavar="TOKEN",
+              help="API bearer token [env DOCKYARD_TOKEN; else the file DOCKYARD_TOKEN_FILE or "
+                   "~/.config/dockyard/token].")
 @click.version_option(__version__, "--version", prog_name="dockyard", message="%(prog)s %(version)s")
 @click.pass_context
-def cli(ctx: click.Context, server: str, cluster: str) -> None:
+def cli(ctx: click.Context, server: str, cluster: str, token: str | None) -> None:
     """dockyard: a self-hosted container orchestrator modelled on AWS ECS.
 
     \b
@@ -70,7 +73,7 @@ def cli(ctx: click.Context, server: str, cluster: str) -> None:
     dockyard rollout status web            follow a deployment
     """
     session = ctx.ensure_object(Session)  # tests pass their own (transport, clock) as obj=
-    session.connect(server, cluster)
+    session.connect(server, cluster, find_token(token))
     ctx.call_on_close(session.close)
 
 
@@ -107,12 +110,19 @@ for _command in client_commands():
               help="A node showing a desired epoch newer than ours (forged, or a store restored from an older "
                    "backup) is taken back with a higher epoch if it is at most N above ours; beyond that only an "
                    "alert (docs/security.md).")
+@click.option("--insecure-no-auth", is_flag=True,
+              help="Serve the API WITHOUT tokens: anyone who reaches it may do anything (logged loudly).")
+@click.option("--anonymous-reads", is_flag=True, help="Let requests without a token read (GET); writes still need one.")
+@click.option("--admin-token-file", default=None, metavar="PATH",
+              help="Where the first start writes the admin token it creates when the store has none "
+                   "(mode 0600). Default: the CLI's token file, $XDG_CONFIG_HOME/dockyard/token.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
               default="info", show_default=True)
 @click.option("--log-json", is_flag=True, help="Log JSON lines instead of text.")
 def orchestrator_cmd(listen: str, store: str | None, mqtt: str, mqtt_ca: str | None, mqtt_credentials: str | None,
                      node_lost_seconds: float, mass_loss_fraction: float,
-                     mass_loss_interval: float, secrets_key_file: str | None, epoch_window: int, log_level: str,
+                     mass_loss_interval: float, secrets_key_file: str | None, epoch_window: int,
+                     insecure_no_auth: bool, anonymous_reads: bool, admin_token_file: str | None, log_level: str,
                      log_json: bool) -> None:
     """Run the control-plane daemon (HTTP API, store, controllers)."""
     try:
@@ -122,7 +132,8 @@ def orchestrator_cmd(listen: str, store: str | None, mqtt: str, mqtt_ca: str | N
     sys.exit(run_daemon(listen=listen, store=store, mqtt=mqtt, node_lost_seconds=node_lost_seconds,
                         mass_loss_fraction=mass_loss_fraction, mass_loss_interval=mass_loss_interval,
                         secrets_key_file=secrets_key_file, epoch_window=epoch_window,
-                        mqtt_credentials=mqtt_credentials, mqtt_ca=mqtt_ca, log_level=log_level.lower(), log_json=log_json))
+                        mqtt_credentials=mqtt_credentials, mqtt_ca=mqtt_ca, insecure_no_auth=insecure_no_auth,
+                        anonymous_reads=anonymous_reads, admin_token_file=admin_token_file, log_level=log_level.lower(), log_json=log_json))
 
 
 @cli.group("broker")

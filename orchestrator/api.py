@@ -20,7 +20,9 @@ from pydantic import BaseModel, Field
 
 from dockyard import __version__, dynsec
 from orchestrator import lb_views, metrics, views
+from orchestrator.auth import Tokens
 from orchestrator.broker_admin import BrokerAdmin, BrokerAdminError
+from orchestrator.core import auth as auth_core
 from orchestrator.models import RunTaskSpec
 from orchestrator.ops import Ops, UserError
 
@@ -65,7 +67,14 @@ class SecretRequest(BaseModel):
     secretString: str
 
 
-def create_app(ops: Ops, ready=lambda: True, broker_admin: BrokerAdmin | None = None) -> FastAPI:
+class TokenRequest(BaseModel):
+    role: auth_core.Role = "read-only"
+    name: str = Field(default="", max_length=200)
+
+
+def create_app(ops: Ops, ready=lambda: True, broker_admin: BrokerAdmin | None = None,
+               tokens: Tokens | None = None) -> FastAPI:
+    """``tokens``: bearer tokens are required (core.auth); None: no authentication (--insecure-no-auth)."""
     app = FastAPI(title="dockyard", version=__version__, openapi_url="/v1/openapi.json", docs_url="/v1/docs",
                   redoc_url=None)
     st = ops.state
@@ -92,9 +101,50 @@ def create_app(ops: Ops, ready=lambda: True, broker_admin: BrokerAdmin | None = 
 
     @app.middleware("http")
     async def _count(request: Request, call_next):
+        if tokens is not None:
+            d = auth_core.decide(request.method, request.url.path, request.headers.get("authorization"),
+                                 tokens.by_id, tokens.anonymous_reads)
+            if d.status != 200:
+                metrics.API_REQUESTS.labels(method=request.method, status=str(d.status)).inc()
+                headers = {"WWW-Authenticate": "Bearer"} if d.status == 401 else None
+                return JSONResponse({"error": d.error, "hint": d.hint}, status_code=d.status, headers=headers)
         response = await call_next(request)
         metrics.API_REQUESTS.labels(method=request.method, status=str(response.status_code)).inc()
         return response
+
+    # ---- API tokens (admin only: core.auth lets a read-only token GET them, so check the role here) ----------
+    def _tokens_admin(request: Request) -> Tokens:
+        if tokens is None:
+            raise UserError("this orchestrator runs without authentication (--insecure-no-auth)", 409)
+        got = auth_core.parse(request.headers.get("authorization"))
+        rec = tokens.by_id.get(got[0]) if got else None
+        if rec is None or rec.role != "admin":
+            raise UserError("only an admin token may manage tokens", 403, hint="use a token with the admin role")
+        return tokens
+
+    @app.get("/v1/tokens")
+    async def list_tokens(request: Request) -> dict:
+        t = _tokens_admin(request)
+        return {"tokens": [{"id": r.id, "role": r.role, "name": r.name, "createdAt": r.createdAt}
+                           for r in sorted(t.by_id.values(), key=lambda r: r.createdAt)]}
+
+    @app.post("/v1/tokens")
+    async def create_token(request: Request, body: TokenRequest) -> dict:
+        token, rec = _tokens_admin(request).create(body.role, body.name)
+        ops.ctl.log.info("API token created", token_id=rec.id, role=rec.role, name=rec.name)
+        return {"id": rec.id, "role": rec.role, "name": rec.name, "token": token}
+
+    @app.delete("/v1/tokens/{token_id}")
+    async def revoke_token(request: Request, token_id: str) -> dict:
+        if not _tokens_admin(request).revoke(token_id):
+            raise UserError(f"token {token_id!r} not found", 404, hint="see `dockyard token list`")
+        ops.ctl.log.warning("API token revoked", token_id=token_id)
+        return {"id": token_id, "revoked": True}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        ok = ready()
+        return JSONResponse({"status": "ok" if ok else "starting"}, status_code=200 if ok else 503)
 
     @app.get("/healthz")
     async def healthz() -> JSONResponse:

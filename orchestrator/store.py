@@ -15,6 +15,7 @@ indexes (an existing version-1 store is upgraded in place, the columns filled fr
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sqlite3
@@ -24,6 +25,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from orchestrator.core.auth import TokenRecord
 from orchestrator.models import Cluster, LoadBalancer, Node, Service, TargetGroup, Task, TaskDefinition
 
 SCHEMA_VERSION = 3
@@ -191,6 +193,17 @@ class Store:
                 cur.execute("ROLLBACK")
             raise
         return epoch
+
+    # ---- API tokens (hashed; orchestrator.core.auth) ---------------------------------------------
+    def put_token(self, rec: TokenRecord) -> None:
+        self.set_meta(f"token:{rec.id}", json.dumps(dataclasses.asdict(rec)))
+
+    def delete_token(self, token_id: str) -> bool:
+        return self.db.execute("DELETE FROM meta WHERE key=?", (f"token:{token_id}",)).rowcount > 0
+
+    def tokens(self) -> list[TokenRecord]:
+        rows = self.db.execute("SELECT value FROM meta WHERE key LIKE 'token:%'").fetchall()
+        return [TokenRecord(**json.loads(r[0])) for r in rows]
 
     # ---- records ---------------------------------------------------------------------------
     def load(self, kind: str) -> list[Any]:

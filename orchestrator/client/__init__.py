@@ -24,7 +24,7 @@ import click
 
 def commands() -> list[click.Command]:
     """The client commands, in the order ``dockyard --help`` lists them."""
-    from orchestrator.client import get, manifests, nodes, secrets, services, tasks
+    from orchestrator.client import get, manifests, nodes, secrets, services, tasks, tokens
 
     return [manifests.apply, manifests.delete, get.get, get.describe, tasks.run, tasks.stop,
-            services.scale, nodes.node, services.rollout, secrets.secret]
+            services.scale, nodes.node, services.rollout, secrets.secret, tokens.token]

@@ -356,6 +356,10 @@ class Harness:
         self._manifest_seq = 0
         self._cleaned = False
         self._mqtt_dirty = False  # retained topics may exist that cleanup must clear
+        # The API's admin token: the orchestrator's first start writes it here (--admin-token-file); the harness
+        # sends it with every request of self.api and self.cli (None: started with insecure_no_auth=True).
+        self.token_file = self.workdir / "admin-token"
+        self.token: str | None = None
 
     # ---- processes ------------------------------------------------------------------------
     def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Proc:
@@ -401,6 +405,8 @@ class Harness:
         for attempt in range(3):
             argv = [DOCKYARD, "orchestrator", "--listen", f"127.0.0.1:{self.port}", "--store", str(self.store),
                     "--mqtt", mqtt or self.mqtt_url] + self._flags({**self._orchestrator_auth(), **extra_flags})
+            if not extra_flags.get("insecure_no_auth") and "admin_token_file" not in extra_flags:
+                argv += ["--admin-token-file", str(self.token_file)]
             self.orchestrator = p = self._spawn("orchestrator", argv)
             self._mqtt_dirty = True
             if not wait:
@@ -412,6 +418,7 @@ class Harness:
                 return self.api.get("/healthz", timeout=1.0).status_code == 200
             try:
                 self._wait_alive(healthy, timeout, "orchestrator /healthz")
+                self._use_token(None if extra_flags.get("insecure_no_auth") else self.token_file)
                 return p
             except _Exited:
                 # Another process took the port between free_port() and the bind: use another one.
@@ -445,6 +452,17 @@ class Harness:
                 raise AssertionError("start the orchestrator before an agent: it issues the node's credential")
             self.cli("node", "join", node_id, "-o", str(path))
         return path
+
+    def _use_token(self, path: Path | None) -> None:
+        self.token = path.read_text().strip() if path is not None and path.exists() else None
+        self.api.headers.pop("Authorization", None)
+        if self.token:
+            self.api.headers["Authorization"] = f"Bearer {self.token}"
+
+    @property
+    def api_headers(self) -> dict[str, str]:
+        """Headers an HTTP client of the test's own needs for the API (the bearer token)."""
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
     def stop_orchestrator(self, kill: bool = False, timeout: float = 15.0) -> int | None:
         """SIGTERM (graceful) or SIGKILL (crash) the orchestrator; returns its exit code."""
@@ -537,7 +555,7 @@ class Harness:
         """Run ``dockyard --server URL -c CLUSTER *args``; with ``check`` a non-zero exit fails the test."""
         argv = [DOCKYARD, "--server", self.base_url, "-c", self.cluster, *map(str, args)]
         cp = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, input=input,
-                            env={**os.environ, "NO_COLOR": "1"})
+                            env={**os.environ, "NO_COLOR": "1", **({"DOCKYARD_TOKEN": self.token} if self.token else {})})
         if check and cp.returncode != 0:
             raise AssertionError(
                 f"`dockyard {' '.join(map(str, args))}` exited {cp.returncode}\n--- stdout\n{cp.stdout}\n--- stderr\n{cp.stderr}")

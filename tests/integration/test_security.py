@@ -295,3 +295,64 @@ def test_over_tls_clients_verify_the_broker_against_the_ca(dockyard_env):
         with pytest.raises(ssl.SSLCertVerificationError):
             c.connect("127.0.0.1", port, keepalive=10)  # the certificate names localhost only
         env.cleanup()
+
+
+# ---- the API: bearer tokens ----------------------------------------------------------------------------------
+def test_the_api_needs_a_token_and_a_role_that_may_act(dockyard_env):
+    import os
+    import subprocess
+
+    import httpx
+    from harness import DOCKYARD
+
+    env = dockyard_env
+    env.start_orchestrator()
+    assert env.token and oct(env.token_file.stat().st_mode & 0o777) == "0o600"
+    anon = httpx.Client(base_url=env.base_url, timeout=10)
+    assert anon.get("/healthz").status_code == 200 and anon.get("/readyz").status_code == 200
+    for method, path in (("GET", "/v1/clusters"), ("GET", "/metrics"), ("POST", "/v1/apply"),
+                         ("DELETE", f"/v1/clusters/{env.cluster}/services/web")):
+        r = anon.request(method, path, json={"documents": []} if method == "POST" else None)
+        assert r.status_code == 401, (method, path, r.text)
+        assert r.json()["error"] and "Bearer" in r.json()["hint"]
+    assert anon.get("/v1/clusters", headers={"Authorization": "Bearer dy_nope_nope"}).status_code == 401
+
+    # The harness's admin token (the first start's) may act; a read-only one reads only.
+    env.cli("apply", "-f", env.write_manifest(WEB))
+    ro = env.cli("token", "create", "--role", "read-only", "--name", "grafana").stdout.strip()
+    as_ro = httpx.Client(base_url=env.base_url, timeout=10, headers={"Authorization": f"Bearer {ro}"})
+    assert as_ro.get(f"/v1/clusters/{env.cluster}/services").status_code == 200
+    assert as_ro.get("/metrics").status_code == 200
+    r = as_ro.post(f"/v1/clusters/{env.cluster}/services/web/scale", json={"desiredCount": 0})
+    assert r.status_code == 403 and "admin" in r.json()["hint"]
+    assert as_ro.get("/v1/tokens").status_code == 403
+    listed = env.cli("token", "list").stdout
+    assert "grafana" in listed and ro.split("_")[2] not in listed  # ids and roles, never secrets
+
+    # The CLI: a read-only token is refused with the server's words, exit 1, no stack trace.
+    base_env = {k: v for k, v in os.environ.items() if k != "DOCKYARD_TOKEN"}
+    cp = subprocess.run([DOCKYARD, "--server", env.base_url, "-c", env.cluster, "scale", "web", "0"],
+                        capture_output=True, text=True, env={**base_env, "DOCKYARD_TOKEN": ro}, timeout=60)
+    assert cp.returncode == 1 and "admin" in cp.stderr and "Traceback" not in cp.stderr
+    cp = subprocess.run([DOCKYARD, "--server", env.base_url, "get", "services"], capture_output=True, text=True,
+                        env={**base_env, "DOCKYARD_TOKEN_FILE": str(env.workdir / "none")}, timeout=60)
+    assert cp.returncode == 1 and "token" in cp.stderr.lower() and "Traceback" not in cp.stderr
+
+    # Revoked: 401 from then on; tokens survive a restart (and the first start's token is not made again).
+    token_id = ro.split("_")[1]
+    env.cli("token", "revoke", token_id)
+    assert as_ro.get(f"/v1/clusters/{env.cluster}/services").status_code == 401
+    admin = env.token
+    env.restart_orchestrator()
+    assert env.token == admin and env.get("/v1/clusters") is not None
+    assert as_ro.get("/v1/clusters").status_code == 401
+
+
+def test_insecure_no_auth_is_explicit(dockyard_env):
+    import httpx
+
+    env = dockyard_env
+    env.start_orchestrator(insecure_no_auth=True)
+    assert env.token is None
+    assert httpx.get(f"{env.base_url}/v1/clusters", timeout=10).status_code == 200
+    assert "--insecure-no-auth" in env.tail(env.orchestrator.log)

@@ -453,6 +453,31 @@ class Harness:
             self.cli("node", "join", node_id, "-o", str(path))
         return path
 
+    def mqtt_client(self, prefix: str = "dockyard-test"):
+        """A connected paho client (MQTT 3.1.1, loop not started) on this test's broker: with the orchestrator's
+        login on a secure broker (its plain listener), so a test may watch everything."""
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        from dockyard.mqtt import parse_url
+
+        broker = self.broker
+        b = parse_url(broker.url if broker else self.mqtt_url)
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{prefix}-{uuid.uuid4().hex[:8]}")
+        if broker:
+            c.username_pw_set(*broker.auth)
+        c.connect(b.host, b.port, keepalive=10)
+        return c
+
+    def retained(self, prefix: str | None = None) -> dict[str, bytes]:
+        """Retained messages under ``prefix`` (default: this cluster's topics) on this test's broker."""
+        from dockyard.mqtt import parse_url
+
+        broker = self.broker
+        b = parse_url(broker.url if broker else self.mqtt_url)
+        return retained_topics(prefix or f"{TOPIC_ROOT}/{self.cluster}", host=b.host, port=b.port,
+                               auth=broker.auth if broker else None)
+
     def _use_token(self, path: Path | None) -> None:
         self.token = path.read_text().strip() if path is not None and path.exists() else None
         self.api.headers.pop("Authorization", None)

@@ -68,10 +68,7 @@ def publish_raw(url: str, topic: str, payload: bytes, retain: bool = True, auth:
 
 
 def retained_desired(env, node: str) -> dict | None:
-    from harness import retained_topics
-
-    b = parse_url(env.mqtt_url)
-    got = retained_topics(f"dockyard/v1/{env.cluster}/nodes/{node}", host=b.host, port=b.port, auth=admin_auth(env))
+    got = env.retained(f"dockyard/v1/{env.cluster}/nodes/{node}")
     raw = got.get(f"dockyard/v1/{env.cluster}/nodes/{node}/desired")
     return json.loads(raw) if raw else None
 

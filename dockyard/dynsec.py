@@ -165,6 +165,11 @@ def revoke_plan(cluster: str, node_id: str) -> Plan:
                 tolerate=frozenset({1}))
 
 
+def forget_plan(cluster: str, node_id: str) -> Plan:
+    """As :func:`revoke_plan`, for a node that may never have had a credential (``node delete --force``)."""
+    return Plan(revoke_plan(cluster, node_id).commands, tolerate=frozenset({0, 1}))
+
+
 def failures(plan: Plan, response: dict[str, Any]) -> list[str]:
     """The errors of a response to ``plan`` that matter (its tolerated commands aside)."""
     out = []

@@ -9,7 +9,7 @@ nothing here ever returns a stack trace.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Literal
 
 from fastapi import FastAPI, Request
@@ -73,7 +73,8 @@ class TokenRequest(BaseModel):
 
 
 def create_app(ops: Ops, ready=lambda: True, broker_admin: BrokerAdmin | None = None,
-               tokens: Tokens | None = None) -> FastAPI:
+               tokens: Tokens | None = None,
+               on_node_deleted: Callable[[str, str], Awaitable[None]] | None = None) -> FastAPI:
     """``tokens``: bearer tokens are required (core.auth); None: no authentication (--insecure-no-auth)."""
     app = FastAPI(title="dockyard", version=__version__, openapi_url="/v1/openapi.json", docs_url="/v1/docs",
                   redoc_url=None)
@@ -302,8 +303,17 @@ def create_app(ops: Ops, ready=lambda: True, broker_admin: BrokerAdmin | None = 
         return {"node": views.node_view(st, ops.node(cluster, node_id))}
 
     @app.delete("/v1/clusters/{cluster}/nodes/{node_id}")
-    async def delete_node(cluster: str, node_id: str) -> dict:
-        return {"node": ops.delete_node(cluster, node_id).model_dump(mode="json")}
+    async def delete_node(cluster: str, node_id: str, force: bool = False) -> dict:
+        """``force``: a connected node too: its broker credential is revoked first (the broker disconnects it),
+        its tasks stopped and replaced elsewhere, its retained topics cleared."""
+        if force:
+            ops.node(cluster, node_id)  # 404 before touching the broker
+            if broker_admin is not None and dynsec.invalid_name(cluster) is None and dynsec.invalid_name(node_id) is None:
+                await broker_admin.apply(dynsec.forget_plan(cluster, node_id))
+        n = ops.delete_node(cluster, node_id, force=force)
+        if force and on_node_deleted is not None:
+            await on_node_deleted(cluster, node_id)
+        return {"node": n.model_dump(mode="json")}
 
     @app.post("/v1/clusters/{cluster}/nodes/{node_id}/drain")
     async def drain(cluster: str, node_id: str) -> dict:

@@ -64,6 +64,18 @@ class Bus:
         except aiomqtt.MqttError as exc:
             self.log.warning("publish failed; will resend on reconnect", error=str(exc))
 
+    async def forget_node(self, cluster: str, node_id: str) -> None:
+        """A deleted node: clear its retained desired document and presence (a later start of the orchestrator
+        must not register it again from its old ``online``)."""
+        self.last_docs.pop((cluster, node_id), None)
+        if self.client is None or not self.connected.is_set():
+            return
+        for leaf in ("desired", "presence"):
+            try:
+                await self.client.publish(node_topic(cluster, node_id, leaf), b"", qos=1, retain=True)
+            except aiomqtt.MqttError as exc:
+                self.log.warning("clearing a deleted node's retained topics failed", node=node_id, error=str(exc))
+
     async def run(self, stop: asyncio.Event) -> None:
         backoff = Backoff()
         # Node liveness is judged only through a working broker session (orchestrator.core.nodes):

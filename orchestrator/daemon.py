@@ -96,7 +96,8 @@ async def serve(listen: str, store_path: Path, mqtt: str, node_lost_seconds: flo
     if not _loopback(host):
         log.warning("the API listens beyond loopback without TLS: tokens cross the network in clear text; put it "
                     "behind a TLS proxy (docs/security.md)", listen=f"{host}:{port}")
-    app = create_app(ops, ready=lambda: bus.connected.is_set(), broker_admin=admin, tokens=tokens)
+    app = create_app(ops, ready=lambda: bus.connected.is_set(), broker_admin=admin, tokens=tokens,
+                     on_node_deleted=bus.forget_node)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
     server = uvicorn.Server(config)
     # uvicorn (>= 0.29) captures SIGINT/SIGTERM only while serve() runs and re-raises them after;

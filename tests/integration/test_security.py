@@ -244,11 +244,21 @@ def test_a_node_credential_reaches_only_its_own_topics(dockyard_env):
         assert not Raw(broker.url, (creds(env.node_credentials("a"))[0], "wrong")).accepted
         assert not Raw(broker.url, (broker.auth[0], "wrong")).accepted
 
+        # `delete node --force`: a connected node is revoked (disconnected, refused), its tasks run elsewhere, its
+        # retained topics are gone.
+        env.cli("delete", "node", "b", "--force")
+        assert env.node("b") is None
+        assert not Raw(broker.url, creds(env.node_credentials("b"))).accepted
+        env.wait_for(lambda: len(env.running_tasks()) == 2 and {t["nodeId"] for t in env.running_tasks()} == {"a"},
+                     timeout=60, message="node b's tasks replaced on node a")
+        assert not [t for t in env.retained(f"{root}/b") if env.retained(f"{root}/b")[t]]
+        env.wait_quiet_evidence()
+        assert env.node("b") is None  # its agent, refused by the broker, did not come back
+
         # Revoking a node disconnects its agent, and its credential is refused from then on.
         env.cli("node", "revoke", "a")
         env.wait_for(lambda: not env.node("a")["connected"], timeout=30, message="node a disconnected")
         assert not Raw(broker.url, creds(env.node_credentials("a"))).accepted
-        assert env.node("b")["connected"]
         spy.close()
         env.cleanup()
 

@@ -36,7 +36,7 @@ from agent.session import Session, parse_desired
 from agent.state import NodeState
 from dockyard import log, sealing
 from dockyard.keyfile import KeyFileError, load_or_create
-from dockyard.mqtt import Backoff, parse_url
+from dockyard.mqtt import Backoff, check_ca, load_credentials, parse_url
 from dockyard.wire import DesiredDocHead
 
 EVENT_SETTLE_SECONDS = 0.5  # a second pass after a container event, see Agent._on_event
@@ -50,6 +50,8 @@ class AgentConfig:
     node_id: str
     cluster: str = "default"
     mqtt_url: str = "mqtt://127.0.0.1:1883"
+    mqtt_credentials: str | None = None  # a credentials file (dockyard node join -o FILE)
+    mqtt_ca: str | None = None  # the CA an mqtts:// broker's certificate must be signed by
     docker_url: str = "unix:///var/run/docker.sock"
     attributes: dict[str, str] = field(default_factory=dict)
     runtime: str = "docker"  # "docker" | "hollow" (hollow: for control-plane benchmarks only)
@@ -101,7 +103,8 @@ class Agent:
             status_interval=cfg.status_interval, attributes=cfg.attributes, capacity_providers=cfg.capacity_providers,
             runtime_name=runtime.name, log=self.log, on_connect=self._on_connect, on_message=self.on_desired,
             advertise_address=cfg.advertise_address, load_balancer=cfg.load_balancer,
-            seal_key=sealing.public_key(seal_key))
+            seal_key=sealing.public_key(seal_key), credentials=load_credentials(cfg.mqtt_credentials),
+            mqtt_ca=cfg.mqtt_ca)
         self.reporter = Reporter(self.state, self.session, self.boot_id, self.log)
         self.lb: LoadBalancerNode | None = None
         if cfg.load_balancer:
@@ -382,6 +385,8 @@ async def run_async(cfg: AgentConfig, stop: asyncio.Event | None = None) -> int:
     lg = log.get("agent", node=cfg.node_id, cluster=cfg.cluster)
     try:
         parse_url(cfg.mqtt_url)
+        load_credentials(cfg.mqtt_credentials)
+        check_ca(cfg.mqtt_url, cfg.mqtt_ca)
         agents = make_agents(cfg)
     except (ValueError, OSError) as e:
         lg.error("invalid configuration", error=str(e))
@@ -436,6 +441,12 @@ def _parse_attributes(ctx: click.Context, param: click.Parameter, values: tuple[
 @click.option("--cluster", default="default", show_default=True, help="Cluster to join.")
 @click.option("--mqtt", "mqtt_url", default=lambda: os.environ.get("DOCKYARD_MQTT", "mqtt://127.0.0.1:1883"),
               show_default="env DOCKYARD_MQTT or mqtt://127.0.0.1:1883", help="MQTT broker URL.")
+@click.option("--mqtt-ca", default=lambda: os.environ.get("DOCKYARD_MQTT_CA"), metavar="FILE",
+              show_default="env DOCKYARD_MQTT_CA",
+              help="CA certificate that an mqtts:// broker's certificate must be signed by (default: the system's).")
+@click.option("--mqtt-credentials", default=lambda: os.environ.get("DOCKYARD_MQTT_CREDENTIALS"), metavar="FILE",
+              show_default="env DOCKYARD_MQTT_CREDENTIALS",
+              help="This node's broker login: the file `dockyard node join NODE -o FILE` wrote (docs/security.md).")
 @click.option("--docker", "docker_url", default="unix:///var/run/docker.sock", show_default=True, help="Docker engine URL.")
 @click.option("--attribute", "attributes", multiple=True, callback=_parse_attributes, metavar="KEY=VALUE",
               help="Custom node attribute for placement constraints (repeatable).")
@@ -468,14 +479,18 @@ def _parse_attributes(ctx: click.Context, param: click.Parameter, values: tuple[
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True)
 @click.option("--log-json", is_flag=True, help="JSON log lines.")
 @click.pass_context
-def agent_command(ctx: click.Context, node_id: str, cluster: str, mqtt_url: str, docker_url: str,
+def agent_command(ctx: click.Context, node_id: str, cluster: str, mqtt_url: str, mqtt_ca: str | None,
+                  mqtt_credentials: str | None,
+                  docker_url: str,
                   attributes: dict[str, str], runtime: str, hollow_count: int, fargate: bool, status_interval: float,
                   relist_interval: float, image_pull_behavior: str, load_balancer: bool, lb_dir: str | None,
                   lb_bind: str, advertise_address: str | None, metadata_port: int, state_dir: str | None,
                   metrics_listen: str | None, usage_sampling: bool, log_level: str, log_json: bool) -> None:
     """Run the dockyard agent on this host: drive the local Docker engine as the orchestrator asks."""
     cfg = AgentConfig(
-        node_id=node_id, cluster=cluster, mqtt_url=mqtt_url, docker_url=docker_url, attributes=attributes,
+        node_id=node_id, cluster=cluster, mqtt_url=mqtt_url, mqtt_credentials=mqtt_credentials, mqtt_ca=mqtt_ca,
+        docker_url=docker_url,
+        attributes=attributes,
         runtime=runtime, hollow_count=hollow_count, capacity_providers=["EC2", "FARGATE"] if fargate else ["EC2"],
         status_interval=status_interval, relist_interval=relist_interval, image_pull_behavior=image_pull_behavior,
         log_level=log_level, log_json=log_json, load_balancer=load_balancer, lb_dir=lb_dir, lb_bind=lb_bind,

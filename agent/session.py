@@ -19,6 +19,7 @@ from pydantic_core import from_json
 
 from agent.runtime import EngineInfo
 from dockyard import __version__
+from dockyard.dynsec import Credentials
 from dockyard.mqtt import Backoff, Client, make_client
 from dockyard.wire import (
     CGROUP_ATTRIBUTE,
@@ -46,13 +47,16 @@ class Session:
                  attributes: dict[str, str], capacity_providers: list[str], runtime_name: str, log: Any,
                  on_connect: Callable[[], Awaitable[None]], on_message: Callable[[Any], Awaitable[None]],
                  advertise_address: str | None = None, load_balancer: bool = False,
-                 seal_key: str | None = None) -> None:
+                 seal_key: str | None = None, credentials: Credentials | None = None,
+                 mqtt_ca: str | None = None) -> None:
         self.node_id, self.cluster, self.mqtt_url, self.boot_id = node_id, cluster, mqtt_url, boot_id
         # Where other nodes (load balancers) reach this node's host ports: the flag, else the
         # source address of the broker connection (set on connect).
         self.address = advertise_address
         self._advertised = advertise_address is not None
         self.load_balancer = load_balancer
+        self.mqtt_ca = mqtt_ca
+        self.credentials = credentials  # the node's broker login (None: anonymous, development only)
         self.seal_key = seal_key  # the public key task secrets are sealed to (base64)
         self.status_interval = status_interval
         self.user_attributes, self.capacity_providers, self.runtime_name = attributes, capacity_providers, runtime_name
@@ -109,7 +113,8 @@ class Session:
             try:
                 will = aiomqtt.Will(self.t_presence, self.presence("offline"), qos=1, retain=True)
                 async with make_client(self.mqtt_url, ident, will=will, keepalive=self.keepalive(),
-                                       misc_interval=None) as client:  # housekeeping: the status tick
+                                       misc_interval=None, credentials=self.credentials,
+                                       ca_file=self.mqtt_ca) as client:  # housekeeping: the status tick
                     self.client = client
                     backoff.reset()
                     if not self._advertised:

@@ -92,7 +92,7 @@ async def wait_dockyard(bench: Bench, n: int, t0: float) -> float:
     label = f"dockyard.cluster={bench.env.cluster}"
     api_done = docker_done = None
     try:
-        async with httpx.AsyncClient(base_url=bench.env.base_url, timeout=10) as api:
+        async with httpx.AsyncClient(base_url=bench.env.base_url, timeout=10, headers=bench.env.api_headers) as api:
             while time.monotonic() - t0 < TIMEOUT:
                 if api_done is None:
                     tasks = (await api.get(url)).json()["tasks"]

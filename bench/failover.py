@@ -58,7 +58,7 @@ async def wait_recovered(bench: Bench, tb, victim: str, n: int, t0: float) -> fl
     engines = [aiodocker.Docker(url=tb.host(k).docker_url) for k in (1, 2)]
     last = None
     try:
-        async with httpx.AsyncClient(base_url=env.base_url, timeout=10) as api:
+        async with httpx.AsyncClient(base_url=env.base_url, timeout=10, headers=env.api_headers) as api:
             while time.monotonic() - t0 < TIMEOUT:
                 tasks = (await api.get(f"/v1/clusters/{env.cluster}/tasks", params={"desiredStatus": "RUNNING"})).json()["tasks"]
                 running = [t for t in tasks if t["lastStatus"] == "RUNNING"]

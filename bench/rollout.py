@@ -98,7 +98,7 @@ async def wait_dockyard(bench: Bench, n: int, rev: int, t0: float) -> float:
     last = None
     phases: dict[str, float] = {}
     try:
-        async with httpx.AsyncClient(base_url=env.base_url, timeout=10) as api:
+        async with httpx.AsyncClient(base_url=env.base_url, timeout=10, headers=env.api_headers) as api:
             while time.monotonic() - t0 < TIMEOUT:
                 deps = (await api.get(f"/v1/clusters/{env.cluster}/services/broll/deployments")).json()["deployments"]
                 primary = next((x for x in deps if x["status"] == "PRIMARY"), None)

@@ -240,7 +240,7 @@ def run(bench: Bench) -> None:
         return took
 
     async def rounds() -> None:
-        async with httpx.AsyncClient(base_url=env.base_url, timeout=120) as api:
+        async with httpx.AsyncClient(base_url=env.base_url, timeout=120, headers=env.api_headers) as api:
             async def first_largest(n: int, took: float) -> None:
                 if n != max(sizes) or "cpu" in steady:
                     return

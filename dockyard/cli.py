@@ -19,13 +19,13 @@ import click
 from dockyard import __version__
 from dockyard.wire import PROTOCOL_VERSION
 from orchestrator.client import commands as client_commands
-from orchestrator.client.api import DEFAULT_CLUSTER, DEFAULT_SERVER
+from orchestrator.client.api import DEFAULT_CLUSTER, DEFAULT_SERVER, find_token
 from orchestrator.client.errors import CliError, exit_reporting_errors
 from orchestrator.client.session import Session
 
 CLIENT_COMMANDS = ["apply", "delete", "get", "describe", "run", "stop", "scale", "node", "rollout", "secret",
-                   "accesskey", "events", "top"]
-DAEMON_COMMANDS = ["orchestrator", "agent"]
+                   "accesskey", "token", "events", "top"]
+DAEMON_COMMANDS = ["orchestrator", "agent", "broker"]
 
 
 class RootGroup(click.Group):
@@ -59,10 +59,13 @@ class RootGroup(click.Group):
               help="Orchestrator API URL [env DOCKYARD_SERVER].")
 @click.option("-c", "--cluster", envvar="DOCKYARD_CLUSTER", default=DEFAULT_CLUSTER, show_default=True, metavar="NAME",
               help="Cluster to work on [env DOCKYARD_CLUSTER].")
+@click.option("--token", envvar="DOCKYARD_TOKEN", default=None, metavar="TOKEN",
+              help="API bearer token [env DOCKYARD_TOKEN; else the file DOCKYARD_TOKEN_FILE or "
+                   "~/.config/dockyard/token].")
 @click.version_option(__version__, "--version", prog_name="dockyard",
                       message=f"%(prog)s %(version)s (wire protocol {PROTOCOL_VERSION})")
 @click.pass_context
-def cli(ctx: click.Context, server: str, cluster: str) -> None:
+def cli(ctx: click.Context, server: str, cluster: str, token: str | None) -> None:
     """dockyard: a self-hosted container orchestrator modelled on AWS ECS.
 
     \b
@@ -73,7 +76,7 @@ def cli(ctx: click.Context, server: str, cluster: str) -> None:
     dockyard rollout status web            follow a deployment
     """
     session = ctx.ensure_object(Session)  # tests pass their own (transport, clock) as obj=
-    session.connect(server, cluster)
+    session.connect(server, cluster, find_token(token))
     ctx.call_on_close(session.close)
 
 
@@ -86,6 +89,11 @@ for _command in client_commands():
 @click.option("--listen", default="127.0.0.1:8080", show_default=True, metavar="HOST:PORT", help="HTTP API address.")
 @click.option("--store", default=None, metavar="PATH", help="SQLite store file. Default: in the user data directory.")
 @click.option("--mqtt", default="mqtt://127.0.0.1:1883", show_default=True, metavar="URL", help="MQTT broker.")
+@click.option("--mqtt-ca", default=None, metavar="FILE",
+              help="CA certificate that an mqtts:// broker's certificate must be signed by (default: the system's).")
+@click.option("--mqtt-credentials", default=None, metavar="FILE",
+              help="The orchestrator's broker login (JSON file written by `dockyard broker init`); with it the "
+                   "orchestrator also issues and revokes node credentials (docs/security.md).")
 @click.option("--node-lost-seconds", type=click.FloatRange(min=0, min_open=True), default=3.0, show_default=True, metavar="SECONDS",
               help="How long a node may stay disconnected (MQTT Will fired, or no heartbeat) before its tasks "
                    "are replaced elsewhere; a node that returns later drops them (fencing).")
@@ -101,11 +109,24 @@ for _command in client_commands():
 @click.option("--secrets-key-file", default=None, metavar="PATH",
               help="Key that encrypts secrets in the store (Fernet), created with mode 0600 on first start. "
                    "Default: beside the store file (STORE.secrets-key). Back it up with the store.")
+@click.option("--epoch-window", type=click.IntRange(min=1), default=10_000, show_default=True, metavar="N",
+              help="A node showing a desired epoch newer than ours (forged, or a store restored from an older "
+                   "backup) is taken back with a higher epoch if it is at most N above ours; beyond that only an "
+                   "alert (docs/security.md).")
+@click.option("--insecure-no-auth", is_flag=True,
+              help="Serve the API WITHOUT tokens: anyone who reaches it may do anything (logged loudly).")
+@click.option("--anonymous-reads", is_flag=True, help="Let requests without a token read (GET); writes still need one.")
+@click.option("--admin-token-file", default=None, metavar="PATH",
+              help="Where the first start writes the admin token it creates when the store has none "
+                   "(mode 0600). Default: the CLI's token file, $XDG_CONFIG_HOME/dockyard/token.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
               default="info", show_default=True)
 @click.option("--log-json", is_flag=True, help="Log JSON lines instead of text.")
-def orchestrator_cmd(listen: str, store: str | None, mqtt: str, node_lost_seconds: float, mass_loss_fraction: float,
-                     mass_loss_interval: float, secrets_key_file: str | None, log_level: str, log_json: bool) -> None:
+def orchestrator_cmd(listen: str, store: str | None, mqtt: str, mqtt_ca: str | None, mqtt_credentials: str | None,
+                     node_lost_seconds: float, mass_loss_fraction: float,
+                     mass_loss_interval: float, secrets_key_file: str | None, epoch_window: int,
+                     insecure_no_auth: bool, anonymous_reads: bool, admin_token_file: str | None, log_level: str,
+                     log_json: bool) -> None:
     """Run the control-plane daemon (HTTP API, store, controllers)."""
     try:
         from orchestrator.daemon import run as run_daemon
@@ -113,7 +134,92 @@ def orchestrator_cmd(listen: str, store: str | None, mqtt: str, node_lost_second
         raise CliError(f"the orchestrator cannot start: {e} (install dockyard with all its dependencies: pip install dockyard)") from None
     sys.exit(run_daemon(listen=listen, store=store, mqtt=mqtt, node_lost_seconds=node_lost_seconds,
                         mass_loss_fraction=mass_loss_fraction, mass_loss_interval=mass_loss_interval,
-                        secrets_key_file=secrets_key_file, log_level=log_level.lower(), log_json=log_json))
+                        secrets_key_file=secrets_key_file, epoch_window=epoch_window,
+                        mqtt_credentials=mqtt_credentials, mqtt_ca=mqtt_ca, insecure_no_auth=insecure_no_auth,
+                        anonymous_reads=anonymous_reads, admin_token_file=admin_token_file, log_level=log_level.lower(), log_json=log_json))
+
+
+@cli.group("broker")
+def broker_cmd() -> None:
+    """Set up the MQTT broker (Mosquitto with its dynamic-security plugin)."""
+
+
+@broker_cmd.command("init")
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--port", type=click.IntRange(1, 65535), default=1883, show_default=True)
+@click.option("--bind", default="127.0.0.1", show_default=True, help="Listener address.")
+@click.option("--persistence", is_flag=True, help="Keep retained messages across broker restarts (in DIRECTORY/data).")
+@click.option("--broker-user", default="mosquitto", show_default=True,
+              help="The user Mosquitto drops to when started as root: it must read and rewrite the plugin's file.")
+@click.option("--tls-port", type=click.IntRange(1, 65535), default=None, metavar="PORT",
+              help="Also a TLS listener (8883 by convention): a CA and the broker's certificate go to DIRECTORY/tls.")
+@click.option("--tls-bind", default="0.0.0.0", show_default=True, help="TLS listener address.")
+@click.option("--tls-name", "tls_names", multiple=True, metavar="NAME|IP",
+              help="A name clients reach the broker by, in its certificate (repeatable).  [default: this host's name]")
+def broker_init(directory: str, port: int, bind: str, persistence: bool, broker_user: str, tls_port: int | None,
+                tls_bind: str, tls_names: tuple[str, ...]) -> None:
+    """Write DIRECTORY/mosquitto.conf (no anonymous access), the plugin's DIRECTORY/dynsec/dynamic-security.json
+    holding the orchestrator's client, and DIRECTORY/orchestrator-credentials.json (mode 0600) for `dockyard
+    orchestrator --mqtt-credentials`. Run the broker with `mosquitto -c DIRECTORY/mosquitto.conf`."""
+    import json
+    import os
+    import pwd
+    from pathlib import Path
+
+    from dockyard import dynsec
+    from dockyard.mqtt import write_credentials
+
+    d = Path(directory).absolute()
+    state = d / "dynsec"
+    config = state / "dynamic-security.json"
+    if config.exists():
+        raise CliError(f"{config} exists: the broker is set up already (remove the directory to start over)")
+    state.mkdir(parents=True, mode=0o700, exist_ok=True)
+    data = d / "data"
+    if persistence:
+        data.mkdir(mode=0o700, exist_ok=True)
+    password = dynsec.new_password()
+    fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(dynsec.initial_config(password), fh, indent=2)
+    owned = [state, config] + ([data] if persistence else [])
+    tls = None
+    if tls_port is not None:
+        import socket
+
+        from dockyard import certs
+
+        tdir = d / "tls"
+        tdir.mkdir(mode=0o755, exist_ok=True)
+        ca_pem, ca_key = certs.ca()
+        cert_pem, key_pem = certs.server_cert(ca_pem, ca_key, list(tls_names) or [socket.gethostname()])
+        (tdir / "ca.crt").write_bytes(ca_pem)
+        (tdir / "broker.crt").write_bytes(cert_pem)
+        for name, pem in (("ca.key", ca_key), ("broker.key", key_pem)):
+            kfd = os.open(tdir / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(kfd, "wb") as kf:
+                kf.write(pem)
+        owned.append(tdir / "broker.key")
+        tls = dynsec.TlsListener(tls_port, tls_bind, str(tdir / "ca.crt"), str(tdir / "broker.crt"),
+                                 str(tdir / "broker.key"))
+    if os.geteuid() == 0:  # Mosquitto started as root runs as broker_user: it owns what it reads and rewrites
+        try:
+            pw = pwd.getpwnam(broker_user)
+        except KeyError:
+            raise CliError(f"--broker-user {broker_user}: no such user (Debian's mosquitto package creates "
+                           "'mosquitto')") from None
+        for p in owned:
+            os.chown(p, pw.pw_uid, pw.pw_gid)
+    (d / "mosquitto.conf").write_text(dynsec.mosquitto_conf(str(config), port, bind,
+                                                            str(data) if persistence else None, tls))
+    write_credentials(d / "orchestrator-credentials.json",
+                      dynsec.Credentials(username=dynsec.ORCHESTRATOR_USER, password=password))
+    click.echo(f"broker configuration in {d}: mosquitto -c {d / 'mosquitto.conf'}\n"
+               f"orchestrator: dockyard orchestrator --mqtt mqtt://{bind}:{port} "
+               f"--mqtt-credentials {d / 'orchestrator-credentials.json'}")
+    if tls is not None:
+        click.echo(f"over TLS: --mqtt mqtts://{(tls_names or ('HOST',))[0]}:{tls_port} --mqtt-ca {tls.cafile} "
+                   f"(copy {tls.cafile} to the agents' hosts; keep {d / 'tls' / 'ca.key'} offline)")
 
 
 @cli.command("agent", add_help_option=False, short_help="Run the per-host agent (drives Docker; see dockyard agent --help).",

@@ -2,15 +2,20 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import socket
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 import aiomqtt
 from paho.mqtt import client as paho_client
 from paho.mqtt.enums import MQTTErrorCode, MQTTProtocolVersion
+from pydantic import ValidationError
+
+from dockyard.dynsec import Credentials
 
 DEFAULT_MQTT = "mqtt://127.0.0.1:1883"
 # Without TCP_NODELAY a QoS 1 round trip costs ~88 ms (Nagle + delayed ACK); with it ~1 ms.
@@ -23,16 +28,60 @@ class BrokerURL:
     port: int
     username: str | None = None
     password: str | None = None
+    tls: bool = False
 
 
 def parse_url(url: str) -> BrokerURL:
-    """``mqtt://[user:pass@]host[:port]`` -> BrokerURL (port 1883 by default)."""
+    """``mqtt://[user:pass@]host[:port]`` (port 1883) or ``mqtts://...`` (TLS, port 8883) -> BrokerURL."""
     u = urlparse(url if "://" in url else f"mqtt://{url}")
-    if u.scheme not in ("mqtt", "tcp"):
-        raise ValueError(f"unsupported MQTT URL scheme '{u.scheme}' in {url!r}; use mqtt://HOST:PORT")
+    if u.scheme not in ("mqtt", "tcp", "mqtts", "ssl"):
+        raise ValueError(f"unsupported MQTT URL scheme '{u.scheme}' in {url!r}; use mqtt://HOST:PORT or "
+                         "mqtts://HOST:PORT (TLS)")
     if not u.hostname:
         raise ValueError(f"MQTT URL {url!r} has no host; use mqtt://HOST:PORT")
-    return BrokerURL(u.hostname, u.port or 1883, u.username, u.password)
+    tls = u.scheme in ("mqtts", "ssl")
+    return BrokerURL(u.hostname, u.port or (8883 if tls else 1883), u.username, u.password, tls)
+
+
+def load_credentials(path: str | Path | None) -> Credentials | None:
+    """A broker credentials file (JSON ``{"username", "password"}``, as ``dockyard broker init`` and
+    ``dockyard node join`` write them); None without a path. ValueError with a hint when unusable."""
+    if path is None:
+        return None
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise ValueError(f"--mqtt-credentials {p}: cannot read it ({e.strerror or e}); "
+                         "create it with `dockyard node join NODE -o FILE` (a node) or `dockyard broker init`") from None
+    try:
+        return Credentials.model_validate_json(text)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(x) for x in first["loc"]) or "(file)"
+        raise ValueError(f"--mqtt-credentials {p}: {where}: {first['msg']}; expected JSON "
+                         '{"username": ..., "password": ...}') from None
+
+
+def check_ca(url: str, ca_file: str | None) -> None:
+    """ValueError with a hint when ``--mqtt-ca`` cannot be used with ``url``."""
+    if ca_file is None:
+        return
+    if not parse_url(url).tls:
+        raise ValueError(f"--mqtt-ca {ca_file} needs a TLS broker URL: mqtts://HOST:8883 (got {url})")
+    if not Path(ca_file).is_file():
+        raise ValueError(f"--mqtt-ca {ca_file}: no such file (the CA certificate `dockyard broker init --tls-port` "
+                         "wrote: DIR/tls/ca.crt)")
+
+
+def write_credentials(path: str | Path, creds: Credentials) -> None:
+    """Write a credentials file readable by its owner only (0600 from the start, not chmod after)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        os.fchmod(fh.fileno(), 0o600)
+        fh.write(creds.model_dump_json() + "\n")
 
 
 def _share_property_tables() -> None:
@@ -99,18 +148,21 @@ class Client(aiomqtt.Client):
 
 
 def make_client(url: str, identifier: str, will: aiomqtt.Will | None = None, keepalive: int = 5,
-                max_inflight_messages: int | None = None, misc_interval: float | None = 1.0) -> Client:
+                max_inflight_messages: int | None = None, misc_interval: float | None = 1.0,
+                credentials: Credentials | None = None, ca_file: str | None = None) -> Client:
     """An MQTT 5 client with TCP_NODELAY. aiomqtt does not reconnect: callers loop with :class:`Backoff`.
 
     ``max_inflight_messages``: QoS 1 messages sent and not yet acknowledged (paho's default is
     20; the broker's Receive Maximum still applies). ``misc_interval``: see :class:`Client`;
-    with ``None`` the caller must call ``housekeeping()`` well within ``keepalive``."""
+    with ``None`` the caller must call ``housekeeping()`` well within ``keepalive``. ``credentials``: the
+    broker login (over any user:password in the URL). ``mqtts://`` URLs verify the broker's certificate and
+    name against ``ca_file`` (else the system's CAs)."""
     b = parse_url(url)
     return Client(
         b.host,
         b.port,
-        username=b.username,
-        password=b.password,
+        username=credentials.username if credentials else b.username,
+        password=credentials.password if credentials else b.password,
         identifier=identifier,
         protocol=MQTTProtocolVersion.MQTTv5,
         will=will,
@@ -119,6 +171,7 @@ def make_client(url: str, identifier: str, will: aiomqtt.Will | None = None, kee
         max_queued_outgoing_messages=100_000,
         max_inflight_messages=max_inflight_messages,
         misc_interval=misc_interval,
+        tls_params=aiomqtt.TLSParameters(ca_certs=ca_file) if b.tls else None,
     )
 
 

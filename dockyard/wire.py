@@ -86,6 +86,16 @@ class DesiredTask(DesiredTaskHead):
     secrets: Sealed | None = None
 
 
+class DesiredVersion(Wire):
+    """Only the version of a desired document (what the orchestrator's fencing check reads)."""
+
+    epoch: int
+    generation: int
+
+    def version(self) -> tuple[int, int]:
+        return (self.epoch, self.generation)
+
+
 class DesiredDocHead(Wire):
     cluster: str
     nodeId: str

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Literal
 
 from fastapi import FastAPI, Request
@@ -19,9 +19,12 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
-from dockyard import __version__
+from dockyard import __version__, dynsec
 from dockyard.wire import PROTOCOL_VERSION
 from orchestrator import ecs_api, lb_views, metrics, metrics_collector, observe_api, views
+from orchestrator.auth import Tokens
+from orchestrator.broker_admin import BrokerAdmin, BrokerAdminError
+from orchestrator.core import auth as auth_core
 from orchestrator.core import compat
 from orchestrator.models import RunTaskSpec
 from orchestrator.ops import Ops, UserError
@@ -68,11 +71,20 @@ class SecretRequest(BaseModel):
     secretString: str
 
 
+class TokenRequest(BaseModel):
+    role: auth_core.Role = "read-only"
+    name: str = Field(default="", max_length=200)
+
+
 def create_app(ops: Ops, ready=lambda: True, loopback: bool = True, usage: UsageBook | None = None,
-               self_target: str | None = None) -> FastAPI:
+               self_target: str | None = None, broker_admin: BrokerAdmin | None = None,
+               tokens: Tokens | None = None,
+               on_node_deleted: Callable[[str, str], Awaitable[None]] | None = None) -> FastAPI:
     """``loopback``: the listener is on a loopback address (the ECS API's development mode);
     ``usage``: the bus's book of task samples (``dockyard top``); ``self_target``: the
-    orchestrator's HOST:PORT as Prometheus reaches it (its own SD target)."""
+    orchestrator's HOST:PORT as Prometheus reaches it (its own SD target); ``tokens``: bearer
+    tokens are required (core.auth); None: no authentication (--insecure-no-auth). The ECS API
+    (``POST /`` with ``X-Amz-Target``) is authenticated by SigV4 instead (ecs_api.auth)."""
     app = FastAPI(title="dockyard", version=__version__, openapi_url="/v1/openapi.json", docs_url="/v1/docs",
                   redoc_url=None)
     st = ops.state
@@ -91,6 +103,10 @@ def create_app(ops: Ops, ready=lambda: True, loopback: bool = True, usage: Usage
         loc = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
         return JSONResponse({"error": f"{loc}: {first['msg']}" if loc else first["msg"], "field": loc}, status_code=400)
 
+    @app.exception_handler(BrokerAdminError)
+    async def _broker_error(_: Request, exc: BrokerAdminError) -> JSONResponse:
+        return JSONResponse({"error": str(exc)}, status_code=exc.status)
+
     @app.exception_handler(Exception)
     async def _internal(_: Request, exc: Exception) -> JSONResponse:
         ops.ctl.log.exception("API error")
@@ -99,6 +115,14 @@ def create_app(ops: Ops, ready=lambda: True, loopback: bool = True, usage: Usage
     @app.middleware("http")
     async def _count(request: Request, call_next):
         t0 = time.perf_counter()
+        ecs_call = request.method == "POST" and request.url.path == "/" and "x-amz-target" in request.headers
+        if tokens is not None and not ecs_call:  # the ECS API: SigV4 (ecs_api.auth)
+            d = auth_core.decide(request.method, request.url.path, request.headers.get("authorization"),
+                                 tokens.by_id, tokens.anonymous_reads)
+            if d.status != 200:
+                metrics.API_REQUESTS.labels(method=request.method, status=str(d.status)).inc()
+                headers = {"WWW-Authenticate": "Bearer"} if d.status == 401 else None
+                return JSONResponse({"error": d.error, "hint": d.hint}, status_code=d.status, headers=headers)
         response = await call_next(request)
         status = str(response.status_code)
         metrics.API_REQUESTS.labels(method=request.method, status=status).inc()
@@ -119,6 +143,40 @@ def create_app(ops: Ops, ready=lambda: True, loopback: bool = True, usage: Usage
     @app.delete("/v1/accesskeys/{key_id}")
     async def delete_access_key(key_id: str) -> dict:
         return {"accessKey": ops.delete_access_key(key_id)}
+
+    # ---- API tokens (admin only: core.auth lets a read-only token GET them, so check the role here) ----------
+    def _tokens_admin(request: Request) -> Tokens:
+        if tokens is None:
+            raise UserError("this orchestrator runs without authentication (--insecure-no-auth)", 409)
+        got = auth_core.parse(request.headers.get("authorization"))
+        rec = tokens.by_id.get(got[0]) if got else None
+        if rec is None or rec.role != "admin":
+            raise UserError("only an admin token may manage tokens", 403, hint="use a token with the admin role")
+        return tokens
+
+    @app.get("/v1/tokens")
+    async def list_tokens(request: Request) -> dict:
+        t = _tokens_admin(request)
+        return {"tokens": [{"id": r.id, "role": r.role, "name": r.name, "createdAt": r.createdAt}
+                           for r in sorted(t.by_id.values(), key=lambda r: r.createdAt)]}
+
+    @app.post("/v1/tokens")
+    async def create_token(request: Request, body: TokenRequest) -> dict:
+        token, rec = _tokens_admin(request).create(body.role, body.name)
+        ops.ctl.log.info("API token created", token_id=rec.id, role=rec.role, name=rec.name)
+        return {"id": rec.id, "role": rec.role, "name": rec.name, "token": token}
+
+    @app.delete("/v1/tokens/{token_id}")
+    async def revoke_token(request: Request, token_id: str) -> dict:
+        if not _tokens_admin(request).revoke(token_id):
+            raise UserError(f"token {token_id!r} not found", 404, hint="see `dockyard token list`")
+        ops.ctl.log.warning("API token revoked", token_id=token_id)
+        return {"id": token_id, "revoked": True}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        ok = ready()
+        return JSONResponse({"status": "ok" if ok else "starting"}, status_code=200 if ok else 503)
 
     @app.get("/healthz")
     async def healthz() -> JSONResponse:
@@ -282,8 +340,17 @@ def create_app(ops: Ops, ready=lambda: True, loopback: bool = True, usage: Usage
         return {"node": views.node_view(st, ops.node(cluster, node_id))}
 
     @app.delete("/v1/clusters/{cluster}/nodes/{node_id}")
-    async def delete_node(cluster: str, node_id: str) -> dict:
-        return {"node": ops.delete_node(cluster, node_id).model_dump(mode="json")}
+    async def delete_node(cluster: str, node_id: str, force: bool = False) -> dict:
+        """``force``: a connected node too: its broker credential is revoked first (the broker disconnects it),
+        its tasks stopped and replaced elsewhere, its retained topics cleared."""
+        if force:
+            ops.node(cluster, node_id)  # 404 before touching the broker
+            if broker_admin is not None and dynsec.invalid_name(cluster) is None and dynsec.invalid_name(node_id) is None:
+                await broker_admin.apply(dynsec.forget_plan(cluster, node_id))
+        n = ops.delete_node(cluster, node_id, force=force)
+        if force and on_node_deleted is not None:
+            await on_node_deleted(cluster, node_id)
+        return {"node": n.model_dump(mode="json")}
 
     @app.post("/v1/clusters/{cluster}/nodes/{node_id}/drain")
     async def drain(cluster: str, node_id: str) -> dict:
@@ -292,5 +359,33 @@ def create_app(ops: Ops, ready=lambda: True, loopback: bool = True, usage: Usage
     @app.post("/v1/clusters/{cluster}/nodes/{node_id}/activate")
     async def activate(cluster: str, node_id: str) -> dict:
         return {"node": views.node_view(st, ops.set_node_status(cluster, node_id, "ACTIVE"))}
+
+    # ---- broker credentials of nodes (Mosquitto's dynamic-security plugin, docs/security.md) ----------------
+    def _admin(cluster: str, node_id: str) -> BrokerAdmin:
+        for what, name in (("cluster", cluster), ("node", node_id)):
+            why = dynsec.invalid_name(name)
+            if why:
+                raise UserError(f"{what} name {name!r} {why}", 400, field=what)
+        if broker_admin is None:
+            raise UserError("this orchestrator manages no broker clients", 409,
+                            hint="start it with --mqtt-credentials (docs/security.md)")
+        return broker_admin
+
+    @app.post("/v1/clusters/{cluster}/nodes/{node_id}/credentials")
+    async def join_node(cluster: str, node_id: str) -> dict:
+        """(Re)create the node's broker client: its previous credential stops working."""
+        admin = _admin(cluster, node_id)
+        password = dynsec.new_password()
+        await admin.apply(dynsec.join_plan(cluster, node_id, password))
+        ops.ctl.log.info("node broker credential issued", node=node_id, cluster=cluster)
+        return {"cluster": cluster, "nodeId": node_id, "username": dynsec.node_name(cluster, node_id),
+                "password": password}
+
+    @app.delete("/v1/clusters/{cluster}/nodes/{node_id}/credentials")
+    async def revoke_node(cluster: str, node_id: str) -> dict:
+        """Delete the node's broker client: the broker disconnects it and refuses it from now on."""
+        await _admin(cluster, node_id).apply(dynsec.revoke_plan(cluster, node_id))
+        ops.ctl.log.warning("node broker credential revoked", node=node_id, cluster=cluster)
+        return {"cluster": cluster, "nodeId": node_id, "revoked": True}
 
     return app

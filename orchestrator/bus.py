@@ -11,13 +11,16 @@ import time
 import uuid
 
 import aiomqtt
+from paho.mqtt.subscribeoptions import SubscribeOptions
 from pydantic import TypeAdapter, ValidationError
 
 from dockyard import log as dlog
+from dockyard.dynsec import Credentials
 from dockyard.mqtt import Backoff, make_client
 from dockyard.wire import (
     PROTOCOL,
     DesiredDoc,
+    DesiredVersion,
     Presence,
     Refusal,
     StatusDoc,
@@ -56,9 +59,11 @@ _SENT_BYTES = metrics.MQTT_SENT_BYTES.labels(topic="desired")
 
 
 class Bus:
-    def __init__(self, mqtt_url: str, controller, usage=None) -> None:
+    def __init__(self, mqtt_url: str, controller, usage=None, credentials: Credentials | None = None,
+                 ca_file: str | None = None) -> None:
         self.usage = usage  # an orchestrator.usage.UsageBook: each snapshot's task samples
         self.url = mqtt_url
+        self.credentials, self.ca_file = credentials, ca_file
         self.controller = controller
         self.client: aiomqtt.Client | None = None
         self.connected = asyncio.Event()
@@ -102,6 +107,18 @@ class Bus:
         self._acked[key] = doc.generation
         metrics.DESIRED_ACK_SECONDS.observe(max(0.0, time.time() - doc.publishedAt))
 
+    async def forget_node(self, cluster: str, node_id: str) -> None:
+        """A deleted node: clear its retained desired document and presence (a later start of the orchestrator
+        must not register it again from its old ``online``)."""
+        self.last_docs.pop((cluster, node_id), None)
+        if self.client is None or not self.connected.is_set():
+            return
+        for leaf in ("desired", "presence"):
+            try:
+                await self.client.publish(node_topic(cluster, node_id, leaf), b"", qos=1, retain=True)
+            except aiomqtt.MqttError as exc:
+                self.log.warning("clearing a deleted node's retained topics failed", node=node_id, error=str(exc))
+
     async def run(self, stop: asyncio.Event) -> None:
         backoff = Backoff()
         # Node liveness is judged only through a working broker session (orchestrator.core.nodes):
@@ -113,11 +130,15 @@ class Bus:
                 # default of 20 unacknowledged, 1,000 documents waited for 50 round trips. 0 (no
                 # limit) rather than a large one: under any limit paho walks every queued message
                 # on each PUBACK (_update_inflight), O(n^2) for a pass's n documents.
-                async with make_client(self.url, self.client_id, max_inflight_messages=0) as client:
+                async with make_client(self.url, self.client_id, max_inflight_messages=0,
+                                       credentials=self.credentials, ca_file=self.ca_file) as client:
                     self.client = client
                     await client.subscribe(f"{PROTOCOL}/+/nodes/+/presence", qos=1)
                     await client.subscribe(f"{PROTOCOL}/+/nodes/+/status", qos=1)
                     await client.subscribe(self.probe_topic, qos=0)
+                    # Every desired document this client did not publish (noLocal): the retained ones now,
+                    # and any another client publishes later (core.fencing: forged or a second orchestrator).
+                    await client.subscribe(f"{PROTOCOL}/+/nodes/+/desired", options=SubscribeOptions(qos=1, noLocal=True))
                     self.connected.set()
                     backoff.reset()
                     self.log.info("connected to broker")
@@ -135,7 +156,7 @@ class Bus:
                             if topic == self.probe_topic:
                                 self.controller.on_broker_heard(time.time())
                                 continue
-                            self.handle(topic, msg.payload)
+                            self.handle(topic, msg.payload, retain=msg.retain)
                     finally:
                         probe.cancel()
             except aiomqtt.MqttError as exc:
@@ -159,7 +180,7 @@ class Bus:
             except aiomqtt.MqttError:
                 return  # the message loop sees the lost connection too
 
-    def handle(self, topic: str, payload) -> None:
+    def handle(self, topic: str, payload, retain: bool = False) -> None:
         parsed = parse_topic(topic)
         if parsed is None or not payload:
             return
@@ -168,7 +189,10 @@ class Bus:
         count.inc()
         size.inc(len(payload))
         try:
-            if leaf == "presence":
+            if leaf == "desired":
+                v = DesiredVersion.model_validate_json(payload)
+                self.controller.on_desired_seen(cluster, node_id, v.version(), foreign=not retain)
+            elif leaf == "presence":
                 self._last_snapshot.pop((cluster, node_id), None)
                 p = Presence.model_validate_json(payload)
                 was_refused = p.state == "online" and self.controller.node_refused(cluster, node_id)

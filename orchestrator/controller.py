@@ -30,7 +30,7 @@ from dockyard.wire import (
     TaskReport,
 )
 from orchestrator import metrics
-from orchestrator.core import compat, scheduler
+from orchestrator.core import compat, fencing, scheduler
 from orchestrator.core import nodes as nodes_core
 from orchestrator.core import secrets as secrets_core
 from orchestrator.core import services as svc_core
@@ -100,7 +100,8 @@ def task_ask(t: Task, td_spec) -> TaskAsk:
 class Controller:
     def __init__(self, state: State, epoch: int, publish: Publish, node_lost_seconds: float = 3.0,
                  mass_loss_fraction: float = 0.55, mass_loss_interval: float = 30.0,
-                 clock: Callable[[], float] = time.time, secrets: SecretStore | None = None) -> None:
+                 clock: Callable[[], float] = time.time, secrets: SecretStore | None = None,
+                 epoch_window: int = fencing.EPOCH_WINDOW) -> None:
         self.clock = clock  # the one clock the controller (and Ops) decide on time with
         self.state = state
         # Without a key file (unit tests): a key of this process only.
@@ -108,6 +109,10 @@ class Controller:
         self._secret_refs: dict[str, secrets_core.Refs | None] = {}  # per family:revision (see _refs)
         self._sealed: dict[str, tuple[str, sealing.Sealed]] = {}  # task id -> (node seal key, blob)
         self.epoch = epoch
+        self.epoch_window = epoch_window
+        self._reasserted: dict[tuple[str, str], float] = {}  # node -> when we last re-asserted over it
+        self._refused: dict[tuple[str, str], tuple[int, int]] = {}  # node -> version refused (alert once)
+        self._fence_later: dict[tuple[str, str], tuple[tuple[int, int], bool, str]] = {}  # judged again in a pass
         self.publish = publish
         self.node_lost_seconds = node_lost_seconds
         self.mass_loss = nodes_core.MassLossPolicy(fraction=mass_loss_fraction, interval=mass_loss_interval)
@@ -179,6 +184,7 @@ class Controller:
     # ---- the pass ------------------------------------------------------------------------
     def reconcile(self, now: float) -> list[DesiredDoc]:
         self._next_wake = None
+        self.fence_again()
         self.check_nodes(now)
         self.follow_families(now)
         self.reconcile_services(now)
@@ -734,8 +740,8 @@ class Controller:
         """A snapshot identical to the last one handled for this connected node (seq and ts aside):
         it only proves the node alive. False: handle it in full (the node is unknown or offline)."""
         n = self.state.nodes.get((cluster, node_id))
-        if n is None or not n.connected:
-            return False
+        if n is None or not n.connected or (n.observedEpoch, n.observedGeneration) > (self.epoch, n.generation):
+            return False  # (a version we did not publish: judged again in on_status)
         n.lastSeenAt = self.clock()
         return True
 
@@ -752,6 +758,8 @@ class Controller:
         if (st.observedEpoch, st.observedGeneration) != (n.observedEpoch, n.observedGeneration):
             n.observedEpoch, n.observedGeneration = st.observedEpoch, st.observedGeneration
             self.state.put_node(n)
+        if (st.observedEpoch, st.observedGeneration) > (self.epoch, n.generation):  # not ours (core.fencing)
+            self.fence(n, (st.observedEpoch, st.observedGeneration), foreign=False, what="status")
         woke = False
         if st.loadBalancer is not None and n.loadBalancer:
             woke = self._on_lb_status(cluster, node_id, st, now)
@@ -788,6 +796,66 @@ class Controller:
                 woke = True
         if woke:
             self.wake()
+
+    # ---- fencing (core.fencing) ---------------------------------------------------------------
+    def on_desired_seen(self, cluster: str, node_id: str, version: tuple[int, int], foreign: bool) -> None:
+        """A desired document on a node's topic that this process did not publish in this session (the bus
+        subscribes without its own messages): a retained one found on subscribing, or, ``foreign``, one another
+        client published just now."""
+        n = self.state.nodes.get((cluster, node_id))
+        if n is None:
+            if foreign:
+                self.log.error("fencing: a desired document for an unknown node was published by another client",
+                               node=node_id, cluster=cluster, epoch=version[0], generation=version[1])
+                metrics.FENCING_ALERTS.labels(kind="foreign_desired").inc()
+            return
+        self.fence(n, version, foreign=foreign, what="desired")
+
+    def fence_again(self) -> None:
+        """Judge again the versions whose re-assertion waited for the node's cooldown."""
+        for key, (seen, foreign, what) in list(self._fence_later.items()):
+            n = self.state.nodes.get(key)
+            if n is None:
+                del self._fence_later[key]
+            else:
+                self.fence(n, seen, foreign, what)
+
+    def fence(self, n: Node, seen: tuple[int, int], foreign: bool, what: str) -> None:
+        """Apply core.fencing's verdict on a version ``seen`` for node ``n`` (from its status or its topic)."""
+        key = (n.cluster, n.nodeId)
+        now = self.clock()
+        v = fencing.judge(seen, fencing.newest_ours(self.epoch, n.generation), foreign, now,
+                          self._reasserted.get(key), self.epoch_window,
+                          has_tasks=self.state.node_active_count(n.cluster, n.nodeId) > 0)
+        if v.action == "later":
+            self._fence_later[key] = (seen, foreign, what)
+            self._wake_at(v.at)
+            return
+        self._fence_later.pop(key, None)
+        if v.action == "ok":
+            return
+        log = self.log.bind(node=n.nodeId, cluster=n.cluster, seen_epoch=seen[0], seen_generation=seen[1], via=what)
+        if v.action == "refuse":
+            if self._refused.get(key) != seen:
+                self._refused[key] = seen
+                log.error("fencing: node fenced out by a newer epoch; not taking it back", reason=v.reason)
+                metrics.FENCING_ALERTS.labels(kind="refused").inc()
+            return
+        if v.action == "reassert":
+            store = self.state.store
+            self.epoch = store.raise_epoch(v.epoch) if store is not None else max(self.epoch, v.epoch)
+            self._reasserted[key] = now
+            self._refused.pop(key, None)
+            self.log = dlog.get("controller", epoch=self.epoch)
+            log.error("fencing: re-asserting over a desired version this orchestrator did not publish",
+                      reason=v.reason, epoch=self.epoch)
+            metrics.FENCING_ALERTS.labels(kind="reassert").inc()
+        else:
+            log.warning("fencing: republishing over a desired document another client published", reason=v.reason)
+            metrics.FENCING_ALERTS.labels(kind="foreign_desired").inc()
+        self._published.pop(key, None)
+        self.state.mark_node_dirty(key)
+        self.wake()
 
     def _on_lb_status(self, cluster: str, node_id: str, st: StatusDoc, now: float) -> bool:
         """An LB node's target health and sessions: a task whose target state changed may now be

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import ipaddress
 import signal
 import socket
 from pathlib import Path
@@ -10,16 +11,28 @@ from pathlib import Path
 import uvicorn
 
 from dockyard import log as dlog
+from dockyard.dynsec import Credentials
 from dockyard.keyfile import KeyFileError
-from dockyard.mqtt import parse_url
+from dockyard.mqtt import check_ca, load_credentials, parse_url
 from orchestrator.api import create_app
+from orchestrator.auth import Tokens
+from orchestrator.broker_admin import BrokerAdmin
 from orchestrator.bus import Bus
+from orchestrator.client.api import default_token_file
 from orchestrator.controller import Controller
+from orchestrator.core.fencing import EPOCH_WINDOW
 from orchestrator.ops import Ops
 from orchestrator.secrets import SecretStore, default_key_path, load_key
 from orchestrator.state import State
 from orchestrator.store import Store, StoreError, default_store_path
 from orchestrator.usage import UsageBook
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def _listen(addr: str) -> tuple[str, int]:
@@ -31,7 +44,10 @@ def _listen(addr: str) -> tuple[str, int]:
 
 async def serve(listen: str, store_path: Path, mqtt: str, node_lost_seconds: float,
                 mass_loss_fraction: float = 0.55, mass_loss_interval: float = 30.0,
-                secrets_key_file: Path | None = None) -> None:
+                secrets_key_file: Path | None = None, epoch_window: int = EPOCH_WINDOW,
+                mqtt_credentials: Credentials | None = None, mqtt_ca: str | None = None,
+                insecure_no_auth: bool = False, anonymous_reads: bool = False,
+                admin_token_file: Path | None = None) -> None:
     log = dlog.get("orchestrator")
     host, port = _listen(listen)
     # Bind before anything else, so an address in use is a clear error and exit 1 (uvicorn would
@@ -64,18 +80,27 @@ async def serve(listen: str, store_path: Path, mqtt: str, node_lost_seconds: flo
     gc.freeze()
     gc.set_threshold(10_000, 10, 100)
     ctl = Controller(state, epoch, publish, node_lost_seconds=node_lost_seconds,
-                     mass_loss_fraction=mass_loss_fraction, mass_loss_interval=mass_loss_interval, secrets=secrets)
+                     mass_loss_fraction=mass_loss_fraction, mass_loss_interval=mass_loss_interval, secrets=secrets,
+                     epoch_window=epoch_window)
     usage = UsageBook()
-    bus = Bus(mqtt, ctl, usage=usage)
+    bus = Bus(mqtt, ctl, usage=usage, credentials=mqtt_credentials, ca_file=mqtt_ca)
     ops = Ops(state, ctl)
-    import ipaddress
-
-    try:
-        loopback = ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = host == "localhost"
-    app = create_app(ops, ready=lambda: bus.connected.is_set(), loopback=loopback, usage=usage,
-                     self_target=f"{socket.gethostname() if host in ('0.0.0.0', '::') else host}:{port}")
+    admin = BrokerAdmin(mqtt, mqtt_credentials, mqtt_ca) if mqtt_credentials is not None else None
+    tokens = None
+    if insecure_no_auth:
+        log.warning("!!! --insecure-no-auth: ANYONE WHO REACHES THE API MAY APPLY, SCALE, STOP AND DELETE !!!",
+                    listen=f"{host}:{port}")
+    else:
+        tokens = Tokens(store, anonymous_reads=anonymous_reads)
+        token_file = admin_token_file or default_token_file()
+        if tokens.bootstrap(token_file):
+            log.warning("no API token existed: an admin token was created", token_file=str(token_file))
+    if not _loopback(host):
+        log.warning("the API listens beyond loopback without TLS: tokens cross the network in clear text; put it "
+                    "behind a TLS proxy (docs/security.md)", listen=f"{host}:{port}")
+    app = create_app(ops, ready=lambda: bus.connected.is_set(), loopback=_loopback(host), usage=usage,
+                     self_target=f"{socket.gethostname() if host in ('0.0.0.0', '::') else host}:{port}",
+                     broker_admin=admin, tokens=tokens, on_node_deleted=bus.forget_node)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
     server = uvicorn.Server(config)
     # uvicorn (>= 0.29) captures SIGINT/SIGTERM only while serve() runs and re-raises them after;
@@ -112,15 +137,20 @@ async def serve(listen: str, store_path: Path, mqtt: str, node_lost_seconds: flo
 
 def run(listen: str = "127.0.0.1:8080", store: str | None = None, mqtt: str = "mqtt://127.0.0.1:1883",
         node_lost_seconds: float = 3.0, log_level: str = "info", log_json: bool = False,
-        mass_loss_fraction: float = 0.55, mass_loss_interval: float = 30.0, secrets_key_file: str | None = None) -> int:
+        mass_loss_fraction: float = 0.55, mass_loss_interval: float = 30.0, secrets_key_file: str | None = None,
+        epoch_window: int = EPOCH_WINDOW, mqtt_credentials: str | None = None, mqtt_ca: str | None = None,
+        insecure_no_auth: bool = False, anonymous_reads: bool = False, admin_token_file: str | None = None) -> int:
     dlog.configure(log_level, log_json)
     log = dlog.get("orchestrator")
     try:
         _listen(listen)
         parse_url(mqtt)
+        creds = load_credentials(mqtt_credentials)
+        check_ca(mqtt, mqtt_ca)
         path = Path(store) if store else default_store_path()
         asyncio.run(serve(listen, path, mqtt, node_lost_seconds, mass_loss_fraction, mass_loss_interval,
-                          Path(secrets_key_file) if secrets_key_file else None))
+                          Path(secrets_key_file) if secrets_key_file else None, epoch_window, creds, mqtt_ca, insecure_no_auth,
+                          anonymous_reads, Path(admin_token_file) if admin_token_file else None))
     except (ValueError, StoreError, OSError, KeyFileError) as exc:
         log.error(str(exc))
         return 1

@@ -54,6 +54,10 @@ SCHEDULE_SECONDS = Histogram("dockyard_schedule_seconds", "Duration of one sched
 STORE_TRANSACTION_SECONDS = Histogram("dockyard_store_transaction_seconds",
                                       "Duration of one store write transaction (a flush of the changed records)",
                                       buckets=LATENCY_BUCKETS)
+FENCING_ALERTS = Counter("dockyard_fencing_alerts_total",
+                         "Desired versions this orchestrator did not publish: reassert (epoch raised), refused "
+                         "(beyond --epoch-window), foreign_desired (another client published a desired document)",
+                         ["kind"])
 API_REQUESTS = Counter("dockyard_api_requests_total", "HTTP API requests", ["method", "status"])
 API_REQUEST_SECONDS = Histogram("dockyard_api_request_duration_seconds",
                                 "HTTP API request duration, by method, route template and status code",

@@ -12,7 +12,13 @@ from typing import Any, Literal
 
 from dockyard.ecs import TaskDefinitionSpec, apply_overrides, ignored_fields
 from dockyard.ecs_compat import taskdef_warnings
-from dockyard.wire import CGROUP_ATTRIBUTE, SERVICE_SCHEDULER_INITIATED, USER_INITIATED, USER_STOP_REASON
+from dockyard.wire import (
+    CGROUP_ATTRIBUTE,
+    SERVICE_SCHEDULER_INITIATED,
+    TASK_FAILED_TO_START,
+    USER_INITIATED,
+    USER_STOP_REASON,
+)
 from orchestrator.controller import Controller, add_event
 from orchestrator.core import secrets as secrets_core
 from orchestrator.core import services as svc_core
@@ -31,7 +37,7 @@ from orchestrator.models import (
 )
 from orchestrator.secrets import SecretMeta, check_name
 from orchestrator.state import State
-from orchestrator.task_apply import request_stop
+from orchestrator.task_apply import mark_stopped, request_stop
 
 ACCESS_KEY_PREFIX = "accesskey!"  # a name no user secret can have ("!" is not allowed in one)
 
@@ -438,10 +444,19 @@ class Ops:
             self.state.delete_node(n)
         self.state.delete_cluster(c)
 
-    def delete_node(self, cluster: str, node_id: str):
+    def delete_node(self, cluster: str, node_id: str, force: bool = False):
+        """Deregister a node. ``force``: even a connected one; its tasks are stopped (service tasks are replaced
+        elsewhere). The API revokes its broker credential first, which disconnects it (docs/security.md)."""
         n = self.node(cluster, node_id)
-        if n.connected:
-            raise UserError(f"node {node_id!r} is connected", 409, hint="stop its agent first, or drain it")
+        if n.connected and not force:
+            raise UserError(f"node {node_id!r} is connected", 409,
+                            hint="stop its agent first, drain it, or delete it with --force (revokes its broker "
+                                 "credential and replaces its tasks)")
+        now = self.ctl.clock()
+        for t in self.state.node_active_tasks(cluster, node_id):
+            mark_stopped(t, SERVICE_SCHEDULER_INITIATED if t.serviceName else TASK_FAILED_TO_START,
+                         f"Node {node_id} deleted", now)
+            self.state.put_task(t)
         self.state.delete_node(n)
         self._commit()
         return n

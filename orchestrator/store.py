@@ -15,6 +15,7 @@ indexes (an existing version-1 store is upgraded in place, the columns filled fr
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import operator
 import os
@@ -25,6 +26,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from orchestrator.core.auth import TokenRecord
 from orchestrator.models import Cluster, LoadBalancer, Node, Service, TargetGroup, Task, TaskDefinition
 
 SCHEMA_VERSION = 3
@@ -192,6 +194,32 @@ class Store:
         epoch = int(self.get_meta("epoch", "0") or 0) + 1
         self.db.execute("INSERT OR REPLACE INTO meta VALUES ('epoch', ?)", (str(epoch),))
         return epoch
+
+    def raise_epoch(self, at_least: int) -> int:
+        """Raise the stored epoch to ``at_least`` (never lower it) and return the stored one: the orchestrator
+        re-asserting over a newer epoch it saw (core.fencing) keeps it here, so its successor starts above it."""
+        cur = self.db.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            epoch = max(int(self.get_meta("epoch", "0") or 0), at_least)
+            cur.execute("INSERT OR REPLACE INTO meta VALUES ('epoch', ?)", (str(epoch),))
+            cur.execute("COMMIT")
+        except BaseException:
+            if self.db.in_transaction:
+                cur.execute("ROLLBACK")
+            raise
+        return epoch
+
+    # ---- API tokens (hashed; orchestrator.core.auth) ---------------------------------------------
+    def put_token(self, rec: TokenRecord) -> None:
+        self.set_meta(f"token:{rec.id}", json.dumps(dataclasses.asdict(rec)))
+
+    def delete_token(self, token_id: str) -> bool:
+        return self.db.execute("DELETE FROM meta WHERE key=?", (f"token:{token_id}",)).rowcount > 0
+
+    def tokens(self) -> list[TokenRecord]:
+        rows = self.db.execute("SELECT value FROM meta WHERE key LIKE 'token:%'").fetchall()
+        return [TokenRecord(**json.loads(r[0])) for r in rows]
 
     # ---- records ---------------------------------------------------------------------------
     def load(self, kind: str) -> list[Any]:

@@ -108,13 +108,20 @@ if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
 fi
 
 PY="$REPO/.venv/bin/python"
-http_get() {  # http_get URL: body on stdout, non-zero unless 200 (no curl on a minimal Debian)
-  "$PY" -c 'import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=2).read().decode())' "$1" 2>/dev/null
+# The API needs a token: the orchestrator's first start writes an admin token here, the CLI reads it.
+export DOCKYARD_TOKEN_FILE="$RUN/admin-token"
+http_get() {  # http_get URL: body on stdout, non-zero unless 200 (no curl on a minimal Debian); sends the token
+  "$PY" -c 'import os, sys, urllib.request
+f = os.environ["DOCKYARD_TOKEN_FILE"]
+t = open(f).read().strip() if os.path.exists(f) else ""
+req = urllib.request.Request(sys.argv[1], headers={"Authorization": "Bearer " + t} if t else {})
+sys.stdout.write(urllib.request.urlopen(req, timeout=2).read().decode())' "$1" 2>/dev/null
 }
 show_log() { echo "---- last lines of $1" >&2; tail -n 40 "$1" >&2 || true; }
 
 say "starting orchestrator on $SERVER (log: .run/orchestrator.log)"
 setsid nohup "$DOCKYARD" orchestrator --listen "127.0.0.1:$PORT" --store "$RUN/demo.db" --mqtt "$MQTT" \
+  --admin-token-file "$DOCKYARD_TOKEN_FILE" \
   </dev/null >"$RUN/orchestrator.log" 2>&1 &
 echo $! >"$RUN/orchestrator.pid"
 for i in $(seq 1 150); do
@@ -184,6 +191,7 @@ cat <<EOF
 The demo is running: orchestrator on $SERVER, agent $NODE, $REPLICAS replicas of the web service.
 Look around:
     export DOCKYARD_SERVER=$SERVER
+    export DOCKYARD_TOKEN_FILE=$DOCKYARD_TOKEN_FILE   # the admin token (docs/security.md)
     .venv/bin/dockyard get nodes
     .venv/bin/dockyard describe service web
     .venv/bin/dockyard describe targetgroup web     # targets, health, sessions

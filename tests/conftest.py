@@ -12,6 +12,7 @@ tests/unit/ needs none of this.
 """
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
@@ -53,18 +54,24 @@ def _integration_needs_infra(request: pytest.FixtureRequest) -> None:
 
 @pytest.fixture
 def dockyard_env(request: pytest.FixtureRequest, infra: None, tmp_path: Path):
-    """A :class:`harness.Harness` for this test; cleaned up afterwards whatever happens."""
-    from harness import Harness
+    """A :class:`harness.Harness` for this test; cleaned up afterwards whatever happens.
+
+    With DOCKYARD_TEST_SECURE_BROKER=1 (opt-in for now) the test gets a broker of its own without anonymous
+    access (harness.secure_broker): its orchestrator and agents log in with their own credentials."""
+    from harness import Harness, secure_broker, secure_by_default
 
     h = Harness(workdir=tmp_path / "dockyard")
     request.node.stash.setdefault(_HARNESS_KEY, []).append(h)
-    try:
-        yield h
-    finally:
-        problems = h.cleanup()
-        if problems:
-            # Leaking state into the next test is a defect of its own: make it visible.
-            pytest.fail("cleanup of " + h.cluster + " failed:\n  - " + "\n  - ".join(problems), pytrace=False)
+    with contextlib.ExitStack() as stack:
+        if secure_by_default():
+            h.mqtt_url = stack.enter_context(secure_broker(h.workdir)).url
+        try:
+            yield h
+        finally:
+            problems = h.cleanup()  # before the broker stops
+            if problems:
+                # Leaking state into the next test is a defect of its own: make it visible.
+                pytest.fail("cleanup of " + h.cluster + " failed:\n  - " + "\n  - ".join(problems), pytrace=False)
 
 
 @pytest.fixture

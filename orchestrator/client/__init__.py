@@ -27,7 +27,8 @@ import click
 
 def commands() -> list[click.Command]:
     """The client commands, in the order ``dockyard --help`` lists them."""
-    from orchestrator.client import accesskeys, events, get, manifests, nodes, secrets, services, tasks, top
+    from orchestrator.client import accesskeys, events, get, manifests, nodes, secrets, services, tasks, tokens, top
 
     return [manifests.apply, manifests.delete, get.get, get.describe, tasks.run, tasks.stop,
-            services.scale, nodes.node, services.rollout, secrets.secret, accesskeys.accesskey, events.events, top.top]
+            services.scale, nodes.node, services.rollout, secrets.secret, accesskeys.accesskey, tokens.token,
+            events.events, top.top]

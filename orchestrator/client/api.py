@@ -7,6 +7,8 @@ with the one-line message the user sees.
 """
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any, Self
 from urllib.parse import quote
 
@@ -18,6 +20,24 @@ from orchestrator.client.errors import ApiError, CliError, UnreachableError, err
 DEFAULT_SERVER = "http://127.0.0.1:8080"
 DEFAULT_CLUSTER = "default"
 TIMEOUT = 30.0
+
+
+def default_token_file() -> Path:
+    """$XDG_CONFIG_HOME/dockyard/token (~/.config/dockyard/token): where the orchestrator's first start writes the
+    admin token it makes, and where the CLI looks when neither --token nor DOCKYARD_TOKEN is given."""
+    base = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    return base / "dockyard" / "token"
+
+
+def find_token(token: str | None) -> str | None:
+    """--token / DOCKYARD_TOKEN, else the file DOCKYARD_TOKEN_FILE or :func:`default_token_file` if readable."""
+    if token:
+        return token.strip()
+    path = Path(os.environ.get("DOCKYARD_TOKEN_FILE") or default_token_file())
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        return None
 
 
 def normalise_server(url: str) -> str:
@@ -48,8 +68,9 @@ class ApiClient:
     """
 
     def __init__(self, server: str, cluster: str, transport: httpx.BaseTransport | None = None,
-                 timeout: float = TIMEOUT) -> None:
+                 timeout: float = TIMEOUT, token: str | None = None) -> None:
         self.server = normalise_server(server)
+        self.token = token
         self.cluster = cluster
         self.timeout = timeout
         self._transport = transport
@@ -62,7 +83,8 @@ class ApiClient:
                 base_url=self.server,
                 timeout=self.timeout,
                 transport=self._transport,
-                headers={"User-Agent": f"dockyard-cli/{__version__}", "Accept": "application/json"},
+                headers={"User-Agent": f"dockyard-cli/{__version__}", "Accept": "application/json",
+                         **({"Authorization": f"Bearer {self.token}"} if self.token else {})},
             )
         return self._client
 

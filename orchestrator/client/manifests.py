@@ -65,9 +65,12 @@ def apply(s: Session, files: tuple[str, ...], dry_run: bool) -> None:
 @click.argument("name", required=False)
 @click.option("-f", "--filename", "files", multiple=True, metavar="FILE|DIR|-",
               help="Delete the objects these manifests define. Repeatable.")
+@click.option("--force", is_flag=True,
+              help="node: delete a connected node too: revoke its broker credential (the broker disconnects it) "
+                   "and replace its tasks elsewhere.")
 @cluster_option
 @pass_session
-def delete(s: Session, kind: str | None, name: str | None, files: tuple[str, ...]) -> None:
+def delete(s: Session, kind: str | None, name: str | None, files: tuple[str, ...], force: bool) -> None:
     """Delete objects: `delete -f FILE` or `delete KIND NAME`.
 
     \b
@@ -96,5 +99,7 @@ def delete(s: Session, kind: str | None, name: str | None, files: tuple[str, ...
         "loadbalancer": lambda: api.cpath("loadbalancers", name),
         "secret": lambda: f"/v1/secrets/{seg(name)}",
     }[kind]()
-    api.delete(path)
+    if force and kind != "node":
+        raise click.UsageError("--force applies to nodes only")
+    api.delete(path, force="true" if force else None)
     out(f"{kind}/{name} {DELETE_VERB[kind]}")

@@ -155,7 +155,7 @@ def remove_by_label(label_filters: list[str], host: str | None = None) -> list[s
 
 
 def clear_retained(prefix: str, known_topics: list[str] = (), settle: float = 0.3,
-                   host: str = BROKER_HOST, port: int = BROKER_PORT) -> list[str]:
+                   host: str = BROKER_HOST, port: int = BROKER_PORT, auth: tuple[str, str] | None = None) -> list[str]:
     """Clear retained messages: the given topics plus every retained topic found under ``prefix/#``.
 
     Uses paho-mqtt (installed with aiomqtt) synchronously so it works from any finalizer.
@@ -166,6 +166,8 @@ def clear_retained(prefix: str, known_topics: list[str] = (), settle: float = 0.
     found: set[str] = set(known_topics)
     c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"dockyard-test-clear-{uuid.uuid4().hex[:8]}")
     c.on_message = lambda _c, _u, msg: found.add(msg.topic) if msg.retain and msg.payload else None
+    if auth:
+        c.username_pw_set(*auth)
     c.connect(host, port, keepalive=10)
     c.loop_start()
     try:
@@ -180,7 +182,8 @@ def clear_retained(prefix: str, known_topics: list[str] = (), settle: float = 0.
     return sorted(found)
 
 
-def retained_topics(prefix: str, settle: float = 0.3, host: str = BROKER_HOST, port: int = BROKER_PORT) -> dict[str, bytes]:
+def retained_topics(prefix: str, settle: float = 0.3, host: str = BROKER_HOST, port: int = BROKER_PORT,
+                    auth: tuple[str, str] | None = None) -> dict[str, bytes]:
     """Retained messages currently held by the broker under ``prefix/#`` (topic -> payload)."""
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
@@ -188,6 +191,8 @@ def retained_topics(prefix: str, settle: float = 0.3, host: str = BROKER_HOST, p
     got: dict[str, bytes] = {}
     c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"dockyard-test-peek-{uuid.uuid4().hex[:8]}")
     c.on_message = lambda _c, _u, msg: got.__setitem__(msg.topic, msg.payload) if msg.retain else None
+    if auth:
+        c.username_pw_set(*auth)
     c.connect(host, port, keepalive=10)
     c.loop_start()
     try:
@@ -199,14 +204,87 @@ def retained_topics(prefix: str, settle: float = 0.3, host: str = BROKER_HOST, p
     return got
 
 
+@dataclass
+class SecureBroker:
+    """A Mosquitto without anonymous access, its clients in the dynamic-security plugin (``dockyard broker init``)."""
+
+    url: str
+    dir: Path
+    credentials_file: Path  # the orchestrator's login (it may also manage the plugin)
+    tls_url: str | None = None  # mqtts:// on the TLS listener (secure_broker(tls=True))
+    ca_file: Path | None = None  # the CA the TLS listener's certificate is signed by
+
+    @property
+    def auth(self) -> tuple[str, str]:
+        d = json.loads(self.credentials_file.read_text())
+        return d["username"], d["password"]
+
+
+# Every secure broker a test runs, by URL: the Harness looks its broker up here, so a test that sets
+# ``env.mqtt_url`` to one gets credentials for the orchestrator, its agents and the cleanup in one place.
+SECURE_BROKERS: dict[str, SecureBroker] = {}
+
+
+def secure_by_default() -> bool:
+    """Opt-in for now: DOCKYARD_TEST_SECURE_BROKER=1 makes every test's broker a secure one of its own."""
+    return os.environ.get("DOCKYARD_TEST_SECURE_BROKER", "") in ("1", "true", "yes")
+
+
 @contextlib.contextmanager
-def private_broker(workdir: Path) -> Iterator[str]:
+def secure_broker(workdir: Path, bind: str = BROKER_HOST, tls: bool = False) -> Iterator[SecureBroker]:
+    """A Mosquitto of the test's own on a free port, configured by ``dockyard broker init`` (no anonymous access,
+    the dynamic-security plugin holding the orchestrator's client); registered in SECURE_BROKERS; stopped by pid.
+    ``tls``: also a TLS listener on another free port (its certificate names only ``localhost``)."""
+    port = free_port()
+    tls_port = free_port() if tls else None
+    # Not under pytest's tmp_path (0700 root): Mosquitto started as root drops to the user 'mosquitto',
+    # which must reach the plugin's file. The broker's log is copied into ``workdir`` after.
+    import shutil
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="dockyard-test-broker-"))
+    base.chmod(0o755)
+    bdir = base / "broker"
+    tls_args = ["--tls-port", str(tls_port), "--tls-bind", bind, "--tls-name", "localhost"] if tls_port else []
+    cp = subprocess.run([DOCKYARD, "broker", "init", str(bdir), "--port", str(port), "--bind", bind, *tls_args],
+                        capture_output=True, text=True, timeout=60)
+    if cp.returncode != 0:
+        raise AssertionError(f"dockyard broker init failed: {cp.stderr or cp.stdout}")
+    log = open(bdir / "mosquitto.log", "ab")
+    proc = subprocess.Popen(["mosquitto", "-c", str(bdir / "mosquitto.conf"), "-v"], stdout=log,
+                            stderr=subprocess.STDOUT)
+    log.close()
+    b = SecureBroker(f"mqtt://{bind}:{port}", bdir, bdir / "orchestrator-credentials.json",
+                     f"mqtts://localhost:{tls_port}" if tls_port else None, bdir / "tls" / "ca.crt" if tls_port else None)
+    urls = [u for u in (b.url, b.tls_url) if u]
+    SECURE_BROKERS.update({u: b for u in urls})
+    try:
+        wait_for(lambda: proc.poll() is None and port_open(bind, port) and (not tls_port or port_open(bind, tls_port)),
+                 timeout=10, message="secure mosquitto")
+        yield b
+    finally:
+        for u in urls:
+            SECURE_BROKERS.pop(u, None)
+        kill_pid(proc)
+        with contextlib.suppress(OSError):
+            shutil.copy(bdir / "mosquitto.log", workdir / f"mosquitto-{port}.log")
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def private_broker(workdir: Path, secure: bool | None = None) -> Iterator[str]:
     """A Mosquitto of the test's own on a free loopback port (yields its URL; stopped by pid after).
 
     For tests that run long or restart agents: an orchestrator subscribes to every cluster's
     presence, so on the shared broker the orchestrator of another test running at the same time
     adopts this test's nodes and, with a higher epoch of its own, publishes them an empty desired
-    document (the agent then removes its tasks). Set ``env.mqtt_url`` before starting anything."""
+    document (the agent then removes its tasks). Set ``env.mqtt_url`` before starting anything.
+    ``secure`` (default: :func:`secure_by_default`): a :func:`secure_broker`; the Harness finds its
+    credentials by the URL."""
+    if secure if secure is not None else secure_by_default():
+        with secure_broker(workdir) as b:
+            yield b.url
+        return
     port = free_port()
     conf = workdir / "private-mosquitto.conf"
     conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\npersistence false\n")
@@ -278,6 +356,10 @@ class Harness:
         self._manifest_seq = 0
         self._cleaned = False
         self._mqtt_dirty = False  # retained topics may exist that cleanup must clear
+        # The API's admin token: the orchestrator's first start writes it here (--admin-token-file); the harness
+        # sends it with every request of self.api and self.cli (None: started with insecure_no_auth=True).
+        self.token_file = self.workdir / "admin-token"
+        self.token: str | None = None
 
     # ---- processes ------------------------------------------------------------------------
     def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Proc:
@@ -322,7 +404,9 @@ class Harness:
             raise AssertionError("orchestrator already running; stop_orchestrator() first")
         for attempt in range(3):
             argv = [DOCKYARD, "orchestrator", "--listen", f"127.0.0.1:{self.port}", "--store", str(self.store),
-                    "--mqtt", mqtt or self.mqtt_url] + self._flags(extra_flags)
+                    "--mqtt", mqtt or self.mqtt_url] + self._flags({**self._orchestrator_auth(), **extra_flags})
+            if not extra_flags.get("insecure_no_auth") and "admin_token_file" not in extra_flags:
+                argv += ["--admin-token-file", str(self.token_file)]
             self.orchestrator = p = self._spawn("orchestrator", argv)
             self._mqtt_dirty = True
             if not wait:
@@ -334,6 +418,7 @@ class Harness:
                 return self.api.get("/healthz", timeout=1.0).status_code == 200
             try:
                 self._wait_alive(healthy, timeout, "orchestrator /healthz")
+                self._use_token(None if extra_flags.get("insecure_no_auth") else self.token_file)
                 return p
             except _Exited:
                 # Another process took the port between free_port() and the bind: use another one.
@@ -345,6 +430,64 @@ class Harness:
                 self.api.close()
                 self.api = httpx.Client(base_url=self.base_url, timeout=10.0)
         return p
+
+    # ---- broker credentials (a secure broker: SECURE_BROKERS) ----------------------------------
+    @property
+    def broker(self) -> SecureBroker | None:
+        return SECURE_BROKERS.get(self.mqtt_url)
+
+    def _orchestrator_auth(self) -> dict[str, Any]:
+        b = self.broker
+        return {"mqtt_credentials": str(b.credentials_file), **self._tls_flags()} if b else {}
+
+    def _tls_flags(self) -> dict[str, Any]:
+        b = self.broker
+        return {"mqtt_ca": str(b.ca_file)} if b and b.tls_url == self.mqtt_url else {}
+
+    def node_credentials(self, node_id: str) -> Path:
+        """The node's broker credential file, issued once per node by ``dockyard node join`` (the join flow)."""
+        path = self.workdir / f"node-{node_id}.credentials.json"
+        if not path.exists():
+            if self.orchestrator is None:
+                raise AssertionError("start the orchestrator before an agent: it issues the node's credential")
+            self.cli("node", "join", node_id, "-o", str(path))
+        return path
+
+    def mqtt_client(self, prefix: str = "dockyard-test"):
+        """A connected paho client (MQTT 3.1.1, loop not started) on this test's broker: with the orchestrator's
+        login on a secure broker (its plain listener), so a test may watch everything."""
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        from dockyard.mqtt import parse_url
+
+        broker = self.broker
+        b = parse_url(broker.url if broker else self.mqtt_url)
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{prefix}-{uuid.uuid4().hex[:8]}")
+        if broker:
+            c.username_pw_set(*broker.auth)
+        c.connect(b.host, b.port, keepalive=10)
+        return c
+
+    def retained(self, prefix: str | None = None) -> dict[str, bytes]:
+        """Retained messages under ``prefix`` (default: this cluster's topics) on this test's broker."""
+        from dockyard.mqtt import parse_url
+
+        broker = self.broker
+        b = parse_url(broker.url if broker else self.mqtt_url)
+        return retained_topics(prefix or f"{TOPIC_ROOT}/{self.cluster}", host=b.host, port=b.port,
+                               auth=broker.auth if broker else None)
+
+    def _use_token(self, path: Path | None) -> None:
+        self.token = path.read_text().strip() if path is not None and path.exists() else None
+        self.api.headers.pop("Authorization", None)
+        if self.token:
+            self.api.headers["Authorization"] = f"Bearer {self.token}"
+
+    @property
+    def api_headers(self) -> dict[str, str]:
+        """Headers an HTTP client of the test's own needs for the API (the bearer token)."""
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
     def stop_orchestrator(self, kill: bool = False, timeout: float = 15.0) -> int | None:
         """SIGTERM (graceful) or SIGKILL (crash) the orchestrator; returns its exit code."""
@@ -392,6 +535,9 @@ class Harness:
         extra_flags.setdefault("state_dir", str(self.workdir / f"agent-state-{node_id}"))
         # (the same one when a node's agent is restarted: its containers' URIs name it).
         extra_flags.setdefault("metadata_port", self._metadata_ports.setdefault(node_id, free_port("0.0.0.0")))
+        if self.broker is not None and "mqtt_credentials" not in extra_flags:
+            extra_flags["mqtt_credentials"] = str(self.node_credentials(node_id))
+            extra_flags = {**self._tls_flags(), **extra_flags}
         argv += self._flags(extra_flags)
         p = self._spawn(f"agent-{node_id}", argv, env=env)
         self._mqtt_dirty = True
@@ -434,7 +580,7 @@ class Harness:
         """Run ``dockyard --server URL -c CLUSTER *args``; with ``check`` a non-zero exit fails the test."""
         argv = [DOCKYARD, "--server", self.base_url, "-c", self.cluster, *map(str, args)]
         cp = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, input=input,
-                            env={**os.environ, "NO_COLOR": "1"})
+                            env={**os.environ, "NO_COLOR": "1", **({"DOCKYARD_TOKEN": self.token} if self.token else {})})
         if check and cp.returncode != 0:
             raise AssertionError(
                 f"`dockyard {' '.join(map(str, args))}` exited {cp.returncode}\n--- stdout\n{cp.stdout}\n--- stderr\n{cp.stderr}")
@@ -562,11 +708,13 @@ class Harness:
             known = [f"{TOPIC_ROOT}/{self.cluster}/nodes/{n}/{leaf}" for n in self.node_ids for leaf in ("desired", "presence", "refusal")]
             from dockyard.mqtt import parse_url
 
-            b = parse_url(self.mqtt_url)
+            broker = self.broker
+            b = parse_url(broker.url if broker else self.mqtt_url)  # the plain listener of a TLS broker
             # Once cleared, a second cleanup (the fixture's, after an explicit one) skips the broker,
             # which may be gone by then (the test bed's).
             if (self._mqtt_dirty or not self._cleaned) and port_open(b.host, b.port):
-                clear_retained(f"{TOPIC_ROOT}/{self.cluster}", known, host=b.host, port=b.port)
+                clear_retained(f"{TOPIC_ROOT}/{self.cluster}", known, host=b.host, port=b.port,
+                               auth=broker.auth if broker else None)
             self._mqtt_dirty = False
         except Exception as e:  # noqa: BLE001
             problems.append(f"clearing retained MQTT messages of {self.cluster}: {e}")

@@ -7,9 +7,9 @@ import time
 import uuid
 
 import pytest
+from harness import MQTT_URL, docker, wait_for
 
 from dockyard.mqtt import make_client
-from harness import MQTT_URL, docker, retained_topics, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -54,12 +54,12 @@ def test_container_with_label_is_listed_and_cleaned_up(dockyard_env):
     topic = f"dockyard/v1/{env.cluster}/nodes/selftest/presence"
     docker_exit = docker("run", "--rm", env.image, "sh", "-c", "echo hi").stdout.strip()
     assert docker_exit == "hi"
-    _publish_retained(topic, b'{"state":"online"}')
-    assert topic in retained_topics(f"dockyard/v1/{env.cluster}")
+    _publish_retained(env, topic, b'{"state":"online"}')
+    assert topic in env.retained()
 
     assert env.cleanup() == []
     assert env.containers() == []
-    assert retained_topics(f"dockyard/v1/{env.cluster}") == {}
+    assert env.retained() == {}
     assert env.cleanup() == []  # idempotent: the fixture runs it again
 
 
@@ -70,12 +70,8 @@ def test_wait_for_reports_message_and_last_value():
     assert wait_for(lambda: [1], timeout=1) == [1]
 
 
-def _publish_retained(topic: str, payload: bytes) -> None:
-    import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion
-
-    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"selftest-{uuid.uuid4().hex[:6]}")
-    c.connect("127.0.0.1", 1883)
+def _publish_retained(env, topic: str, payload: bytes) -> None:
+    c = env.mqtt_client("selftest")  # the test's broker (with a login on a secure one)
     c.loop_start()
     c.publish(topic, payload, qos=1, retain=True).wait_for_publish(timeout=5)
     c.loop_stop()

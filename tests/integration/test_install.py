@@ -146,10 +146,14 @@ def test_compose_stack_runs_the_demo_keeps_it_over_a_restart_and_leaves_nothing(
     try:
         compose("up", "-d")
         wait_for(lambda: api.get("/healthz").status_code == 200, timeout=60, message="orchestrator /healthz")
+        # The API needs a token: the first start wrote an admin token into the store's volume.
+        token = wait_for(lambda: compose("exec", "-T", "orchestrator", "cat", "/var/lib/dockyard/admin-token",
+                                         check=False).stdout.strip(), timeout=30, message="the admin token")
+        api.headers["Authorization"] = f"Bearer {token}"
         wait_for(lambda: any(n["connected"] for n in api.get(f"/v1/clusters/{cluster}/nodes").json()["nodes"]),
                  timeout=60, message="the compose agent connected")
         subprocess.run([DOCKYARD, "--server", base, "-c", cluster, "apply", "-f", str(_demo_without_load_balancer(tmp_path))],
-                       check=True, capture_output=True, timeout=60)
+                       check=True, capture_output=True, timeout=60, env={**os.environ, "DOCKYARD_TOKEN": token})
         first = wait_for(healthy_tasks, timeout=90, message="3 tasks RUNNING and HEALTHY")
         containers = docker_ids()
         assert len(containers) == 3

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-
-from harness import BROKER_HOST, BROKER_PORT, IMAGE, TOPIC_ROOT, docker
+from harness import IMAGE, TOPIC_ROOT, docker
 
 TD = f"""
 apiVersion: dockyard/v1
@@ -38,12 +35,11 @@ spec:
 class Sniffer:
     """Every message under the cluster's topics, retained or not, from before the agent starts."""
 
-    def __init__(self, cluster: str) -> None:
+    def __init__(self, env) -> None:
         self.payloads: list[tuple[str, bytes]] = []
-        self.c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"dockyard-test-sniff-{uuid.uuid4().hex[:8]}")
+        self.c = env.mqtt_client("dockyard-test-sniff")  # the test's broker, with a login if it needs one
         self.c.on_message = lambda _c, _u, m: self.payloads.append((m.topic, m.payload))
-        self.c.connect(BROKER_HOST, BROKER_PORT, keepalive=10)
-        self.c.subscribe(f"{TOPIC_ROOT}/{cluster}/#", qos=1)
+        self.c.subscribe(f"{TOPIC_ROOT}/{env.cluster}/#", qos=1)
         self.c.loop_start()
 
     def close(self) -> None:
@@ -55,7 +51,7 @@ def test_a_secret_reaches_only_the_container(dockyard_env):
     env = dockyard_env
     value = f"s3cr3t-{uuid.uuid4().hex}"
     env.start_orchestrator()
-    sniffer = Sniffer(env.cluster)
+    sniffer = Sniffer(env)
     try:
         env.start_agent()
         assert "created (version 1)" in env.cli("secret", "create", "db-pass", "--from-literal", value).stdout

@@ -171,7 +171,8 @@ def test_units_run_under_systemd_with_restart_on_failure(tmp_path):
                  timeout=60, message="systemd up in the container")
         _sh(name, INSTALL, env={"NODE": node, "CLUSTER": cluster})
 
-        dy = f"/opt/dockyard/bin/dockyard --server http://127.0.0.1:8080 -c {cluster}"
+        dy = (f"DOCKYARD_TOKEN_FILE=/var/lib/dockyard/admin-token "  # the admin token the first start wrote
+              f"/opt/dockyard/bin/dockyard --server http://127.0.0.1:8080 -c {cluster}")
         wait_for(lambda: f"{node} " in _sh(name, f"{dy} get nodes", check=False).stdout, timeout=60,
                  message="the agent's node registered")
         show = _sh(name, "systemctl show -p User -p DynamicUser dockyard-orchestrator").stdout

@@ -7,7 +7,7 @@ import pytest
 from dockyard.wire import PROTOCOL_VERSION, Presence
 from orchestrator import render
 from orchestrator.core.compat import refusal
-from tests.unit.test_controller_sim import CLUSTER, Sim, service, taskdef
+from test_controller_sim import CLUSTER, Sim, service, taskdef
 
 
 @pytest.mark.parametrize("agent", [9, 10])

@@ -1,0 +1,56 @@
+"""dockyard.dynsec: what a node's broker role allows, the plugin's password form, and which errors matter."""
+from __future__ import annotations
+
+import base64
+import hashlib
+
+from dockyard import dynsec
+
+
+def test_a_node_role_names_only_its_own_topics():
+    acls = dynsec.node_acls("prod", "n1")
+    topics = {(a["acltype"], a["topic"]) for a in acls}
+    root = "dockyard/v1/prod/nodes/n1"
+    assert topics == {
+        ("subscribeLiteral", f"{root}/desired"), ("publishClientReceive", f"{root}/desired"),
+        ("subscribeLiteral", f"{root}/presence"), ("publishClientReceive", f"{root}/presence"),
+        ("unsubscribeLiteral", f"{root}/desired"), ("unsubscribeLiteral", f"{root}/presence"),
+        ("publishClientSend", f"{root}/status"), ("publishClientSend", f"{root}/presence"),
+    }
+    assert all(a["allow"] and "+" not in a["topic"] and "#" not in a["topic"] for a in acls)
+    assert not any(a["acltype"] == "publishClientSend" and a["topic"].endswith("/desired") for a in acls)
+
+
+def test_everything_else_is_denied_by_default_and_only_the_orchestrator_has_control():
+    cfg = dynsec.initial_config("pw")
+    assert not any(cfg["defaultACLAccess"].values())
+    (client,) = cfg["clients"]
+    assert client["username"] == dynsec.ORCHESTRATOR_USER and "pw" not in str(client)
+    topics = {a["topic"] for a in cfg["roles"][0]["acls"]}
+    assert topics == {"dockyard/v1/#", "$CONTROL/dynamic-security/#"}
+
+
+def test_password_hash_is_the_plugins_pbkdf2_sha512():
+    h = dynsec.hashed("secret", salt=b"0123456789ab")
+    expect = hashlib.pbkdf2_hmac("sha512", b"secret", b"0123456789ab", 101, 64)
+    assert base64.b64decode(h["password"]) == expect and h["iterations"] == 101
+    assert dynsec.hashed("secret")["salt"] != dynsec.hashed("secret")["salt"]
+
+
+def test_join_tolerates_only_the_deletes_of_a_first_join():
+    plan = dynsec.join_plan("c", "n", "pw")
+    assert [c["command"] for c in plan.commands] == ["deleteClient", "deleteRole", "createRole", "createClient"]
+    first = {"responses": [{"command": "deleteClient", "error": "Client not found"},
+                           {"command": "deleteRole", "error": "Role not found"},
+                           {"command": "createRole"}, {"command": "createClient"}]}
+    assert dynsec.failures(plan, first) == []
+    bad = {"responses": first["responses"][:3] + [{"command": "createClient", "error": "Client already exists"}]}
+    assert dynsec.failures(plan, bad) == ["createClient: Client already exists"]
+    assert dynsec.failures(dynsec.revoke_plan("c", "n"), {"responses": [{"command": "deleteClient",
+                                                                          "error": "Client not found"}]})
+
+
+def test_names_must_be_single_topic_levels():
+    assert dynsec.invalid_name("node-1.a_b") is None
+    for bad in ("", "a/b", "+", "#", "a b", "-x"):
+        assert dynsec.invalid_name(bad)

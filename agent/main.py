@@ -39,7 +39,9 @@ from dockyard.keyfile import KeyFileError, load_or_create
 from dockyard.mqtt import Backoff, check_ca, load_credentials, parse_url
 from dockyard.wire import DesiredDocHead
 
-EVENT_SETTLE_SECONDS = 0.5  # a second pass after a container event, see Agent._on_event
+# Passes after a container event, at these delays (see Agent._on_event): a loaded dockerd can
+# show an exited container as running in a list for seconds after its ``die`` event.
+EVENT_SETTLE_SECONDS = (0.5, 1.5, 4.0)
 DEFAULT_STATE_ROOT = "/var/lib/dockyard/agent"  # the state directory is <root>/<node id> unless given
 RESTARTS_FILE = "restarts.json"  # in the state directory: restartPolicy counts by docker id
 METADATA_PORT = 51679  # ECS's task metadata endpoint port (the ECS agent's)
@@ -117,6 +119,7 @@ class Agent:
         self._networks_listed = False
         self._volumes_listed = False
         self._settle: asyncio.TimerHandle | None = None  # see _on_event
+        self._settle_step = 0
         self._tasks: list[asyncio.Task[None]] = []
         self.metadata: Any = None  # the MetadataServer while it serves
         self.observer: Any = None  # agent.observe.Observer: usage samples and /metrics (Docker runtime)
@@ -219,16 +222,23 @@ class Agent:
             await asyncio.sleep(backoff.next())
 
     def _on_event(self) -> None:
-        """Wake a pass now, and once more EVENT_SETTLE_SECONDS later: Docker sends ``die``
+        """Wake a pass now, and again at each of EVENT_SETTLE_SECONDS: Docker sends ``die``
         before the container's new state is visible to a list (a pass woken by the event alone
-        still saw it running, and nothing else woke the agent until the next re-list)."""
+        still saw it running, and nothing else woke the agent until the next re-list, 30 s later;
+        on a loaded engine one pass 0.5 s later was not always enough)."""
         self.wake.set()
         if self._settle is None:
-            self._settle = asyncio.get_running_loop().call_later(EVENT_SETTLE_SECONDS, self._settled)
+            self._settle_step = 0
+            self._settle = asyncio.get_running_loop().call_later(EVENT_SETTLE_SECONDS[0], self._settled)
 
     def _settled(self) -> None:
-        self._settle = None
         self.wake.set()
+        self._settle_step += 1
+        if self._settle_step < len(EVENT_SETTLE_SECONDS):
+            delay = EVENT_SETTLE_SECONDS[self._settle_step] - EVENT_SETTLE_SECONDS[self._settle_step - 1]
+            self._settle = asyncio.get_running_loop().call_later(delay, self._settled)
+        else:
+            self._settle = None
 
     async def status_loop(self) -> None:
         """The agent's only timer: MQTT housekeeping, a re-list when due, and a snapshot."""

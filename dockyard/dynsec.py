@@ -76,14 +76,18 @@ def node_name(cluster: str, node_id: str) -> str:
     return f"dockyard-node/{cluster}/{node_id}"
 
 
+# What a node reads of its own subtree: its desired document, its presence (retained), and the orchestrator's
+# ``refusal`` of its boot (retained; the wire protocol's compatibility rule).
+NODE_READS = ("desired", "presence", "refusal")
+NODE_WRITES = ("status", "presence")
+
+
 def node_acls(cluster: str, node_id: str) -> list[dict[str, Any]]:
-    desired, presence = node_topic(cluster, node_id, "desired"), node_topic(cluster, node_id, "presence")
-    return [
-        _acl("subscribeLiteral", desired), _acl("publishClientReceive", desired),
-        _acl("subscribeLiteral", presence), _acl("publishClientReceive", presence),
-        _acl("unsubscribeLiteral", desired), _acl("unsubscribeLiteral", presence),
-        _acl("publishClientSend", node_topic(cluster, node_id, "status")), _acl("publishClientSend", presence),
-    ]
+    acls = []
+    for leaf in NODE_READS:
+        t = node_topic(cluster, node_id, leaf)
+        acls += [_acl("subscribeLiteral", t), _acl("publishClientReceive", t), _acl("unsubscribeLiteral", t)]
+    return acls + [_acl("publishClientSend", node_topic(cluster, node_id, leaf)) for leaf in NODE_WRITES]
 
 
 def initial_config(orchestrator_password: str) -> dict[str, Any]:

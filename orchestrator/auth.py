@@ -28,13 +28,25 @@ class Tokens:
         self.anonymous_reads = anonymous_reads
         self.by_id: dict[str, TokenRecord] = {t.id: t for t in store.tokens()}
 
-    def bootstrap(self, path: Path) -> bool:
-        """Without any token: make an admin token and write it to ``path``. True if one was made."""
+    def bootstrap(self, *paths: Path) -> Path | None:
+        """Without any token: make an admin token and write it to the first of ``paths`` that can be written
+        (a daemon's user may have no writable home); returns that path, or None when tokens existed."""
         if self.by_id:
-            return False
+            return None
+        errors = []
+        for path in paths:
+            try:
+                token_path = path
+                write_secret_file(path, "")  # writable? (before a token exists that nobody could read)
+                break
+            except OSError as e:
+                errors.append(f"{path}: {e.strerror or e}")
+        else:
+            raise OSError("cannot write the first admin token to " + "; ".join(errors)
+                          + " (give a writable --admin-token-file)")
         token, _ = self.create("admin", "bootstrap")
-        write_secret_file(path, token)
-        return True
+        write_secret_file(token_path, token)
+        return token_path
 
     def create(self, role: Role, name: str) -> tuple[str, TokenRecord]:
         token, rec = new_token(role, name, time.time())

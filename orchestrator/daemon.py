@@ -92,9 +92,12 @@ async def serve(listen: str, store_path: Path, mqtt: str, node_lost_seconds: flo
                     listen=f"{host}:{port}")
     else:
         tokens = Tokens(store, anonymous_reads=anonymous_reads)
-        token_file = admin_token_file or default_token_file()
-        if tokens.bootstrap(token_file):
-            log.warning("no API token existed: an admin token was created", token_file=str(token_file))
+        # The CLI's token file, else beside the store (a service's user may have no writable home).
+        paths = [admin_token_file] if admin_token_file else [default_token_file(),
+                                                              store_path.with_name(store_path.name + ".admin-token")]
+        written = tokens.bootstrap(*paths)
+        if written is not None:
+            log.warning("no API token existed: an admin token was created", token_file=str(written))
     if not _loopback(host):
         log.warning("the API listens beyond loopback without TLS: tokens cross the network in clear text; put it "
                     "behind a TLS proxy (docs/security.md)", listen=f"{host}:{port}")

@@ -1,7 +1,7 @@
 """API access decisions (pure): who may call what with which bearer token.
 
 Roles: ``admin`` may do everything (tokens included); ``read-only`` may read (GET/HEAD) and nothing else. Only
-``/healthz`` and ``/readyz`` answer without a token; ``/metrics`` takes a read token like any read. Tokens are
+``/healthz``, ``/readyz`` and ``/`` (the ECS API, which checks its own SigV4 signatures) go without a token; ``/metrics`` takes a read token like any read. Tokens are
 ``dy_<id>_<secret>``; the store keeps ``sha256(secret)`` only (the secret is 32 random bytes: a slow hash adds
 nothing). No I/O: the API's middleware gathers the header and the token record, calls :func:`decide`, answers.
 """
@@ -15,7 +15,8 @@ from typing import Literal
 
 Role = Literal["admin", "read-only"]
 ROLES: tuple[Role, ...] = ("admin", "read-only")
-OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+# "/": the ECS API (awsJson, ``POST /`` with X-Amz-Target) authenticates its own requests (SigV4 with access keys).
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/"})
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 PREFIX = "dy_"
 

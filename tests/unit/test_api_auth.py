@@ -17,7 +17,10 @@ def _app(tmp_path):
     state = State(store)
     ctl = Controller(state, epoch=1, publish=None, clock=lambda: 1000.0)  # type: ignore[arg-type]
     tokens = Tokens(store)
-    assert tokens.bootstrap(tmp_path / "token") and not tokens.bootstrap(tmp_path / "again")
+    (tmp_path / "not-a-dir").write_text("")
+    # An unwritable first choice (a service user's home) falls back to the next path.
+    assert tokens.bootstrap(tmp_path / "not-a-dir" / "token", tmp_path / "token") == tmp_path / "token"
+    assert tokens.bootstrap(tmp_path / "again") is None
     admin = (tmp_path / "token").read_text().strip()
     assert oct((tmp_path / "token").stat().st_mode & 0o777) == "0o600"
     return TestClient(create_app(Ops(state, ctl), tokens=tokens)), admin, store

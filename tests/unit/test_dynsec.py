@@ -11,12 +11,9 @@ def test_a_node_role_names_only_its_own_topics():
     acls = dynsec.node_acls("prod", "n1")
     topics = {(a["acltype"], a["topic"]) for a in acls}
     root = "dockyard/v1/prod/nodes/n1"
-    assert topics == {
-        ("subscribeLiteral", f"{root}/desired"), ("publishClientReceive", f"{root}/desired"),
-        ("subscribeLiteral", f"{root}/presence"), ("publishClientReceive", f"{root}/presence"),
-        ("unsubscribeLiteral", f"{root}/desired"), ("unsubscribeLiteral", f"{root}/presence"),
-        ("publishClientSend", f"{root}/status"), ("publishClientSend", f"{root}/presence"),
-    }
+    reads = {(kind, f"{root}/{leaf}") for leaf in ("desired", "presence", "refusal")
+             for kind in ("subscribeLiteral", "publishClientReceive", "unsubscribeLiteral")}
+    assert topics == reads | {("publishClientSend", f"{root}/status"), ("publishClientSend", f"{root}/presence")}
     assert all(a["allow"] and "+" not in a["topic"] and "#" not in a["topic"] for a in acls)
     assert not any(a["acltype"] == "publishClientSend" and a["topic"].endswith("/desired") for a in acls)
 

@@ -115,8 +115,7 @@ def create_app(ops: Ops, ready=lambda: True, loopback: bool = True, usage: Usage
     @app.middleware("http")
     async def _count(request: Request, call_next):
         t0 = time.perf_counter()
-        ecs_call = request.method == "POST" and request.url.path == "/" and "x-amz-target" in request.headers
-        if tokens is not None and not ecs_call:  # the ECS API: SigV4 (ecs_api.auth)
+        if tokens is not None:  # core.auth decides (the ECS API on "/" checks SigV4 itself)
             d = auth_core.decide(request.method, request.url.path, request.headers.get("authorization"),
                                  tokens.by_id, tokens.anonymous_reads)
             if d.status != 200:

@@ -74,8 +74,8 @@ def start_cluster(env) -> str:
     return metrics
 
 
-def prometheus_config(orchestrator: str) -> dict[str, Any]:
-    """deploy/prometheus.yml with the test's orchestrator and short intervals."""
+def prometheus_config(orchestrator: str, token_file: str) -> dict[str, Any]:
+    """deploy/prometheus.yml with the test's orchestrator, its API token and short intervals."""
     conf = yaml.safe_load((REPO / "deploy" / "prometheus.yml").read_text())
     conf["global"]["scrape_interval"] = f"{SCRAPE}s"
     conf["global"]["evaluation_interval"] = f"{SCRAPE}s"
@@ -84,6 +84,9 @@ def prometheus_config(orchestrator: str) -> dict[str, Any]:
             assert sd["url"] == "http://orchestrator:8080/v1/prometheus/sd"
             sd["url"] = f"http://{orchestrator}/v1/prometheus/sd"
             sd["refresh_interval"] = "1s"
+            sd["authorization"]["credentials_file"] = token_file
+        if "authorization" in job:
+            job["authorization"]["credentials_file"] = token_file
     return conf
 
 
@@ -95,7 +98,7 @@ def prometheus(env, tmp_path):
     def start(orchestrator: str) -> httpx.Client:
         port = free_port()
         conf = tmp_path / "prometheus.yml"
-        conf.write_text(yaml.safe_dump(prometheus_config(orchestrator)))
+        conf.write_text(yaml.safe_dump(prometheus_config(orchestrator, str(env.token_file))))
         log = open(tmp_path / "prometheus.log", "w")
         procs.append(subprocess.Popen([PROMETHEUS, f"--config.file={conf}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
                                        f"--web.listen-address=127.0.0.1:{port}"], stdout=log, stderr=subprocess.STDOUT))

@@ -93,8 +93,9 @@ async def serve(listen: str, store_path: Path, mqtt: str, node_lost_seconds: flo
     else:
         tokens = Tokens(store, anonymous_reads=anonymous_reads)
         # The CLI's token file, else beside the store (a service's user may have no writable home).
-        paths = [admin_token_file] if admin_token_file else [default_token_file(),
-                                                              store_path.with_name(store_path.name + ".admin-token")]
+        home_file = default_token_file()
+        paths = [admin_token_file] if admin_token_file else [
+            *([home_file] if home_file is not None else []), store_path.with_name(store_path.name + ".admin-token")]
         written = tokens.bootstrap(*paths)
         if written is not None:
             log.warning("no API token existed: an admin token was created", token_file=str(written))

@@ -22,10 +22,14 @@ DEFAULT_CLUSTER = "default"
 TIMEOUT = 30.0
 
 
-def default_token_file() -> Path:
+def default_token_file() -> Path | None:
     """$XDG_CONFIG_HOME/dockyard/token (~/.config/dockyard/token): where the orchestrator's first start writes the
-    admin token it makes, and where the CLI looks when neither --token nor DOCKYARD_TOKEN is given."""
-    base = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    admin token it makes, and where the CLI looks when neither --token nor DOCKYARD_TOKEN is given. None for a
+    user without a home (a systemd DynamicUser)."""
+    try:
+        base = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    except RuntimeError:  # "Could not determine home directory"
+        return None
     return base / "dockyard" / "token"
 
 
@@ -33,7 +37,10 @@ def find_token(token: str | None) -> str | None:
     """--token / DOCKYARD_TOKEN, else the file DOCKYARD_TOKEN_FILE or :func:`default_token_file` if readable."""
     if token:
         return token.strip()
-    path = Path(os.environ.get("DOCKYARD_TOKEN_FILE") or default_token_file())
+    env_file = os.environ.get("DOCKYARD_TOKEN_FILE")
+    path = Path(env_file) if env_file else default_token_file()
+    if path is None:
+        return None
     try:
         return path.read_text().strip() or None
     except OSError:

@@ -173,8 +173,13 @@ def test_units_run_under_systemd_with_restart_on_failure(tmp_path):
 
         dy = (f"DOCKYARD_TOKEN_FILE=/var/lib/dockyard/admin-token "  # the admin token the first start wrote
               f"/opt/dockyard/bin/dockyard --server http://127.0.0.1:8080 -c {cluster}")
-        wait_for(lambda: f"{node} " in _sh(name, f"{dy} get nodes", check=False).stdout, timeout=60,
-                 message="the agent's node registered")
+        try:
+            wait_for(lambda: f"{node} " in _sh(name, f"{dy} get nodes", check=False).stdout, timeout=60,
+                     message="the agent's node registered")
+        except AssertionError as e:  # say why: the units' journals and the CLI's own answer
+            logs = _sh(name, "journalctl --no-pager -n 40 -u dockyard-orchestrator -u dockyard-agent; "
+                             f"{dy} get nodes", check=False)
+            raise AssertionError(f"{e}\n{logs.stdout[-4000:]}\n{logs.stderr[-2000:]}") from None
         show = _sh(name, "systemctl show -p User -p DynamicUser dockyard-orchestrator").stdout
         assert "DynamicUser=yes" in show
         assert _sh(name, "stat -c %U /var/lib/private/dockyard/dockyard.db").stdout.strip() != "root"

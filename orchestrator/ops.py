@@ -23,7 +23,16 @@ from orchestrator.controller import Controller, add_event
 from orchestrator.core import secrets as secrets_core
 from orchestrator.core import services as svc_core
 from orchestrator.lb_ops import lb_errors
-from orchestrator.manifests import Doc, DocError, ServiceDoc, TaskDefinitionDoc, fargate_errors, parse_document
+from orchestrator.manifests import (
+    Doc,
+    DocError,
+    LoadBalancerDoc,
+    ServiceDoc,
+    TargetGroupDoc,
+    TaskDefinitionDoc,
+    fargate_errors,
+    parse_document,
+)
 from orchestrator.models import (
     Cluster,
     LoadBalancer,
@@ -208,20 +217,8 @@ class Ops:
         if d.kind == "Secret":
             return {**res, **self._apply_secret(d.name, d.spec.secretString, now, dry_run)}
         self._ensure_cluster(d.cluster, dry_run)
-        if d.kind == "TargetGroup":
-            tg = self.state.target_groups.get((d.cluster, d.name))
-            if tg is not None and tg.spec == d.spec:
-                return {**res, "action": "unchanged", "detail": f"targetgroup/{d.name}"}
-            if not dry_run:
-                self.state.put_target_group(TargetGroup(cluster=d.cluster, spec=d.spec, createdAt=tg.createdAt if tg else now))
-            return {**res, "action": "configured" if tg else "created", "detail": f"targetgroup/{d.name}"}
-        if d.kind == "LoadBalancer":
-            lb = self.state.load_balancers.get((d.cluster, d.name))
-            if lb is not None and lb.spec == d.spec:
-                return {**res, "action": "unchanged", "detail": f"loadbalancer/{d.name}"}
-            if not dry_run:
-                self.state.put_load_balancer(LoadBalancer(cluster=d.cluster, spec=d.spec, createdAt=lb.createdAt if lb else now))
-            return {**res, "action": "configured" if lb else "created", "detail": f"loadbalancer/{d.name}"}
+        if isinstance(d, (TargetGroupDoc, LoadBalancerDoc)):
+            return {**res, **self._apply_lb_record(d, now, dry_run)}
         if d.kind == "Service":
             return {**res, **self._apply_service(d, now, dry_run, ignored)}
         # Task: a one-off run, idempotent per manifest name.
@@ -242,6 +239,24 @@ class Ops:
             return {"action": action, "detail": f"secret/{name}"}
         meta = self.ctl.secrets.put(name, value, now)
         return {"action": action, "detail": f"secret/{name} (version {meta.version})"}
+
+    def _apply_lb_record(self, d: TargetGroupDoc | LoadBalancerDoc, now: float, dry_run: bool) -> dict[str, Any]:
+        """A TargetGroup or LoadBalancer document: created, replaced (keeping createdAt) or unchanged."""
+        existing: TargetGroup | LoadBalancer | None
+        if isinstance(d, TargetGroupDoc):
+            existing = self.state.target_groups.get((d.cluster, d.name))
+        else:
+            existing = self.state.load_balancers.get((d.cluster, d.name))
+        detail = f"{d.kind.lower()}/{d.name}"
+        if existing is not None and existing.spec == d.spec:
+            return {"action": "unchanged", "detail": detail}
+        if not dry_run:
+            created = existing.createdAt if existing else now
+            if isinstance(d, TargetGroupDoc):
+                self.state.put_target_group(TargetGroup(cluster=d.cluster, spec=d.spec, createdAt=created))
+            else:
+                self.state.put_load_balancer(LoadBalancer(cluster=d.cluster, spec=d.spec, createdAt=created))
+        return {"action": "configured" if existing else "created", "detail": detail}
 
     def _ensure_cluster(self, name: str, dry_run: bool) -> None:
         if not dry_run and name not in self.state.clusters:

@@ -149,7 +149,7 @@ def run(bench: Bench) -> None:
         env.start_agent()
         t0 = time.monotonic()
         subprocess.run([DOCKYARD, "--server", env.base_url, "-c", env.cluster, "apply", "-f", str(path)],
-                       check=True, capture_output=True)
+                       check=True, capture_output=True, env=env.cli_env())
         dys.append(asyncio.run(wait_dockyard(bench, n, t0)))
         log(f"round {r + 1}: dockyard {dys[-1]:.2f}s")
         bench.new_env()  # stops the processes, removes the containers

@@ -203,14 +203,14 @@ def run(bench: Bench) -> None:
     path = bench.manifest(manifest(n, 2), "rev2.yaml")
     t0 = time.monotonic()
     subprocess.run([DOCKYARD, "--server", env.base_url, "-c", env.cluster, "apply", "-f", str(path)],
-                   check=True, capture_output=True)
+                   check=True, capture_output=True, env=env.cli_env())
     dy = asyncio.run(wait_dockyard(bench, n, 2, t0))
     log(f"dockyard: rollout to revision 2 (proof 5 s, no bake) completed in {dy:.2f}s")
     time.sleep(2.0)
     path = bench.manifest(manifest(n, 3, proof=""), "rev3.yaml")
     t0 = time.monotonic()
     subprocess.run([DOCKYARD, "--server", env.base_url, "-c", env.cluster, "apply", "-f", str(path)],
-                   check=True, capture_output=True)
+                   check=True, capture_output=True, env=env.cli_env())
     dy_defaults = asyncio.run(wait_dockyard(bench, n, 3, t0))
     log(f"dockyard: rollout to revision 3 at the defaults (proof 10 s, bake 10 s) completed in {dy_defaults:.2f}s")
     bench.new_env()  # stop dockyard's processes and remove its containers before Swarm runs

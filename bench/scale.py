@@ -202,7 +202,7 @@ def run(bench: Bench) -> None:
         t0 = time.monotonic()
         proc = await asyncio.create_subprocess_exec(
             DOCKYARD, "--server", env.base_url, "-c", env.cluster, "apply", "-f", str(path),
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, env=env.cli_env())
         _, err = await proc.communicate()
         if proc.returncode != 0:
             raise CannotMeasure(f"dockyard apply failed: {err.decode()[-500:]}")

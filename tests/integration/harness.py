@@ -579,12 +579,15 @@ class Harness:
     def cli(self, *args: str, check: bool = True, timeout: float = 120.0, input: str | None = None) -> subprocess.CompletedProcess:
         """Run ``dockyard --server URL -c CLUSTER *args``; with ``check`` a non-zero exit fails the test."""
         argv = [DOCKYARD, "--server", self.base_url, "-c", self.cluster, *map(str, args)]
-        cp = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, input=input,
-                            env={**os.environ, "NO_COLOR": "1", **({"DOCKYARD_TOKEN": self.token} if self.token else {})})
+        cp = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, input=input, env=self.cli_env())
         if check and cp.returncode != 0:
             raise AssertionError(
                 f"`dockyard {' '.join(map(str, args))}` exited {cp.returncode}\n--- stdout\n{cp.stdout}\n--- stderr\n{cp.stderr}")
         return cp
+
+    def cli_env(self) -> dict[str, str]:
+        """The environment a ``dockyard`` CLI process needs against this orchestrator (its API token)."""
+        return {**os.environ, "NO_COLOR": "1", **({"DOCKYARD_TOKEN": self.token} if self.token else {})}
 
     def cli_json(self, *args: str) -> Any:
         return json.loads(self.cli(*args, "-o", "json").stdout)

@@ -71,6 +71,10 @@ class SecretRequest(BaseModel):
     secretString: str
 
 
+class AccessKeyRequest(BaseModel):
+    role: auth_core.Role = "admin"  # an ECS client deploys; a read-only key may Describe* and List* only
+
+
 class TokenRequest(BaseModel):
     role: auth_core.Role = "read-only"
     name: str = Field(default="", max_length=200)
@@ -136,8 +140,9 @@ def create_app(ops: Ops, ready=lambda: True, loopback: bool = True, usage: Usage
         return {"accessKeys": ops.access_keys()}
 
     @app.post("/v1/accesskeys")
-    async def create_access_key() -> dict:
-        return {"accessKey": ops.create_access_key()}  # the only time the secret is shown
+    async def create_access_key(body: AccessKeyRequest | None = None) -> dict:
+        # the only time the secret is shown
+        return {"accessKey": ops.create_access_key(body.role if body else "admin")}
 
     @app.delete("/v1/accesskeys/{key_id}")
     async def delete_access_key(key_id: str) -> dict:

@@ -21,6 +21,7 @@ from dockyard.wire import (
 )
 
 LaunchType = Literal["EC2", "FARGATE"]
+PropagateTags = Literal["TASK_DEFINITION", "SERVICE", "NONE"]
 
 
 def now() -> float:
@@ -106,6 +107,11 @@ class ServiceSpec(EcsModel):
     placementStrategy: list[PlacementStrategy] = Field(default_factory=list)
     healthCheckGracePeriodSeconds: int = Field(default=0, ge=0)
     loadBalancers: list[ServiceLoadBalancer] = Field(default_factory=list)
+    # Tags its tasks get (core.tasks.task_tags): the service's or the task definition's, and ECS's managed ones.
+    propagateTags: PropagateTags | None = None
+    enableECSManagedTags: bool = False
+    # awsvpc's subnets/security groups: kept and shown as given (dockyard's networking is the node's bridge).
+    networkConfiguration: dict[str, Any] | None = None
 
     @field_validator("serviceName")
     @classmethod
@@ -135,6 +141,9 @@ class RunTaskSpec(EcsModel):
     placementStrategy: list[PlacementStrategy] = Field(default_factory=list)
     startedBy: str | None = None
     overrides: TaskOverride | None = None  # ECS RunTask overrides (containerOverrides)
+    tags: dict[str, str] = Field(default_factory=dict)
+    propagateTags: Literal["TASK_DEFINITION", "NONE"] | None = None  # SERVICE: only for a service's tasks
+    enableECSManagedTags: bool = False
 
 
 class SecretSpec(EcsModel):
@@ -305,6 +314,7 @@ class Task(Record):
     # The versions of the secrets sealed to its node at its first publication (names and versions
     # only: never values); None when its definition names no secret.
     secretVersions: dict[str, int] | None = None
+    tags: dict[str, str] | None = None  # ECS resource tags (RunTask's, propagated, TagResource); None: none
 
     @property
     def short_id(self) -> str:

@@ -7,6 +7,7 @@ and a hint. The reconcile loop is woken afterwards to act on the change.
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -22,6 +23,7 @@ from dockyard.wire import (
 from orchestrator.controller import Controller, add_event
 from orchestrator.core import secrets as secrets_core
 from orchestrator.core import services as svc_core
+from orchestrator.core.auth import ROLES, Role
 from orchestrator.lb_ops import lb_errors
 from orchestrator.manifests import (
     Doc,
@@ -501,7 +503,8 @@ class Ops:
         td = self.taskdef(spec.taskDefinition)
         return [self.ctl.create_task(cluster, td, now, started_by=started_by, launch_type=spec.launchType,
                                      constraints=spec.placementConstraints, strategy=spec.placementStrategy,
-                                     overrides=spec.overrides)
+                                     overrides=spec.overrides, tags=spec.tags, propagate=spec.propagateTags,
+                                     managed_tags=spec.enableECSManagedTags)
                 for _ in range(spec.count)]
 
     def stop_task(self, cluster: str, ref: str, reason: str | None) -> Task:
@@ -551,24 +554,42 @@ class Ops:
 
     # ---- ECS API access keys (SigV4; their secrets kept encrypted in the secret store) -----
     def access_keys(self) -> list[dict[str, Any]]:
-        return [{"accessKeyId": m.name[len(ACCESS_KEY_PREFIX):], "createdAt": m.createdAt}
-                for m in self.ctl.secrets.all_meta() if m.name.startswith(ACCESS_KEY_PREFIX)]
+        out = []
+        for m in self.ctl.secrets.all_meta():
+            if m.name.startswith(ACCESS_KEY_PREFIX):
+                key_id = m.name[len(ACCESS_KEY_PREFIX):]
+                found = self.access_key(key_id)
+                out.append({"accessKeyId": key_id, "role": found[1] if found else "admin", "createdAt": m.createdAt})
+        return out
 
-    def create_access_key(self) -> dict[str, Any]:
+    def create_access_key(self, role: Role = "admin") -> dict[str, Any]:
         from orchestrator.ecs_api.auth import new_key
 
+        if role not in ROLES:
+            raise UserError(f"unknown role {role!r}", 400, field="role", hint=f"one of: {', '.join(ROLES)}")
         key_id, secret = new_key()
-        self.ctl.secrets.put(ACCESS_KEY_PREFIX + key_id, secret, self.ctl.clock())
-        return {"accessKeyId": key_id, "secretAccessKey": secret}
+        self.ctl.secrets.put(ACCESS_KEY_PREFIX + key_id, json.dumps({"secret": secret, "role": role}), self.ctl.clock())
+        return {"accessKeyId": key_id, "secretAccessKey": secret, "role": role}
 
     def delete_access_key(self, key_id: str) -> dict[str, Any]:
         if self.ctl.secrets.delete(ACCESS_KEY_PREFIX + key_id) is None:
             raise not_found("access key", key_id, "list them with: dockyard accesskey list")
         return {"accessKeyId": key_id}
 
-    def access_key_secret(self, key_id: str) -> str | None:
+    def access_key(self, key_id: str) -> tuple[str, Role] | None:
+        """(secret, role) of an access key; a key kept as its bare secret (made before roles) is an admin's."""
         found = self.ctl.secrets.value(ACCESS_KEY_PREFIX + key_id)
-        return found[1] if found else None
+        if not found:
+            return None
+        value = found[1]
+        if value.startswith("{"):
+            rec = json.loads(value)
+            return str(rec["secret"]), "read-only" if rec.get("role") == "read-only" else "admin"
+        return value, "admin"
+
+    def access_key_secret(self, key_id: str) -> str | None:
+        found = self.access_key(key_id)
+        return found[0] if found else None
 
     def secret(self, name: str) -> SecretMeta:
         meta = self.ctl.secrets.meta(name)

@@ -12,19 +12,21 @@ def accesskey() -> None:
 
 
 @accesskey.command("create")
+@click.option("--role", type=click.Choice(["admin", "read-only"]), default="admin", show_default=True,
+              help="read-only: Describe* and List* only (AccessDeniedException for the rest)")
 @pass_session
-def create(s: Session) -> None:
+def create(s: Session, role: str) -> None:
     """Create an access key; its secret is shown once, here (export both for an AWS client)."""
-    key = s.api.post("/v1/accesskeys").get("accessKey") or {}
+    key = s.api.post("/v1/accesskeys", {"role": role}).get("accessKey") or {}
     out(f"AWS_ACCESS_KEY_ID={key.get('accessKeyId')}\nAWS_SECRET_ACCESS_KEY={key.get('secretAccessKey')}")
 
 
 @accesskey.command("list")
 @pass_session
 def list_keys(s: Session) -> None:
-    """List access keys (ids only)."""
+    """List access keys (ids and roles)."""
     for k in s.api.get("/v1/accesskeys").get("accessKeys") or []:
-        out(str(k.get("accessKeyId")))
+        out(f"{k.get('accessKeyId')}\t{k.get('role', 'admin')}")
 
 
 @accesskey.command("delete")

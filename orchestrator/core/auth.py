@@ -81,3 +81,8 @@ def decide(method: str, path: str, header: str | None, lookup: dict[str, TokenRe
         return Decision(403, f"a {rec.role} token may not {method.upper()} {path}",
                         "use a token with the admin role", rec.id)
     return Decision(200, token_id=rec.id)
+
+
+def ecs_allows(role: Role, operation: str) -> bool:
+    """May an ECS API access key of ``role`` call ``operation``? A read-only key may Describe* and List*."""
+    return role == "admin" or operation.startswith(("Describe", "List"))

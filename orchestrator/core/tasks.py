@@ -123,11 +123,15 @@ def stop_changes(task: Task, stop_code: StopCode, reason: str, now: float, drain
 def new_task(task_id: str, cluster: str, td: TaskDefinition, now: float, service: Service | None = None,
              deployment_id: str | None = None, node_id: str | None = None, started_by: str | None = None,
              launch_type: LaunchType | None = None, constraints: Iterable[PlacementConstraint] = (),
-             strategy: Iterable[PlacementStrategy] | None = None, overrides: TaskOverride | None = None) -> Task:
+             strategy: Iterable[PlacementStrategy] | None = None, overrides: TaskOverride | None = None,
+             tags: dict[str, str] | None = None, propagate: str | None = None, managed_tags: bool = False) -> Task:
     """A new task record of ``td`` (a service's, or a standalone one), PROVISIONING until placed
     (PENDING when pinned to ``node_id``, as DAEMON tasks are). ``constraints`` add to the task
-    definition's and the service's own; ``strategy`` defaults to the service's."""
+    definition's and the service's own; ``strategy`` defaults to the service's. ``tags``,
+    ``propagate`` and ``managed_tags`` as RunTask's; a service's tasks take the service's settings."""
     s = service
+    if s is not None:
+        propagate, managed_tags = s.spec.propagateTags, s.spec.enableECSManagedTags
     spec = apply_overrides(td.spec, overrides) if overrides else td.spec  # cpu/memory overrides reserve as asked
     return Task(
         taskId=task_id,
@@ -149,7 +153,26 @@ def new_task(task_id: str, cluster: str, td: TaskDefinition, now: float, service
         createdAt=now,
         nodeId=node_id,
         lastStatus="PENDING" if node_id else "PROVISIONING",
+        tags=task_tags(cluster, td, s, tags or {}, propagate, managed_tags) or None,
     )
+
+
+def task_tags(cluster: str, td: TaskDefinition, service: Service | None, tags: dict[str, str],
+              propagate: str | None, managed: bool) -> dict[str, str]:
+    """A new task's tags, as ECS makes them: the task definition's or the service's (propagateTags),
+    then ECS's managed tags (``aws:ecs:clusterName``, ``aws:ecs:serviceName``), then the tags given,
+    which win over both."""
+    out: dict[str, str] = {}
+    if propagate == "TASK_DEFINITION":
+        out.update(td.tags)
+    elif propagate == "SERVICE" and service is not None:
+        out.update(service.tags)
+    if managed:
+        out["aws:ecs:clusterName"] = cluster
+        if service is not None:
+            out["aws:ecs:serviceName"] = service.serviceName
+    out.update(tags)
+    return out
 
 
 def missing_from_snapshot(tasks: Iterable[Task], reported: set[str], observed_generation: int) -> list[Task]:

@@ -12,6 +12,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request, Response
 
+from orchestrator.core.auth import ecs_allows
 from orchestrator.ecs_api.auth import verify
 from orchestrator.ecs_api.operations import EcsError, Operations
 from orchestrator.ecs_api.shapes import Arns
@@ -51,9 +52,16 @@ def mount(app: FastAPI, ops: Ops, account: str = "123456789012", loopback: bool 
         raw = await request.body()
         if not (loopback and not ops.access_keys()):
             try:
-                verify(request.method, str(request.url), request.headers, raw, ops.access_key_secret, time.time())
+                key_id = verify(request.method, str(request.url), request.headers, raw, ops.access_key_secret, time.time())
             except EcsError as e:
                 return answer({"__type": e.type, "message": e.message}, e.status)
+            found = ops.access_key(key_id)
+            role = found[1] if found else "read-only"
+            if not ecs_allows(role, name):
+                return answer({"__type": "AccessDeniedException", "message": (
+                    f"User: arn:aws:iam::{account}:user/{key_id} is not authorized to perform: ecs:{name} on "
+                    f"resource: * (the access key's role is {role}; a writing client needs a key made with "
+                    "`dockyard accesskey create --role admin`)")}, 400)
         try:
             body = json.loads(raw) if raw.strip() else {}
             if not isinstance(body, dict):

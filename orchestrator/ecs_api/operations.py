@@ -20,7 +20,7 @@ from orchestrator.ecs_api.shapes import (
     task_shape,
     taskdef_shape,
 )
-from orchestrator.models import Cluster, Node, RunTaskSpec, Service, TaskDefinition
+from orchestrator.models import Cluster, Node, RunTaskSpec, Service, Task, TaskDefinition
 from orchestrator.ops import Ops, UserError
 
 # Operations ECS has that dockyard answers with UnsupportedFeatureException (docs/ecs-compat.md).
@@ -135,7 +135,7 @@ class Operations:
             if c is None:
                 failures.append({"arn": ref if ref.startswith("arn:") else self.arns.cluster(ref), "reason": "MISSING"})
             else:
-                out.append(cluster_shape(self.state, c, self.arns))
+                out.append(cluster_shape(self.state, c, self.arns, body.get("include") or ()))
         return {"clusters": out, "failures": failures}
 
     def list_clusters(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -238,8 +238,7 @@ class Operations:
             if body.get("clientToken") and existing.clientToken == body["clientToken"]:
                 return {"service": service_shape(self.state, existing, self.arns)}  # the same request again
             raise EcsError("InvalidParameterException", "Creation of service was not idempotent.")
-        doc = {k: v for k, v in body.items() if k not in ("tags", "clientToken", "propagateTags", "enableECSManagedTags",
-                                                         "networkConfiguration", "role")}
+        doc = {k: v for k, v in body.items() if k not in ("tags", "clientToken", "role")}
         doc["cluster"] = cluster
         doc["taskDefinition"] = name_of(str(body.get("taskDefinition") or ""))
         self._apply(doc, cluster, "CreateService")
@@ -256,7 +255,8 @@ class Operations:
             raise EcsError("ServiceNotActiveException", "Service was not ACTIVE.")
         doc = s.spec.model_dump(mode="json", exclude_none=True)
         for key in ("desiredCount", "deploymentConfiguration", "placementConstraints", "placementStrategy",
-                    "healthCheckGracePeriodSeconds", "loadBalancers"):
+                    "healthCheckGracePeriodSeconds", "loadBalancers", "propagateTags", "enableECSManagedTags",
+                    "networkConfiguration"):
             if body.get(key) is not None:
                 doc[key] = body[key]
         if body.get("taskDefinition"):
@@ -326,8 +326,16 @@ class Operations:
             if extra:
                 raise EcsError("InvalidParameterException", f"overrides.containerOverrides[{i}]: {', '.join(sorted(extra))} "
                                "not supported by dockyard yet.")
+        if body.get("propagateTags") == "SERVICE":
+            raise EcsError("InvalidParameterException", "propagateTags SERVICE is only valid for a service's tasks; "
+                           "RunTask takes TASK_DEFINITION or NONE.")
+        tags = _tags_in(body.get("tags"))
+        if len(tags) > 50:
+            raise EcsError("InvalidParameterException", "A resource can have at most 50 tags.")
         try:
             spec = RunTaskSpec(taskDefinition=name_of(str(body.get("taskDefinition") or "")), count=body.get("count") or 1,
+                               tags=tags, propagateTags=body.get("propagateTags"),
+                               enableECSManagedTags=bool(body.get("enableECSManagedTags")),
                                launchType=body.get("launchType") or "EC2", startedBy=body.get("startedBy"),
                                placementConstraints=body.get("placementConstraints") or [],
                                placementStrategy=body.get("placementStrategy") or [],
@@ -340,10 +348,10 @@ class Operations:
             raise EcsError("InvalidParameterException", str(e).splitlines()[0]) from None
         return {"tasks": [self._task_shape(t) for t in tasks], "failures": []}
 
-    def _task_shape(self, t) -> dict[str, Any]:  # noqa: ANN001
+    def _task_shape(self, t, with_tags: bool = True) -> dict[str, Any]:  # noqa: ANN001
         td = self.state.resolve_taskdef(t.taskDefinition)
         images = {c.name: c.image for c in td.spec.containerDefinitions} if td else {}
-        return task_shape(t, self.arns, images)
+        return task_shape(t, self.arns, images, with_tags)
 
     def describe_tasks(self, body: dict[str, Any]) -> dict[str, Any]:
         cluster = cluster_of(body.get("cluster"))
@@ -353,7 +361,7 @@ class Operations:
         for ref in body.get("tasks") or []:
             try:
                 t = self.ops.task(cluster, name_of(ref))
-                out.append(self._task_shape(t))
+                out.append(self._task_shape(t, "TAGS" in (body.get("include") or [])))
             except UserError:
                 failures.append({"arn": ref if ref.startswith("arn:") else self.arns.task(cluster, ref), "reason": "MISSING"})
         return {"tasks": out, "failures": failures}
@@ -438,15 +446,15 @@ class Operations:
                 failures.append({"arn": ref, "reason": "MISSING"})
         return {"containerInstances": out, "failures": failures}
 
-    # ---- tags (clusters, task definitions, services, container instances) ----------------
-    def _tagged(self, arn: str) -> Cluster | TaskDefinition | Service | Node:
+    # ---- tags (clusters, task definitions, services, tasks, container instances) ---------
+    def _tagged(self, arn: str, write: bool = False) -> Cluster | TaskDefinition | Service | Node | Task:
         """The record an ARN names (tags live on the records, written with them)."""
         m = arn.split(":", 5)
         if len(m) < 6 or not arn.startswith("arn:aws:ecs:"):
             raise EcsError("InvalidParameterException", "The ARN provided is invalid.")
         kind, _, rest = m[5].partition("/")
         parts = rest.split("/")
-        obj: Cluster | TaskDefinition | Service | Node | None = None
+        obj: Cluster | TaskDefinition | Service | Node | Task | None = None
         if kind == "cluster":
             obj = self.state.clusters.get(parts[0])
         elif kind == "task-definition":
@@ -455,13 +463,16 @@ class Operations:
             obj = self.state.services.get((parts[0], parts[1]))
         elif kind == "container-instance" and len(parts) == 2:
             obj = self.state.nodes.get((parts[0], parts[1]))
-        elif kind == "task":
-            raise EcsError("InvalidParameterException", "Tags on tasks are not supported by dockyard yet.")
+        elif kind == "task" and len(parts) == 2:
+            t = self.state.task(parts[1])  # a STOPPED one from the store
+            obj = t if t is not None and t.cluster == parts[0] else None
+            if obj is not None and write and parts[1] not in self.state.tasks:
+                raise EcsError("InvalidParameterException", "The tags of a stopped task cannot be changed.")
         if obj is None:
             raise EcsError("InvalidParameterException", "The specified resource could not be found.")
         return obj
 
-    def _put_tagged(self, obj: Cluster | TaskDefinition | Service | Node) -> None:
+    def _put_tagged(self, obj: Cluster | TaskDefinition | Service | Node | Task) -> None:
         if isinstance(obj, Cluster):
             self.state.put_cluster(obj)
         elif isinstance(obj, TaskDefinition):
@@ -470,24 +481,28 @@ class Operations:
             self.state.put_service(obj)
         elif isinstance(obj, Node):
             self.state.put_node(obj)
+        elif isinstance(obj, Task):
+            self.state.put_task(obj)
         self.state.flush()
 
     def tag_resource(self, body: dict[str, Any]) -> dict[str, Any]:
-        obj = self._tagged(str(body.get("resourceArn") or ""))
-        obj.tags = {**obj.tags, **_tags_in(body.get("tags"))}
-        if len(obj.tags) > 50:
+        obj = self._tagged(str(body.get("resourceArn") or ""), write=True)
+        tags = {**(obj.tags or {}), **_tags_in(body.get("tags"))}
+        if len(tags) > 50:
             raise EcsError("InvalidParameterException", "A resource can have at most 50 tags.")
+        obj.tags = tags
         self._put_tagged(obj)
         return {}
 
     def untag_resource(self, body: dict[str, Any]) -> dict[str, Any]:
-        obj = self._tagged(str(body.get("resourceArn") or ""))
-        obj.tags = {k: v for k, v in obj.tags.items() if k not in set(body.get("tagKeys") or [])}
+        obj = self._tagged(str(body.get("resourceArn") or ""), write=True)
+        drop = set(body.get("tagKeys") or [])
+        obj.tags = {k: v for k, v in (obj.tags or {}).items() if k not in drop}
         self._put_tagged(obj)
         return {}
 
     def list_tags_for_resource(self, body: dict[str, Any]) -> dict[str, Any]:
-        return {"tags": _tags_out(self._tagged(str(body.get("resourceArn") or "")).tags)}
+        return {"tags": _tags_out(self._tagged(str(body.get("resourceArn") or "")).tags or {})}
 
     # ---- custom attributes of container instances (memberOf sees them) --------------------
     def put_attributes(self, body: dict[str, Any]) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 tasks, container instances, with ECS's long ARNs and epoch-second timestamps."""
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,12 +53,30 @@ def cluster_of(ref: str | None) -> str:
     return name_of(ref) if ref else "default"
 
 
-def cluster_shape(state: State, c: Cluster, arns: Arns) -> dict[str, Any]:
+def cluster_statistics(state: State, cluster: str) -> list[dict[str, str]]:
+    """DescribeClusters' ``include: [STATISTICS]``: tasks and services by launch type, as ECS names them."""
+    counts = dict.fromkeys((f"{what}{lt}{kind}" for what, kind in (("running", "TasksCount"), ("pending", "TasksCount"),
+                                                                      ("active", "ServiceCount"),
+                                                                      ("draining", "ServiceCount"))
+                           for lt in ("EC2", "Fargate")), 0)
+    for t in state.tasks.values():
+        if t.cluster == cluster and t.lastStatus in ("RUNNING", "PROVISIONING", "PENDING", "ACTIVATING"):
+            lt = "Fargate" if t.launchType == "FARGATE" else "EC2"
+            counts[f"{'running' if t.lastStatus == 'RUNNING' else 'pending'}{lt}TasksCount"] += 1
+    for s in state.services.values():
+        if s.cluster == cluster and s.status in ("ACTIVE", "DRAINING"):
+            lt = "Fargate" if s.spec.launchType == "FARGATE" else "EC2"
+            counts[f"{s.status.lower()}{lt}ServiceCount"] += 1
+    return [{"name": k, "value": str(v)} for k, v in counts.items()]
+
+
+def cluster_shape(state: State, c: Cluster, arns: Arns, include: Iterable[str] = ()) -> dict[str, Any]:
     v = views.cluster_view(state, c)
+    stats = cluster_statistics(state, c.clusterName) if "STATISTICS" in include else []
     return {"clusterArn": arns.cluster(c.clusterName), "clusterName": c.clusterName, "status": "ACTIVE",
             "registeredContainerInstancesCount": v["registeredContainerInstancesCount"],
             "runningTasksCount": v["runningTasksCount"], "pendingTasksCount": v["pendingTasksCount"],
-            "activeServicesCount": v["activeServicesCount"], "statistics": [],
+            "activeServicesCount": v["activeServicesCount"], "statistics": stats,
             "settings": [{"name": k, "value": val} for k, val in sorted(c.settings.items())],
             "capacityProviders": [], "defaultCapacityProviderStrategy": [],
             "tags": [{"key": k, "value": v} for k, v in sorted(c.tags.items())]}
@@ -106,10 +125,12 @@ def service_shape(state: State, s: Service, arns: Arns) -> dict[str, Any]:
         "schedulingStrategy": s.spec.schedulingStrategy, "createdAt": s.createdAt,
         "healthCheckGracePeriodSeconds": s.spec.healthCheckGracePeriodSeconds,
         "tags": [{"key": k, "value": v} for k, v in sorted(s.tags.items())],
+        "propagateTags": s.spec.propagateTags or "NONE", "enableECSManagedTags": s.spec.enableECSManagedTags,
+        **({"networkConfiguration": s.spec.networkConfiguration} if s.spec.networkConfiguration else {}),
     }
 
 
-def task_shape(t: Task, arns: Arns, images: dict[str, str] | None = None) -> dict[str, Any]:
+def task_shape(t: Task, arns: Arns, images: dict[str, str] | None = None, with_tags: bool = True) -> dict[str, Any]:
     out: dict[str, Any] = {
         "taskArn": arns.task(t.cluster, t.taskId), "clusterArn": arns.cluster(t.cluster),
         "taskDefinitionArn": arns.taskdef(t.taskDefinition), "lastStatus": t.lastStatus,
@@ -121,7 +142,10 @@ def task_shape(t: Task, arns: Arns, images: dict[str, str] | None = None) -> dic
             "lastStatus": c.lastStatus, "exitCode": c.exitCode, "reason": c.reason, "healthStatus": c.healthStatus,
             "networkBindings": c.networkBindings,
         } for c in t.containers],
-        "tags": [], "overrides": {"containerOverrides": []}, "attachments": [],
+        "tags": [{"key": k, "value": v} for k, v in sorted((t.tags or {}).items())] if with_tags else [],
+        "overrides": {"containerOverrides": [o.model_dump(mode="json", exclude_none=True) for o in
+                                             (t.overrides.containerOverrides if t.overrides else [])]},
+        "attachments": [],
     }
     if t.nodeId:
         out["containerInstanceArn"] = arns.instance(t.cluster, t.nodeId)

@@ -169,6 +169,16 @@ def test_the_aws_cli_as_a_user_types_it(dockyard_env, tmp_path):
     cli("wait", "services-stable", "--cluster", env.cluster, "--services", "web")
     out = json.loads(cli("list-tasks", "--cluster", env.cluster, "--max-items", "1").stdout)
     assert len(out["taskArns"]) == 1 and out.get("NextToken")
+    # A one-off task, tagged: run-task, wait tasks-stopped, and its exit code in describe-tasks.
+    (tmp_path / "job.json").write_text(json.dumps({"family": "job", "containerDefinitions": [{
+        "name": "job", "image": IMAGE, "memory": 16, "essential": True, "command": ["sh", "-c", "exit 3"]}]}))
+    cli("register-task-definition", "--cli-input-json", f"file://{tmp_path / 'job.json'}")
+    task = json.loads(cli("run-task", "--cluster", env.cluster, "--task-definition", "job",
+                          "--tags", "key=run,value=nightly").stdout)["tasks"][0]["taskArn"]
+    cli("wait", "tasks-stopped", "--cluster", env.cluster, "--tasks", task)
+    done = json.loads(cli("describe-tasks", "--cluster", env.cluster, "--tasks", task, "--include", "TAGS").stdout)["tasks"][0]
+    assert done["lastStatus"] == "STOPPED" and done["containers"][0]["exitCode"] == 3, done
+    assert done["tags"] == [{"key": "run", "value": "nightly"}], done
     cp = cli("describe-services", "--cluster", "nope", "--services", "web", check=False)
     assert cp.returncode == 255 and "ClusterNotFoundException" in cp.stderr, (cp.returncode, cp.stderr)
 
@@ -233,5 +243,18 @@ def test_sigv4_with_dockyard_access_keys_once_one_exists(dockyard_env):
     with pytest.raises(ClientError) as e:
         wrong.list_clusters()
     assert e.value.response["Error"]["Code"] == "InvalidSignatureException"
+    # A read-only key reads and is refused every write with ECS's AccessDeniedException.
+    ro = dict(line.split("=", 1) for line in env.cli("accesskey", "create", "--role", "read-only").stdout.split())
+    assert f"{ro['AWS_ACCESS_KEY_ID']}\tread-only" in env.cli("accesskey", "list").stdout
+    reader = boto3.client("ecs", endpoint_url=env.base_url, region_name="us-east-1",
+                          aws_access_key_id=ro["AWS_ACCESS_KEY_ID"], aws_secret_access_key=ro["AWS_SECRET_ACCESS_KEY"],
+                          config=Config(retries={"max_attempts": 1}))
+    assert reader.describe_clusters(clusters=[env.cluster])["clusters"][0]["clusterName"] == env.cluster
+    with pytest.raises(ClientError) as e:
+        reader.create_cluster(clusterName="by-a-reader")
+    assert e.value.response["Error"]["Code"] == "AccessDeniedException", e.value.response
+    assert "ecs:CreateCluster" in e.value.response["Error"]["Message"]
+    assert "by-a-reader" not in str(good.list_clusters()["clusterArns"])
+    env.cli("accesskey", "delete", ro["AWS_ACCESS_KEY_ID"])
     env.cli("accesskey", "delete", creds["AWS_ACCESS_KEY_ID"])
     assert ecs.list_clusters()["clusterArns"]  # no key left: development mode again

@@ -176,7 +176,8 @@ def test_bare_create_service_body():
     d = ok(body)
     assert d.kind == "Service" and d.name == "web" and d.cluster == "prod"
     assert d.spec.taskDefinition == "web:3"  # an ARN's last part
-    assert {"enableECSManagedTags", "propagateTags"} <= set(ignored_fields(d.spec))
+    assert not {"enableECSManagedTags", "propagateTags"} & set(ignored_fields(d.spec))  # they tag the tasks
+    assert d.spec.propagateTags == "SERVICE" and d.spec.enableECSManagedTags is True
     assert d.spec.loadBalancers[0].target_group == "web"  # the ARN's name part
 
 

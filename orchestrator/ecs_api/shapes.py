@@ -2,6 +2,7 @@
 tasks, container instances, with ECS's long ARNs and epoch-second timestamps."""
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -145,8 +146,11 @@ def task_shape(t: Task, arns: Arns, images: dict[str, str] | None = None, with_t
         "tags": [{"key": k, "value": v} for k, v in sorted((t.tags or {}).items())] if with_tags else [],
         "overrides": {"containerOverrides": [o.model_dump(mode="json", exclude_none=True) for o in
                                              (t.overrides.containerOverrides if t.overrides else [])]},
-        "attachments": [],
+        "attachments": eni_attachments(t),
     }
+    if t.ipAddress:
+        for c in out["containers"]:
+            c["networkInterfaces"] = [{"attachmentId": out["attachments"][0]["id"], "privateIpv4Address": t.ipAddress}]
     if t.nodeId:
         out["containerInstanceArn"] = arns.instance(t.cluster, t.nodeId)
     for k in ("startedAt", "stoppingAt", "stoppedAt", "startedBy", "stopCode", "stoppedReason"):
@@ -158,6 +162,18 @@ def task_shape(t: Task, arns: Arns, images: dict[str, str] | None = None, with_t
             if c[k] is None:
                 del c[k]
     return out
+
+
+def eni_attachments(t: Task) -> list[dict[str, Any]]:
+    """An awsvpc task's network, as ECS shows its ENI: the task's own address on its per-task network
+    (the agent reports it as ``ipAddress``; bridge and host tasks have none)."""
+    if not t.ipAddress:
+        return []
+    ident = uuid.uuid5(uuid.NAMESPACE_URL, f"dockyard-eni:{t.taskId}")
+    return [{"id": str(ident), "type": "ElasticNetworkInterface",
+             "status": "DELETED" if t.lastStatus == "STOPPED" else "ATTACHED",
+             "details": [{"name": "networkInterfaceId", "value": f"eni-{ident.hex[:17]}"},
+                         {"name": "privateIPv4Address", "value": t.ipAddress}]}]
 
 
 def instance_shape(state: State, n: Node, arns: Arns) -> dict[str, Any]:

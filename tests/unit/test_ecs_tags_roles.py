@@ -122,3 +122,18 @@ def test_access_keys_carry_a_role_and_keys_from_before_roles_are_admins(ecs):
     ops.ctl.secrets.put("accesskey!AKDYLEGACY", "bare-secret", 0.0)  # stored as a bare secret before roles existed
     assert ops.access_key("AKDYLEGACY") == ("bare-secret", "admin")
     assert ops.access_key_secret(ro["accessKeyId"]) == ro["secretAccessKey"]
+
+
+def test_an_awsvpc_task_shows_its_address_as_an_eni_attachment():
+    from orchestrator.ecs_api.shapes import Arns, task_shape
+    from orchestrator.models import Task
+
+    t = Task(cluster="default", taskDefinition="web:1", family="web", revision=1, group="family:web",
+             lastStatus="RUNNING", ipAddress="172.30.0.2", containers=[{"name": "web"}])
+    shape = task_shape(t, Arns())
+    (eni,) = shape["attachments"]
+    assert eni["type"] == "ElasticNetworkInterface" and eni["status"] == "ATTACHED"
+    assert {"name": "privateIPv4Address", "value": "172.30.0.2"} in eni["details"]
+    assert shape["containers"][0]["networkInterfaces"] == [{"attachmentId": eni["id"], "privateIpv4Address": "172.30.0.2"}]
+    bridge = task_shape(t.model_copy(update={"ipAddress": None}), Arns())
+    assert bridge["attachments"] == [] and "networkInterfaces" not in bridge["containers"][0]

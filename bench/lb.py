@@ -25,18 +25,17 @@ healthy_to_first_request_seconds (target <= 2), idle_stop_to_sigterm_seconds (ta
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import signal
 import subprocess
-import threading
 import time
 from collections import Counter
 from pathlib import Path
 
 import httpx
 from _common import IMAGE, Bench, CannotMeasure, docker, free_port, log, main, percentile
+from loadgen import Load
 
 APP = ("mkdir -p /www; hostname > /www/index.html; echo ok > /www/health; exec httpd -f -p 8080 -h /www")
 
@@ -78,49 +77,6 @@ spec:
   loadBalancers: [{{targetGroupName: web, containerName: web, containerPort: 8080}}]
   deploymentConfiguration: {{maximumPercent: 200, minimumHealthyPercent: 100, minimumHealthyTimeSeconds: 5, bakeTimeSeconds: 0}}
 """
-
-
-class Load:
-    """Two clients (keep-alive; new connection per request), each at most ``rate`` requests/s."""
-
-    def __init__(self, url: str, rate: float) -> None:
-        self.url, self.rate = url, rate
-        self.ok: Counter[str] = Counter()
-        self.first_seen: dict[str, float] = {}
-        self.failed: list[str] = []
-        self.stop = threading.Event()
-
-    async def _client(self, keepalive: bool) -> None:
-        limits = httpx.Limits(max_keepalive_connections=1 if keepalive else 0)
-        async with httpx.AsyncClient(limits=limits, timeout=10.0) as c:
-            while not self.stop.is_set():
-                t0 = time.monotonic()
-                try:
-                    r = await c.get(self.url, headers={} if keepalive else {"Connection": "close"})
-                    if r.status_code == 200:
-                        body = r.text.strip()
-                        self.ok[body] += 1
-                        self.first_seen.setdefault(body, time.monotonic())
-                    else:
-                        self.failed.append(str(r.status_code))
-                except httpx.HTTPError as e:
-                    self.failed.append(type(e).__name__)
-                await asyncio.sleep(max(0.0, 1 / self.rate - (time.monotonic() - t0)))
-
-    def __enter__(self) -> Load:
-        async def both() -> None:
-            await asyncio.gather(self._client(True), self._client(False))
-        self.thread = threading.Thread(target=lambda: asyncio.run(both()), daemon=True)
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join(timeout=30)
-
-    @property
-    def total(self) -> int:
-        return sum(self.ok.values()) + len(self.failed)
 
 
 def latencies(url: str, n: int, keepalive: bool) -> list[float]:

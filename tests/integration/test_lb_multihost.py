@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from harness import docker
-from test_load_balancing import Load, _healthy_targets, _kill_haproxy, web_manifest
+from loadgen import Load
+from test_load_balancing import _healthy_targets, _kill_haproxy, web_manifest
 from testbed import Testbed
 
 pytestmark = pytest.mark.slow

@@ -3,7 +3,6 @@ drain before SIGTERM, zero failed requests while tasks come and go. Real Mosquit
 HAProxy; the load goes to 127.0.0.1 only, bounded in time, and stops by itself."""
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import signal
@@ -11,14 +10,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import pytest
 
 from harness import IMAGE, docker, free_port
+from loadgen import Load
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))  # test_lb_plan's shared fixtures
 
@@ -65,55 +63,6 @@ spec:
   loadBalancers: [{{targetGroupName: web, containerName: web, containerPort: 8080}}]
   deploymentConfiguration: {{maximumPercent: 200, minimumHealthyPercent: 100, minimumHealthyTimeSeconds: 2, bakeTimeSeconds: 0{deploy}}}
 """
-
-
-@dataclass
-class Load:
-    """Steady requests to one URL from two clients at once (keep-alive, and a new connection per
-    request), at most ``rate`` per second each, until stopped or ``limit`` seconds passed."""
-
-    url: str
-    rate: float = 40.0
-    limit: float = 180.0
-    ok: Counter = field(default_factory=Counter)  # body -> count
-    bad: list = field(default_factory=list)  # (kind, detail)
-    stop: threading.Event = field(default_factory=threading.Event)
-    sent: int = 0
-
-    def _run(self) -> None:
-        asyncio.run(self._main())
-
-    async def _client(self, keepalive: bool) -> None:
-        limits = httpx.Limits(max_keepalive_connections=1 if keepalive else 0)
-        async with httpx.AsyncClient(limits=limits, timeout=10.0) as c:
-            t_end = time.monotonic() + self.limit
-            while not self.stop.is_set() and time.monotonic() < t_end:
-                t0 = time.monotonic()
-                self.sent += 1
-                try:
-                    r = await c.get(self.url, headers={} if keepalive else {"Connection": "close"})
-                    if r.status_code == 200:
-                        self.ok[r.text.strip()] += 1
-                    else:
-                        self.bad.append((round(time.time(), 2), r.status_code, r.text[:40]))
-                except httpx.HTTPError as e:
-                    self.bad.append((round(time.time(), 2), "error", f"{type(e).__name__}: {e}"))
-                await asyncio.sleep(max(0.0, 1 / self.rate - (time.monotonic() - t0)))
-
-    async def _main(self) -> None:
-        await asyncio.gather(self._client(True), self._client(False))
-
-    def __enter__(self) -> Load:
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join(timeout=30)
-
-    def snapshot(self) -> Counter:
-        return Counter(self.ok)
 
 
 def _kill_haproxy(lb_dir: Path) -> None:

@@ -62,9 +62,8 @@ class Targets:
         """The DEACTIVATING tasks whose drain is over, and the earliest deadline of the others."""
         out, wake = [], None
         serving: dict[str, dict[str, list[str]]] = {}
-        for t in self.state.tasks.values():
-            if t.lastStatus != "DEACTIVATING":
-                continue
+        for task_id in list(self.state.deactivating):
+            t = self.state.tasks[task_id]
             groups = self.groups_of(t)
             tgs = {k[1]: tg.spec for k, tg in self.state.target_groups.items() if k[0] == t.cluster}
             if t.cluster not in serving:

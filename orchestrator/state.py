@@ -87,6 +87,8 @@ class State:
         # Tasks not yet placed and not STOPPED (the scheduler's input), kept by put_task; a dict
         # for its insertion order (the order of self.tasks).
         self.unplaced: dict[str, None] = {}
+        # Task ids DEACTIVATING (draining from load balancers), so releasing drains visits only them.
+        self.deactivating: dict[str, None] = {}
         # Bumped when capacity may have appeared (a node changed as planning sees it, a placed
         # task stopped): the controller retries tasks that fit nowhere only then, or periodically.
         self.capacity_version = 0
@@ -353,9 +355,14 @@ class State:
             self.unplaced.setdefault(t.taskId)
         else:
             self.unplaced.pop(t.taskId, None)
+        if t.lastStatus == "DEACTIVATING":
+            self.deactivating.setdefault(t.taskId)
+        else:
+            self.deactivating.pop(t.taskId, None)
 
     def _unindex(self, t: Task) -> None:
         self.unplaced.pop(t.taskId, None)
+        self.deactivating.pop(t.taskId, None)
         self._count(t, gone=True)
         if t.serviceName:
             self.tasks_by_service[(t.cluster, t.serviceName)].discard(t.taskId)

@@ -213,7 +213,7 @@ def test_rendered_config_is_valid_for_haproxy(tmp_path):
 
 SLOW_APP = """
       command: ["sh", "-c", "trap '' TERM; mkdir -p /www/cgi-bin; echo ok > /www/health; echo {rev} > /www/index.html;
-        printf '#!/bin/sh\\\\necho Content-Type: text/plain\\\\necho\\\\nsleep 12\\\\necho done\\\\n' > /www/cgi-bin/slow;
+        printf '#!/bin/sh\\\\necho Content-Type: text/plain\\\\necho\\\\nsleep 25\\\\necho done\\\\n' > /www/cgi-bin/slow;
         chmod +x /www/cgi-bin/slow; exec httpd -f -p 8080 -h /www"]"""
 
 
@@ -222,7 +222,7 @@ def test_sigterm_ignoring_app_drains_a_long_request_is_cut_only_at_the_delay_and
     env, lb_dir = lb_env
     port, port2 = free_port(), free_port()
     manifest = web_manifest(port, "rev1", 2).replace("deregistrationDelay: 20", "deregistrationDelay: 4")
-    # The app ignores SIGTERM (killed after stopTimeout) and has a 12 s endpoint.
+    # The app ignores SIGTERM (killed after stopTimeout) and has a 25 s endpoint.
     manifest = manifest.replace(
         """      command: ["sh", "-c", "mkdir -p /www; echo rev1 > /www/index.html; echo ok > /www/health; exec httpd -f -p 8080 -h /www"]""",
         SLOW_APP.strip("\n").format(rev="rev1"))
@@ -251,7 +251,7 @@ def test_sigterm_ignoring_app_drains_a_long_request_is_cut_only_at_the_delay_and
             tg = env.get(f"/v1/clusters/{env.cluster}/targetgroups/web")["targetGroup"]
             return {t["taskId"] for t in tg["targets"] if any(h["sessions"] > 0 for h in t["health"].values())}
 
-        def long_request_target() -> str | None:  # busy in two samples 1 s apart: the 12 s request, not the load
+        def long_request_target() -> str | None:  # busy in two samples 1 s apart: the 25 s request, not the load
             first = busy_targets()
             time.sleep(1.0)
             both = first & busy_targets()
@@ -278,9 +278,10 @@ def test_sigterm_ignoring_app_drains_a_long_request_is_cut_only_at_the_delay_and
     assert load.bad == [], load.bad[:10]  # the SIGTERM-ignoring app lost nothing; the reload dropped nothing
     assert len(load.bad) == bad_before
     # The long request was not cut at the stop but only once deregistrationDelay (4 s) ran out
-    # (then SIGTERM, ignored, and SIGKILL after stopTimeout 2 s); it would have taken 12 s.
+    # (then SIGTERM, ignored, and SIGKILL after stopTimeout 2 s): about 6-7 s, more on a loaded machine; it
+    # would have taken 25 s.
     assert result.get("body") != "done", result
-    assert 3.5 <= cut_after <= 10, result
+    assert 3.5 <= cut_after <= 16, result
 
 
 def test_a_listener_port_taken_on_the_node_is_reported_and_the_others_serve(lb_env):

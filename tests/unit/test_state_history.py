@@ -365,3 +365,20 @@ def test_v1_store_is_upgraded_in_place(tmp_path):
     assert st.collect_stopped(3.0) == 1 and st.task(gone.taskId) is None
     store.close()
     Store(path).close()  # and opens again as version 2
+
+
+def test_deactivating_tasks_are_indexed_so_drain_release_visits_only_them():
+    state = State()
+    t = Task(cluster=C, taskDefinition="web:1", family="web", revision=1, group="service:web", serviceName="web",
+             nodeId="n1", lastStatus="RUNNING")
+    state.put_task(t)
+    assert state.deactivating == {}
+    t.lastStatus, t.drainingSince = "DEACTIVATING", 1.0
+    state.put_task(t)  # mutated in place, as the shell does
+    assert list(state.deactivating) == [t.taskId]
+    replaced = t.model_copy(update={"lastStatus": "STOPPING"})
+    state.put_task(replaced)  # a new object for the same id
+    assert state.deactivating == {}
+    state.put_task(replaced.model_copy(update={"lastStatus": "DEACTIVATING"}))
+    state._forget(state.tasks[t.taskId])
+    assert state.deactivating == {}

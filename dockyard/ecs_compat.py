@@ -46,9 +46,12 @@ REFUSED: dict[str, Problem] = {
     "inferenceAccelerators": ("", "Elastic Inference accelerators are not available here", "remove inferenceAccelerators"),
 }
 
+# Kept beside the definition, not part of it: the task definition's ECS resource tags (ListTagsForResource,
+# propagateTags TASK_DEFINITION), so no warning.
+KEPT = frozenset({"tags"})
+
 # Accepted and without effect here: what dockyard does instead (shown in the apply warning).
 NO_EFFECT: dict[str, str] = {
-    "tags": "kept in the file only (no tagging here)",
     "ephemeralStorage": "not enforced: the containers' layers use the node's disk",
     "runtimePlatform": "not checked: pin the architecture with a memberOf constraint on ecs.cpu-architecture",
     "enableFaultInjection": "no fault injection endpoints here",
@@ -189,7 +192,7 @@ def taskdef_warnings(td: TaskDefinitionSpec, cgroup_versions: Iterable[str] = ()
     out = []
     refused = {p for p, _, _ in refused_fields(td)}
     for path in ignored_fields(td):
-        if path in refused:
+        if path in refused or path in KEPT:
             continue
         what = NO_EFFECT.get(_generic(path)) or "not supported; ignored"
         out.append(f"{path}: {what}")

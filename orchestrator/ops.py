@@ -11,6 +11,8 @@ import json
 from collections.abc import Sequence
 from typing import Any, Literal
 
+from pydantic import BaseModel
+
 from dockyard.ecs import TaskDefinitionSpec, apply_overrides, ignored_fields
 from dockyard.ecs_compat import taskdef_warnings
 from dockyard.wire import (
@@ -49,6 +51,15 @@ from orchestrator.models import (
 from orchestrator.secrets import SecretMeta, check_name
 from orchestrator.state import State
 from orchestrator.task_apply import mark_stopped, request_stop
+
+
+def resource_tags(spec: BaseModel) -> dict[str, str]:
+    """The ECS ``tags`` ([{key, value}]) of a bare ECS body (RegisterTaskDefinition, CreateService) in a manifest."""
+    tags = (spec.model_extra or {}).get("tags")
+    if not isinstance(tags, list):
+        return {}
+    return {str(t["key"]): str(t.get("value", "")) for t in tags if isinstance(t, dict) and t.get("key")}
+
 
 ACCESS_KEY_PREFIX = "accesskey!"  # a name no user secret can have ("!" is not allowed in one)
 
@@ -203,7 +214,8 @@ class Ops:
         return next((d.spec for d in docs if isinstance(d, TaskDefinitionDoc) and d.spec.family == family), None)
 
     def _apply_one(self, d: Doc, now: float, dry_run: bool) -> dict[str, Any]:
-        ignored = ignored_fields(d.spec)
+        # "tags" of a bare ECS body: kept as the record's resource tags (resource_tags), not ignored.
+        ignored = [f for f in ignored_fields(d.spec) if f != "tags" or d.kind not in ("TaskDefinition", "Service")]
         res: dict[str, Any] = {"source": d.source, "kind": d.kind, "name": d.name, "ignoredFields": ignored}
         if isinstance(d.spec, TaskDefinitionSpec):
             cgroups = {n.attributes.get(CGROUP_ATTRIBUTE, "") for n in self.state.nodes.values()}
@@ -274,7 +286,7 @@ class Ops:
         rev = (max(revs) if revs else 0) + 1
         if not dry_run:
             self.state.put_taskdef(TaskDefinition(family=family, revision=rev, spec=spec, specHash=h, registeredAt=now,
-                                                  ignoredFields=ignored))
+                                                  ignoredFields=ignored, tags=resource_tags(spec)))
         return {"action": "registered", "detail": f"taskdefinition/{family}:{rev}", "revision": rev}
 
     def _apply_service(self, d: ServiceDoc, now: float, dry_run: bool, ignored: list[str]) -> dict[str, Any]:
@@ -287,11 +299,14 @@ class Ops:
                 return {"action": "configured", "detail": f"service/{d.name}"}
             self._update_service(existing, spec, now)
             existing.ignoredFields = ignored
+            if "tags" in (d.spec.model_extra or {}):
+                existing.tags = resource_tags(d.spec)
             self.state.put_service(existing)
             return {"action": "configured", "detail": f"service/{d.name}"}
         if dry_run:
             return {"action": "created", "detail": f"service/{d.name}"}
-        s = Service(cluster=d.cluster, serviceName=d.name, spec=spec, createdAt=now, ignoredFields=ignored)
+        s = Service(cluster=d.cluster, serviceName=d.name, spec=spec, createdAt=now, ignoredFields=ignored,
+                    tags=resource_tags(d.spec))
         td = self.state.resolve_taskdef(spec.taskDefinition)
         assert td is not None  # checked in apply()
         s.deployments = svc_core.new_deployment([], td.ref, spec.desiredCount, now)

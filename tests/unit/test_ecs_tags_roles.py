@@ -137,3 +137,20 @@ def test_an_awsvpc_task_shows_its_address_as_an_eni_attachment():
     assert shape["containers"][0]["networkInterfaces"] == [{"attachmentId": eni["id"], "privateIpv4Address": "172.30.0.2"}]
     bridge = task_shape(t.model_copy(update={"ipAddress": None}), Arns())
     assert bridge["attachments"] == [] and "networkInterfaces" not in bridge["containers"][0]
+
+
+def test_tags_in_manifest_documents_are_kept_as_the_records_tags_and_propagate(ecs):
+    ops = ecs.ops
+    td = {**TD, "family": "fromfile"}
+    svc = {"serviceName": "filed", "taskDefinition": "fromfile", "desiredCount": 1, "propagateTags": "TASK_DEFINITION",
+           "tags": [{"key": "cost-center", "value": "42"}]}
+    results = ops.apply([{"source": "td.json", "document": td}, {"source": "svc.json", "document": svc}], "default")
+    assert not any("tags" in str(r.get("warnings")) + str(r["ignoredFields"]) for r in results), results
+    assert tags(ecs("DescribeTaskDefinition", {"taskDefinition": "fromfile", "include": ["TAGS"]})["tags"]) == \
+        {"team": "td", "tier": "td"}
+    assert ops.state.services[("default", "filed")].tags == {"cost-center": "42"}
+    ops.ctl.reconcile(ops.ctl.clock())
+    (task,) = [t for t in ops.state.tasks.values() if t.serviceName == "filed"]
+    assert task.tags == {"team": "td", "tier": "td"}
+    ops.apply([{"source": "svc.json", "document": {**svc, "tags": [{"key": "cost-center", "value": "7"}]}}], "default")
+    assert ops.state.services[("default", "filed")].tags == {"cost-center": "7"}

@@ -263,7 +263,7 @@ def test_every_register_task_definition_field_is_modelled_refused_or_documented_
     import botocore.session
 
     from dockyard import ecs, ecs_options
-    from dockyard.ecs_compat import NO_EFFECT, REFUSED
+    from dockyard.ecs_compat import KEPT, NO_EFFECT, REFUSED
 
     model = botocore.session.get_session().get_service_model("ecs")
     ours = {"RegisterTaskDefinitionRequest": ecs.TaskDefinitionSpec, "ContainerDefinition": ecs.ContainerDefinition,
@@ -282,7 +282,7 @@ def test_every_register_task_definition_field_is_modelled_refused_or_documented_
         for name, member in shape.members.items():
             p = f"{path}{name}"
             if name not in cls.model_fields:
-                if p not in REFUSED and p not in NO_EFFECT and p not in PENDING_MERGE:
+                if p not in REFUSED and p not in NO_EFFECT and p not in KEPT and p not in PENDING_MERGE:
                     unanswered.append(p)
                 continue
             inner = member.member if member.type_name == "list" else member

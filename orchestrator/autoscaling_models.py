@@ -38,6 +38,7 @@ class CustomizedMetric(Strict):
 
 
 class _Metric(Strict):
+    policyName: str = Field(pattern=POLICY_NAME_RE.pattern)
     predefinedMetricType: PredefinedMetric | None = None
     customizedMetric: CustomizedMetric | None = None
     # ALBRequestCountPerTarget: which target group's requests (default: the service's first).
@@ -55,7 +56,6 @@ class _Metric(Strict):
 
 
 class TargetTrackingPolicy(_Metric):
-    policyName: str = Field(pattern=POLICY_NAME_RE.pattern)
     targetValue: float = Field(gt=0)
     scaleOutCooldown: int = Field(default=DEFAULT_COOLDOWN, ge=0, le=86400)
     scaleInCooldown: int = Field(default=DEFAULT_COOLDOWN, ge=0, le=86400)
@@ -80,7 +80,6 @@ class StepAdjustment(Strict):
 
 
 class StepScalingPolicy(_Metric):
-    policyName: str = Field(pattern=POLICY_NAME_RE.pattern)
     threshold: float  # the alarm threshold the steps' bounds are relative to
     adjustmentType: AdjustmentType = "ChangeInCapacity"
     stepAdjustments: list[StepAdjustment] = Field(min_length=1)

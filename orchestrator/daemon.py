@@ -16,6 +16,7 @@ from dockyard.keyfile import KeyFileError
 from dockyard.mqtt import check_ca, load_credentials, parse_url
 from orchestrator.api import create_app
 from orchestrator.auth import Tokens
+from orchestrator.autoscaler import Autoscaler
 from orchestrator.broker_admin import BrokerAdmin
 from orchestrator.bus import Bus
 from orchestrator.client.api import default_token_file
@@ -85,6 +86,7 @@ async def serve(listen: str, store_path: Path, mqtt: str, node_lost_seconds: flo
     usage = UsageBook()
     bus = Bus(mqtt, ctl, usage=usage, credentials=mqtt_credentials, ca_file=mqtt_ca)
     ops = Ops(state, ctl)
+    autoscaler = Autoscaler(ops, usage)
     admin = BrokerAdmin(mqtt, mqtt_credentials, mqtt_ca) if mqtt_credentials is not None else None
     tokens = None
     if insecure_no_auth:
@@ -120,6 +122,7 @@ async def serve(listen: str, store_path: Path, mqtt: str, node_lost_seconds: flo
         asyncio.create_task(bus.run(stop), name="bus"),
         asyncio.create_task(ctl.run(stop), name="controller"),
         asyncio.create_task(server.serve(sockets=[sock]), name="api"),
+        asyncio.create_task(autoscaler.run(stop), name="autoscaler"),
     ]
     stopper = asyncio.create_task(stop.wait())
     await asyncio.wait([stopper, tasks[2]], return_when=asyncio.FIRST_COMPLETED)

@@ -88,7 +88,8 @@ def target_tracking(p: TargetTrackingPolicy, r: Reading, current: int, tolerance
     if r.value is None:
         return Proposal(p.policyName, None, f"{metric}: no data ({r.detail or 'no sample'})")
     ratio = r.value / p.targetValue
-    cause = f"metric {metric} = {r.value:.1f} vs target {p.targetValue:g} (policy {p.policyName})"
+    side = "above" if ratio > 1 else "below"
+    cause = f"{metric} {r.value:.1f} {side} target {p.targetValue:g} triggered policy {p.policyName}"
     if abs(ratio - 1.0) <= tolerance + 1e-9:
         return Proposal(p.policyName, current, f"{metric} {r.value:.1f} within {tolerance:.0%} of target "
                                                f"{p.targetValue:g}", cause)
@@ -124,7 +125,8 @@ def step_scaling(p: StepScalingPolicy, r: Reading, current: int) -> Proposal:
             delta = int(math.copysign(p.minAdjustmentMagnitude or 1, adj))
         want = current + delta
     want = max(want, 0)
-    cause = f"metric {metric} = {r.value:.1f} vs threshold {p.threshold:g} (policy {p.policyName})"
+    side = "above" if d >= 0 else "below"
+    cause = f"{metric} {r.value:.1f} {side} threshold {p.threshold:g} triggered policy {p.policyName}"
     if want < current and r.missing:
         return Proposal(p.policyName, None, f"{metric}: {r.missing} task(s) unsampled: no scale-in on missing data")
     return Proposal(p.policyName, want, f"{metric} {r.value:.1f}, step {adj:+d} ({p.adjustmentType}): {want}", cause)

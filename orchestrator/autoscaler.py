@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import httpx
 
@@ -27,6 +26,7 @@ from dockyard import log as dlog
 from orchestrator import autoscale_ops, metrics
 from orchestrator.autoscaling_models import CustomizedMetric, MetricValue, ScalableTarget
 from orchestrator.core import autoscaling as core
+from orchestrator.lb_requests import RequestBook
 from orchestrator.models import Service, Task
 from orchestrator.ops import Ops, UserError
 from orchestrator.usage import UsageBook
@@ -56,12 +56,12 @@ async def prometheus_query(m: CustomizedMetric, timeout: float = 3.0) -> float |
 
 class Autoscaler:
     def __init__(self, ops: Ops, usage: UsageBook, interval: float = DEFAULT_INTERVAL,
-                 query: Query = prometheus_query, requests: Any = None,
+                 query: Query = prometheus_query, requests: RequestBook | None = None,
                  wall: Callable[[], float] = time.time) -> None:
         self.ops, self.state, self.usage, self.interval = ops, ops.state, usage, interval
         self.wall = wall  # the clock the usage book's samples carry (the bus's)
         self.query = query
-        self.requests = requests  # an orchestrator.lb_requests.RequestBook, or None
+        self.requests = requests  # LB nodes' request counters (None: ALBRequestCountPerTarget has no data)
         self.log = dlog.get("autoscaler")
         self._recs: dict[tuple[str, str], list[tuple[float, int]]] = {}
         self._since: dict[tuple[str, str], float] = {}  # when the recommendations began to be kept

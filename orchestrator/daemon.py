@@ -22,6 +22,7 @@ from orchestrator.bus import Bus
 from orchestrator.client.api import default_token_file
 from orchestrator.controller import Controller
 from orchestrator.core.fencing import EPOCH_WINDOW
+from orchestrator.lb_requests import RequestBook
 from orchestrator.ops import Ops
 from orchestrator.secrets import SecretStore, default_key_path, load_key
 from orchestrator.state import State
@@ -84,9 +85,10 @@ async def serve(listen: str, store_path: Path, mqtt: str, node_lost_seconds: flo
                      mass_loss_fraction=mass_loss_fraction, mass_loss_interval=mass_loss_interval, secrets=secrets,
                      epoch_window=epoch_window)
     usage = UsageBook()
-    bus = Bus(mqtt, ctl, usage=usage, credentials=mqtt_credentials, ca_file=mqtt_ca)
+    requests = RequestBook()
+    bus = Bus(mqtt, ctl, usage=usage, credentials=mqtt_credentials, ca_file=mqtt_ca, requests=requests)
     ops = Ops(state, ctl)
-    autoscaler = Autoscaler(ops, usage)
+    autoscaler = Autoscaler(ops, usage, requests=requests)
     admin = BrokerAdmin(mqtt, mqtt_credentials, mqtt_ca) if mqtt_credentials is not None else None
     tokens = None
     if insecure_no_auth:

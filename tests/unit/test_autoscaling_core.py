@@ -60,7 +60,7 @@ def test_target_tracking_is_proportional_as_the_hpa():
 
 def test_activity_cause_names_metric_value_and_target():
     d = run(target(), 90.0, 2)
-    assert d.direction == "out" and d.cause == f"metric {CPU} = 90.0 vs target 50 (policy cpu)"
+    assert d.direction == "out" and d.cause == f"{CPU} 90.0 above target 50 triggered policy cpu"
 
 
 def test_never_outside_bounds_and_brought_inside_without_metrics():

@@ -8,8 +8,9 @@ Metrics come from what the control plane already has:
 * ECSServiceAverageCPUUtilization / ECSServiceAverageMemoryUtilization: the average, over the
   service's ready tasks, of ECS's CPUUtilization / MemoryUtilization computed from the agents'
   status snapshots (orchestrator.usage, as ``dockyard top`` shows them). Ready = RUNNING, healthy
-  and proven (healthy for the deployment's ``minimumHealthyTimeSeconds``): tasks still starting
-  are left out, as the HPA does; a ready task without a fresh sample counts as missing.
+  and proven (healthy for the deployment's ``minimumHealthyTimeSeconds``): the samples of tasks
+  still starting are set aside, as the HPA does; they and ready tasks without a fresh sample
+  count as 0 toward a scale-out and veto a scale-in (core.autoscaling.average_reading).
 * ALBRequestCountPerTarget: requests per target per minute, from the request counters the
   load-balancer nodes report (HAProxy's ``show stat``), over the last window.
 * a customized metric: a PromQL instant query against the given Prometheus (httpx).
@@ -147,6 +148,7 @@ class Autoscaler:
 
     async def readings(self, t: ScalableTarget, s: Service, now: float) -> dict[str, core.Reading]:
         ready = self.ready_tasks(s, now)
+        starting = max(0, len(self.state.service_active_tasks(s.cluster, s.serviceName)) - len(ready))
         wall = self.wall()
         per_task: dict[str, tuple[float, float]] = {}
         for task in ready:
@@ -160,11 +162,11 @@ class Autoscaler:
                 v = await self.query(p.customizedMetric)
                 out[p.policyName] = core.Reading(v, 0, "prometheus" if v is not None else "query failed or no series")
             elif p.predefinedMetricType == "ECSServiceAverageCPUUtilization":
-                out[p.policyName] = core.average_reading({k: v[0] for k, v in per_task.items()}, ids)
+                out[p.policyName] = core.average_reading({k: v[0] for k, v in per_task.items()}, ids, starting)
             elif p.predefinedMetricType == "ECSServiceAverageMemoryUtilization":
-                out[p.policyName] = core.average_reading({k: v[1] for k, v in per_task.items()}, ids)
+                out[p.policyName] = core.average_reading({k: v[1] for k, v in per_task.items()}, ids, starting)
             elif self.requests is not None:
-                out[p.policyName] = self.requests.per_target(s, p.resourceLabel, ids, wall)
+                out[p.policyName] = self.requests.per_target(s, p.resourceLabel, ids, wall, starting)
             else:
-                out[p.policyName] = core.Reading(None, len(ids), "no load-balancer request counts")
+                out[p.policyName] = core.Reading(None, len(ids) + starting, "no load-balancer request counts")
         return out

@@ -12,7 +12,7 @@ from collections import deque
 from collections.abc import Sequence
 
 from dockyard.lb import TargetReport
-from orchestrator.core.autoscaling import Reading
+from orchestrator.core.autoscaling import Reading, average_reading
 from orchestrator.models import Service
 
 WINDOW = 15.0
@@ -49,13 +49,10 @@ class RequestBook:
             total += (n1 - n0 if n1 >= n0 else n1) / (t1 - t0) * 60.0
         return total if found else None
 
-    def per_target(self, s: Service, group: str | None, ready: Sequence[str], now: float) -> Reading:
-        """The service's requests per target per minute over its ready tasks."""
+    def per_target(self, s: Service, group: str | None, ready: Sequence[str], now: float, starting: int = 0) -> Reading:
+        """The service's requests per target per minute: the group's requests over its ready tasks (one the
+        load balancer does not count yet, e.g. not yet healthy there, counts as 0 and vetoes a scale-in)."""
         groups = [lb.target_group for lb in s.spec.loadBalancers]
         group = group or (groups[0] if groups else None)
         rates = {tid: self.rate(s.cluster, group, tid, now) for tid in ready}
-        got = [r for r in rates.values() if r is not None]
-        missing = len(ready) - len(got)
-        if not got:
-            return Reading(None, missing, f"no request counts for {len(ready)} ready tasks")
-        return Reading(sum(got) / len(got), missing, f"{len(got)} of {len(ready)} targets counted")
+        return average_reading(rates, ready, starting)

@@ -58,14 +58,17 @@ class Reading:
     detail: str = ""
 
 
-def average_reading(per_task: Mapping[str, float | None], ready: Sequence[str]) -> Reading:
-    """The service average over its ready tasks (RUNNING and proven healthy: tasks still starting
-    are left out, as the HPA does); a ready task without a sample counts as missing."""
-    values = [per_task[t] for t in ready if per_task.get(t) is not None]
-    missing = len(ready) - len(values)
+def average_reading(per_task: Mapping[str, float | None], ready: Sequence[str], starting: int = 0) -> Reading:
+    """The service's metric per task, the HPA's way. Only ready tasks (RUNNING and proven healthy)
+    are measured: the samples of ``starting`` tasks (not yet ready) are set aside. A ready task
+    without a sample yet and a starting task count as 0 in the average (so a scale-out does not
+    overshoot while new tasks come up) and veto any scale-in (``missing``)."""
+    values = [v for t in ready if (v := per_task.get(t)) is not None]
+    missing = len(ready) - len(values) + starting
+    detail = f"{len(values)} of {len(ready)} ready tasks sampled" + (f", {starting} starting" if starting else "")
     if not values:
-        return Reading(None, missing, f"0 of {len(ready)} tasks sampled")
-    return Reading(sum(values) / len(values), missing, f"{len(values)} of {len(ready)} tasks sampled")  # type: ignore[arg-type]
+        return Reading(None, missing, detail)
+    return Reading(sum(values) / (len(ready) + starting), missing, detail)
 
 
 # ---- per-policy proposals ---------------------------------------------------------------------

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import IMAGE
+from harness import IMAGE, free_port
 
 WORKER = ("trap 'exit 0' TERM; while true; do for f in /work/t.*; do "
           "if mv \"$f\" \"/work/c.$HOSTNAME.${f##*/}\" 2>/dev/null; then head -c 8000000 /dev/zero | md5sum >/dev/null; "
@@ -112,3 +112,45 @@ def test_target_tracking_scales_out_under_load_and_in_after_it_and_on_schedule(d
     assert view["minCapacity"] == 2
     assert any(a["cause"] == "scheduled action name rush was triggered" for a in view["activities"])
     env.wait_running(2, timeout=60)
+
+
+REQ_TARGET = 300.0  # requests per target per minute
+
+
+@pytest.mark.slow
+def test_request_count_per_target_through_the_load_balancer(dockyard_env, tmp_path):
+    """ALBRequestCountPerTarget: ~10 requests/s through HAProxy = ~600 per minute on one target,
+    target 300 -> two targets, both healthy in the load balancer."""
+    from test_load_balancing import Load as HttpLoad
+    from test_load_balancing import _kill_haproxy, web_manifest
+
+    env, lb_dir = dockyard_env, tmp_path / "lb"
+    port = free_port()
+    try:
+        env.start_orchestrator()
+        env.start_agent(load_balancer=True, lb_dir=str(lb_dir), lb_bind="127.0.0.1")
+        policy = {"apiVersion": "dockyard/v1", "kind": "ScalingPolicy", "metadata": {"name": "web"},
+                  "spec": {"minCapacity": 1, "maxCapacity": 3, "targetTrackingScalingPolicies": [
+                      {"policyName": "requests", "predefinedMetricType": "ALBRequestCountPerTarget",
+                       "targetValue": REQ_TARGET, "scaleOutCooldown": 0, "scaleInCooldown": 300}]}}
+        env.cli("apply", "-f", str(env.write_manifest(web_manifest(port, "rev1", 1) + "\n---\n" + json.dumps(policy))))
+        env.wait_for(_healthy_targets(env, 1), timeout=60, message="1 healthy target")
+        with HttpLoad(f"http://127.0.0.1:{port}/", rate=5.0, limit=120):  # two clients: ~10/s
+            env.wait_for(lambda: env.service("web")["desiredCount"] >= 2, timeout=60, interval=0.5,
+                         message="a scale-out on requests per target")
+            env.wait_for(lambda: _healthy_targets(env, env.service("web")["desiredCount"])(), timeout=60,
+                         message="the new targets healthy in the load balancer")
+            view = env.service("web")["autoScaling"]
+        assert view["policies"][0]["metric"] == "ALBRequestCountPerTarget"
+        assert "ALBRequestCountPerTarget" in view["activities"][0]["cause"]
+        assert env.service("web")["desiredCount"] == 2  # ~600 per minute over 2 targets: on target
+    finally:
+        _kill_haproxy(lb_dir)
+
+
+def _healthy_targets(env, count: int):
+    def check():
+        tg = env.get(f"/v1/clusters/{env.cluster}/targetgroups/web")["targetGroup"]
+        healthy = [t for t in tg["targets"] if t["health"] and all(h["state"] == "healthy" for h in t["health"].values())]
+        return tg if len(healthy) == count and len(tg["targets"]) == count else None
+    return check

@@ -173,7 +173,7 @@ def test_cli_autoscale_and_describe_through_the_api(w):
     assert "auto scaling configured: min 1, max 8, tracking cpu 50.0, memory 70.0" in r.output
     r = run("describe", "service", "web")
     assert r.exit_code == 0, r.output
-    for text in ("Auto scaling:", "min 1, max 8", "ECSServiceAverageCPUUtilization", "90 (2 of 2 tasks sampled)",
+    for text in ("Auto scaling:", "min 1, max 8", "ECSServiceAverageCPUUtilization", "90 (2 of 2 ready tasks sampled)",
                  "Successfully set desired count to 4. Change successfully fulfilled by ecs."):
         assert text in r.output, r.output
     r = run("autoscale", "web", "--min", "9")

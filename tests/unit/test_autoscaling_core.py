@@ -151,9 +151,11 @@ def test_step_scale_in_policy_and_its_cooldown():
 def test_average_leaves_out_tasks_not_ready_and_counts_unsampled_ones():
     r = average_reading({"a": 80.0, "b": 40.0, "starting": 500.0}, ["a", "b"])
     assert r.value == 60.0 and r.missing == 0
-    r = average_reading({"a": 80.0}, ["a", "b"])
-    assert r.value == 80.0 and r.missing == 1
+    r = average_reading({"a": 80.0}, ["a", "b"])  # b: no sample yet, counted as 0 (the HPA's scale-out rule)
+    assert r.value == 40.0 and r.missing == 1
     assert average_reading({}, ["a"]).value is None
+    r = average_reading({"a": 90.0, "b": 30.0, "new": 500.0}, ["a", "b"], starting=1)
+    assert (r.value, r.missing) == (40.0, 1)  # the starting one's sample set aside, counted as 0
 
 
 def test_spec_validation():

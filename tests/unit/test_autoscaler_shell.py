@@ -182,3 +182,21 @@ def test_cli_autoscale_and_describe_through_the_api(w):
     assert r.exit_code == 0 and (CLUSTER, "web") not in w.sim.state.scalable_targets
     r = run("autoscale", "web", "--cpu", "50")
     assert r.exit_code == 1 and "needs --min and --max" in r.output
+
+
+def test_a_customized_prometheus_metric_scales_and_a_failed_query_never_scales_in(w):
+    asked = []
+
+    async def query(m):
+        asked.append(m.query)
+        return values.pop(0)
+
+    values: list[float | None] = [30.0, None]
+    w.scaler.query = query
+    w.sim.apply(policy(targetTrackingScalingPolicies=[{
+        "policyName": "queue", "targetValue": 10, "scaleOutCooldown": 0, "scaleInCooldown": 0,
+        "customizedMetric": {"prometheusUrl": "http://prom:9090", "query": "sum(queue_depth) / count(up)"}}]))
+    assert w.step().desired == 6  # ceil(2 x 30 / 10)
+    d = w.step()
+    assert d.desired is None and "query failed" in d.reasons[0] and w.desired() == 6
+    assert asked == ["sum(queue_depth) / count(up)"] * 2

@@ -200,3 +200,15 @@ def test_a_customized_prometheus_metric_scales_and_a_failed_query_never_scales_i
     d = w.step()
     assert d.desired is None and "query failed" in d.reasons[0] and w.desired() == 6
     assert asked == ["sum(queue_depth) / count(up)"] * 2
+
+
+def test_the_example_manifest_applies(monkeypatch):
+    from pathlib import Path
+
+    import yaml
+
+    sim = Sim(monkeypatch)
+    docs = list(yaml.safe_load_all((Path(__file__).parents[2] / "manifests/examples/autoscaling.yaml").read_text()))
+    assert [r["action"] for r in sim.apply(*docs)] == ["registered", "created", "created"]
+    t = sim.state.scalable_targets[(CLUSTER, "api")]
+    assert (t.minCapacity, t.maxCapacity, len(t.spec.scheduledActions)) == (2, 10, 2)

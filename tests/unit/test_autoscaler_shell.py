@@ -212,3 +212,24 @@ def test_the_example_manifest_applies(monkeypatch):
     assert [r["action"] for r in sim.apply(*docs)] == ["registered", "created", "created"]
     t = sim.state.scalable_targets[(CLUSTER, "api")]
     assert (t.minCapacity, t.maxCapacity, len(t.spec.scheduledActions)) == (2, 10, 2)
+
+
+def test_ecs_update_service_desired_count_is_clamped_and_a_plain_update_keeps_the_count(w):
+    import json
+
+    from orchestrator.ecs_api import TARGET_PREFIX
+
+    api = TestClient(create_app(w.sim.ops))
+
+    def update(**body):
+        r = api.post("/", content=json.dumps({"cluster": CLUSTER, "service": "web", **body}),
+                     headers={"X-Amz-Target": TARGET_PREFIX + "UpdateService",
+                              "Content-Type": "application/x-amz-json-1.1"})
+        assert r.status_code == 200, r.text
+        return r.json()["service"]["desiredCount"]
+
+    w.load(180.0)
+    w.step()
+    assert w.desired() == 4
+    assert update(desiredCount=50) == 6
+    assert update(healthCheckGracePeriodSeconds=5) == 6

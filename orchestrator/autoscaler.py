@@ -91,7 +91,8 @@ class Autoscaler:
             readings = await self.readings(t, s, now)
             t.lastMetrics = {name: MetricValue(value=r.value, at=now, detail=r.detail) for name, r in readings.items()}
             since = self._since.setdefault(key, now)
-            d = core.decide(t, readings, s.spec.desiredCount, now, self._recs.get(key, []), since)
+            deploying = any(dep.rolloutState == "IN_PROGRESS" for dep in s.deployments if dep.status != "INACTIVE")
+            d = core.decide(t, readings, s.spec.desiredCount, now, self._recs.get(key, []), since, deploying)
             if d.recommendation is not None:
                 window = t.spec.scaleInStabilizationSeconds
                 self._recs[key] = [(at, n) for at, n in self._recs.get(key, []) if now - at <= window] \

@@ -21,6 +21,8 @@ Rules (Application Auto Scaling's, with the HPA's formula and damping):
 * Scale-in stabilization (the HPA's downscale window): a scale-in goes only to the highest count
   recommended over the last ``scaleInStabilizationSeconds``, and not at all until the
   recommendations seen span that window (so a restart, which forgets them, cannot scale in).
+* No scale-in while a deployment is in progress (as Application Auto Scaling does for ECS);
+  scale-out goes on.
 * The result is always within the current [minCapacity, maxCapacity]; a desired count outside
   them is brought inside even without any metric.
 """
@@ -151,10 +153,12 @@ def _clamp(n: int, lo: int, hi: int) -> int:
 
 
 def decide(target: ScalableTarget, readings: Mapping[str, Reading], current: int, now: float,
-           recommendations: Sequence[tuple[float, int]] = (), history_since: float | None = None) -> Decision:
+           recommendations: Sequence[tuple[float, int]] = (), history_since: float | None = None,
+           deploying: bool = False) -> Decision:
     """The new desired count of the target's service (see the module doc). ``readings`` per
     policy name; ``recommendations`` = (time, count) of earlier decisions' recommendations, kept
-    since ``history_since`` (None: none kept yet)."""
+    since ``history_since`` (None: none kept yet); ``deploying``: a deployment is in progress (no
+    scale-in then, as Application Auto Scaling does for ECS)."""
     spec, lo, hi = target.spec, target.minCapacity, target.maxCapacity
     reasons: list[str] = []
     if current < lo or current > hi:
@@ -211,6 +215,8 @@ def decide(target: ScalableTarget, readings: Mapping[str, Reading], current: int
                             recommendation=rec)
     if suspended.dynamicScalingInSuspended:
         return Decision(None, None, (*reasons, "dynamic scale-in suspended"), recommendation=rec)
+    if deploying:
+        return Decision(None, None, (*reasons, "a deployment is in progress: scale-in waits"), recommendation=rec)
     best = max((p for p, _ in proposals), key=lambda p: p.desired or 0)
     return Decision(new, "in", tuple(reasons), best.cause, tuple(p.policy for p, _ in proposals), rec)
 

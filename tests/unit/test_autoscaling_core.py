@@ -88,6 +88,13 @@ def test_cooldowns():
     assert run(tg, 100.0, 2).desired == 4  # a scale-in cooldown never holds back a scale-out
 
 
+def test_no_scale_in_during_a_deployment_but_scale_out_goes_on():
+    tg = target()
+    d = decide(tg, {"cpu": Reading(10.0)}, 4, NOW, history_since=0.0, deploying=True)
+    assert d.desired is None and "deployment" in d.reasons[-1]
+    assert decide(tg, {"cpu": Reading(100.0)}, 4, NOW, history_since=0.0, deploying=True).desired == 8
+
+
 def test_disable_scale_in():
     assert run(target(policies=[tt(disable_in=True)]), 10.0, 4).desired is None
     # it abstains: another policy may still scale in

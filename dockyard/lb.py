@@ -247,6 +247,7 @@ class TargetReport(Wire):
     health: TargetHealthState
     reason: str | None = None
     sessions: int = 0
+    requests: int = 0  # cumulative requests HAProxy counted for it (auto scaling's ALBRequestCountPerTarget)
 
 
 class ListenerReport(Wire):

@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field
 
 from dockyard import __version__, dynsec
 from dockyard.wire import PROTOCOL_VERSION
-from orchestrator import ecs_api, lb_views, metrics, metrics_collector, observe_api, views
+from orchestrator import autoscale_api, ecs_api, lb_views, metrics, metrics_collector, observe_api, views
 from orchestrator.auth import Tokens
 from orchestrator.broker_admin import BrokerAdmin, BrokerAdminError
 from orchestrator.core import auth as auth_core
@@ -95,6 +95,7 @@ def create_app(ops: Ops, ready=lambda: True, loopback: bool = True, usage: Usage
     usage = usage if usage is not None else UsageBook()
     registry = metrics_collector.registry_for(st, usage)
     app.include_router(observe_api.router(ops, usage, self_target))
+    app.include_router(autoscale_api.router(ops))
 
     @app.exception_handler(UserError)
     async def _user_error(_: Request, exc: UserError) -> JSONResponse:

@@ -60,8 +60,10 @@ _SENT_BYTES = metrics.MQTT_SENT_BYTES.labels(topic="desired")
 
 class Bus:
     def __init__(self, mqtt_url: str, controller, usage=None, credentials: Credentials | None = None,
-                 ca_file: str | None = None) -> None:
+                 ca_file: str | None = None, requests=None) -> None:
         self.usage = usage  # an orchestrator.usage.UsageBook: each snapshot's task samples
+        self.requests = requests  # an orchestrator.lb_requests.RequestBook: LB nodes' per-target request counts
+        self._last_lb: dict[tuple[str, str], list] = {}  # the targets of each LB node's last snapshot
         self.url = mqtt_url
         self.credentials, self.ca_file = credentials, ca_file
         self.controller = controller
@@ -220,12 +222,17 @@ class Bus:
                     if self.usage is not None:
                         self.usage.record(cluster, node_id, _USAGE_LIST.validate_json(samples)
                                           if samples and samples != b"null" else None, time.time())
+                    if self.requests is not None and key in self._last_lb:  # the same counters again
+                        self.requests.record(cluster, node_id, self._last_lb[key], time.time())
                     return
                 self._last_snapshot.pop(key, None)
                 st = StatusDoc.model_validate_json(raw)
                 _RECEIVED[st.kind].inc()
                 self._observe_ack(key, st)
                 self.controller.on_status(cluster, node_id, st)
+                if self.requests is not None and st.loadBalancer is not None:
+                    self.requests.record(cluster, node_id, st.loadBalancer.targets, time.time())
+                    self._last_lb[key] = st.loadBalancer.targets
                 if st.kind == "snapshot":
                     if self.usage is not None:
                         self.usage.record(cluster, node_id, st.usage, time.time())

@@ -16,11 +16,13 @@ from dockyard.keyfile import KeyFileError
 from dockyard.mqtt import check_ca, load_credentials, parse_url
 from orchestrator.api import create_app
 from orchestrator.auth import Tokens
+from orchestrator.autoscaler import Autoscaler
 from orchestrator.broker_admin import BrokerAdmin
 from orchestrator.bus import Bus
 from orchestrator.client.api import default_token_file
 from orchestrator.controller import Controller
 from orchestrator.core.fencing import EPOCH_WINDOW
+from orchestrator.lb_requests import RequestBook
 from orchestrator.ops import Ops
 from orchestrator.secrets import SecretStore, default_key_path, load_key
 from orchestrator.state import State
@@ -83,8 +85,10 @@ async def serve(listen: str, store_path: Path, mqtt: str, node_lost_seconds: flo
                      mass_loss_fraction=mass_loss_fraction, mass_loss_interval=mass_loss_interval, secrets=secrets,
                      epoch_window=epoch_window)
     usage = UsageBook()
-    bus = Bus(mqtt, ctl, usage=usage, credentials=mqtt_credentials, ca_file=mqtt_ca)
+    requests = RequestBook()
+    bus = Bus(mqtt, ctl, usage=usage, credentials=mqtt_credentials, ca_file=mqtt_ca, requests=requests)
     ops = Ops(state, ctl)
+    autoscaler = Autoscaler(ops, usage, requests=requests)
     admin = BrokerAdmin(mqtt, mqtt_credentials, mqtt_ca) if mqtt_credentials is not None else None
     tokens = None
     if insecure_no_auth:
@@ -120,6 +124,7 @@ async def serve(listen: str, store_path: Path, mqtt: str, node_lost_seconds: flo
         asyncio.create_task(bus.run(stop), name="bus"),
         asyncio.create_task(ctl.run(stop), name="controller"),
         asyncio.create_task(server.serve(sockets=[sock]), name="api"),
+        asyncio.create_task(autoscaler.run(stop), name="autoscaler"),
     ]
     stopper = asyncio.create_task(stop.wait())
     await asyncio.wait([stopper, tasks[2]], return_when=asyncio.FIRST_COMPLETED)

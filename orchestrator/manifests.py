@@ -2,7 +2,8 @@
 
 Accepted shapes:
 
-* ``apiVersion: dockyard/v1`` manifests: ``kind: Cluster|TaskDefinition|Service|Task|Secret``,
+* ``apiVersion: dockyard/v1`` manifests: ``kind: Cluster|TaskDefinition|Service|Task|Secret|ScalingPolicy``
+  (and the load balancer's kinds),
   ``metadata: {name, cluster, labels}``, ``spec:`` in ECS field names;
 * a bare ECS task definition (``family`` + ``containerDefinitions``), as
   ``aws ecs register-task-definition --cli-input-json`` takes it;
@@ -22,11 +23,12 @@ from pydantic import BaseModel, ValidationError
 from dockyard.ecs import TaskDefinitionSpec
 from dockyard.ecs_compat import taskdef_errors
 from dockyard.lb import LoadBalancerSpec, TargetGroupSpec
+from orchestrator.autoscaling_models import ScalingSpec
 from orchestrator.core import query
 from orchestrator.models import ClusterSpec, RunTaskSpec, SecretSpec, ServiceSpec
 
 API_VERSION = "dockyard/v1"
-KINDS = ("Cluster", "TaskDefinition", "Service", "Task", "TargetGroup", "LoadBalancer", "Secret")
+KINDS = ("Cluster", "TaskDefinition", "Service", "Task", "TargetGroup", "LoadBalancer", "Secret", "ScalingPolicy")
 
 
 @dataclass
@@ -92,11 +94,21 @@ class SecretDoc(_Doc):
     kind: Literal["Secret"] = "Secret"
 
 
+@dataclass
+class ScalingPolicyDoc(_Doc):
+    """A service's auto scaling (metadata.name = the service): orchestrator.autoscaling_models."""
+
+    spec: ScalingSpec = field(kw_only=True)
+    kind: Literal["ScalingPolicy"] = "ScalingPolicy"
+
+
 # One applied document, told apart by ``kind`` (mypy narrows ``spec`` on it).
-Doc = ClusterDoc | TaskDefinitionDoc | ServiceDoc | TaskDoc | TargetGroupDoc | LoadBalancerDoc | SecretDoc
+Doc = (ClusterDoc | TaskDefinitionDoc | ServiceDoc | TaskDoc | TargetGroupDoc | LoadBalancerDoc | SecretDoc
+       | ScalingPolicyDoc)
 _DOC_CLASSES: dict[str, type[_Doc]] = {"Cluster": ClusterDoc, "TaskDefinition": TaskDefinitionDoc,
                                         "Service": ServiceDoc, "Task": TaskDoc, "TargetGroup": TargetGroupDoc,
-                                        "LoadBalancer": LoadBalancerDoc, "Secret": SecretDoc}
+                                        "LoadBalancer": LoadBalancerDoc, "Secret": SecretDoc,
+                                        "ScalingPolicy": ScalingPolicyDoc}
 
 
 def _join(prefix: str, path: str) -> str:
@@ -202,14 +214,14 @@ def parse_document(source: str, doc: Any, default_cluster: str) -> tuple[Doc | N
             spec.setdefault("clusterName", name)
         elif kind == "TaskDefinition":
             spec.setdefault("family", name)
-        elif kind == "Service":
+        elif kind in ("Service", "ScalingPolicy"):
             spec.setdefault("serviceName", name)
         elif kind in ("TargetGroup", "LoadBalancer", "Secret"):
             spec.setdefault("name", name)
         models: dict[str, type[BaseModel]] = {"Cluster": ClusterSpec, "TaskDefinition": TaskDefinitionSpec,
                                               "Service": ServiceSpec, "Task": RunTaskSpec,
                                               "TargetGroup": TargetGroupSpec, "LoadBalancer": LoadBalancerSpec,
-                                              "Secret": SecretSpec}
+                                              "Secret": SecretSpec, "ScalingPolicy": ScalingSpec}
         parsed = _validate(models[str(kind)], spec, source, str(kind), name, "spec", errors)
         prefix = "spec"
     elif "family" in doc or "containerDefinitions" in doc:

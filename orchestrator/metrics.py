@@ -27,6 +27,8 @@ BUILD_INFO.labels(version=__version__, python=platform.python_version()).set(1)
 
 TASKS_CREATED = Counter("dockyard_tasks_created_total", "Tasks created (service replicas and run-task)")
 TASKS_STOPPED = Counter("dockyard_tasks_stopped_total", "Tasks that reached STOPPED or were asked to stop", ["reason"])
+AUTOSCALING_ACTIVITIES = Counter("dockyard_autoscaling_activities_total",
+                                 "Desired counts set by auto scaling (docs/autoscaling.md)", ["direction"])
 TASK_TRANSITIONS = Counter("dockyard_task_transitions_total",
                            "Task lastStatus changes, by the status entered (stop_code: the ECS stopCode when STOPPED)",
                            ["last_status", "stop_code"])

@@ -22,6 +22,7 @@ from dockyard.wire import (
     USER_INITIATED,
     USER_STOP_REASON,
 )
+from orchestrator import autoscale_ops
 from orchestrator.controller import Controller, add_event
 from orchestrator.core import secrets as secrets_core
 from orchestrator.core import services as svc_core
@@ -31,6 +32,7 @@ from orchestrator.manifests import (
     Doc,
     DocError,
     LoadBalancerDoc,
+    ScalingPolicyDoc,
     ServiceDoc,
     TargetGroupDoc,
     TaskDefinitionDoc,
@@ -147,7 +149,7 @@ class Ops:
             if doc is not None:
                 docs.append(doc)
         order = {"Secret": 0, "Cluster": 0, "TaskDefinition": 1, "TargetGroup": 2, "LoadBalancer": 3, "Service": 4,
-                 "Task": 5}
+                 "Task": 5, "ScalingPolicy": 5}
         docs.sort(key=lambda d: order[d.kind])
         # References: services and tasks must name a task definition that exists or is in this apply.
         families = {d.spec.family for d in docs if d.kind == "TaskDefinition"}
@@ -179,6 +181,10 @@ class Ops:
             lambda c: {k[1]: tg.spec for k, tg in self.state.target_groups.items() if k[0] == c},
             lambda c: {k[1]: lb.spec for k, lb in self.state.load_balancers.items() if k[0] == c},
             self._td_spec_for)
+        applied_services = {(d.cluster, d.name): d.spec for d in docs if isinstance(d, ServiceDoc)}
+        for d in docs:
+            if isinstance(d, ScalingPolicyDoc):
+                errors += autoscale_ops.check(self.state, d.cluster, d.spec, applied_services, d.source)
         if errors:
             raise UserError(f"{len(errors)} error(s) in the applied documents; nothing was changed", 400, errors=errors)
         now = self.ctl.clock()
@@ -235,6 +241,8 @@ class Ops:
             return {**res, **self._apply_lb_record(d, now, dry_run)}
         if d.kind == "Service":
             return {**res, **self._apply_service(d, now, dry_run, ignored)}
+        if isinstance(d, ScalingPolicyDoc):
+            return {**res, **autoscale_ops.apply_doc(self.state, d, now, dry_run)}
         # Task: a one-off run, idempotent per manifest name.
         spec = d.spec
         started_by = f"manifest/{d.name}"
@@ -292,6 +300,7 @@ class Ops:
     def _apply_service(self, d: ServiceDoc, now: float, dry_run: bool, ignored: list[str]) -> dict[str, Any]:
         spec = d.spec.model_copy(update={"cluster": d.cluster})
         existing = self.state.services.get((d.cluster, d.name))
+        spec = autoscale_ops.owned_count(self.state, existing, spec)  # auto scaling owns desiredCount
         if existing is not None and existing.status == "ACTIVE":
             if existing.spec.model_dump() == spec.model_dump():
                 return {"action": "unchanged", "detail": f"service/{d.name}"}
@@ -376,6 +385,8 @@ class Ops:
                 return (doc.cluster, doc.name) in self.state.load_balancers
             elif doc.kind == "Secret":
                 return self.ctl.secrets.meta(doc.name) is not None
+            elif doc.kind == "ScalingPolicy":
+                return (doc.cluster, doc.name) in self.state.scalable_targets
         except UserError as exc:
             if exc.status != 404:
                 raise
@@ -401,6 +412,8 @@ class Ops:
             self.state.delete_target_group(self.state.target_groups[(doc.cluster, doc.name)])
         elif doc.kind == "LoadBalancer":
             self.state.delete_load_balancer(self.state.load_balancers[(doc.cluster, doc.name)])
+        elif doc.kind == "ScalingPolicy":
+            autoscale_ops.remove(self.state, doc.cluster, doc.name)
 
     def _check_target_group_unused(self, cluster: str, name: str) -> None:
         users = [f"service {s.serviceName}" for (c, _), s in sorted(self.state.services.items())
@@ -444,6 +457,7 @@ class Ops:
             if request_stop(t, SERVICE_SCHEDULER_INITIATED, f"Service {s.serviceName} deleted", now,
                             drain=bool(self.ctl.targets.groups_of(t))):
                 self.state.put_task(t)
+        autoscale_ops.remove(self.state, s.cluster, s.serviceName)
         add_event(s, f"(service {s.serviceName}) deleted; stopping its tasks.", now)
         self.state.put_service(s)
 
@@ -534,14 +548,17 @@ class Ops:
             return True
         return False
 
-    def scale(self, cluster: str, name: str, count: int) -> Service:
+    def scale(self, cluster: str, name: str, count: int, event: str | None = None) -> Service:
+        """Set desiredCount: `dockyard scale` (clamped to auto scaling's bounds) and the auto scaler
+        (``event``: its message) alike, so deployments, placement and draining all apply."""
         if count < 0:
             raise UserError("desiredCount must be >= 0", 400, field="desiredCount")
         s = self.service(cluster, name)
         if s.spec.schedulingStrategy == "DAEMON":
             raise UserError("a DAEMON service runs one task per node and cannot be scaled", 400, field="desiredCount")
+        count, note = autoscale_ops.clamp(self.state, cluster, name, count)
         self._update_service(s, s.spec.model_copy(update={"desiredCount": count}), self.ctl.clock())
-        add_event(s, f"(service {name}) desiredCount set to {count}.", self.ctl.clock())
+        add_event(s, event or f"(service {name}) desiredCount set to {count}{note}.", self.ctl.clock())
         self.state.put_service(s)
         self._commit()
         return s

@@ -423,6 +423,10 @@ def describe_service(service: dict[str, Any], tasks: list[dict[str, Any]] | None
         parts.append(fields([("Ignored fields", ", ".join(service["ignoredFields"]))]))
     parts.append(section("Deployments", deployments_table(service.get("deployments") or [], now)
                          if service.get("deployments") else ""))
+    if service.get("autoScaling"):
+        from orchestrator.render_autoscaling import describe as autoscaling
+
+        parts.append(section("Auto scaling", autoscaling(service["autoScaling"], now)))
     if tasks is not None:
         parts.append(section("Tasks", tasks_table(tasks, now) if tasks else ""))
     parts.append(section("Events", events_table(service.get("events") or [], now) if service.get("events") else ""))

@@ -19,6 +19,7 @@ import operator
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 
+from orchestrator.autoscaling_models import ScalableTarget
 from orchestrator.metrics import STORE_TRANSACTION_SECONDS as STORE_SECONDS
 from orchestrator.models import Cluster, LoadBalancer, Node, Service, TargetGroup, Task, TaskDefinition
 from orchestrator.store import Store, record_key
@@ -53,6 +54,7 @@ class State:
         self.nodes: dict[tuple[str, str], Node] = {}
         self.target_groups: dict[tuple[str, str], TargetGroup] = {}
         self.load_balancers: dict[tuple[str, str], LoadBalancer] = {}
+        self.scalable_targets: dict[tuple[str, str], ScalableTarget] = {}  # by (cluster, service)
         self.tasks_by_service: dict[tuple[str, str], set[str]] = defaultdict(set)
         self.tasks_by_node: dict[tuple[str, str], set[str]] = defaultdict(set)
         self._indexed_node: dict[str, str | None] = {}
@@ -111,6 +113,8 @@ class State:
             self.target_groups[(tg.cluster, tg.name)] = tg
         for lb in store.load("loadbalancer"):
             self.load_balancers[(lb.cluster, lb.name)] = lb
+        for st in store.load("scalabletarget"):
+            self.scalable_targets[(st.cluster, st.serviceName)] = st
         for t in store.load_live_tasks():  # not the STOPPED ones: they stay in the store
             self._index(t)
             self._written[t.taskId] = _durable(t)
@@ -155,6 +159,14 @@ class State:
         self.load_balancers[(lb.cluster, lb.name)] = lb
         self._mark("loadbalancer", record_key("loadbalancer", lb), lb)
         self.touch_load_balancers(lb.cluster)
+
+    def put_scalable_target(self, st: ScalableTarget) -> None:
+        self.scalable_targets[(st.cluster, st.serviceName)] = st
+        self._mark("scalabletarget", st.record_key, st)
+
+    def delete_scalable_target(self, st: ScalableTarget) -> None:
+        self.scalable_targets.pop((st.cluster, st.serviceName), None)
+        self.delete("scalabletarget", st.record_key)
 
     def delete_target_group(self, tg: TargetGroup) -> None:
         self.target_groups.pop((tg.cluster, tg.name), None)

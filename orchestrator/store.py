@@ -26,6 +26,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from orchestrator.autoscaling_models import ScalableTarget
 from orchestrator.core.auth import TokenRecord
 from orchestrator.models import Cluster, LoadBalancer, Node, Service, TargetGroup, Task, TaskDefinition
 
@@ -39,6 +40,7 @@ KINDS: dict[str, type[BaseModel]] = {
     "node": Node,
     "targetgroup": TargetGroup,
     "loadbalancer": LoadBalancer,
+    "scalabletarget": ScalableTarget,  # a service's auto scaling (orchestrator.autoscaler)
 }
 
 
@@ -100,6 +102,8 @@ def record_key(kind: str, obj: BaseModel) -> str:
         return f"{obj.cluster}/{obj.serviceName}"
     if isinstance(obj, (TargetGroup, LoadBalancer)):
         return f"{obj.cluster}/{obj.spec.name}"
+    if isinstance(key := getattr(obj, "record_key", None), str):  # newer kinds name their own key
+        return key
     raise TypeError(f"not a record: {kind}")
 
 

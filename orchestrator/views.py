@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from orchestrator import autoscale_views
 from orchestrator.core import services as svc_core
 from orchestrator.models import Cluster, Node, Service
 from orchestrator.state import State
@@ -22,6 +23,7 @@ def service_view(state: State, s: Service) -> dict[str, Any]:
         "runningCount": running,
         "pendingCount": pending,
         "taskDefinition": primary.taskDefinition if primary else s.spec.taskDefinition,
+        "autoScaling": autoscale_views.service_autoscaling(state, s.cluster, s.serviceName),
     }
 
 

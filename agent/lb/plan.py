@@ -36,6 +36,7 @@ class LiveServer:
     sessions: int
     check_failures: int
     check_status: str  # L7OK, L7STS, L4CON, L4TOUT, L7TOUT, INI, ...
+    requests: int = 0  # cumulative: HTTP requests (req_tot), else sessions (stot); for ALBRequestCountPerTarget
 
     @property
     def state(self) -> str:
@@ -55,7 +56,8 @@ def parse_stat(text: str) -> dict[tuple[str, str], LiveServer]:
         out[(r["pxname"], r["svname"])] = LiveServer(
             backend=r["pxname"], name=r["svname"], status=r.get("status") or "",
             sessions=int(r.get("scur") or 0), check_failures=int(r.get("chkfail") or 0),
-            check_status=(r.get("check_status") or "").lstrip("* "))
+            check_status=(r.get("check_status") or "").lstrip("* "),
+            requests=int(r.get("req_tot") or r.get("stot") or 0))
     return out
 
 
@@ -115,15 +117,15 @@ def reports(desired: LbDesired, live: Mapping[tuple[str, str], LiveServer],
                                         reason=REASON_REGISTRATION))
             elif t.state == "draining" or cur.state == "DRAIN":
                 out.append(TargetReport(targetGroup=tg.name, id=t.id, taskId=t.taskId, health="draining",
-                                        reason=REASON_DRAINING, sessions=cur.sessions))
+                                        reason=REASON_DRAINING, sessions=cur.sessions, requests=cur.requests))
             elif cur.state == "UP":
                 out.append(TargetReport(targetGroup=tg.name, id=t.id, taskId=t.taskId, health="healthy",
-                                        sessions=cur.sessions))
+                                        sessions=cur.sessions, requests=cur.requests))
             elif key in healthy_before or cur.check_failures >= tg.healthCheck.unhealthyThresholdCount:
                 out.append(TargetReport(targetGroup=tg.name, id=t.id, taskId=t.taskId, health="unhealthy",
-                                        reason=_failure_reason(cur.check_status), sessions=cur.sessions))
+                                        reason=_failure_reason(cur.check_status), sessions=cur.sessions, requests=cur.requests))
             else:
                 out.append(TargetReport(targetGroup=tg.name, id=t.id, taskId=t.taskId, health="initial",
                                         reason=REASON_INITIAL_FAILED if cur.check_failures else REASON_REGISTRATION,
-                                        sessions=cur.sessions))
+                                        sessions=cur.sessions, requests=cur.requests))
     return out

@@ -9,6 +9,7 @@
     get.py        get, describe
     tasks.py      run, stop
     services.py   scale, rollout
+    autoscale.py  autoscale SERVICE --min --max --cpu|--memory|--requests
     nodes.py      node drain|activate
     secrets.py    secret create
     accesskeys.py accesskey create|list|delete (the ECS API's SigV4 keys)
@@ -27,8 +28,20 @@ import click
 
 def commands() -> list[click.Command]:
     """The client commands, in the order ``dockyard --help`` lists them."""
-    from orchestrator.client import accesskeys, events, get, manifests, nodes, secrets, services, tasks, tokens, top
+    from orchestrator.client import (
+        accesskeys,
+        autoscale,
+        events,
+        get,
+        manifests,
+        nodes,
+        secrets,
+        services,
+        tasks,
+        tokens,
+        top,
+    )
 
     return [manifests.apply, manifests.delete, get.get, get.describe, tasks.run, tasks.stop,
-            services.scale, nodes.node, services.rollout, secrets.secret, accesskeys.accesskey, tokens.token,
+            services.scale, autoscale.autoscale, nodes.node, services.rollout, secrets.secret, accesskeys.accesskey, tokens.token,
             events.events, top.top]

@@ -263,6 +263,13 @@ class Operations:
             doc["taskDefinition"] = name_of(str(body["taskDefinition"]))
         doc["cluster"] = cluster
         self._apply(doc, cluster, "UpdateService")
+        if body.get("desiredCount") is not None and (cluster, s.serviceName) in self.state.scalable_targets:
+            # auto scaled: the apply kept the scaler's count; an explicit count is clamped to its bounds
+            # (docs/autoscaling.md), as `dockyard scale`
+            try:
+                self.ops.scale(cluster, s.serviceName, int(body["desiredCount"]))
+            except (UserError, ValueError, TypeError) as e:
+                raise from_user_error(e if isinstance(e, UserError) else UserError(str(e))) from None
         if body.get("forceNewDeployment"):
             try:
                 self.ops.force_new_deployment(cluster, s.serviceName)

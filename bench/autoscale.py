@@ -98,7 +98,8 @@ def cpu_round(b: Bench) -> tuple[float, float]:
 
 def lb_round(b: Bench) -> tuple[float, float, float]:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
-    from test_load_balancing import Load, _kill_haproxy, web_manifest
+    from loadgen import Load
+    from test_load_balancing import _kill_haproxy, web_manifest
 
     env = b.env
     lb_dir = b.tmp / "lb"

@@ -121,7 +121,7 @@ REQ_TARGET = 300.0  # requests per target per minute
 def test_request_count_per_target_through_the_load_balancer(dockyard_env, tmp_path):
     """ALBRequestCountPerTarget: ~10 requests/s through HAProxy = ~600 per minute on one target,
     target 300 -> two targets, both healthy in the load balancer."""
-    from test_load_balancing import Load as HttpLoad
+    from loadgen import Load as HttpLoad
     from test_load_balancing import _kill_haproxy, web_manifest
 
     env, lb_dir = dockyard_env, tmp_path / "lb"

@@ -29,6 +29,8 @@ class StrictLog:
     def info(self, *_a, **_kw) -> None:  # noqa: ANN002, ANN003
         pass
 
+    debug = info
+
     def exception(self, *a, **k) -> None:  # noqa: ANN002, ANN003
         raise AssertionError(f"the bus hit an unexpected error: {a} {k}")
 
@@ -154,3 +156,55 @@ def test_replayed_and_out_of_order_statuses_are_dropped(world):
     new_boot = {**valid_status(world, 1, "UNHEALTHY"), "bootId": "b-n1-2"}
     world.bus.handle(node_topic(C, "n1", "status"), json.dumps(new_boot).encode())
     assert task(world).healthStatus == "UNHEALTHY"
+
+
+# ---- the agent's side: desired documents -------------------------------------------------------------------
+def agent_with(doc):  # noqa: ANN001, ANN201
+    """Just what agent.main.Agent.on_desired uses: its node state, config, log, reporter and wake event."""
+    from types import SimpleNamespace
+
+    from agent.state import NodeState
+    from dockyard import log as dlog
+
+    acks: list[set] = []
+
+    async def ack(ids):  # noqa: ANN001, ANN202
+        acks.append(ids)
+    return SimpleNamespace(state=NodeState("n1", dlog.get("test"), doc=doc), node_id="n1",
+                           cfg=SimpleNamespace(cluster=C), log=StrictLog(), lb=None,
+                           reporter=SimpleNamespace(ack=ack), wake=__import__("asyncio").Event()), acks
+
+
+APPLIED = json.loads(json.dumps({
+    "cluster": C, "nodeId": "n1", "epoch": 1, "generation": 1, "publishedAt": 1.0, "tasks": [{
+        "taskId": "t" * 32, "family": "web", "revision": 1, "taskDefinition": {
+            "family": "web", "containerDefinitions": [{"name": "web", "image": "busybox", "memory": 16}]}}]}))
+NEWER = {**APPLIED, "generation": 2, "tasks": [*APPLIED["tasks"], {**APPLIED["tasks"][0], "taskId": "u" * 32}]}
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+@given(payload=hostile(NEWER))
+async def test_an_agent_given_a_malformed_desired_document_keeps_the_one_it_applied(payload):
+    from agent.main import Agent
+    from dockyard.wire import DesiredDoc
+
+    applied = DesiredDoc.model_validate(APPLIED)
+    agent, acks = agent_with(applied)
+    await Agent.on_desired(agent, payload)  # type: ignore[arg-type]
+    try:
+        DesiredDoc.model_validate_json(payload)
+        valid = True
+    except ValueError:
+        valid = False
+    if agent.state.doc is applied:  # kept: its tasks, so its containers, stay; nothing is acknowledged
+        assert not acks
+        return
+    if valid:
+        return
+    # Not a valid document, yet applied: only as agent.session.parse_desired does by design, from a valid head
+    # whose tasks already known keep the definitions validated before (their revisions are immutable).
+    from dockyard.wire import DesiredDocHead
+    head = DesiredDocHead.model_validate_json(payload)
+    assert [t.taskId for t in agent.state.doc.tasks] == [t.taskId for t in head.tasks]
+    before = {t.taskId: t.taskDefinition for t in applied.tasks}
+    assert all(t.taskDefinition is before[t.taskId] for t in agent.state.doc.tasks if t.taskId in before)

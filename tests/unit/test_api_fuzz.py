@@ -5,6 +5,7 @@ endpoint too; applies of too many documents 400; a desiredCount past ECS's quota
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import schemathesis
@@ -15,6 +16,7 @@ from test_api_auth import _app
 from orchestrator.limits import MAX_BODY_BYTES, MAX_DESIRED_COUNT, MAX_DOCUMENTS
 from orchestrator.ops import Ops
 
+# Examples per operation: CI's few, derandomized (the same every run); DOCKYARD_FUZZ_EXAMPLES=200 explores.
 TC, ADMIN, _STORE = _app(__import__("pathlib").Path(__import__("tempfile").mkdtemp(prefix="api-fuzz-")))
 AUTH = {"Authorization": f"Bearer {ADMIN}"}
 SCHEMA = schemathesis.openapi.from_dict(TC.get("/v1/openapi.json", headers=AUTH).json())
@@ -33,7 +35,7 @@ def names_the_field(ctx, response, case) -> None:  # noqa: ANN001
 
 
 @SCHEMA.parametrize()
-@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+@settings(max_examples=int(os.environ.get("DOCKYARD_FUZZ_EXAMPLES", "12")), deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 def test_every_operation_answers_bad_input_with_a_4xx_that_names_the_field(case):
     case.call_and_validate(headers=AUTH, checks=[checks.not_a_server_error, checks.response_schema_conformance,
                                                  names_the_field])

@@ -21,7 +21,7 @@ from orchestrator.manifests import KINDS, DocError, parse_document
 from orchestrator.ops import Ops, UserError
 from orchestrator.state import State
 
-FAST = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+FAST = settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 
 TASKDEF = {"family": "web", "cpu": "256", "memory": "512", "networkMode": "bridge",
            "containerDefinitions": [{"name": "web", "image": "busybox", "memory": 64, "essential": True,

@@ -129,3 +129,13 @@ def test_hostile_bus_messages_are_dropped_and_nothing_running_is_touched(dockyar
               f"{len(desired)} malformed desired documents in {took:.1f} s; orchestrator RSS "
               f"{rss_before / 1024:.0f} -> {rss_after / 1024:.0f} MiB (+{grew:.0f}); task and container untouched")
         assert grew < 120, f"orchestrator RSS grew {grew:.0f} MiB"
+
+        # The HTTP side of the same process (uvicorn in front): bodies over 10 MB get 413 before they are read.
+        big_body = b'{"documents": [' + b" " * BIG + b"]}"
+        for path, headers in (("/v1/apply", {}), ("/", {"X-Amz-Target": "AmazonEC2ContainerServiceV20141113.ListClusters"})):
+            r = env.api.post(path, content=big_body, headers={"Content-Type": "application/json", **headers}, timeout=30)
+            assert r.status_code == 413, (path, r.status_code, r.text[:200])
+        r = env.api.post("/v1/apply", content=(b" " * (1 << 20) for _ in range(11)),
+                         headers={"Content-Type": "application/json"}, timeout=30)
+        assert r.status_code == 413, r.text[:200]
+        assert orch.popen.poll() is None and env.api.get("/healthz").status_code == 200

@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from dockyard import __version__, dynsec
 from dockyard.wire import PROTOCOL_VERSION
@@ -26,6 +27,7 @@ from orchestrator.auth import Tokens
 from orchestrator.broker_admin import BrokerAdmin, BrokerAdminError
 from orchestrator.core import auth as auth_core
 from orchestrator.core import compat
+from orchestrator.limits import MAX_DESIRED_COUNT, MAX_DOCUMENTS, BodyLimit
 from orchestrator.models import RunTaskSpec
 from orchestrator.ops import Ops, UserError
 from orchestrator.usage import UsageBook
@@ -52,7 +54,8 @@ async def task_list_body(tasks) -> AsyncIterator[bytes]:
 
 
 class ApplyRequest(BaseModel):
-    documents: list[Any] = Field(description='[{"source": "file.yaml#1", "document": {...}}, ...]')
+    documents: list[Any] = Field(max_length=MAX_DOCUMENTS,
+                                 description='[{"source": "file.yaml#1", "document": {...}}, ...]')
     dryRun: bool = False
 
 
@@ -61,7 +64,7 @@ class StopRequest(BaseModel):
 
 
 class ScaleRequest(BaseModel):
-    desiredCount: int = Field(ge=0)
+    desiredCount: int = Field(ge=0, le=MAX_DESIRED_COUNT)
 
 
 class SecretRequest(BaseModel):
@@ -106,7 +109,18 @@ def create_app(ops: Ops, ready=lambda: True, loopback: bool = True, usage: Usage
         errs = exc.errors()
         first = errs[0] if errs else {"loc": (), "msg": "invalid request"}
         loc = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-        return JSONResponse({"error": f"{loc}: {first['msg']}" if loc else first["msg"], "field": loc}, status_code=400)
+        if not loc:  # the body as a whole: missing, or not a JSON object
+            return JSONResponse({"error": f"request body: {first['msg']}", "field": "body",
+                                 "hint": "send a JSON object (Content-Type: application/json)"}, status_code=400)
+        return JSONResponse({"error": f"{loc}: {first['msg']}", "field": loc}, status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        """FastAPI's own: an unknown route or method, and a body it cannot parse as JSON (400)."""
+        body: dict[str, Any] = {"error": str(exc.detail)}
+        if exc.status_code == 400:
+            body.update(field="body", hint="send a JSON object, UTF-8 encoded (Content-Type: application/json)")
+        return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(BrokerAdminError)
     async def _broker_error(_: Request, exc: BrokerAdminError) -> JSONResponse:
@@ -116,6 +130,8 @@ def create_app(ops: Ops, ready=lambda: True, loopback: bool = True, usage: Usage
     async def _internal(_: Request, exc: Exception) -> JSONResponse:
         ops.ctl.log.exception("API error")
         return JSONResponse({"error": f"internal error: {type(exc).__name__}: {exc}"}, status_code=500)
+
+    app.add_middleware(BodyLimit)  # inside _count (counted) and so after authentication
 
     @app.middleware("http")
     async def _count(request: Request, call_next):

@@ -41,6 +41,8 @@ _RECEIVED = {"snapshot": _SNAPSHOTS, "update": metrics.STATUS_RECEIVED.labels(ki
 # "kind" follows nodeId, bootId and seq at the start of a StatusDoc's JSON.
 _SNAPSHOT_KIND = b'"kind":"snapshot"'
 _KIND_WITHIN = 1024
+# Status and presence payloads over this are dropped unread (a status of 1,000 tasks is ~1 MB).
+MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
 # The orchestrator publishes to itself every PROBE_SECONDS: each echo proves the session works
 # (a half-open connection delivers nothing; core.nodes times out no node without that proof).
 PROBE_SECONDS = 1.0
@@ -72,6 +74,7 @@ class Bus:
         self.last_docs: dict[tuple[str, str], DesiredDoc] = {}
         self._last_snapshot: dict[tuple[str, str], bytes] = {}  # per node, without seq and ts
         self._acked: dict[tuple[str, str], int] = {}  # per node, the last generation whose ack was timed
+        self._seq: dict[tuple[str, str], tuple[str, int]] = {}  # per known node, the last status's (bootId, seq)
         self.log = dlog.get("bus", mqtt=mqtt_url)
         self.client_id = f"dockyard-orchestrator-{uuid.uuid4().hex[:8]}"
         self.probe_topic = f"{PROTOCOL}/_orchestrator/{self.client_id}/probe"
@@ -113,6 +116,8 @@ class Bus:
         """A deleted node: clear its retained desired document and presence (a later start of the orchestrator
         must not register it again from its old ``online``)."""
         self.last_docs.pop((cluster, node_id), None)
+        self._seq.pop((cluster, node_id), None)
+        self._last_lb.pop((cluster, node_id), None)
         if self.client is None or not self.connected.is_set():
             return
         for leaf in ("desired", "presence"):
@@ -190,6 +195,9 @@ class Bus:
         count, size = _IN.get(leaf) or _IN["other"]
         count.inc()
         size.inc(len(payload))
+        if len(payload) > MAX_PAYLOAD_BYTES and leaf in ("status", "presence"):
+            self.log.warning("dropping oversized message", topic=topic, bytes=len(payload), limit=MAX_PAYLOAD_BYTES)
+            return
         try:
             if leaf == "desired":
                 v = DesiredVersion.model_validate_json(payload)
@@ -227,13 +235,21 @@ class Bus:
                     return
                 self._last_snapshot.pop(key, None)
                 st = StatusDoc.model_validate_json(raw)
+                known = key in self.controller.state.nodes  # nothing is remembered for a node never registered
+                last = self._seq.get(key)
+                if last is not None and last[0] == st.bootId and st.seq <= last[1]:  # seq is send order
+                    self.log.warning("dropping a replayed or out-of-order status", topic=topic, seq=st.seq,
+                                     last_seq=last[1])
+                    return
+                if known:
+                    self._seq[key] = (st.bootId, st.seq)
                 _RECEIVED[st.kind].inc()
                 self._observe_ack(key, st)
                 self.controller.on_status(cluster, node_id, st)
-                if self.requests is not None and st.loadBalancer is not None:
+                if self.requests is not None and st.loadBalancer is not None and known:
                     self.requests.record(cluster, node_id, st.loadBalancer.targets, time.time())
                     self._last_lb[key] = st.loadBalancer.targets
-                if st.kind == "snapshot":
+                if st.kind == "snapshot" and known:
                     if self.usage is not None:
                         self.usage.record(cluster, node_id, st.usage, time.time())
                     self._last_snapshot[key] = body if body is not None else _SEQ_TS.sub(b"", raw)

@@ -25,6 +25,12 @@ import yaml
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 STDIN_NAME = "<stdin>"
+# Caps checked before a document is built: a file the API would refuse anyway (its body limit), and a
+# YAML alias bomb (PyYAML shares an aliased node, so nine nested aliases of nine make a document of
+# 9**9 values that only blows up later, in the JSON check or the request) or a self-referring alias.
+MAX_FILE_BYTES = 10 * 1024 * 1024
+MAX_VALUES = 100_000  # values in one document, every alias expanded
+MAX_DEPTH = 100  # nesting of mappings and lists
 
 
 @dataclass
@@ -148,12 +154,12 @@ def read_manifests(paths: Iterable[str], stdin: IO[str] | None = None) -> list[M
             if stdin_used:
                 raise ManifestError(STDIN_NAME, "'-' (stdin) given more than once")
             stdin_used = True
-            text = (stdin or sys.stdin).read()
+            text = (stdin or sys.stdin).read(MAX_FILE_BYTES + 1)
             docs += parse_text(text, STDIN_NAME)
             continue
         try:
             with open(p, encoding="utf-8") as fh:
-                text = fh.read()
+                text = fh.read(MAX_FILE_BYTES + 1)
         except UnicodeDecodeError as e:
             raise ManifestError(p, f"not UTF-8 text ({e.reason} at byte {e.start})") from None
         except OSError as e:
@@ -164,6 +170,8 @@ def read_manifests(paths: Iterable[str], stdin: IO[str] | None = None) -> list[M
 
 def parse_text(text: str, path: str, json_only: bool = False) -> list[ManifestDocument]:
     """Documents of one file. ``json_only`` parses with the json module (exact JSON errors)."""
+    if len(text) > MAX_FILE_BYTES:
+        raise ManifestError(path, f"larger than {MAX_FILE_BYTES // (1024 * 1024)} MB", hint="split it into several files")
     if json_only:
         raw = _parse_json(text, path)
     else:
@@ -198,6 +206,11 @@ def _parse_yaml(text: str, path: str) -> list[tuple[int, int, Any]]:
     try:
         while loader.check_node():
             node = loader.get_node()
+            problem = _node_problem(node) if node is not None else None
+            if problem:
+                raise ManifestError(path, problem, line=node.start_mark.line + 1, doc=len(out) + 1,
+                                    hint="YAML anchors (&) and aliases (*) may repeat a value, not multiply it"
+                                    if "alias" in problem else None)
             data = loader.construct_document(node) if node is not None else None
             line = node.start_mark.line + 1 if node is not None else 1
             out.append((len(out) + 1, line, data))
@@ -220,7 +233,9 @@ def _parse_yaml(text: str, path: str) -> list[tuple[int, int, Any]]:
             hint=hint,
         ) from None
     except yaml.YAMLError as e:  # reader errors (control characters) have no mark
-        raise ManifestError(path, f"invalid YAML: {e}") from None
+        raise ManifestError(path, f"invalid YAML: {' '.join(str(e).split())}") from None
+    except ValueError as e:  # an integer of over 4300 digits (Python's limit on converting one)
+        raise ManifestError(path, f"invalid YAML: {_int_limit(e)}", doc=len(out) + 1, hint="quote the value") from None
     finally:
         loader.dispose()
     return out
@@ -231,15 +246,77 @@ def _parse_json(text: str, path: str) -> list[tuple[int, int, Any]]:
         return []
     try:
         data = json.loads(text, object_pairs_hook=_no_duplicate_keys)
+        depth = _depth(data)
     except _DuplicateKey as e:
         raise ManifestError(path, f"invalid JSON: duplicate key {e.args[0]!r}") from None
+    except RecursionError:
+        depth = MAX_DEPTH + 1
     except json.JSONDecodeError as e:
         hint = None
         if text.lstrip().startswith(("apiVersion", "kind", "---")):
             hint = "this looks like YAML; name the file .yaml"
         raise ManifestError(path, f"invalid JSON: {e.msg}", line=e.lineno, column=e.colno, hint=hint) from None
+    except ValueError as e:
+        raise ManifestError(path, f"invalid JSON: {_int_limit(e)}", hint="quote the value") from None
+    if depth > MAX_DEPTH:
+        raise ManifestError(path, f"invalid JSON: nested deeper than {MAX_DEPTH} levels")
     line = text[: len(text) - len(text.lstrip())].count("\n") + 1
     return [(1, line, data)]
+
+
+def _int_limit(e: ValueError) -> str:
+    """Python's message for an integer too long to convert, without its advice to the programmer."""
+    return str(e).split(";")[0].replace("Exceeds the limit", "a number exceeds the limit")
+
+
+def _children(node: Any) -> list[Any]:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _node_problem(root: Any) -> str | None:
+    """Why a composed YAML document must not be built: it refers to itself, nests deeper than MAX_DEPTH or
+    holds over MAX_VALUES values with its aliases expanded. Counted on the node graph, where an alias is a
+    shared node, in time linear in the nodes (each is sized once); iterative, so depth cannot overflow."""
+    size: dict[int, int] = {}
+    depth: dict[int, int] = {}
+    open_: set[int] = set()
+    stack: list[tuple[Any, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        if done:
+            open_.discard(key)
+            kids = _children(node)
+            size[key] = 1 + sum(size[id(k)] for k in kids)
+            depth[key] = 1 + max((depth[id(k)] for k in kids), default=0)
+            if size[key] > MAX_VALUES:
+                return f"the document holds over {MAX_VALUES} values once its aliases are expanded"
+            if depth[key] > MAX_DEPTH:
+                return f"the document nests deeper than {MAX_DEPTH} levels"
+            continue
+        if key in size:
+            continue
+        open_.add(key)
+        stack.append((node, True))
+        for kid in _children(node):
+            if id(kid) in open_:
+                return f"an alias refers to a value that contains it (line {kid.start_mark.line + 1})"
+            if id(kid) not in size:
+                stack.append((kid, False))
+    return None
+
+
+def _depth(v: Any) -> int:
+    """Nesting of a parsed JSON value (recursive: json.loads has already bounded it by the interpreter's limit)."""
+    if isinstance(v, dict):
+        return 1 + max((_depth(x) for x in v.values()), default=0)
+    if isinstance(v, list):
+        return 1 + max((_depth(x) for x in v), default=0)
+    return 0
 
 
 class _DuplicateKey(ValueError):

@@ -19,6 +19,7 @@ from dockyard.wire import (
     NodeResources,
     TaskStatus,
 )
+from orchestrator.limits import MAX_DESIRED_COUNT
 
 LaunchType = Literal["EC2", "FARGATE"]
 PropagateTags = Literal["TASK_DEFINITION", "SERVICE", "NONE"]
@@ -99,7 +100,7 @@ class ServiceSpec(EcsModel):
     serviceName: str
     cluster: str | None = None
     taskDefinition: str  # "family" (latest ACTIVE revision, followed) or "family:revision" (pinned)
-    desiredCount: int = Field(default=1, ge=0)
+    desiredCount: int = Field(default=1, ge=0, le=MAX_DESIRED_COUNT)
     launchType: LaunchType = "EC2"
     schedulingStrategy: Literal["REPLICA", "DAEMON"] = "REPLICA"
     deploymentConfiguration: DeploymentConfiguration = Field(default_factory=DeploymentConfiguration)

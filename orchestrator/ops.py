@@ -87,6 +87,14 @@ def not_found(what: str, name: str, hint: str = "") -> UserError:
     return UserError(f"{what} {name!r} not found", 404, hint=hint)
 
 
+def _item(i: int, item: Any) -> tuple[str, Any]:
+    """An applied item's source and document: ``{"source", "document"}`` or a bare document (any JSON value:
+    parse_document names what is wrong with it)."""
+    if not isinstance(item, dict):
+        return f"document {i + 1}", item
+    return str(item.get("source") or f"document {i + 1}"), item.get("document") if "document" in item else item
+
+
 class Ops:
     def __init__(self, state: State, controller: Controller) -> None:
         self.state = state
@@ -142,8 +150,7 @@ class Ops:
         docs: list[Doc] = []
         errors: list[DocError] = []
         for i, item in enumerate(documents):
-            source = str(item.get("source") or f"document {i + 1}") if isinstance(item, dict) else f"document {i + 1}"
-            body = item.get("document") if isinstance(item, dict) and "document" in item else item
+            source, body = _item(i, item)
             doc, errs = parse_document(source, body, default_cluster)
             errors += errs
             if doc is not None:
@@ -349,8 +356,8 @@ class Ops:
         parsed: list[tuple[str, Doc]] = []
         errors: list[DocError] = []
         for i, item in enumerate(documents):
-            source = str(item.get("source") or f"document {i + 1}")
-            doc, errs = parse_document(source, item.get("document", item), default_cluster)
+            source, body = _item(i, item)
+            doc, errs = parse_document(source, body, default_cluster)
             if doc is None:
                 errors += errs
             else:

@@ -64,11 +64,13 @@ def mount(app: FastAPI, ops: Ops, account: str = "123456789012", loopback: bool 
                     "`dockyard accesskey create --role admin`)")}, 400)
         try:
             body = json.loads(raw) if raw.strip() else {}
+        except (ValueError, RecursionError) as e:  # JSONDecodeError, a number of over 4300 digits, deep nesting
+            why = str(e).split(";")[0] if isinstance(e, ValueError) else "nested too deeply"
+            return answer({"__type": "SerializationException", "message": f"invalid JSON: {why}"}, 400)
+        try:
             if not isinstance(body, dict):
                 raise EcsError("SerializationException", "the request body must be a JSON object")
             return answer(handler(body))
-        except json.JSONDecodeError as e:
-            return answer({"__type": "SerializationException", "message": f"invalid JSON: {e}"}, 400)
         except EcsError as e:
             return answer({"__type": e.type, "message": e.message}, e.status)
         except Exception as e:  # noqa: BLE001 - a bug: ECS's ServerException, logged with its trace

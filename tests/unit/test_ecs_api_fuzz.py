@@ -90,3 +90,13 @@ def test_every_supported_operation_is_in_the_model_and_unsupported_ones_say_so()
     assert r.status_code == 400 and r.json()["__type"] == "SerializationException"
     r = CLIENT.post("/", content="{}")
     assert r.json()["__type"] == "UnknownOperationException"
+
+
+def test_bodies_json_cannot_hold_in_python_are_serialization_errors():
+    # Found by tests/unit/test_api_fuzz.py's inputs: both were a 500 ServerException.
+    for raw in ('{"a": ' + "[" * 100_000 + "]" * 100_000 + "}", '{"maxResults": ' + "9" * 5000 + "}"):
+        r = CLIENT.post("/", content=raw, headers={"X-Amz-Target": TARGET_PREFIX + "ListClusters"})
+        assert r.status_code == 400 and r.json()["__type"] == "SerializationException", r.text
+        assert "sys.set_int_max_str_digits" not in r.json()["message"]
+    r = CLIENT.post("/", content=b"[" * (11 << 20), headers={"X-Amz-Target": TARGET_PREFIX + "ListClusters"})
+    assert r.status_code == 413  # orchestrator.limits, before the body is read

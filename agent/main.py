@@ -31,6 +31,7 @@ from agent import diff
 from agent.executor import Executor
 from agent.lb.haproxy import LoadBalancerNode
 from agent.reporter import Reporter
+from agent.requests import serve_requests
 from agent.runtime import Runtime
 from agent.session import Session, parse_desired
 from agent.state import NodeState
@@ -124,6 +125,7 @@ class Agent:
         self.metadata: Any = None  # the MetadataServer while it serves
         self.observer: Any = None  # agent.observe.Observer: usage samples and /metrics (Docker runtime)
         self._sampling: asyncio.Task[None] | None = None
+        self.requests: Any = None  # agent.requests.RequestServer: logs and exec (Docker runtime)
 
     # ---- desired documents --------------------------------------------------------------------
     async def _on_connect(self) -> None:
@@ -272,6 +274,7 @@ class Agent:
         if self.cfg.metadata_port:
             await self._start_metadata()
         await self._start_observer()
+        self.requests = serve_requests(self)
         self.log.info("agent starting", bootId=self.boot_id, runtime=self.rt.name, cpu=info.cpu,
                       memory=info.memory, adopted=len(self.state.actual))
         self.wake.set()  # a first pass: report the adopted containers
@@ -370,6 +373,8 @@ class Agent:
             if self._sampling is not None:
                 self._sampling.cancel()
             await self.observer.close()
+        if self.requests is not None:
+            await self.requests.close()
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, self.executor.close(), return_exceptions=True)

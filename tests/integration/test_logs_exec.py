@@ -95,3 +95,45 @@ def test_logs_of_a_running_task_tail_since_follow_and_exec(env):
     assert cp.returncode == 1 and "may not POST" in cp.stderr, cp
     cp = subprocess.run([*base, "logs", tid, "--tail", "1"], capture_output=True, text=True, env=ro_env, timeout=60)
     assert cp.returncode == 0 and "tick" in cp.stdout, cp
+
+
+def test_a_node_reads_only_its_own_requests_and_answers_only_under_its_own_responses(dockyard_env):
+    from harness import wait_for
+    from test_security import Raw, creds
+
+    env = dockyard_env
+    with secure_broker(env.workdir) as broker:
+        env.mqtt_url = broker.url
+        env.start_orchestrator()
+        env.start_agent("a", status_interval=1)
+        env.start_agent("b", status_interval=1)
+        tid = running_task(env)
+        node = next(t["nodeId"] for t in env.running_tasks() if t["taskId"] == tid)
+        other = "b" if node == "a" else "a"
+        root = f"dockyard/v1/{env.cluster}/nodes"
+        # The node's role lets its agent read its requests and answer them.
+        env.wait_for(lambda: "line1" in env.cli("logs", tid).stdout, timeout=30, message="logs over the secure broker")
+        assert env.cli("exec", tid, "--", "echo", "hi").stdout == "hi\n"
+
+        spy = Raw(broker.url, broker.auth)  # the orchestrator's identity: sees whatever gets through
+        intruder = Raw(broker.url, creds(env.node_credentials(other)))
+        try:
+            assert spy.subscribe(f"{root}/+/requests") and spy.subscribe(f"{root}/+/responses/#")
+            assert intruder.subscribe(f"{root}/{other}/requests")  # its own: granted
+            for topic in (f"{root}/{node}/requests", f"{root}/+/requests", f"{root}/{node}/responses/#",
+                          f"{root}/+/responses/#", "dockyard/v1/#"):
+                assert not intruder.subscribe(topic), f"node {other} may subscribe to {topic}"
+            # Neither a request to another node (exec there!) nor a forged answer on its behalf gets through.
+            intruder.publish(f"{root}/{node}/requests", b'{"kind": "exec", "taskId": "x", "command": ["forged"]}')
+            intruder.publish(f"{root}/{node}/responses/whoever", b'{"kind": "end", "seq": 0, "error": "forged"}')
+            intruder.publish(f"{root}/{other}/requests", b'{"kind": "cancel", "forged": 1}')
+            intruder.publish(f"{root}/{other}/responses/marker", b"marker")  # its own responses: delivered
+            wait_for(lambda: (f"{root}/{other}/responses/marker", b"marker") in spy.got, timeout=10,
+                     message="the intruder's own response topic")
+            assert [t for t, p in spy.got if b"forged" in p] == []
+            env.cli("logs", tid, "--tail", "1")  # a request to the node: the other node's client hears none of it
+            assert [t for t, _ in intruder.got if not t.startswith(f"{root}/{other}/")] == []
+        finally:
+            spy.close()
+            intruder.close()
+        env.cleanup()

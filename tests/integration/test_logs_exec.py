@@ -43,9 +43,12 @@ def running_task(env) -> str:
     return tasks[0]["taskId"]
 
 
-def test_logs_of_a_running_task_tail_since_follow_and_exec(env):
+CLEANUP = 8  # the agent's --task-cleanup-wait here (seconds)
+
+
+def test_logs_of_a_running_task_tail_since_follow_and_exec_then_of_the_stopped_task_until_cleanup(env):
     env.start_orchestrator()
-    env.start_agent(status_interval=1)
+    env.start_agent(status_interval=1, relist_interval=1, task_cleanup_wait=CLEANUP)
     tid = running_task(env)
     env.wait_for(lambda: "tick" in env.cli("logs", tid).stdout, timeout=30, message="the task's first tick")
 
@@ -95,6 +98,21 @@ def test_logs_of_a_running_task_tail_since_follow_and_exec(env):
     assert cp.returncode == 1 and "may not POST" in cp.stderr, cp
     cp = subprocess.run([*base, "logs", tid, "--tail", "1"], capture_output=True, text=True, env=ro_env, timeout=60)
     assert cp.returncode == 0 and "tick" in cp.stdout, cp
+
+    # A STOPPED task's logs: its stopped container is kept for the cleanup wait, then removed.
+    env.cli("stop", tid)
+    env.wait_for(lambda: env.get(f"/v1/clusters/{env.cluster}/tasks/{tid}")["task"]["lastStatus"] == "STOPPED", timeout=30,
+                 message="the task STOPPED")
+    stopped_at = time.monotonic()
+    assert "line1" in env.cli("logs", tid).stdout
+    assert env.containers(all=True, task=tid), "the stopped task's container was not kept"
+    cp = env.cli("exec", tid, "--", "true", check=False)
+    assert cp.returncode == 1 and "not running" in cp.stderr, cp
+    env.wait_for(lambda: not env.containers(all=True, task=tid), timeout=CLEANUP + 30,
+                 message="the stopped task's container removed after the cleanup wait")
+    assert time.monotonic() - stopped_at >= CLEANUP - 2
+    gone = env.cli("logs", tid, check=False)
+    assert gone.returncode == 1 and "cleaned up" in gone.stderr, gone
 
 
 def test_a_node_reads_only_its_own_requests_and_answers_only_under_its_own_responses(dockyard_env):

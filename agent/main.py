@@ -35,7 +35,7 @@ from agent.requests import serve_requests
 from agent.runtime import Runtime
 from agent.session import Session, parse_desired
 from agent.state import NodeState
-from dockyard import log, sealing
+from dockyard import log, logflags, sealing
 from dockyard.keyfile import KeyFileError, load_or_create
 from dockyard.mqtt import Backoff, check_ca, load_credentials, parse_url
 from dockyard.wire import DesiredDocHead
@@ -500,7 +500,7 @@ def _parse_attributes(ctx: click.Context, param: click.Parameter, values: tuple[
               help="Keep a stopped task's containers (and their logs) this long before removing them "
                    "(ECS_ENGINE_TASK_CLEANUP_WAIT_DURATION; 0: at once).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True)
-@click.option("--log-json", is_flag=True, help="JSON log lines.")
+@logflags.format_options
 @click.pass_context
 def agent_command(ctx: click.Context, node_id: str, cluster: str, mqtt_url: str, mqtt_ca: str | None,
                   mqtt_credentials: str | None,

@@ -46,6 +46,7 @@ def running_task(env) -> str:
 CLEANUP = 8  # the agent's --task-cleanup-wait here (seconds)
 
 
+@pytest.mark.slow
 def test_logs_of_a_running_task_tail_since_follow_and_exec_then_of_the_stopped_task_until_cleanup(env):
     env.start_orchestrator()
     env.start_agent(status_interval=1, relist_interval=1, task_cleanup_wait=CLEANUP)
@@ -114,7 +115,15 @@ def test_logs_of_a_running_task_tail_since_follow_and_exec_then_of_the_stopped_t
     gone = env.cli("logs", tid, check=False)
     assert gone.returncode == 1 and "cleaned up" in gone.stderr, gone
 
+    # The node's agent gone: a clear error, not a hang.
+    node = env.node_ids[0]
+    env.stop_agent(node)
+    env.wait_for(lambda: not env.node(node)["connected"], timeout=30, message="node disconnected")
+    cp = env.cli("logs", tid, check=False, timeout=60)
+    assert cp.returncode == 1 and "disconnected" in cp.stderr, cp
 
+
+@pytest.mark.slow
 def test_a_node_reads_only_its_own_requests_and_answers_only_under_its_own_responses(dockyard_env):
     from harness import wait_for
     from test_security import Raw, creds

@@ -21,8 +21,10 @@ Rules (ECS semantics):
 * A finished task (in ``finished``, or newly finished by this plan) is never started again;
   its running containers are stopped in reverse dependency order, its containers kept.
 * ``desiredStatus == STOPPED``: stop the containers (reverse order), keep them.
-* Tasks absent from the desired set: stop and remove every container, then the task network
-  and the task-scoped volumes.
+* Tasks absent from the desired set: stop every container; remove them, then the task network
+  and the task-scoped volumes, once ``cleanup_wait`` seconds passed since the last of them
+  exited (ECS's ECS_ENGINE_TASK_CLEANUP_WAIT_DURATION: a stopped task's logs stay readable
+  meanwhile). Containers that never ran are removed at once.
 * Only containers labelled with this node are ever considered.
 """
 from __future__ import annotations
@@ -215,13 +217,15 @@ def plan(
     networks: Mapping[str, str] | None = None,
     volumes: Mapping[str, Sequence[str]] | None = None,
     now: float | None = None,
+    cleanup_wait: float = 0.0,
 ) -> Plan:
     """Compute the actions that move ``actual`` towards ``desired``.
 
     ``finished``: tasks already known STOPPED (never restarted). ``networks``: per-task
     networks of this node (task id -> network name). ``volumes``: task-scoped volumes of this
     node (task id -> volume names). ``now``: the wall clock (epoch seconds, as Docker's
-    timestamps), for the restart policy.
+    timestamps), for the restart policy and the cleanup wait. ``cleanup_wait``: seconds a task
+    absent from ``desired`` keeps its stopped containers (0: removed at once).
     """
     finished = finished or {}
     networks = networks or {}
@@ -281,13 +285,16 @@ def plan(
                 out.actions.append(Start(tid, name, pc.id))
             planned.add(name)
 
-    # Tasks no longer desired: stop and remove everything, then the per-task network.
+    # Tasks no longer desired: stop everything; after the cleanup wait remove it, then the per-task network.
     for tid, cs in sorted(by_task.items()):
         grouped2: dict[str, list[ActualContainer]] = defaultdict(list)
         for c in cs:
             grouped2[c.container_name].append(c)
         ordered = _reverse_start_order(None, {n: _pick(v)[0] for n, v in grouped2.items()})
         extras = [c for c in cs if c not in ordered]
+        if cleanup_due(cs, now, cleanup_wait) is not None:
+            out.actions += _stop_remove(tid, ordered + extras, remove=False)  # kept: not removed yet
+            continue
         out.actions += _stop_remove(tid, ordered + extras, remove=True)
         if tid in networks:
             out.actions.append(RemoveNetwork(tid, networks[tid]))
@@ -299,6 +306,19 @@ def plan(
         if tid not in seen and tid not in by_task:
             out.actions += [RemoveVolume(tid, v) for v in vols]
     return out
+
+
+def cleanup_due(cs: Sequence[ActualContainer], now: float | None, cleanup_wait: float) -> float | None:
+    """When the stopped containers ``cs`` of a task no longer desired are to be removed (epoch seconds), or None
+    when that is now: ``cleanup_wait`` after the last of them exited. Still running ones count from ``now``
+    (they are stopped first); containers that never ran are not kept."""
+    if cleanup_wait <= 0 or now is None:
+        return None
+    ends = [c.finished_at if c.exited and c.finished_at else now for c in cs if c.running or c.exited]
+    if not ends:
+        return None
+    due = max(ends) + cleanup_wait
+    return due if due > now else None
 
 
 def _essential_exit(order: list[str], defs: Mapping[str, ContainerDefinition], cs: Mapping[str, ActualContainer]) -> Finish | None:

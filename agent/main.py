@@ -31,10 +31,11 @@ from agent import diff
 from agent.executor import Executor
 from agent.lb.haproxy import LoadBalancerNode
 from agent.reporter import Reporter
+from agent.requests import serve_requests
 from agent.runtime import Runtime
 from agent.session import Session, parse_desired
 from agent.state import NodeState
-from dockyard import log, sealing
+from dockyard import log, logflags, sealing
 from dockyard.keyfile import KeyFileError, load_or_create
 from dockyard.mqtt import Backoff, check_ca, load_credentials, parse_url
 from dockyard.wire import DesiredDocHead
@@ -45,6 +46,7 @@ EVENT_SETTLE_SECONDS = (0.5, 1.5, 4.0)
 DEFAULT_STATE_ROOT = "/var/lib/dockyard/agent"  # the state directory is <root>/<node id> unless given
 RESTARTS_FILE = "restarts.json"  # in the state directory: restartPolicy counts by docker id
 METADATA_PORT = 51679  # ECS's task metadata endpoint port (the ECS agent's)
+DEFAULT_TASK_CLEANUP_WAIT = 3600.0  # 1 h (the ECS agent waits 3 h)
 
 
 @dataclass
@@ -76,6 +78,9 @@ class AgentConfig:
     state_dir: str | None = None  # what the agent keeps across restarts (metadata token secret, seal key)
     metrics_listen: str | None = None  # HOST:PORT of the agent's /metrics (agent.observe); None: not served
     usage_sampling: bool = True  # sample container usage at each status tick (Docker runtime)
+    # Seconds a stopped task's containers are kept once it left the desired document (ECS's
+    # ECS_ENGINE_TASK_CLEANUP_WAIT_DURATION): its logs stay readable; removed at a re-list after.
+    task_cleanup_wait: float = DEFAULT_TASK_CLEANUP_WAIT
 
     def state_path(self, node_id: str) -> Path:
         return Path(self.state_dir) if self.state_dir else Path(DEFAULT_STATE_ROOT) / node_id
@@ -124,6 +129,7 @@ class Agent:
         self.metadata: Any = None  # the MetadataServer while it serves
         self.observer: Any = None  # agent.observe.Observer: usage samples and /metrics (Docker runtime)
         self._sampling: asyncio.Task[None] | None = None
+        self.requests: Any = None  # agent.requests.RequestServer: logs and exec (Docker runtime)
 
     # ---- desired documents --------------------------------------------------------------------
     async def _on_connect(self) -> None:
@@ -191,7 +197,7 @@ class Agent:
             self._volumes_listed = True
         if st.doc is not None:  # no document yet: adopt and report, never remove anything
             self.executor.apply(diff.plan(st.doc.tasks, st.actual, self.node_id, st.finished, st.networks, st.volumes,
-                                          now=time.time()))
+                                          now=time.time(), cleanup_wait=self.cfg.task_cleanup_wait))
         await self.reporter.publish("update")
         live = st.live_task_ids()
         st.prune(live)
@@ -272,6 +278,7 @@ class Agent:
         if self.cfg.metadata_port:
             await self._start_metadata()
         await self._start_observer()
+        self.requests = serve_requests(self)
         self.log.info("agent starting", bootId=self.boot_id, runtime=self.rt.name, cpu=info.cpu,
                       memory=info.memory, adopted=len(self.state.actual))
         self.wake.set()  # a first pass: report the adopted containers
@@ -370,6 +377,8 @@ class Agent:
             if self._sampling is not None:
                 self._sampling.cancel()
             await self.observer.close()
+        if self.requests is not None:
+            await self.requests.close()
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, self.executor.close(), return_exceptions=True)
@@ -486,8 +495,12 @@ def _parse_attributes(ctx: click.Context, param: click.Parameter, values: tuple[
               help="Serve Prometheus metrics (the agent's and its containers' usage) at http://HOST:PORT/metrics.")
 @click.option("--usage-sampling/--no-usage-sampling", default=True, show_default=True,
               help="Sample container cpu/memory at each status tick (for /metrics, dockyard top, utilization).")
+@click.option("--task-cleanup-wait", type=click.FloatRange(min=0), default=DEFAULT_TASK_CLEANUP_WAIT, show_default=True,
+              metavar="SECONDS",
+              help="Keep a stopped task's containers (and their logs) this long before removing them "
+                   "(ECS_ENGINE_TASK_CLEANUP_WAIT_DURATION; 0: at once).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True)
-@click.option("--log-json", is_flag=True, help="JSON log lines.")
+@logflags.format_options
 @click.pass_context
 def agent_command(ctx: click.Context, node_id: str, cluster: str, mqtt_url: str, mqtt_ca: str | None,
                   mqtt_credentials: str | None,
@@ -495,7 +508,8 @@ def agent_command(ctx: click.Context, node_id: str, cluster: str, mqtt_url: str,
                   attributes: dict[str, str], runtime: str, hollow_count: int, fargate: bool, status_interval: float,
                   relist_interval: float, image_pull_behavior: str, load_balancer: bool, lb_dir: str | None,
                   lb_bind: str, advertise_address: str | None, metadata_port: int, state_dir: str | None,
-                  metrics_listen: str | None, usage_sampling: bool, log_level: str, log_json: bool) -> None:
+                  metrics_listen: str | None, usage_sampling: bool, task_cleanup_wait: float, log_level: str,
+                  log_json: bool) -> None:
     """Run the dockyard agent on this host: drive the local Docker engine as the orchestrator asks."""
     cfg = AgentConfig(
         node_id=node_id, cluster=cluster, mqtt_url=mqtt_url, mqtt_credentials=mqtt_credentials, mqtt_ca=mqtt_ca,
@@ -505,7 +519,7 @@ def agent_command(ctx: click.Context, node_id: str, cluster: str, mqtt_url: str,
         status_interval=status_interval, relist_interval=relist_interval, image_pull_behavior=image_pull_behavior,
         log_level=log_level, log_json=log_json, load_balancer=load_balancer, lb_dir=lb_dir, lb_bind=lb_bind,
         advertise_address=advertise_address, metadata_port=metadata_port, state_dir=state_dir,
-        metrics_listen=metrics_listen, usage_sampling=usage_sampling,
+        metrics_listen=metrics_listen, usage_sampling=usage_sampling, task_cleanup_wait=task_cleanup_wait,
     )
     ctx.exit(run(cfg))
 

@@ -45,7 +45,8 @@ def task_usage(now: Mapping[str, Sample], before: Mapping[str, Sample]) -> list[
             a[1] += 1
         a[2] += s.usage.working_set
         a[3] += s.usage.memory_limit
-    return [TaskUsage(taskId=t, cpu=round(a[0], 1), memory=int(a[2]), memoryLimit=int(a[3]))
+    # model_construct: the fields are a float and ints made here (validating 50 a tick was a tenth of a sample).
+    return [TaskUsage.model_construct(taskId=t, cpu=round(a[0], 1), memory=int(a[2]), memoryLimit=int(a[3]))
             for t, a in sorted(acc.items()) if a[1]]
 
 
@@ -53,7 +54,8 @@ class Observer:
     """One agent's usage sampling and metrics endpoint (Docker runtime only)."""
 
     def __init__(self, docker: Any, log: Any, listen: str | None) -> None:
-        self.sampler = UsageSampler(docker, log)
+        # Without a /metrics endpoint only the status stream's cpu and memory are read (agent.usage.OpenFiles).
+        self.sampler = UsageSampler(docker, log, lean=not listen)
         self.log, self.listen = log, listen
         self.usage: list[TaskUsage] = []  # the latest per-task usage, sent with status snapshots
         self._runner: web.AppRunner | None = None

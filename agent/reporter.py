@@ -94,10 +94,14 @@ class Reporter:
         for c in st.actual:
             if c.node == node_id and c.task_id and (only is None or c.task_id in only):
                 by_task.setdefault(c.task_id, []).append(c)
+        # Not desired, nothing running: STOPPED in the orchestrator already, its containers only kept for the
+        # cleanup wait (diff.cleanup_due): not reported (every snapshot would carry them for that long).
+        kept = {tid for tid, cs in by_task.items() if tid not in desired and not any(c.running for c in cs)} \
+            if st.doc is not None else set()
         if only is None:
-            tids = list(desired) + [tid for tid in by_task if tid not in desired]
+            tids = list(desired) + [tid for tid in by_task if tid not in desired and tid not in kept]
         else:  # gone and without containers: nothing to report
-            tids = [tid for tid in sorted(only) if tid in desired or tid in by_task]
+            tids = [tid for tid in sorted(only) if tid in desired or (tid in by_task and tid not in kept)]
         out: dict[str, CachedReport] = {}
         cache = self._cache
         for tid in tids:

@@ -32,6 +32,7 @@ from dockyard.wire import (
     Refusal,
     node_topic,
 )
+from dockyard.wire_rr import requests_topic
 
 # Tests only (tests/integration/test_versions.py): the wire-protocol version the agent claims in
 # its presence, to play an older or newer agent. Nothing else changes with it.
@@ -65,6 +66,9 @@ class Session:
         self.t_status = node_topic(cluster, node_id, "status")
         self.t_presence = node_topic(cluster, node_id, "presence")
         self.t_refusal = node_topic(cluster, node_id, "refusal")
+        self.t_requests = requests_topic(cluster, node_id)
+        # agent.requests.RequestServer.handle(payload, response topic, correlation data): logs and exec; None: not served
+        self.on_request: Callable[[bytes, str | None, bytes | None], None] | None = None
         self.protocol_version = protocol_version()
         self.refused: str | None = None  # the orchestrator's reason while it refuses this boot
         self.info: EngineInfo | None = None  # set by the agent once the engine answered
@@ -122,6 +126,8 @@ class Session:
                     await client.publish(self.t_presence, self.presence("online"), qos=1, retain=True)
                     await client.subscribe(self.t_desired, qos=1)
                     await client.subscribe(self.t_refusal, qos=1)
+                    if self.on_request is not None:
+                        await client.subscribe(self.t_requests, qos=1)
                     self.connected.set()
                     self.log.info("connected", broker=self.mqtt_url, bootId=self.boot_id, agentVersion=__version__,
                                   protocolVersion=self.protocol_version)
@@ -129,6 +135,10 @@ class Session:
                     async for msg in client.messages:
                         if msg.topic.value == self.t_refusal:
                             self.on_refusal(msg.payload)
+                        elif msg.topic.value == self.t_requests and self.on_request is not None:
+                            props = msg.properties
+                            self.on_request(bytes(msg.payload), getattr(props, "ResponseTopic", None),  # type: ignore[arg-type]
+                                            getattr(props, "CorrelationData", None))
                         else:
                             await self.on_message(msg.payload)
             except aiomqtt.MqttError as e:

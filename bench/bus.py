@@ -28,7 +28,8 @@ Figures: ack_p50_ms (target <= 2), ack_p99_ms, ack_max_ms, echo_floor_p50_ms,
 echo_floor_p99_ms, ack/floor_p50, raw_floor_p50_ms, raw_floor_p99_ms, ack/raw_floor_p50, agent_idle_rss_mb (target <= 60), agent_peak_rss_mb,
 agent_idle_cpu_percent (target <= 1; it samples its containers' usage every status interval),
 aiomqtt_idle_cpu_percent (the echo peer), with --no-sampling-peer also
-agent_idle_cpu_no_sampling_percent and sampling/no_sampling_cpu (target <= 1.5),
+agent_idle_cpu_no_sampling_percent and sampling/no_sampling_cpu (target <= 1.5), and the same between two
+fresh agents: agent_idle_cpu_fresh_sampling_percent and fresh_sampling/no_sampling_cpu,
 tick_floor_cpu_percent (the bare loop waking every 5 s).
 """
 from __future__ import annotations
@@ -253,15 +254,20 @@ def run(bench: Bench) -> None:
     if args.no_sampling_peer:
         # The same agent without usage sampling, on the same containers (it adopts them): what
         # sampling 50 containers every status interval costs.
-        bench.figure("agent_idle_cpu_no_sampling_percent", (off := idle_without_sampling(bench, node_id, args)))
+        bench.figure("agent_idle_cpu_no_sampling_percent", (off := idle_restarted(bench, node_id, args, False)))
         bench.figure("sampling/no_sampling_cpu", cpu[0] / off if off else float("nan"))
+        # The same comparison between two fresh agents: the first figure is of an agent that has just
+        # applied --docs documents (more memory, more objects for the collector), the peer's of a fresh one.
+        bench.figure("agent_idle_cpu_fresh_sampling_percent", (on := idle_restarted(bench, node_id, args, True)))
+        bench.figure("fresh_sampling/no_sampling_cpu", on / off if off else float("nan"))
 
 
-def idle_without_sampling(bench: Bench, node_id: str, args) -> float:
+def idle_restarted(bench: Bench, node_id: str, args, sampling: bool) -> float:
+    """The idle CPU of the agent restarted on the same containers (it adopts them), with or without sampling."""
     env = bench.env
     env.stop_agent(node_id)
-    proc = env.start_agent(node_id=node_id, no_usage_sampling=True)
-    log("agent restarted with --no-usage-sampling; settle 10 s")
+    proc = env.start_agent(node_id=node_id, no_usage_sampling=not sampling)
+    log(f"agent restarted {'with' if sampling else 'with --no-usage-sampling'}; settle 10 s")
     time.sleep(10.0)
     if len(env.containers(all=False)) != args.tasks:
         raise CannotMeasure("the restarted agent did not keep the containers")

@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from dockyard import __version__
+from dockyard import __version__, logflags
 from dockyard.wire import PROTOCOL_VERSION
 from orchestrator.client import commands as client_commands
 from orchestrator.client.api import DEFAULT_CLUSTER, DEFAULT_SERVER, find_token
@@ -121,7 +121,7 @@ for _command in client_commands():
                    "(mode 0600). Default: the CLI's token file, $XDG_CONFIG_HOME/dockyard/token.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
               default="info", show_default=True)
-@click.option("--log-json", is_flag=True, help="Log JSON lines instead of text.")
+@logflags.format_options
 def orchestrator_cmd(listen: str, store: str | None, mqtt: str, mqtt_ca: str | None, mqtt_credentials: str | None,
                      node_lost_seconds: float, mass_loss_fraction: float,
                      mass_loss_interval: float, secrets_key_file: str | None, epoch_window: int,

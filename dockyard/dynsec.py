@@ -1,8 +1,9 @@
 """Mosquitto's dynamic-security plugin, as dockyard uses it (pure: documents and commands, no I/O).
 
 One broker client per node, each with a role of its own (2.0.11's ACLs match literal topics: no ``%u``/``%c``),
-allowing exactly: subscribe to and receive its own ``desired`` and ``presence``, publish its own ``status`` and
-``presence`` (its Will too). The orchestrator's client has ``dockyard/v1/#`` and ``$CONTROL/dynamic-security/#``
+allowing exactly: subscribe to and receive its own ``desired``, ``presence``, ``refusal`` and ``requests``
+(logs and exec, :mod:`dockyard.wire_rr`), publish its own ``status`` and ``presence`` (its Will too) and
+anything under its own ``responses/``. The orchestrator's client has ``dockyard/v1/#`` and ``$CONTROL/dynamic-security/#``
 (the plugin's admin topic, granted to nobody else). Everything not allowed is denied: the default ACL access
 denies publishing, subscribing and receiving. See docs/security.md.
 """
@@ -19,6 +20,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from dockyard.wire import PROTOCOL, node_topic
+from dockyard.wire_rr import REQUESTS, responses_prefix
 
 PLUGIN = "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so"  # Debian's mosquitto package
 CONTROL_TOPIC = "$CONTROL/dynamic-security/v1"
@@ -78,7 +80,7 @@ def node_name(cluster: str, node_id: str) -> str:
 
 # What a node reads of its own subtree: its desired document, its presence (retained), and the orchestrator's
 # ``refusal`` of its boot (retained; the wire protocol's compatibility rule).
-NODE_READS = ("desired", "presence", "refusal")
+NODE_READS = ("desired", "presence", "refusal", REQUESTS)
 NODE_WRITES = ("status", "presence")
 
 
@@ -87,7 +89,9 @@ def node_acls(cluster: str, node_id: str) -> list[dict[str, Any]]:
     for leaf in NODE_READS:
         t = node_topic(cluster, node_id, leaf)
         acls += [_acl("subscribeLiteral", t), _acl("publishClientReceive", t), _acl("unsubscribeLiteral", t)]
-    return acls + [_acl("publishClientSend", node_topic(cluster, node_id, leaf)) for leaf in NODE_WRITES]
+    acls += [_acl("publishClientSend", node_topic(cluster, node_id, leaf)) for leaf in NODE_WRITES]
+    # Responses go to ``responses/<requester>`` (a publish ACL matches its topic as a pattern).
+    return acls + [_acl("publishClientSend", responses_prefix(cluster, node_id) + "#")]
 
 
 def initial_config(orchestrator_password: str) -> dict[str, Any]:

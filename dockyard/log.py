@@ -26,3 +26,4 @@ def configure(level: str = "info", json: bool = False) -> None:
 
 def get(name: str, **ctx) -> structlog.typing.FilteringBoundLogger:
     return structlog.get_logger(name).bind(**ctx)
+

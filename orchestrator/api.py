@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from dockyard import __version__, dynsec
 from dockyard.wire import PROTOCOL_VERSION
-from orchestrator import autoscale_api, ecs_api, lb_views, metrics, metrics_collector, observe_api, views
+from orchestrator import autoscale_api, ecs_api, lb_views, logs_api, metrics, metrics_collector, observe_api, views
 from orchestrator.auth import Tokens
 from orchestrator.broker_admin import BrokerAdmin, BrokerAdminError
 from orchestrator.core import auth as auth_core
@@ -86,7 +86,8 @@ class TokenRequest(BaseModel):
 def create_app(ops: Ops, ready=lambda: True, loopback: bool = True, usage: UsageBook | None = None,
                self_target: str | None = None, broker_admin: BrokerAdmin | None = None,
                tokens: Tokens | None = None,
-               on_node_deleted: Callable[[str, str], Awaitable[None]] | None = None) -> FastAPI:
+               on_node_deleted: Callable[[str, str], Awaitable[None]] | None = None,
+               relay: Any = None) -> FastAPI:
     """``loopback``: the listener is on a loopback address (the ECS API's development mode);
     ``usage``: the bus's book of task samples (``dockyard top``); ``self_target``: the
     orchestrator's HOST:PORT as Prometheus reaches it (its own SD target); ``tokens``: bearer
@@ -99,6 +100,8 @@ def create_app(ops: Ops, ready=lambda: True, loopback: bool = True, usage: Usage
     registry = metrics_collector.registry_for(st, usage)
     app.include_router(observe_api.router(ops, usage, self_target))
     app.include_router(autoscale_api.router(ops))
+    if relay is not None:  # logs and exec, relayed to agents (orchestrator.relay)
+        app.include_router(logs_api.router(ops, relay))
 
     @app.exception_handler(UserError)
     async def _user_error(_: Request, exc: UserError) -> JSONResponse:
@@ -143,6 +146,7 @@ def create_app(ops: Ops, ready=lambda: True, loopback: bool = True, usage: Usage
                 metrics.API_REQUESTS.labels(method=request.method, status=str(d.status)).inc()
                 headers = {"WWW-Authenticate": "Bearer"} if d.status == 401 else None
                 return JSONResponse({"error": d.error, "hint": d.hint}, status_code=d.status, headers=headers)
+            request.state.token_id = d.token_id  # who did it, for audit events (exec)
         response = await call_next(request)
         status = str(response.status_code)
         metrics.API_REQUESTS.labels(method=request.method, status=status).inc()

@@ -9,6 +9,7 @@ import asyncio
 import re
 import time
 import uuid
+from typing import Any
 
 import aiomqtt
 from paho.mqtt.subscribeoptions import SubscribeOptions
@@ -79,6 +80,7 @@ class Bus:
         self.client_id = f"dockyard-orchestrator-{uuid.uuid4().hex[:8]}"
         self.probe_topic = f"{PROTOCOL}/_orchestrator/{self.client_id}/probe"
         self._sends: set[asyncio.Task] = set()  # refusal publications under way
+        self.relay: Any = None  # orchestrator.relay.Relay: logs and exec responses (its topics, its messages)
 
     async def publish(self, doc: DesiredDoc) -> None:
         self.last_docs[(doc.cluster, doc.nodeId)] = doc
@@ -143,6 +145,8 @@ class Bus:
                     await client.subscribe(f"{PROTOCOL}/+/nodes/+/presence", qos=1)
                     await client.subscribe(f"{PROTOCOL}/+/nodes/+/status", qos=1)
                     await client.subscribe(self.probe_topic, qos=0)
+                    if self.relay is not None:
+                        await self.relay.on_connect(client)
                     # Every desired document this client did not publish (noLocal): the retained ones now,
                     # and any another client publishes later (core.fencing: forged or a second orchestrator).
                     await client.subscribe(f"{PROTOCOL}/+/nodes/+/desired", options=SubscribeOptions(qos=1, noLocal=True))
@@ -162,6 +166,9 @@ class Bus:
                             topic = str(msg.topic)
                             if topic == self.probe_topic:
                                 self.controller.on_broker_heard(time.time())
+                                continue
+                            if self.relay is not None and self.relay.owns(topic):
+                                self.relay.on_message(msg.payload, msg.properties)
                                 continue
                             self.handle(topic, msg.payload, retain=msg.retain)
                     finally:

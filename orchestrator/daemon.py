@@ -24,6 +24,7 @@ from orchestrator.controller import Controller
 from orchestrator.core.fencing import EPOCH_WINDOW
 from orchestrator.lb_requests import RequestBook
 from orchestrator.ops import Ops
+from orchestrator.relay import Relay
 from orchestrator.secrets import SecretStore, default_key_path, load_key
 from orchestrator.state import State
 from orchestrator.store import Store, StoreError, default_store_path
@@ -87,6 +88,7 @@ async def serve(listen: str, store_path: Path, mqtt: str, node_lost_seconds: flo
     usage = UsageBook()
     requests = RequestBook()
     bus = Bus(mqtt, ctl, usage=usage, credentials=mqtt_credentials, ca_file=mqtt_ca, requests=requests)
+    bus.relay = Relay(bus)
     ops = Ops(state, ctl)
     autoscaler = Autoscaler(ops, usage, requests=requests)
     admin = BrokerAdmin(mqtt, mqtt_credentials, mqtt_ca) if mqtt_credentials is not None else None
@@ -108,7 +110,8 @@ async def serve(listen: str, store_path: Path, mqtt: str, node_lost_seconds: flo
                     "behind a TLS proxy (docs/security.md)", listen=f"{host}:{port}")
     app = create_app(ops, ready=lambda: bus.connected.is_set(), loopback=_loopback(host), usage=usage,
                      self_target=f"{socket.gethostname() if host in ('0.0.0.0', '::') else host}:{port}",
-                     broker_admin=admin, tokens=tokens, on_node_deleted=bus.forget_node)
+                     broker_admin=admin, tokens=tokens, on_node_deleted=bus.forget_node,
+                     relay=bus.relay)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
     server = uvicorn.Server(config)
     # uvicorn (>= 0.29) captures SIGINT/SIGTERM only while serve() runs and re-raises them after;

@@ -15,6 +15,7 @@
     accesskeys.py accesskey create|list|delete (the ECS API's SigV4 keys)
     top.py        top tasks|services|nodes
     events.py     events [-f]
+    logs.py       logs, exec (relayed to the task's agent)
 
 Everything here imports only click, httpx, PyYAML and the pure modules
 :mod:`orchestrator.render` and :mod:`orchestrator.manifest_files`, so the client starts fast
@@ -33,6 +34,7 @@ def commands() -> list[click.Command]:
         autoscale,
         events,
         get,
+        logs,
         manifests,
         nodes,
         secrets,
@@ -43,5 +45,5 @@ def commands() -> list[click.Command]:
     )
 
     return [manifests.apply, manifests.delete, get.get, get.describe, tasks.run, tasks.stop,
-            services.scale, autoscale.autoscale, nodes.node, services.rollout, secrets.secret, accesskeys.accesskey, tokens.token,
-            events.events, top.top]
+            services.scale, autoscale.autoscale, nodes.node, services.rollout, secrets.secret, accesskeys.accesskey,
+            tokens.token, events.events, top.top, logs.logs, logs.exec_]

@@ -535,6 +535,8 @@ class Harness:
         extra_flags.setdefault("state_dir", str(self.workdir / f"agent-state-{node_id}"))
         # (the same one when a node's agent is restarted: its containers' URIs name it).
         extra_flags.setdefault("metadata_port", self._metadata_ports.setdefault(node_id, free_port("0.0.0.0")))
+        # Stopped tasks' containers removed at once, as tests counting containers expect (test_logs_exec keeps them).
+        extra_flags.setdefault("task_cleanup_wait", 0)
         if self.broker is not None and "mqtt_credentials" not in extra_flags:
             extra_flags["mqtt_credentials"] = str(self.node_credentials(node_id))
             extra_flags = {**self._tls_flags(), **extra_flags}

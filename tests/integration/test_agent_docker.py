@@ -103,6 +103,7 @@ class Agents:
     def start(self, node: str, cluster: str, url: str, **kw: Any) -> subprocess.Popen:
         kw.setdefault("state_dir", str(self.tmp / f"agent-state-{node}"))  # not the machine's /var/lib
         kw.setdefault("metadata_port", 0)  # several agents share the host: served only where a test asks
+        kw.setdefault("task_cleanup_wait", 0.0)  # removed tasks' containers go at once (the tests count them)
         args = dict(node_id=node, cluster=cluster, mqtt_url=url, status_interval=0.5, relist_interval=1.0, log_level="debug", **kw)
         code = f"from agent.main import run, AgentConfig; raise SystemExit(run(AgentConfig(**{args!r})))"
         logf = open(self.tmp / f"agent-{len(self.procs)}.log", "w")

@@ -398,3 +398,27 @@ def test_hollow_node_ids():
 
     assert [a.node_id for a in make_agents(AgentConfig(node_id="h", runtime="hollow", hollow_count=3))] == ["h-0", "h-1", "h-2"]
     assert [a.node_id for a in make_agents(AgentConfig(node_id="h", runtime="hollow"))] == ["h"]
+
+
+# ---- the cleanup wait (ECS_ENGINE_TASK_CLEANUP_WAIT_DURATION) -----------------------------------------------------
+def test_a_task_no_longer_desired_keeps_its_stopped_containers_for_the_cleanup_wait():
+    exited = ActualContainer(id="c1", task_id="t9", container_name="web", node=NODE, state="exited", exit_code=0,
+                             started_at=900.0, finished_at=1000.0)
+    p = diff.plan([], [exited], NODE, networks={"t9": "net9"}, volumes={"t9": ["v9"]}, now=1000.0 + 3599,
+                  cleanup_wait=3600)
+    assert p.actions == []  # kept, with its network and volumes
+    p = diff.plan([], [exited], NODE, networks={"t9": "net9"}, volumes={"t9": ["v9"]}, now=1000.0 + 3600,
+                  cleanup_wait=3600)
+    assert [type(a).__name__ for a in p.actions] == ["Remove", "RemoveNetwork", "RemoveVolume"]
+    assert [type(a).__name__ for a in diff.plan([], [exited], NODE, now=1001.0).actions] == ["Remove"]  # no wait
+
+
+def test_a_running_task_no_longer_desired_is_stopped_and_kept_and_one_that_never_ran_removed():
+    running = ActualContainer(id="c1", task_id="t9", container_name="web", node=NODE, state="running",
+                              started_at=900.0)
+    p = diff.plan([], [running], NODE, now=1000.0, cleanup_wait=3600)
+    assert [type(a).__name__ for a in p.actions] == ["Stop"]
+    created = ActualContainer(id="c2", task_id="t8", container_name="web", node=NODE, state="created")
+    p = diff.plan([], [created], NODE, now=1000.0, cleanup_wait=3600)
+    assert [type(a).__name__ for a in p.actions] == ["Remove"]
+    assert diff.cleanup_due([running], 1000.0, 3600) == 4600.0

@@ -220,3 +220,31 @@ def test_the_agent_metrics_handler_serves_container_families_and_its_own():
     assert 'container_cpu_usage_seconds_total{cluster="c1",container="app"' in body
     assert "dockyard_agent_build_info" in body and "process_cpu_seconds_total" in body
     assert asyncio.run(obs.start()) is False  # no --metrics-listen: nothing served
+
+
+def test_a_lean_sampler_reads_only_what_the_status_stream_needs(tmp_path):
+    """No /metrics served: no cpu.stat (v1) nor net/dev; the limit every LIMIT_EVERY samples."""
+    from agent.usage import OpenFiles
+
+    proc, root = tmp_path / "proc", tmp_path / "cg"
+    (proc / "77" / "net").mkdir(parents=True)
+    (proc / "77" / "cgroup").write_text(PROC_V1)
+    (proc / "77" / "net" / "dev").write_text(NET_DEV)
+    for ctl, files in (("cpuacct", {"cpuacct.usage": "2000000000"}),
+                       ("memory", {"memory.usage_in_bytes": "819200", "memory.stat": MEM_STAT_V1,
+                                   "memory.limit_in_bytes": "33554432"})):  # no cpu.stat at all
+        d = root / ctl / "docker" / CID
+        d.mkdir(parents=True)
+        for name, text in files.items():
+            (d / name).write_text(text)
+    sampler = UsageSampler(FakeDocker(77), log=_Log(), root=root, proc=proc, lean=True)
+    for _ in range(2):
+        got = asyncio.run(sampler.sample([_container(CID)], {}))[CID].usage
+    assert (got.cpu_seconds, got.memory_limit, got.throttled_seconds, got.network) == (2.0, 33554432, 0.0, {})
+    assert got.working_set < got.memory_usage == 819200
+    (root / "memory" / "docker" / CID / "memory.limit_in_bytes").write_text("16777216")
+    limits = [asyncio.run(sampler.sample([_container(CID)], {}))[CID].usage.memory_limit
+              for _ in range(OpenFiles.LIMIT_EVERY)]
+    assert limits[-1] == 16777216 and limits[0] == 33554432  # re-read within LIMIT_EVERY samples
+    assert len(sampler._open[CID].fds) == 5 and sampler._open[CID].fds[1] == -1 and sampler._open[CID].net == -1
+    sampler.close()

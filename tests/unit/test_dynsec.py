@@ -7,14 +7,22 @@ import hashlib
 from dockyard import dynsec
 
 
+def _send(topic: str) -> dict:
+    return {"acltype": "publishClientSend", "topic": topic, "priority": 0, "allow": True}
+
+
 def test_a_node_role_names_only_its_own_topics():
     acls = dynsec.node_acls("prod", "n1")
     topics = {(a["acltype"], a["topic"]) for a in acls}
     root = "dockyard/v1/prod/nodes/n1"
-    reads = {(kind, f"{root}/{leaf}") for leaf in ("desired", "presence", "refusal")
+    reads = {(kind, f"{root}/{leaf}") for leaf in ("desired", "presence", "refusal", "requests")
              for kind in ("subscribeLiteral", "publishClientReceive", "unsubscribeLiteral")}
-    assert topics == reads | {("publishClientSend", f"{root}/status"), ("publishClientSend", f"{root}/presence")}
-    assert all(a["allow"] and "+" not in a["topic"] and "#" not in a["topic"] for a in acls)
+    assert topics == reads | {("publishClientSend", f"{root}/status"), ("publishClientSend", f"{root}/presence"),
+                              ("publishClientSend", f"{root}/responses/#")}
+    # The one pattern: a publish under its own responses/ (to the requester's topic there).
+    assert all(a["allow"] and "+" not in a["topic"] for a in acls)
+    assert [a for a in acls if "#" in a["topic"]] == [_send(f"{root}/responses/#")]
+    assert not any(a["acltype"] == "publishClientSend" and a["topic"].endswith("/requests") for a in acls)
     assert not any(a["acltype"] == "publishClientSend" and a["topic"].endswith("/desired") for a in acls)
 
 

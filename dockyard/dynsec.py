@@ -1,8 +1,8 @@
 """Mosquitto's dynamic-security plugin, as dockyard uses it (pure: documents and commands, no I/O).
 
 One broker client per node, each with a role of its own (2.0.11's ACLs match literal topics: no ``%u``/``%c``),
-allowing exactly: subscribe to and receive its own ``desired`` and ``presence``, publish its own ``status`` and
-``presence`` (its Will too). The orchestrator's client has ``dockyard/v1/#`` and ``$CONTROL/dynamic-security/#``
+allowing exactly: subscribe to and receive its own ``desired`` and ``presence``, publish its own ``status``,
+``heartbeat`` and ``presence`` (its Will too). The orchestrator's client has ``dockyard/v1/#`` and ``$CONTROL/dynamic-security/#``
 (the plugin's admin topic, granted to nobody else). Everything not allowed is denied: the default ACL access
 denies publishing, subscribing and receiving. See docs/security.md.
 """
@@ -79,7 +79,7 @@ def node_name(cluster: str, node_id: str) -> str:
 # What a node reads of its own subtree: its desired document, its presence (retained), and the orchestrator's
 # ``refusal`` of its boot (retained; the wire protocol's compatibility rule).
 NODE_READS = ("desired", "presence", "refusal")
-NODE_WRITES = ("status", "presence")
+NODE_WRITES = ("status", "presence", "heartbeat")
 
 
 def node_acls(cluster: str, node_id: str) -> list[dict[str, Any]]:

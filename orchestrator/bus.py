@@ -43,7 +43,21 @@ _SNAPSHOT_KIND = b'"kind":"snapshot"'
 _KIND_WITHIN = 1024
 # The orchestrator publishes to itself every PROBE_SECONDS: each echo proves the session works
 # (a half-open connection delivers nothing; core.nodes times out no node without that proof).
-PROBE_SECONDS = 1.0
+# The probe carries its publication time: once its echo is handled, so is everything the broker
+# had before it (one ordered stream), however late the orchestrator reads. Twice a second so a
+# silent node's loss (a heartbeat timeout of ~3 s) is proven at most 0.5 s after its deadline.
+PROBE_SECONDS = 0.5
+
+
+_BEAT = "/heartbeat"
+
+
+def _probe_time(payload: object) -> float:
+    """When the echoed probe was published (now, for a probe without a time)."""
+    try:
+        return float(payload) if isinstance(payload, bytes | bytearray) else time.time()  # type: ignore[arg-type]
+    except ValueError:
+        return time.time()
 
 
 def _count_sent(size: int) -> None:
@@ -135,6 +149,7 @@ class Bus:
                     self.client = client
                     await client.subscribe(f"{PROTOCOL}/+/nodes/+/presence", qos=1)
                     await client.subscribe(f"{PROTOCOL}/+/nodes/+/status", qos=1)
+                    await client.subscribe(f"{PROTOCOL}/+/nodes/+/heartbeat", qos=0)
                     await client.subscribe(self.probe_topic, qos=0)
                     # Every desired document this client did not publish (noLocal): the retained ones now,
                     # and any another client publishes later (core.fencing: forged or a second orchestrator).
@@ -154,7 +169,10 @@ class Bus:
                         async for msg in client.messages:
                             topic = str(msg.topic)
                             if topic == self.probe_topic:
-                                self.controller.on_broker_heard(time.time())
+                                self.controller.on_broker_heard(_probe_time(msg.payload))
+                                continue
+                            if topic.endswith(_BEAT):  # the most frequent message: no parsing, no metrics
+                                self.heartbeat(topic, msg.payload)
                                 continue
                             self.handle(topic, msg.payload, retain=msg.retain)
                     finally:
@@ -176,9 +194,15 @@ class Bus:
         while True:
             await asyncio.sleep(PROBE_SECONDS)
             try:
-                await client.publish(self.probe_topic, b"1", qos=0)
+                await client.publish(self.probe_topic, repr(time.time()).encode(), qos=0)
             except aiomqtt.MqttError:
                 return  # the message loop sees the lost connection too
+
+    def heartbeat(self, topic: str, payload) -> None:
+        parsed = parse_topic(topic)
+        if parsed is None or not isinstance(payload, bytes | bytearray) or len(payload) > 64:
+            return
+        self.controller.on_heartbeat(parsed[0], parsed[1], payload.decode("ascii", "replace"))
 
     def handle(self, topic: str, payload, retain: bool = False) -> None:
         parsed = parse_topic(topic)

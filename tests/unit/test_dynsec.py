@@ -13,7 +13,7 @@ def test_a_node_role_names_only_its_own_topics():
     root = "dockyard/v1/prod/nodes/n1"
     reads = {(kind, f"{root}/{leaf}") for leaf in ("desired", "presence", "refusal")
              for kind in ("subscribeLiteral", "publishClientReceive", "unsubscribeLiteral")}
-    assert topics == reads | {("publishClientSend", f"{root}/status"), ("publishClientSend", f"{root}/presence")}
+    assert topics == reads | {("publishClientSend", f"{root}/{leaf}") for leaf in ("status", "presence", "heartbeat")}
     assert all(a["allow"] and "+" not in a["topic"] and "#" not in a["topic"] for a in acls)
     assert not any(a["acltype"] == "publishClientSend" and a["topic"].endswith("/desired") for a in acls)
 

@@ -118,6 +118,7 @@ class Tracker:
     violations: list[Violation] = field(default_factory=list)
     transients: dict[str, Transient] = field(default_factory=dict)
     peak_live: dict[str, int] = field(default_factory=dict)
+    cut: dict[str, Transient] = field(default_factory=dict)  # live tasks on disconnected nodes, excess or not
     seen_tasks: set[str] = field(default_factory=set)
     samples: int = 0
     _desired: list[tuple[float, str, int]] = field(default_factory=list)
@@ -139,6 +140,11 @@ class Tracker:
             bound = surge_bound(max(desired), int(svc.get("desiredCount", 0)), pct)
             live = len(sets["live"])
             self.peak_live[name] = max(self.peak_live.get(name, 0), live)
+            if sets["cut"]:
+                c = self.cut.setdefault(name, Transient())
+                c.peak = max(c.peak, len(sets["cut"]))
+                c.first = s.t if c.first is None else c.first
+                c.last = s.t
             if live <= bound:
                 continue
             excess = live - bound
@@ -292,8 +298,10 @@ class Checker:
     def report(self) -> str:
         tr = self.tracker
         parts = [f"{tr.samples} samples, {len(tr.violations)} violations, peak live {tr.peak_live}"]
-        for name, t in tr.transients.items():
-            parts.append(f"partitioned-node transient for {name}: +{t.peak} task(s) over the bound for {t.seconds:.1f}s")
+        for name, c in tr.cut.items():
+            t = tr.transients.get(name, Transient())
+            parts.append(f"{name}: up to {c.peak} task(s) live on a disconnected node for {c.seconds:.1f}s, "
+                         f"partitioned-node transient +{t.peak} over the surge bound for {t.seconds:.1f}s")
         if self.convergence is not None:
             parts.append(f"convergence {self.convergence:.1f}s")
         return "invariants: " + "; ".join(parts)

@@ -33,7 +33,8 @@ during each measured round of the largest size (apply -> all RUNNING, the window
 orchestrator_cpu_seconds_largest) into PREFIX-<round>.txt (collapsed stacks, `--format raw`:
 one line per stack and its sample count), for a per-part profile of the CPU per placement.
 
-Figures: nodes, seconds_1000 ... seconds_10000, seconds_10000_runs, placements_per_second
+Figures: false_node_losses (tasks stopped as node-lost: 0, every node is healthy) and
+heartbeat_timeouts (orchestrator log lines: 0), nodes, seconds_1000 ... seconds_10000, seconds_10000_runs, placements_per_second
 (N / median seconds of the largest N, end to end: placement, documents, agents, reports; target >= 2000),
 growth_10k_vs_1k (seconds(10k) / seconds(1k) / 10: 1.0 = linear), orchestrator_peak_rss_mb
 (VmHWM after the first round of the largest size: 10k tasks RUNNING and the earlier rounds' tasks
@@ -310,6 +311,10 @@ def run(bench: Bench) -> None:
     bench.figure("orchestrator_peak_rss_mb_end", st["VmHWM"] / 1024)
     bench.figure("orchestrator_cpu_seconds_largest", cpu_largest)
     bench.figure("orchestrator_steady_cpu_percent", steady["cpu"])
+    # Issue 16: no healthy node may be declared lost under this load (light heartbeats, 2 missed).
+    bench.figure("false_node_losses", int(env.metric('dockyard_tasks_stopped_total{reason="node_lost"}')))
+    log_text = env.orchestrator.log.read_text(errors="replace") if env.orchestrator else ""
+    bench.figure("heartbeat_timeouts", log_text.count("node heartbeat timeout"))
     if history:
         bench.figure("history_stopped_tasks_kept", history["kept"])
         bench.figure(f"history_seconds_{big}", history["seconds"])

@@ -183,3 +183,47 @@ def test_orchestrator_sigkilled_mid_deployment_and_mid_apply(cluster, bed):
         web, api = settled(env, bed, "web", 6, 3), settled(env, bed, "api", 3, 1)
         chk.wait_converged(lambda: web() and api(), CONVERGE, "web revision 3 and api RUNNING")
     chk.assert_ok()
+
+
+def test_broker_restarted_during_a_rolling_deployment(cluster, bed):
+    """The bed's Mosquitto (persistence off: every retained document is gone) stopped 1 s into a
+    rolling deployment for ~10 s, then started again: with every node disconnected no node is
+    declared lost (nowhere to place, the view is broken), the orchestrator republishes every
+    desired document, the deployment completes, nothing is duplicated."""
+    env = cluster
+    env.cli("apply", "-f", env.write_manifest(manifest("web", 6, "v1")))
+    env.wait_for(settled(env, bed, "web", 6, 1), timeout=90, message="6 RUNNING of revision 1")
+    with Checker(env, hosts(bed)) as chk:
+        env.cli("apply", "-f", env.write_manifest(manifest("web", 6, "v2")))
+        chk.wrote("web revision 2", lambda s: s.services["web"]["taskDefinition"] == "web:2")
+        time.sleep(1.0)
+        bed.broker_stop()
+        try:
+            time.sleep(10)
+        finally:
+            bed.broker_start()
+        chk.fault_ended()
+        chk.wait_converged(settled(env, bed, "web", 6, 2), CONVERGE, "6 RUNNING of revision 2, nothing else")
+    lost = [t for t in env.tasks() if "lost" in (t.get("stoppedReason") or "")]
+    assert not lost, f"tasks declared lost during a broker outage: {[t['stoppedReason'] for t in lost]}"
+    chk.assert_ok()
+
+
+def test_dockerd_killed_on_one_host(cluster, bed):
+    """Host 3's dockerd SIGKILLed (no live-restore, Debian's default: its containers die with it),
+    restarted 5 s later: host 3's tasks are replaced, the tasks of hosts 1-2 are untouched (same
+    task ids, same containers), and nothing is left behind on host 3."""
+    env = cluster
+    env.cli("apply", "-f", env.write_manifest(manifest("web", 6, "v1")))
+    env.wait_for(settled(env, bed, "web", 6, 1), timeout=90, message="6 RUNNING")
+    others = {c["ID"] for k in (1, 2) for c in bed.containers(env, k, all=False)}
+    assert others, "no task on hosts 1-2"
+    with Checker(env, hosts(bed)) as chk:
+        bed.kill_dockerd(3)
+        time.sleep(5)
+        bed.start_dockerd(3)
+        chk.fault_ended()
+        chk.wait_converged(settled(env, bed, "web", 6, 1), CONVERGE, "6 RUNNING")
+    still = {c["ID"] for k in (1, 2) for c in bed.containers(env, k, all=False)}
+    assert others <= still, "a container of hosts 1-2 was touched by host 3's engine failure"
+    chk.assert_ok()

@@ -188,6 +188,10 @@ class Agent:
                 delay = backoff.next()
                 self.log.error("reconcile failed; retrying", error=f"{type(e).__name__}: {e}", retry_in=round(delay, 2))
                 await asyncio.sleep(delay)
+                # Retry on our own: after a dockerd restart nothing else wakes a pass (the event
+                # stream resubscribes silently, its dead containers send no events), so the node's
+                # lost containers were seen only at the next re-list, ~30 s later (issue 16).
+                self.wake.set()
 
     async def reconcile_once(self) -> None:
         st = self.state

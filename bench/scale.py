@@ -147,6 +147,8 @@ def run(bench: Bench) -> None:
     ap.add_argument("--sizes", default="1000,2000,5000,10000")
     ap.add_argument("--services", type=int, default=10, help="services per size")
     ap.add_argument("--timeout", type=float, default=300)
+    ap.add_argument("--heartbeat-interval", type=float, default=None,
+                    help="the agents' --heartbeat-interval (default: theirs; 0: no light heartbeats)")
     ap.add_argument("--repeat", type=int, default=3, help="rounds of the largest size (the median is reported)")
     ap.add_argument("--history", type=int, default=100_000,
                     help="then churn until this many tasks are STOPPED (kept) and measure the largest size again; 0: skip")
@@ -162,8 +164,9 @@ def run(bench: Bench) -> None:
     per, extra = divmod(args.nodes, args.procs)
     for k in range(args.procs):
         count = per + (1 if k < extra else 0)
+        beat = {} if args.heartbeat_interval is None else {"heartbeat_interval": args.heartbeat_interval}
         env.start_agent(node_id=f"{env.cluster}-p{k}", wait=False, runtime="hollow", hollow_count=count,
-                        log_level="warning")
+                        log_level="warning", **beat)
     t0 = time.monotonic()
 
     def connected() -> int:

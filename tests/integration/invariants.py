@@ -99,15 +99,24 @@ def duplicates(containers: Iterable[Container]) -> dict[tuple[str, str], list[st
 
 @dataclass
 class Transient:
-    """Excess over the surge bound caused by tasks on disconnected nodes."""
+    """A condition seen in some samples (tasks live on disconnected nodes, the excess over the
+    surge bound they cause): its peak, and how long it lasted in all (``seconds``, summed over its
+    ``episodes``: runs of consecutive samples)."""
 
     peak: int = 0
     first: float | None = None
     last: float | None = None
+    seconds: float = 0.0
+    episodes: int = 0
 
-    @property
-    def seconds(self) -> float:
-        return 0.0 if self.first is None or self.last is None else self.last - self.first
+    def seen(self, t: float, value: int, previous_sample: float | None) -> None:
+        self.peak = max(self.peak, value)
+        if self.last is not None and self.last == previous_sample:
+            self.seconds += t - self.last
+        else:
+            self.episodes += 1
+        self.first = t if self.first is None else self.first
+        self.last = t
 
 
 @dataclass
@@ -122,6 +131,7 @@ class Tracker:
     seen_tasks: set[str] = field(default_factory=set)
     samples: int = 0
     _desired: list[tuple[float, str, int]] = field(default_factory=list)
+    _previous: float | None = None  # the time of the sample before this one
 
     def add(self, s: Sample) -> list[Violation]:
         self.samples += 1
@@ -141,18 +151,12 @@ class Tracker:
             live = len(sets["live"])
             self.peak_live[name] = max(self.peak_live.get(name, 0), live)
             if sets["cut"]:
-                c = self.cut.setdefault(name, Transient())
-                c.peak = max(c.peak, len(sets["cut"]))
-                c.first = s.t if c.first is None else c.first
-                c.last = s.t
+                self.cut.setdefault(name, Transient()).seen(s.t, len(sets["cut"]), self._previous)
             if live <= bound:
                 continue
             excess = live - bound
             if excess <= len(sets["cut"]):
-                tr = self.transients.setdefault(name, Transient())
-                tr.peak = max(tr.peak, excess)
-                tr.first = s.t if tr.first is None else tr.first
-                tr.last = s.t
+                self.transients.setdefault(name, Transient()).seen(s.t, excess, self._previous)
             else:
                 found.append(Violation(s.t, "surge", f"service {name}: {live} live tasks > bound {bound} "
                                        f"(max desired {max(desired)}, maximumPercent {pct}; "
@@ -160,6 +164,7 @@ class Tracker:
         for (tid, cname), hosts in duplicates(s.containers).items():
             found.append(Violation(s.t, "duplicate", f"task {tid} container {cname} runs on {hosts}"))
         self.violations += found
+        self._previous = s.t
         return found
 
 
@@ -300,8 +305,9 @@ class Checker:
         parts = [f"{tr.samples} samples, {len(tr.violations)} violations, peak live {tr.peak_live}"]
         for name, c in tr.cut.items():
             t = tr.transients.get(name, Transient())
-            parts.append(f"{name}: up to {c.peak} task(s) live on a disconnected node for {c.seconds:.1f}s, "
-                         f"partitioned-node transient +{t.peak} over the surge bound for {t.seconds:.1f}s")
+            parts.append(f"{name}: up to {c.peak} task(s) live on a disconnected node, {c.seconds:.1f}s in "
+                         f"{c.episodes} episode(s); partitioned-node transient +{t.peak} over the surge bound "
+                         f"for {t.seconds:.1f}s")
         if self.convergence is not None:
             parts.append(f"convergence {self.convergence:.1f}s")
         return "invariants: " + "; ".join(parts)

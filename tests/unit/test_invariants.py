@@ -52,9 +52,13 @@ def test_excess_from_a_disconnected_node_is_a_transient_not_a_violation():
     assert not tr.add(sample(0, ts, 2, [("a", "h2"), ("b", "h1"), ("c", "h1")], pct=100, connected=conn))
     assert not tr.add(sample(2, ts, 2, [("a", "h2"), ("b", "h1"), ("c", "h1")], pct=100, connected=conn))
     assert tr.transients["web"].peak == 1 and tr.transients["web"].seconds == 2
+    assert tr.cut["web"].episodes == 1
     ts.append(task("d"))  # one more on a connected node: the cut node explains only one
     found = tr.add(sample(3, ts, 2, [("a", "h2"), ("b", "h1"), ("c", "h1"), ("d", "h1")], pct=100, connected=conn))
     assert [v.kind for v in found] == ["surge"]
+    tr.add(sample(4, ts[1:3], 2, [("b", "h1"), ("c", "h1")], pct=100, connected=conn))  # healed
+    tr.add(sample(9, ts, 2, [("a", "h2"), ("b", "h1")], pct=100, connected=conn))  # a second episode
+    assert tr.cut["web"].episodes == 2 and tr.cut["web"].seconds == 3  # 0-3, then 9 alone: not 0-9
 
 
 def test_two_running_containers_of_one_task_are_a_duplicate():

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import math
 import os
 import signal
 import time
@@ -61,11 +62,15 @@ class AgentConfig:
     runtime: str = "docker"  # "docker" | "hollow" (hollow: for control-plane benchmarks only)
     hollow_count: int = 1  # with runtime hollow: this many agents in one process, node ids f"{node_id}-{i}"
     capacity_providers: list[str] = field(default_factory=lambda: ["EC2"])
-    # The agent's one timer ticks every status_interval: MQTT keepalive housekeeping, a full
-    # snapshot (the heartbeat; the orchestrator declares the node lost after 3 missed), and a
-    # re-list when relist_interval has passed. One wake-up per tick, because on a VM each
-    # wake-up of an idle process costs milliseconds of CPU (bench/bus.py measures the idle cost).
+    # The agent's one timer ticks every heartbeat tick (beat_tick) and sends a light heartbeat;
+    # every status_interval also MQTT keepalive housekeeping, a full snapshot, and a re-list when
+    # relist_interval has passed. One wake-up per tick, because on a VM each wake-up of an idle
+    # process costs milliseconds of CPU (bench/bus.py measures the idle cost).
     status_interval: float = 5.0
+    # Light heartbeats between snapshots (dockyard.wire ``heartbeat``): a silent host (power or
+    # link lost) is noticed ~3 s after its last beat, not after 3 missed snapshots. The tick is
+    # status_interval divided evenly, at most this long (5 s / 1.5 s -> a tick every 1.25 s); 0: none.
+    heartbeat_interval: float = 1.5
     relist_interval: float = 30.0  # level-triggered re-list of containers (events are the edge)
     image_pull_behavior: str = "default"  # ECS_IMAGE_PULL_BEHAVIOR: default | always | once | prefer-cached
     log_level: str = "info"
@@ -81,6 +86,13 @@ class AgentConfig:
     # Seconds a stopped task's containers are kept once it left the desired document (ECS's
     # ECS_ENGINE_TASK_CLEANUP_WAIT_DURATION): its logs stay readable; removed at a re-list after.
     task_cleanup_wait: float = DEFAULT_TASK_CLEANUP_WAIT
+
+    def beat_tick(self) -> float | None:
+        """The heartbeat period: status_interval divided into equal ticks of at most
+        heartbeat_interval (a snapshot falls on every n-th tick: one timer); None: no beats."""
+        if self.heartbeat_interval <= 0 or self.heartbeat_interval >= self.status_interval:
+            return None
+        return self.status_interval / math.ceil(self.status_interval / self.heartbeat_interval - 1e-9)
 
     def state_path(self, node_id: str) -> Path:
         return Path(self.state_dir) if self.state_dir else Path(DEFAULT_STATE_ROOT) / node_id
@@ -111,7 +123,7 @@ class Agent:
             runtime_name=runtime.name, log=self.log, on_connect=self._on_connect, on_message=self.on_desired,
             advertise_address=cfg.advertise_address, load_balancer=cfg.load_balancer,
             seal_key=sealing.public_key(seal_key), credentials=load_credentials(cfg.mqtt_credentials),
-            mqtt_ca=cfg.mqtt_ca)
+            mqtt_ca=cfg.mqtt_ca, heartbeat_interval=cfg.beat_tick())
         self.reporter = Reporter(self.state, self.session, self.boot_id, self.log)
         self.lb: LoadBalancerNode | None = None
         if cfg.load_balancer:
@@ -182,6 +194,10 @@ class Agent:
                 delay = backoff.next()
                 self.log.error("reconcile failed; retrying", error=f"{type(e).__name__}: {e}", retry_in=round(delay, 2))
                 await asyncio.sleep(delay)
+                # Retry on our own: after a dockerd restart nothing else wakes a pass (the event
+                # stream resubscribes silently, its dead containers send no events), so the node's
+                # lost containers were seen only at the next re-list, ~30 s later (issue 16).
+                self.wake.set()
 
     async def reconcile_once(self) -> None:
         st = self.state
@@ -247,10 +263,18 @@ class Agent:
             self._settle = None
 
     async def status_loop(self) -> None:
-        """The agent's only timer: MQTT housekeeping, a re-list when due, and a snapshot."""
+        """The agent's only timer: a heartbeat every tick, and every status_interval MQTT
+        housekeeping, a re-list when due, and a snapshot."""
         loop = asyncio.get_running_loop()
+        tick = self.cfg.beat_tick() or self.cfg.status_interval
+        beats = max(1, round(self.cfg.status_interval / tick))
+        n = 0
         while True:
-            await asyncio.sleep(self.cfg.status_interval)
+            await asyncio.sleep(tick)
+            n += 1
+            await self.session.beat()
+            if n % beats:
+                continue
             self.session.housekeeping()
             if loop.time() - self.last_relist >= self.cfg.relist_interval - 0.05:
                 self.wake.set()
@@ -475,7 +499,10 @@ def _parse_attributes(ctx: click.Context, param: click.Parameter, values: tuple[
               help="With --runtime hollow: agents in this process (node ids <node-id>-<i>).")
 @click.option("--fargate", is_flag=True, help="Also offer the FARGATE capacity pool.")
 @click.option("--status-interval", type=click.FloatRange(min=0.1), default=5.0, show_default=True,
-              help="Seconds between full status snapshots (the heartbeat; the node is declared lost after 3 missed).")
+              help="Seconds between full status snapshots (with no heartbeats, the node is declared lost after 3 missed).")
+@click.option("--heartbeat-interval", type=click.FloatRange(min=0), default=1.5, show_default=True,
+              help="At most this many seconds between light heartbeats (a few bytes each; the node is declared "
+                   "lost after 2 missed, node-lost seconds at least); 0: none, the snapshots are the heartbeat.")
 @click.option("--relist-interval", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
               help="Seconds between level-triggered container re-lists (at status ticks).")
 @click.option("--image-pull-behavior", type=click.Choice(["default", "always", "once", "prefer-cached"]),
@@ -506,7 +533,7 @@ def agent_command(ctx: click.Context, node_id: str, cluster: str, mqtt_url: str,
                   mqtt_credentials: str | None,
                   docker_url: str,
                   attributes: dict[str, str], runtime: str, hollow_count: int, fargate: bool, status_interval: float,
-                  relist_interval: float, image_pull_behavior: str, load_balancer: bool, lb_dir: str | None,
+                  heartbeat_interval: float, relist_interval: float, image_pull_behavior: str, load_balancer: bool, lb_dir: str | None,
                   lb_bind: str, advertise_address: str | None, metadata_port: int, state_dir: str | None,
                   metrics_listen: str | None, usage_sampling: bool, task_cleanup_wait: float, log_level: str,
                   log_json: bool) -> None:
@@ -516,7 +543,8 @@ def agent_command(ctx: click.Context, node_id: str, cluster: str, mqtt_url: str,
         docker_url=docker_url,
         attributes=attributes,
         runtime=runtime, hollow_count=hollow_count, capacity_providers=["EC2", "FARGATE"] if fargate else ["EC2"],
-        status_interval=status_interval, relist_interval=relist_interval, image_pull_behavior=image_pull_behavior,
+        status_interval=status_interval, heartbeat_interval=heartbeat_interval, relist_interval=relist_interval,
+        image_pull_behavior=image_pull_behavior,
         log_level=log_level, log_json=log_json, load_balancer=load_balancer, lb_dir=lb_dir, lb_bind=lb_bind,
         advertise_address=advertise_address, metadata_port=metadata_port, state_dir=state_dir,
         metrics_listen=metrics_listen, usage_sampling=usage_sampling, task_cleanup_wait=task_cleanup_wait,

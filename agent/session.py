@@ -49,7 +49,7 @@ class Session:
                  on_connect: Callable[[], Awaitable[None]], on_message: Callable[[Any], Awaitable[None]],
                  advertise_address: str | None = None, load_balancer: bool = False,
                  seal_key: str | None = None, credentials: Credentials | None = None,
-                 mqtt_ca: str | None = None) -> None:
+                 mqtt_ca: str | None = None, heartbeat_interval: float | None = None) -> None:
         self.node_id, self.cluster, self.mqtt_url, self.boot_id = node_id, cluster, mqtt_url, boot_id
         # Where other nodes (load balancers) reach this node's host ports: the flag, else the
         # source address of the broker connection (set on connect).
@@ -60,6 +60,7 @@ class Session:
         self.credentials = credentials  # the node's broker login (None: anonymous, development only)
         self.seal_key = seal_key  # the public key task secrets are sealed to (base64)
         self.status_interval = status_interval
+        self.heartbeat_interval = heartbeat_interval  # light heartbeats (None: none, snapshots only)
         self.user_attributes, self.capacity_providers, self.runtime_name = attributes, capacity_providers, runtime_name
         self.log, self.on_connect, self.on_message = log, on_connect, on_message
         self.t_desired = node_topic(cluster, node_id, "desired")
@@ -69,6 +70,7 @@ class Session:
         self.t_requests = requests_topic(cluster, node_id)
         # agent.requests.RequestServer.handle(payload, response topic, correlation data): logs and exec; None: not served
         self.on_request: Callable[[bytes, str | None, bytes | None], None] | None = None
+        self.t_heartbeat = node_topic(cluster, node_id, "heartbeat")
         self.protocol_version = protocol_version()
         self.refused: str | None = None  # the orchestrator's reason while it refuses this boot
         self.info: EngineInfo | None = None  # set by the agent once the engine answered
@@ -93,7 +95,7 @@ class Session:
         return Presence(
             nodeId=self.node_id, bootId=self.boot_id, state=state, cluster=self.cluster, resources=res,
             attributes=self.attributes(), capacityProviders=list(self.capacity_providers), runtime=self.runtime_name,
-            statusInterval=self.status_interval, address=self.address, loadBalancer=self.load_balancer,
+            statusInterval=self.status_interval, heartbeatInterval=self.heartbeat_interval, address=self.address, loadBalancer=self.load_balancer,
             sealKey=self.seal_key, agentVersion=__version__, protocolVersion=self.protocol_version,
             metricsEndpoint=self.metrics_endpoint(self.address) if self.metrics_endpoint else None,
         ).model_dump_json().encode()
@@ -102,6 +104,17 @@ class Session:
         """MQTT keepalive, long enough for housekeeping once per status tick (paho pings when
         nothing was sent or received for keepalive s; the broker's Will fires after 1.5x)."""
         return max(10, math.ceil(3 * self.status_interval))
+
+    async def beat(self) -> None:
+        """The light heartbeat (dockyard.wire): the boot id, QoS 0. A publish counts as MQTT
+        activity, so the session needs no PINGREQ of its own while it beats."""
+        client = self.client
+        if client is None or not self.heartbeat_interval:
+            return
+        try:
+            await client.publish(self.t_heartbeat, self.boot_id.encode(), qos=0)
+        except aiomqtt.MqttError as e:
+            self.log.debug("heartbeat not sent", error=str(e))
 
     def housekeeping(self) -> None:
         """Keepalive work, driven by the agent's status tick (the client has no timer of its own)."""

@@ -196,6 +196,8 @@ def run(bench: Bench) -> None:
     ap.add_argument("--docs", type=int, default=300)
     ap.add_argument("--tasks", type=int, default=50)
     ap.add_argument("--idle-seconds", type=float, default=60.0)
+    ap.add_argument("--heartbeat-interval", type=float, default=None,
+                    help="the agent's --heartbeat-interval (default: its own; 0: no light heartbeats)")
     ap.add_argument("--gap", type=float, default=0.05, help="seconds between one acknowledgement and the next document")
     ap.add_argument("--health-check", action="store_true",
                     help="the containers have a Docker health check (every 5 s: exec events the agent sees)")
@@ -206,7 +208,8 @@ def run(bench: Bench) -> None:
     HEALTH_CHECK = args.health_check
     env = bench.env
     node_id = f"{env.cluster}-n1"
-    proc = env.start_agent(node_id=node_id)  # no orchestrator: returns at once
+    beat = {} if args.heartbeat_interval is None else {"heartbeat_interval": args.heartbeat_interval}
+    proc = env.start_agent(node_id=node_id, **beat)  # no orchestrator: returns at once
     echo = bench.spawn("echo-peer", [sys.executable, __file__, "--echo-peer", env.mqtt_url,
                                      f"bench/{env.cluster}/echo/in", f"bench/{env.cluster}/echo/out"])
     lat, floor, docs = asyncio.run(measure(bench, node_id, args.tasks, args.docs, args.gap))

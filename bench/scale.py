@@ -33,7 +33,8 @@ during each measured round of the largest size (apply -> all RUNNING, the window
 orchestrator_cpu_seconds_largest) into PREFIX-<round>.txt (collapsed stacks, `--format raw`:
 one line per stack and its sample count), for a per-part profile of the CPU per placement.
 
-Figures: nodes, seconds_1000 ... seconds_10000, seconds_10000_runs, placements_per_second
+Figures: false_node_losses (tasks stopped as node-lost: 0, every node is healthy) and
+heartbeat_timeouts (orchestrator log lines: 0), nodes, seconds_1000 ... seconds_10000, seconds_10000_runs, placements_per_second
 (N / median seconds of the largest N, end to end: placement, documents, agents, reports; target >= 2000),
 growth_10k_vs_1k (seconds(10k) / seconds(1k) / 10: 1.0 = linear), orchestrator_peak_rss_mb
 (VmHWM after the first round of the largest size: 10k tasks RUNNING and the earlier rounds' tasks
@@ -146,6 +147,8 @@ def run(bench: Bench) -> None:
     ap.add_argument("--sizes", default="1000,2000,5000,10000")
     ap.add_argument("--services", type=int, default=10, help="services per size")
     ap.add_argument("--timeout", type=float, default=300)
+    ap.add_argument("--heartbeat-interval", type=float, default=None,
+                    help="the agents' --heartbeat-interval (default: theirs; 0: no light heartbeats)")
     ap.add_argument("--repeat", type=int, default=3, help="rounds of the largest size (the median is reported)")
     ap.add_argument("--history", type=int, default=100_000,
                     help="then churn until this many tasks are STOPPED (kept) and measure the largest size again; 0: skip")
@@ -161,8 +164,9 @@ def run(bench: Bench) -> None:
     per, extra = divmod(args.nodes, args.procs)
     for k in range(args.procs):
         count = per + (1 if k < extra else 0)
+        beat = {} if args.heartbeat_interval is None else {"heartbeat_interval": args.heartbeat_interval}
         env.start_agent(node_id=f"{env.cluster}-p{k}", wait=False, runtime="hollow", hollow_count=count,
-                        log_level="warning")
+                        log_level="warning", **beat)
     t0 = time.monotonic()
 
     def connected() -> int:
@@ -310,6 +314,10 @@ def run(bench: Bench) -> None:
     bench.figure("orchestrator_peak_rss_mb_end", st["VmHWM"] / 1024)
     bench.figure("orchestrator_cpu_seconds_largest", cpu_largest)
     bench.figure("orchestrator_steady_cpu_percent", steady["cpu"])
+    # Issue 16: no healthy node may be declared lost under this load (light heartbeats, 2 missed).
+    bench.figure("false_node_losses", int(env.metric('dockyard_tasks_stopped_total{reason="node_lost"}')))
+    log_text = env.orchestrator.log.read_text(errors="replace") if env.orchestrator else ""
+    bench.figure("heartbeat_timeouts", log_text.count("node heartbeat timeout"))
     if history:
         bench.figure("history_stopped_tasks_kept", history["kept"])
         bench.figure(f"history_seconds_{big}", history["seconds"])

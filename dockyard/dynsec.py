@@ -2,8 +2,8 @@
 
 One broker client per node, each with a role of its own (2.0.11's ACLs match literal topics: no ``%u``/``%c``),
 allowing exactly: subscribe to and receive its own ``desired``, ``presence``, ``refusal`` and ``requests``
-(logs and exec, :mod:`dockyard.wire_rr`), publish its own ``status`` and ``presence`` (its Will too) and
-anything under its own ``responses/``. The orchestrator's client has ``dockyard/v1/#`` and ``$CONTROL/dynamic-security/#``
+(logs and exec, :mod:`dockyard.wire_rr`), publish its own ``status``, ``heartbeat`` and ``presence`` (its Will too)
+and anything under its own ``responses/``. The orchestrator's client has ``dockyard/v1/#`` and ``$CONTROL/dynamic-security/#``
 (the plugin's admin topic, granted to nobody else). Everything not allowed is denied: the default ACL access
 denies publishing, subscribing and receiving. See docs/security.md.
 """
@@ -81,7 +81,7 @@ def node_name(cluster: str, node_id: str) -> str:
 # What a node reads of its own subtree: its desired document, its presence (retained), and the orchestrator's
 # ``refusal`` of its boot (retained; the wire protocol's compatibility rule).
 NODE_READS = ("desired", "presence", "refusal", REQUESTS)
-NODE_WRITES = ("status", "presence")
+NODE_WRITES = ("status", "presence", "heartbeat")
 
 
 def node_acls(cluster: str, node_id: str) -> list[dict[str, Any]]:

@@ -9,6 +9,10 @@ an agent to its own subtree:
   periodically, updates (changed tasks) on change; ``bootId`` + ``seq`` order them.
 * ``presence`` retained, QoS 1, agent -> orchestrator: ``online`` with resources and
   attributes; the Last Will publishes ``offline`` with the same ``bootId``.
+* ``heartbeat`` QoS 0, agent -> orchestrator: the agent's ``bootId`` every ``heartbeatInterval``
+  seconds (its presence says how often), a few bytes: the orchestrator notices a silent host
+  (power or link lost: nothing closes its connection) within seconds, without the status
+  snapshot's cost (orchestrator.core.nodes).
 * ``refusal``  retained, QoS 1, orchestrator -> agent: why the orchestrator refused the agent's
   boot (an incompatible protocol version); empty once the node is accepted (protocol 2).
 """
@@ -192,6 +196,9 @@ class Presence(Wire):
     # Seconds between the agent's status snapshots (its heartbeat): the orchestrator declares the
     # node disconnected after 3 missed. Agents before this field snapshot every 2 s.
     statusInterval: float = Field(default=2.0, gt=0)
+    # Seconds between the agent's heartbeats (the ``heartbeat`` topic); None: it sends none (an
+    # older agent, or --heartbeat-interval 0), so only its snapshots prove it alive.
+    heartbeatInterval: float | None = Field(default=None, gt=0)
     address: str | None = None  # where other nodes reach this node's host ports (load-balancer targets)
     loadBalancer: bool = False  # started with --load-balancer: runs HAProxy for the cluster's load balancers
     # The agent's X25519 public key (base64) that task secrets are sealed to; None: an agent

@@ -30,6 +30,7 @@ from orchestrator.core import compat
 from orchestrator.limits import MAX_DESIRED_COUNT, MAX_DOCUMENTS, BodyLimit
 from orchestrator.models import RunTaskSpec
 from orchestrator.ops import Ops, UserError
+from orchestrator.store_errors import StoreUnavailable
 from orchestrator.usage import UsageBook
 
 LIST_PAGE = 500  # tasks per chunk of a streamed task list
@@ -128,6 +129,12 @@ def create_app(ops: Ops, ready=lambda: True, loopback: bool = True, usage: Usage
     @app.exception_handler(BrokerAdminError)
     async def _broker_error(_: Request, exc: BrokerAdminError) -> JSONResponse:
         return JSONResponse({"error": str(exc)}, status_code=exc.status)
+
+    @app.exception_handler(StoreUnavailable)
+    async def _store_unavailable(_: Request, exc: StoreUnavailable) -> JSONResponse:
+        ops.ctl.log.error("store unavailable; request refused", error=str(exc))
+        return JSONResponse({"error": str(exc), "hint": "the request was not stored; retry later"},
+                            status_code=503, headers={"Retry-After": "5"})
 
     @app.exception_handler(Exception)
     async def _internal(_: Request, exc: Exception) -> JSONResponse:

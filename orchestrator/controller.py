@@ -122,6 +122,7 @@ class Controller:
         self.broker_connected = True
         self.broker_since: float | None = None
         self.broker_heard_at: float | None = None  # the bus's last probe echo (None: no bus)
+        self._beating: dict[tuple[str, str], str] = {}  # nodes whose light heartbeat was heard: the boot
         self._mass_release: dict[str, float] = {}  # cluster -> when a node's tasks were last declared lost
         self._mass_holds: dict[str, tuple] = {}  # cluster -> signature of the mass-loss hold last reported
         self.log = dlog.get("controller", epoch=epoch)
@@ -200,6 +201,7 @@ class Controller:
             cluster=n.cluster, node_id=n.nodeId, connected=n.connected, last_seen_at=n.lastSeenAt,
             disconnected_at=n.disconnectedAt, status_interval=n.statusInterval,
             active_tasks=self.state.node_active_count(n.cluster, n.nodeId),
+            heartbeat_interval=n.heartbeatInterval if self._beating.get((n.cluster, n.nodeId)) == n.bootId else None,
         ) for n in self.state.nodes.values()]
         broker = nodes_core.BrokerView(self.broker_connected,
                                        self.broker_since if self.broker_since is not None else self.started_at,
@@ -703,6 +705,7 @@ class Controller:
         n.runtime = p.runtime
         n.agentVersion = p.agentVersion
         n.statusInterval = p.statusInterval
+        n.heartbeatInterval = p.heartbeatInterval
         n.metricsEndpoint = p.metricsEndpoint
         if (n.address, n.loadBalancer) != (p.address, p.loadBalancer):
             n.address, n.loadBalancer = p.address, p.loadBalancer
@@ -735,6 +738,16 @@ class Controller:
         self.wake()
         return Refusal(nodeId=n.nodeId, bootId=p.bootId, reason=reason, agentProtocol=p.protocolVersion,
                        orchestratorProtocol=PROTOCOL_VERSION, orchestratorVersion=__version__)
+
+    def on_heartbeat(self, cluster: str, node_id: str, boot_id: str) -> None:
+        """A light heartbeat (a few bytes, every heartbeatInterval): it only proves a connected
+        node of this boot alive; from the first one, the node's silence is judged by its beats
+        (core.nodes). Not stored: lastSeenAt is written with the node's next change."""
+        n = self.state.nodes.get((cluster, node_id))
+        if n is None or not n.connected or n.bootId != boot_id or not n.heartbeatInterval:
+            return
+        n.lastSeenAt = self.clock()
+        self._beating[(cluster, node_id)] = boot_id
 
     def on_status_repeat(self, cluster: str, node_id: str) -> bool:
         """A snapshot identical to the last one handled for this connected node (seq and ts aside):

@@ -6,6 +6,7 @@ import gc
 import ipaddress
 import signal
 import socket
+import sqlite3
 from pathlib import Path
 
 import uvicorn
@@ -28,6 +29,7 @@ from orchestrator.relay import Relay
 from orchestrator.secrets import SecretStore, default_key_path, load_key
 from orchestrator.state import State
 from orchestrator.store import Store, StoreError, default_store_path
+from orchestrator.store_errors import StoreUnavailable
 from orchestrator.usage import UsageBook
 
 
@@ -163,7 +165,11 @@ def run(listen: str = "127.0.0.1:8080", store: str | None = None, mqtt: str = "m
         asyncio.run(serve(listen, path, mqtt, node_lost_seconds, mass_loss_fraction, mass_loss_interval,
                           Path(secrets_key_file) if secrets_key_file else None, epoch_window, creds, mqtt_ca, insecure_no_auth,
                           anonymous_reads, Path(admin_token_file) if admin_token_file else None))
-    except (ValueError, StoreError, OSError, KeyFileError) as exc:
+    except (ValueError, StoreError, StoreUnavailable, OSError, KeyFileError) as exc:
         log.error(str(exc))
+        return 1
+    except sqlite3.DatabaseError as exc:  # a corrupt file, or not a SQLite database at all
+        log.error(f"the store {store or default_store_path()} cannot be read: {exc}; it is corrupt or not a "
+                  "dockyard store: restore it from a backup, or move it away to start with an empty store")
         return 1
     return 0

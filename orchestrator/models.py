@@ -365,6 +365,7 @@ class Node(Record):
     registeredAt: float = Field(default_factory=now)
     lastSeenAt: float = 0.0
     statusInterval: float = 2.0  # the agent's snapshot (heartbeat) period, from its presence
+    heartbeatInterval: float | None = None  # the agent's light heartbeat period (None: it sends none)
     disconnectedAt: float | None = None
     generation: int = 0  # of the last desired document published for this node
     observedGeneration: int = 0

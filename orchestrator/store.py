@@ -29,6 +29,7 @@ from pydantic import BaseModel
 from orchestrator.autoscaling_models import ScalableTarget
 from orchestrator.core.auth import TokenRecord
 from orchestrator.models import Cluster, LoadBalancer, Node, Service, TargetGroup, Task, TaskDefinition
+from orchestrator.store_errors import StoreUnavailable
 
 SCHEMA_VERSION = 3
 CACHE_KIB = 16 * 1024
@@ -253,8 +254,12 @@ class Store:
             cur.executemany(_PUT, rows)
             cur.executemany("DELETE FROM records WHERE kind=? AND key=?", dels)
             cur.execute("COMMIT")
-        except BaseException:
-            cur.execute("ROLLBACK")
+        except BaseException as e:
+            if self.db.in_transaction:  # SQLite may have rolled back already (SQLITE_FULL does)
+                cur.execute("ROLLBACK")
+            if isinstance(e, sqlite3.OperationalError) and "full" in str(e):
+                raise StoreUnavailable(f"the store {self.path} cannot take writes: {e} (nothing was written; "
+                                       f"free space on its file system, then retry)") from e
             raise
 
     # ---- stopped tasks (kept here only) -----------------------------------------------------

@@ -22,7 +22,13 @@ from what that session showed it:
   lifecycle controller slows evictions in a partially disrupted zone.
 
 A node alone in its trouble is lost ``node_lost_seconds`` after it went offline (Will), or at
-its heartbeat timeout (``max(node_lost_seconds, 3 x statusInterval)`` of silence), as before.
+its heartbeat timeout of silence: ``max(node_lost_seconds, 2 x heartbeatInterval)`` for a node
+whose light heartbeats (the ``heartbeat`` topic, every 1.5 s by default) this boot has been
+heard, else ``max(node_lost_seconds, 3 x statusInterval)`` (its snapshots: an older agent, or
+one whose beats the broker's ACL drops). A host that loses power or its link closes no
+connection, so no Will comes at once; the beats make that silent loss ~3 s, not 15 s. Two missed
+beats, not three: a beat is QoS 0 on a TCP session, so it is late, never lost, while the session
+lives, and the orchestrator's own lag is covered by :attr:`BrokerView.heard_at`.
 No I/O and no clock: the controller passes ``now`` and applies the :class:`NodesPlan`.
 """
 from __future__ import annotations
@@ -35,7 +41,8 @@ from typing import Literal
 # outage an agent may come back 10 s after the broker, plus its connect and presence. Nodes get
 # at least this long after the orchestrator's own (re)connect, whatever their status interval.
 RECONNECT_WINDOW_MIN = 15.0
-MISSED_HEARTBEATS = 3
+MISSED_HEARTBEATS = 3  # status snapshots
+MISSED_BEATS = 2  # light heartbeats (see the module docstring)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,13 +56,15 @@ class NodeLiveness:
     disconnected_at: float | None
     status_interval: float
     active_tasks: int  # tasks not STOPPED on the node: only a node with some can be lost
+    heartbeat_interval: float | None = None  # set once a light heartbeat of this boot was heard
 
 
 @dataclass(frozen=True, slots=True)
 class BrokerView:
     """The orchestrator's own broker session: ``connected_since`` is when the current one began
     (or, with no bus, when the controller started); ``heard_at`` is when it last delivered the
-    orchestrator's own probe (None: not tracked). A half-open session (the control plane cut off,
+    orchestrator's own probe (None: not tracked), as the time the probe was *published*: every
+    message the broker had before it was handled by then. A half-open session (the control plane cut off,
     not yet noticed by the MQTT keepalive, up to 2 keepalives) stops delivering it, so a silent
     node is timed out only once the session has proven itself working after the node's deadline."""
 
@@ -116,6 +125,8 @@ class NodesPlan:
 
 
 def heartbeat_timeout(node: NodeLiveness, node_lost_seconds: float) -> float:
+    if node.heartbeat_interval:
+        return max(node_lost_seconds, MISSED_BEATS * node.heartbeat_interval)
     return max(node_lost_seconds, MISSED_HEARTBEATS * node.status_interval)
 
 

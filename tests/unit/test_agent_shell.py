@@ -156,3 +156,31 @@ def test_only_the_docker_runtime_imports_aiodocker():
             "raise SystemExit('aiodocker' in sys.modules)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+async def test_a_failed_reconcile_pass_retries_without_another_wake(monkeypatch):
+    """Issue 16 (dockerd killed and restarted): a pass that failed on the engine retries on its
+    own after its backoff; before, nothing woke it until the 30 s re-list."""
+    import asyncio
+
+    from agent.main import Agent, AgentConfig
+
+    rt = HollowRuntime()
+    agent = Agent(AgentConfig(node_id="n1"), "n1", rt)
+    calls: list[int] = []
+
+    async def flaky_pass() -> None:
+        calls.append(1)
+        if len(calls) <= 2:
+            raise ConnectionError("Cannot connect to the Docker daemon")
+
+    monkeypatch.setattr(agent, "reconcile_once", flaky_pass)
+    monkeypatch.setattr("agent.main.Backoff.next", lambda self: 0.01)
+    loop = asyncio.create_task(agent.reconcile_loop())
+    agent.wake.set()  # one wake only (the event stream's failure)
+    for _ in range(200):
+        if len(calls) >= 3:
+            break
+        await asyncio.sleep(0.01)
+    loop.cancel()
+    assert len(calls) == 3, "the failed pass was not retried until the engine answered"

@@ -283,6 +283,37 @@ def test_heartbeat_timeout_follows_the_agents_announced_status_interval(sim):
     assert not sim.state.nodes[(CLUSTER, "n1")].connected
 
 
+def test_a_silent_node_that_beats_is_lost_three_seconds_after_its_last_beat(sim):
+    """Issue 16: light heartbeats (every 1.25 s) make a silent host (link cut: no Will) lost ~3 s
+    after its last beat, not after 3 missed 5 s snapshots; a beat of another boot proves nothing."""
+    sim.ctl.node_lost_seconds = 3.0  # the orchestrator's default (this file's LOST is longer)
+    for n in ("n1", "n2", "n3"):
+        sim.node_online(n, statusInterval=5.0, heartbeatInterval=1.25)
+    sim.apply(taskdef(), service(desired=3))
+    sim.reconcile(0)
+    sim.agents("n1", "n2", "n3")
+    for _ in range(4):  # beats keep every node alive past the 3 s of one timeout
+        sim.clock.advance(1.25)
+        for n in ("n1", "n2", "n3"):
+            sim.ctl.on_heartbeat(CLUSTER, n, sim.boot[n])
+        sim.ctl.on_broker_heard(sim.clock())
+        sim.reconcile(0)
+    assert all(n.connected for n in sim.state.nodes.values())
+    for _ in range(3):  # n1 falls silent (its beats from an old boot do not count)
+        sim.clock.advance(1.0)
+        sim.ctl.on_heartbeat(CLUSTER, "n1", "boot-old")
+        for n in ("n2", "n3"):
+            sim.ctl.on_heartbeat(CLUSTER, n, sim.boot[n])
+        sim.ctl.on_broker_heard(sim.clock())
+        sim.reconcile(0)
+    assert sim.state.nodes[(CLUSTER, "n1")].connected  # 3.0 s of silence: not more than the timeout yet
+    sim.clock.advance(0.2)
+    sim.ctl.on_broker_heard(sim.clock())
+    sim.reconcile(0)
+    assert not sim.state.nodes[(CLUSTER, "n1")].connected
+    assert all(t.nodeId != "n1" for t in sim.tasks()) and len(sim.tasks()) == 3
+
+
 def test_a_stale_offline_will_is_ignored(sim):
     sim.node_online("n1", boot="boot-2")  # the agent restarted
     sim.ctl.on_presence(CLUSTER, "n1", Presence(nodeId="n1", bootId="boot-n1", state="offline"))  # old Will

@@ -17,8 +17,8 @@ def test_a_node_role_names_only_its_own_topics():
     root = "dockyard/v1/prod/nodes/n1"
     reads = {(kind, f"{root}/{leaf}") for leaf in ("desired", "presence", "refusal", "requests")
              for kind in ("subscribeLiteral", "publishClientReceive", "unsubscribeLiteral")}
-    assert topics == reads | {("publishClientSend", f"{root}/status"), ("publishClientSend", f"{root}/presence"),
-                              ("publishClientSend", f"{root}/responses/#")}
+    assert topics == reads | {("publishClientSend", f"{root}/{leaf}") for leaf in ("status", "presence", "heartbeat")} | {
+        ("publishClientSend", f"{root}/responses/#")}
     # The one pattern: a publish under its own responses/ (to the requester's topic there).
     assert all(a["allow"] and "+" not in a["topic"] for a in acls)
     assert [a for a in acls if "#" in a["topic"]] == [_send(f"{root}/responses/#")]

@@ -235,3 +235,32 @@ def test_the_throttle_releases_at_most_one_node_per_interval(n, interval, steps)
     assert all(b - a >= interval - 1e-6 for a, b in itertools.pairwise(released))
     if released:
         assert released[0] >= T0 + 100 + LOST
+
+
+# ---- silent host loss: light heartbeats (issue 16) ----------------------------------------------
+def test_a_node_whose_beats_stop_is_lost_within_five_seconds_of_its_last_beat():
+    beating = replace(node("n1", seen=T0 + 100), heartbeat_interval=1.5)
+    peer = node("n2", seen=T0 + 103.5)
+    assert heartbeat_timeout(beating, LOST) == 3.0
+    assert not plan_nodes([beating, peer], T0 + 102.9, UP, LOST, POLICY).lost
+    plan = plan_nodes([beating, peer], T0 + 103.1, BrokerView(True, T0, heard_at=T0 + 103.05), LOST, POLICY)
+    assert lost_ids(plan) == ["n1"] and plan.timed_out[0].disconnected_at == T0 + 100
+    # Without beats heard (an older agent, or beats the broker's ACL drops) the snapshots rule: 15 s.
+    assert heartbeat_timeout(node("n1"), LOST) == 15.0
+    assert not plan_nodes([node("n1", seen=T0 + 100), peer], T0 + 103.1, UP, LOST, POLICY).lost
+
+
+def test_a_late_beat_is_no_loss_while_the_orchestrator_has_not_caught_up():
+    """A busy orchestrator handles its inbound messages late: its own probe, published after the
+    node's deadline, must have come back first (heard_at is the probe's publication time)."""
+    beating = replace(node("n1", seen=T0 + 100), heartbeat_interval=1.5)
+    peer = node("n2", seen=T0 + 104)
+    behind = BrokerView(True, T0, heard_at=T0 + 102.5)  # the queue not yet read past T0+102.5
+    assert not plan_nodes([beating, peer], T0 + 106, behind, LOST, POLICY).timed_out
+    assert plan_nodes([beating, peer], T0 + 106, BrokerView(True, T0, heard_at=T0 + 103.2), LOST, POLICY).timed_out
+
+
+def test_node_lost_seconds_stays_the_floor_for_beating_nodes():
+    beating = replace(node("n1"), heartbeat_interval=0.5)
+    assert heartbeat_timeout(beating, LOST) == LOST
+    assert heartbeat_timeout(beating, 10.0) == 10.0

@@ -21,6 +21,7 @@ from orchestrator.models import (
 )
 from orchestrator.state import State
 from orchestrator.store import SCHEMA_VERSION, Store, StoreError
+from orchestrator.store_errors import StoreUnavailable
 
 
 @pytest.fixture
@@ -154,6 +155,31 @@ def test_write_is_atomic(db):
     with pytest.raises(sqlite3.DatabaseError):
         store.write([("task", task), ("node", node)], [("cluster", "prod")])
     assert rows(db) == 1 and rows(db, "cluster") == 1 and rows(db, "task") == 0
+    store.close()
+
+
+def test_a_full_disk_is_store_unavailable_nothing_half_written_and_recovers(db):
+    """Issue 16: SQLITE_FULL (here: max_page_count reached, as on a full file system) is
+    StoreUnavailable (HTTP 503) with a clear message; the transaction left nothing; the dirty
+    records are written once space returns."""
+    store = Store(db)
+    state = State(store)
+    cluster, td, svc, _task, node = records()
+    state.put_cluster(cluster)
+    state.flush()
+    pages = store.db.execute("PRAGMA page_count").fetchone()[0]
+    store.db.execute(f"PRAGMA max_page_count={pages}")
+    state.put_node(node)
+    for i in range(300):
+        state.put_task(Task(cluster="prod", taskDefinition="web:3", family="web", revision=3, group="service:web",
+                            serviceName="web", nodeId="n1", stoppedReason="x" * 200 + str(i)))
+    with pytest.raises(StoreUnavailable, match="disk is full.*nothing was written"):
+        state.flush()
+    assert rows(db) == 1 and rows(db, "task") == 0 and not store.db.in_transaction
+    assert store.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    store.db.execute(f"PRAGMA max_page_count={pages * 1000}")  # space again
+    assert state.flush() == 301
+    assert rows(db, "task") == 300 and rows(db, "node") == 1
     store.close()
 
 

@@ -1,0 +1,174 @@
+#!/usr/bin/env python3
+"""Soak: N minutes of random churn on the 3-host test bed under the invariant checker.
+
+    .venv/bin/python bench/soak.py [--minutes 30] [--seed S] [--interval 4]
+
+Needs root (the multi-host test bed, tests/integration/testbed.py). One orchestrator, one agent
+per host, two services (web 6, api 3). After a warm-up (--warmup seconds, default 60 or a tenth
+of the run), every --interval seconds one random action: scale a service (1-8), deploy a new
+revision, kill a random container behind the agent's back (`docker kill`), SIGKILL and restart
+an agent, stop a random task through the API. The invariant checker (tests/integration/
+invariants.py) samples the API and every host's dockerd twice a second throughout. At the end the
+services go back to their counts and the cluster must converge within 120 s; then the final
+checks (nothing lost, every 2xx write there, no orphan container, network or volume).
+
+Figures: minutes, actions, violations (target 0), samples, convergence_seconds,
+orchestrator_rss_mb_start/end and agent_rss_mb_start/end (after the warm-up; the agents'
+largest), orchestrator_rss_growth_percent and agent_rss_growth_percent (target <= 10; only
+host 2's and 3's agents are restarted, so host 1's lives the whole run and is the agent
+figure), leaked (orphans: target 0).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import time
+
+from _common import IMAGE, Bench, CannotMeasure, log, main, proc_status
+
+
+def manifest(name: str, count: int, mark: str) -> str:
+    return f"""
+apiVersion: dockyard/v1
+kind: TaskDefinition
+metadata: {{name: {name}}}
+spec:
+  containerDefinitions:
+    - name: main
+      image: {IMAGE}
+      command: ["httpd", "-f", "-p", "8080", "-h", "/www"]
+      memory: 16
+      stopTimeout: 1
+      environment: [{{name: MARK, value: "{mark}"}}]
+---
+apiVersion: dockyard/v1
+kind: Service
+metadata: {{name: {name}}}
+spec:
+  taskDefinition: {name}
+  desiredCount: {count}
+  deploymentConfiguration: {{maximumPercent: 150, minimumHealthyPercent: 50, minimumHealthyTimeSeconds: 1,
+                            bakeTimeSeconds: 0}}
+"""
+
+
+def rss_mb(pid: int) -> float:
+    try:
+        return proc_status(pid)["VmRSS"] / 1024
+    except (OSError, KeyError):
+        return float("nan")
+
+
+def run(bench: Bench) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[1])
+    ap.add_argument("--minutes", type=float, default=30.0)
+    ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--interval", type=float, default=4.0, help="seconds between random actions")
+    ap.add_argument("--warmup", type=float, default=None, help="seconds before the churn (default: 60, or 10%% of the run)")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        raise CannotMeasure("the test bed needs root (network namespaces, one dockerd per host)")
+    from invariants import Checker  # tests/integration (on sys.path via _common)
+    from testbed import Testbed
+
+    seed = args.seed if args.seed is not None else random.randrange(1 << 30)
+    rnd = random.Random(seed)
+    log(f"seed {seed}")
+    env = bench.env
+    base = {"web": 6, "api": 3}
+    marks = {"web": 0, "api": 0}
+    with Testbed(3) as tb:
+        tb.attach(env)
+        env.start_orchestrator(node_lost_seconds=3)
+        for k in tb.hosts:
+            tb.start_agent(env, k)
+        for name, n in base.items():
+            env.cli("apply", "-f", str(bench.manifest(manifest(name, n, "m0"))))
+        env.wait_for(lambda: len(env.running_tasks()) == sum(base.values()), timeout=120, message="services RUNNING")
+        warmup = args.warmup if args.warmup is not None else min(60.0, 6.0 * args.minutes)
+        log(f"warm-up {warmup:.0f}s")
+        time.sleep(warmup)
+        opid = env.orchestrator.popen.pid
+        agent_pids = {n: p.popen.pid for n, p in env.agents.items()}
+        o_start = rss_mb(opid)
+        a_start = {n: rss_mb(p) for n, p in agent_pids.items()}
+        log(f"RSS after warm-up: orchestrator {o_start:.1f} MB, agents {a_start}")
+        actions: dict[str, int] = {}
+        deadline = time.monotonic() + 60 * args.minutes
+        with Checker(env, [h.docker_url for h in tb.hosts.values()]) as chk:
+            while time.monotonic() < deadline:
+                action = rnd.choice(["scale", "deploy", "kill-container", "restart-agent", "stop-task"])
+                try:
+                    if action == "scale":
+                        name = rnd.choice(list(base))
+                        n = rnd.randint(1, 8)
+                        env.cli("scale", name, str(n))
+                        chk.wrote(f"{name} desiredCount {n} (or a later one)", lambda s, name=name: name in s.services)
+                    elif action == "deploy":
+                        name = rnd.choice(list(base))
+                        marks[name] += 1
+                        count = env.service(name)["desiredCount"]
+                        env.cli("apply", "-f", str(bench.manifest(manifest(name, count, f"m{marks[name]}"))))
+                    elif action == "kill-container":
+                        k = rnd.choice(list(tb.hosts))
+                        running = tb.containers(env, k, all=False)
+                        if running:
+                            tb.host(k).docker("kill", rnd.choice(running)["ID"], check=False)
+                    elif action == "restart-agent":  # hosts 2-3: host 1's agent lives the whole run (RSS)
+                        k = rnd.choice([2, 3])
+                        env.stop_agent(tb.node_id(env, k), kill=True)
+                        tb.start_agent(env, k)
+                    else:
+                        tasks = env.running_tasks()
+                        if tasks:
+                            t = rnd.choice(tasks)
+                            env.api.post(f"/v1/clusters/{env.cluster}/tasks/{t['taskId']}/stop",
+                                         headers=env.api_headers, json={"reason": "soak"})
+                except Exception as e:  # noqa: BLE001 - an action failing is reported, the soak goes on
+                    log(f"action {action} failed: {e}")
+                    actions["failed"] = actions.get("failed", 0) + 1
+                actions[action] = actions.get(action, 0) + 1
+                time.sleep(args.interval * rnd.uniform(0.5, 1.5))
+            log(f"churn over: {actions}; back to {base} and converging")
+            for name, n in base.items():
+                env.cli("scale", name, str(n))
+                chk.wrote(f"{name} desiredCount {n}", lambda s, name=name, n=n: s.services[name]["desiredCount"] == n)
+            chk.fault_ended()
+
+            def converged() -> bool:
+                tasks = [t for t in env.tasks() if t["lastStatus"] != "STOPPED"]
+                if len(tasks) != sum(base.values()) or any(t["lastStatus"] != "RUNNING" for t in tasks):
+                    return False
+                return sum(len(tb.containers(env, k, all=False)) for k in tb.hosts) == sum(base.values())
+            chk.wait_converged(converged, 120, "the base counts RUNNING")
+        final = chk.final()
+        o_end = rss_mb(opid)
+        a_end = {n: rss_mb(p) for n, p in agent_pids.items()}
+        lived = [n for n in a_start if env.agents.get(n) and env.agents[n].popen.pid == agent_pids[n]]
+        log(chk.report())
+        for v in [*chk.tracker.violations, *final]:
+            log(f"VIOLATION {v}")
+        bench.figure("seed", seed)
+        bench.figure("minutes", args.minutes)
+        bench.figure("actions", sum(v for k, v in actions.items() if k != "failed"))
+        bench.figure("actions_failed", actions.get("failed", 0))
+        bench.figure("samples", chk.tracker.samples)
+        bench.figure("violations", len(chk.tracker.violations) + len([v for v in final if v.kind != "orphan"]))
+        bench.figure("leaked", len([v for v in final if v.kind == "orphan"]))
+        bench.figure("convergence_seconds", chk.convergence or float("nan"))
+        bench.figure("orchestrator_rss_mb_start", o_start)
+        bench.figure("orchestrator_rss_mb_end", o_end)
+        bench.figure("orchestrator_rss_growth_percent", 100 * (o_end / o_start - 1))
+        if lived:
+            start, end = max(a_start[n] for n in lived), max(a_end[n] for n in lived)
+            bench.figure("agent_rss_mb_start", start)
+            bench.figure("agent_rss_mb_end", end)
+            bench.figure("agent_rss_growth_percent", 100 * (end / start - 1))
+        else:
+            bench.figure("agent_rss_growth_percent", "n/a (every agent was restarted during the run)")
+        bench.new_env()  # cleanup while the bed is still up
+
+
+if __name__ == "__main__":
+    main(run, "soak")

@@ -226,8 +226,21 @@ SECURE_BROKERS: dict[str, SecureBroker] = {}
 
 
 def secure_by_default() -> bool:
-    """Opt-in for now: DOCKYARD_TEST_SECURE_BROKER=1 makes every test's broker a secure one of its own."""
-    return os.environ.get("DOCKYARD_TEST_SECURE_BROKER", "") in ("1", "true", "yes")
+    """Every test's broker is a secure one of its own unless DOCKYARD_TEST_SECURE_BROKER=0 (a developer's quick
+    look at the shared anonymous broker; CI never sets it). A test opts out with
+    ``@pytest.mark.anonymous_broker("why")`` (tests/conftest.py)."""
+    return os.environ.get("DOCKYARD_TEST_SECURE_BROKER", "1").lower() not in ("0", "false", "no")
+
+
+def broker_init(directory: Path, port: int, bind: str, tls_args: list[str] = ()) -> None:
+    """``dockyard broker init`` in this process (the same command users run; no interpreter start per test)."""
+    from dockyard.cli import cli
+
+    try:
+        cli.main(args=["broker", "init", str(directory), "--port", str(port), "--bind", bind, *tls_args],
+                 prog_name="dockyard", standalone_mode=False)
+    except Exception as e:  # noqa: BLE001 - a CliError or click's usage error
+        raise AssertionError(f"dockyard broker init failed: {e}") from None
 
 
 @contextlib.contextmanager
@@ -246,10 +259,7 @@ def secure_broker(workdir: Path, bind: str = BROKER_HOST, tls: bool = False) -> 
     base.chmod(0o755)
     bdir = base / "broker"
     tls_args = ["--tls-port", str(tls_port), "--tls-bind", bind, "--tls-name", "localhost"] if tls_port else []
-    cp = subprocess.run([DOCKYARD, "broker", "init", str(bdir), "--port", str(port), "--bind", bind, *tls_args],
-                        capture_output=True, text=True, timeout=60)
-    if cp.returncode != 0:
-        raise AssertionError(f"dockyard broker init failed: {cp.stderr or cp.stdout}")
+    broker_init(bdir, port, bind, tls_args)
     log = open(bdir / "mosquitto.log", "ab")
     proc = subprocess.Popen(["mosquitto", "-c", str(bdir / "mosquitto.conf"), "-v"], stdout=log,
                             stderr=subprocess.STDOUT)
@@ -450,7 +460,16 @@ class Harness:
         if not path.exists():
             if self.orchestrator is None:
                 raise AssertionError("start the orchestrator before an agent: it issues the node's credential")
-            self.cli("node", "join", node_id, "-o", str(path))
+            # What `dockyard node join NODE -o PATH` does (test_security runs the command itself), without
+            # an interpreter start per agent.
+            from dockyard.dynsec import Credentials
+            from dockyard.mqtt import write_credentials
+
+            r = self.api.post(f"/v1/clusters/{self.cluster}/nodes/{node_id}/credentials")
+            if r.status_code != 200:
+                raise AssertionError(f"issuing {node_id}'s broker credential: {r.status_code} {r.text}")
+            got = r.json()
+            write_credentials(path, Credentials(username=got["username"], password=got["password"]))
         return path
 
     def mqtt_client(self, prefix: str = "dockyard-test"):

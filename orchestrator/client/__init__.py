@@ -14,6 +14,7 @@
     accesskeys.py accesskey create|list|delete (the ECS API's SigV4 keys)
     top.py        top tasks|services|nodes
     events.py     events [-f]
+    login.py      login (config.py: the CLI config's named contexts)
 
 Everything here imports only click, httpx, PyYAML and the pure modules
 :mod:`orchestrator.render` and :mod:`orchestrator.manifest_files`, so the client starts fast
@@ -27,8 +28,20 @@ import click
 
 def commands() -> list[click.Command]:
     """The client commands, in the order ``dockyard --help`` lists them."""
-    from orchestrator.client import accesskeys, events, get, manifests, nodes, secrets, services, tasks, tokens, top
+    from orchestrator.client import (
+        accesskeys,
+        events,
+        get,
+        login,
+        manifests,
+        nodes,
+        secrets,
+        services,
+        tasks,
+        tokens,
+        top,
+    )
 
     return [manifests.apply, manifests.delete, get.get, get.describe, tasks.run, tasks.stop,
             services.scale, nodes.node, services.rollout, secrets.secret, accesskeys.accesskey, tokens.token,
-            events.events, top.top]
+            events.events, top.top, login.login]

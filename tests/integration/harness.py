@@ -370,6 +370,7 @@ class Harness:
         # sends it with every request of self.api and self.cli (None: started with insecure_no_auth=True).
         self.token_file = self.workdir / "admin-token"
         self.token: str | None = None
+        self.tls_ca: Path | None = None  # set by use_tls: the API is https:// and verified against this CA
 
     # ---- processes ------------------------------------------------------------------------
     def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Proc:
@@ -436,10 +437,23 @@ class Harness:
                     raise
                 self._dead.append(p)
                 self.port = free_port()
-                self.base_url = f"http://127.0.0.1:{self.port}"
-                self.api.close()
-                self.api = httpx.Client(base_url=self.base_url, timeout=10.0)
+                self._new_api()
         return p
+
+    def use_tls(self, ca_file: Path) -> None:
+        """Talk to the orchestrator over HTTPS (start it with ``tls_cert=``/``tls_key=`` for 127.0.0.1),
+        verifying its certificate against ``ca_file``; the CLI gets ``--ca``. Call before start_orchestrator."""
+        self.tls_ca = ca_file
+        self._new_api()
+
+    def _new_api(self) -> None:
+        import ssl
+
+        self.base_url = f"{'https' if self.tls_ca else 'http'}://127.0.0.1:{self.port}"
+        self.api.close()
+        verify: Any = ssl.create_default_context(cafile=str(self.tls_ca)) if self.tls_ca else True
+        self.api = httpx.Client(base_url=self.base_url, timeout=10.0, verify=verify)
+        self._use_token(self.token_file if self.token else None)
 
     # ---- broker credentials (a secure broker: SECURE_BROKERS) ----------------------------------
     @property
@@ -597,7 +611,8 @@ class Harness:
     # ---- client side -----------------------------------------------------------------------
     def cli(self, *args: str, check: bool = True, timeout: float = 120.0, input: str | None = None) -> subprocess.CompletedProcess:
         """Run ``dockyard --server URL -c CLUSTER *args``; with ``check`` a non-zero exit fails the test."""
-        argv = [DOCKYARD, "--server", self.base_url, "-c", self.cluster, *map(str, args)]
+        argv = [DOCKYARD, "--server", self.base_url, *(["--ca", str(self.tls_ca)] if self.tls_ca else []),
+                "-c", self.cluster, *map(str, args)]
         cp = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, input=input, env=self.cli_env())
         if check and cp.returncode != 0:
             raise AssertionError(

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiomqtt
 import click
 from pydantic import ValidationError
 
@@ -419,6 +420,17 @@ async def run_async(cfg: AgentConfig, stop: asyncio.Event | None = None) -> int:
     if cfg.runtime == "hollow":
         lg.warning("!!! HOLLOW RUNTIME: NO CONTAINERS ARE RUN. For control-plane benchmarks only !!!",
                    agents=len(agents))
+    else:  # one agent per node id (agent.claim): look before taking the node's client id
+        from agent.claim import ClaimError, claim
+
+        try:
+            await claim(cfg.state_path(cfg.node_id), cfg.mqtt_url, cfg.cluster, cfg.node_id, agents[0].boot_id,
+                        load_credentials(cfg.mqtt_credentials), cfg.mqtt_ca, lg)
+        except ClaimError as e:
+            lg.error("refused", error=str(e))
+            return 1
+        except (aiomqtt.MqttError, OSError) as e:  # the broker unreachable: the session's own backoff handles it
+            lg.warning("could not read the node's presence before connecting", error=str(e))
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

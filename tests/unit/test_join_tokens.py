@@ -54,3 +54,17 @@ def test_flags_win_over_the_context_piece_by_piece():
     assert config.resolve(config.Config(), None, None, None, None) == config.Target(None, None, None)
     with pytest.raises(CliError, match="no such context"):
         config.resolve(cfg, None, None, None, "qa")
+
+
+def test_an_agent_goes_unless_the_node_is_online_from_a_boot_it_does_not_know():
+    from agent.claim import keepalive_for, verdict
+    from dockyard.wire import Presence
+
+    def p(state: str, boot: str = "b1") -> Presence:
+        return Presence(nodeId="n", bootId=boot, state=state)
+
+    assert verdict(None, set()) == "go"
+    assert verdict(p("offline"), set()) == "go"
+    assert verdict(p("online", "mine"), {"mine"}) == "go"  # our own crashed run
+    assert verdict(p("online", "theirs"), {"mine"}) == "wait"
+    assert keepalive_for(1) == 10 and keepalive_for(5) == 15

@@ -33,7 +33,7 @@ from dockyard.wire import Presence, node_topic
 LOCK_FILE = "agent.lock"
 BOOT_FILE = "boot-ids"  # the boot ids this state directory's agents used (the last few)
 KEEP_BOOTS = 5
-SETTLE = 1.0  # seconds to wait for the retained presence after subscribing
+SETTLE = 0.2  # seconds to wait for the retained presence after the second SUBACK (it is there already)
 _held: list[IO[str]] = []  # the lock, held until the process exits
 
 
@@ -93,12 +93,15 @@ async def claim(state_dir: Path, mqtt_url: str, cluster: str, node_id: str, boot
     seen: asyncio.Queue[Presence | None] = asyncio.Queue()
     probe = f"dockyard-probe-{cluster}-{node_id}"[:110] + f"-{uuid.uuid4().hex[:8]}"
     async with make_client(mqtt_url, probe, credentials=credentials, ca_file=ca_file, keepalive=10) as client:
-        await client.subscribe(topic, qos=1)
-
         async def pump() -> None:
             async for msg in client.messages:
-                await seen.put(_parse(bytes(msg.payload)))  # type: ignore[arg-type]
+                if msg.topic.value == topic:
+                    await seen.put(_parse(bytes(msg.payload)))  # type: ignore[arg-type]
         reader = asyncio.create_task(pump())
+        await client.subscribe(topic, qos=1)
+        # The broker sends a subscription's retained message right after its SUBACK, so by the SUBACK of a
+        # second subscription (a topic the node may read) the presence, if retained, is already here.
+        await client.subscribe(node_topic(cluster, node_id, "refusal"), qos=1)
         try:
             current: Presence | None = None
             try:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiomqtt
 import click
 from pydantic import ValidationError
 
@@ -57,6 +58,10 @@ class AgentConfig:
     mqtt_url: str = "mqtt://127.0.0.1:1883"
     mqtt_credentials: str | None = None  # a credentials file (dockyard node join -o FILE)
     mqtt_ca: str | None = None  # the CA an mqtts:// broker's certificate must be signed by
+    join_url: str | None = None  # https://ORCHESTRATOR:PORT: exchange join_token for the credential (agent.join)
+    join_token: str | None = None
+    join_ca: str | None = None
+    join_fingerprint: str | None = None
     docker_url: str = "unix:///var/run/docker.sock"
     attributes: dict[str, str] = field(default_factory=dict)
     runtime: str = "docker"  # "docker" | "hollow" (hollow: for control-plane benchmarks only)
@@ -426,6 +431,17 @@ def make_agents(cfg: AgentConfig) -> list[Agent]:
 
 async def run_async(cfg: AgentConfig, stop: asyncio.Event | None = None) -> int:
     lg = log.get("agent", node=cfg.node_id, cluster=cfg.cluster)
+    if cfg.join_url and not cfg.mqtt_credentials:
+        from agent.join import JoinError, credentials
+
+        try:
+            path = credentials(cfg.state_path(cfg.node_id), cfg.join_url, cfg.join_token, cfg.cluster, cfg.node_id,
+                               cfg.join_ca, cfg.join_fingerprint)
+        except (JoinError, ValueError, OSError) as e:
+            lg.error("cannot join", error=str(e))
+            return 1
+        lg.info("broker credential from the join", credentials=str(path))
+        cfg.mqtt_credentials = str(path)
     try:
         parse_url(cfg.mqtt_url)
         load_credentials(cfg.mqtt_credentials)
@@ -437,6 +453,17 @@ async def run_async(cfg: AgentConfig, stop: asyncio.Event | None = None) -> int:
     if cfg.runtime == "hollow":
         lg.warning("!!! HOLLOW RUNTIME: NO CONTAINERS ARE RUN. For control-plane benchmarks only !!!",
                    agents=len(agents))
+    else:  # one agent per node id (agent.claim): look before taking the node's client id
+        from agent.claim import ClaimError, claim
+
+        try:
+            await claim(cfg.state_path(cfg.node_id), cfg.mqtt_url, cfg.cluster, cfg.node_id, agents[0].boot_id,
+                        load_credentials(cfg.mqtt_credentials), cfg.mqtt_ca, lg)
+        except ClaimError as e:
+            lg.error("refused", error=str(e))
+            return 1
+        except (aiomqtt.MqttError, OSError) as e:  # the broker unreachable: the session's own backoff handles it
+            lg.warning("could not read the node's presence before connecting", error=str(e))
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -490,6 +517,14 @@ def _parse_attributes(ctx: click.Context, param: click.Parameter, values: tuple[
 @click.option("--mqtt-credentials", default=lambda: os.environ.get("DOCKYARD_MQTT_CREDENTIALS"), metavar="FILE",
               show_default="env DOCKYARD_MQTT_CREDENTIALS",
               help="This node's broker login: the file `dockyard node join NODE -o FILE` wrote (docs/security.md).")
+@click.option("--join", "join_url", default=lambda: os.environ.get("DOCKYARD_JOIN"), metavar="URL",
+              help="https://ORCHESTRATOR:PORT: exchange --token for this node's broker credential on the first start "
+                   "(kept in the state directory, reused after) [env DOCKYARD_JOIN].")
+@click.option("--token", "join_token", default=lambda: os.environ.get("DOCKYARD_JOIN_TOKEN"), metavar="TOKEN",
+              help="The one-time join token (dockyard node token create) [env DOCKYARD_JOIN_TOKEN].")
+@click.option("--join-ca", default=None, metavar="FILE", help="The CA the orchestrator's certificate is signed by.")
+@click.option("--join-fingerprint", default=None, metavar="sha256:HEX",
+              help="Pin the orchestrator's certificate (printed with the token) instead of --join-ca.")
 @click.option("--docker", "docker_url", default="unix:///var/run/docker.sock", show_default=True, help="Docker engine URL.")
 @click.option("--attribute", "attributes", multiple=True, callback=_parse_attributes, metavar="KEY=VALUE",
               help="Custom node attribute for placement constraints (repeatable).")
@@ -530,7 +565,8 @@ def _parse_attributes(ctx: click.Context, param: click.Parameter, values: tuple[
 @logflags.format_options
 @click.pass_context
 def agent_command(ctx: click.Context, node_id: str, cluster: str, mqtt_url: str, mqtt_ca: str | None,
-                  mqtt_credentials: str | None,
+                  mqtt_credentials: str | None, join_url: str | None, join_token: str | None, join_ca: str | None,
+                  join_fingerprint: str | None,
                   docker_url: str,
                   attributes: dict[str, str], runtime: str, hollow_count: int, fargate: bool, status_interval: float,
                   heartbeat_interval: float, relist_interval: float, image_pull_behavior: str, load_balancer: bool, lb_dir: str | None,
@@ -540,6 +576,7 @@ def agent_command(ctx: click.Context, node_id: str, cluster: str, mqtt_url: str,
     """Run the dockyard agent on this host: drive the local Docker engine as the orchestrator asks."""
     cfg = AgentConfig(
         node_id=node_id, cluster=cluster, mqtt_url=mqtt_url, mqtt_credentials=mqtt_credentials, mqtt_ca=mqtt_ca,
+        join_url=join_url, join_token=join_token, join_ca=join_ca, join_fingerprint=join_fingerprint,
         docker_url=docker_url,
         attributes=attributes,
         runtime=runtime, hollow_count=hollow_count, capacity_providers=["EC2", "FARGATE"] if fargate else ["EC2"],

@@ -24,8 +24,8 @@ from orchestrator.client.errors import CliError, exit_reporting_errors
 from orchestrator.client.session import Session
 
 CLIENT_COMMANDS = ["apply", "delete", "get", "describe", "run", "stop", "scale", "node", "rollout", "secret",
-                   "accesskey", "token", "events", "top"]
-DAEMON_COMMANDS = ["orchestrator", "agent", "broker"]
+                   "accesskey", "token", "events", "top", "login"]
+DAEMON_COMMANDS = ["orchestrator", "agent", "broker", "ca"]
 
 
 class RootGroup(click.Group):
@@ -55,17 +55,24 @@ class RootGroup(click.Group):
 
 
 @click.group(cls=RootGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("--server", envvar="DOCKYARD_SERVER", default=DEFAULT_SERVER, show_default=True, metavar="URL",
-              help="Orchestrator API URL [env DOCKYARD_SERVER].")
+@click.option("--server", envvar="DOCKYARD_SERVER", default=None, metavar="URL",
+              help=f"Orchestrator API URL [env DOCKYARD_SERVER; else the context's; else {DEFAULT_SERVER}].")
 @click.option("-c", "--cluster", envvar="DOCKYARD_CLUSTER", default=DEFAULT_CLUSTER, show_default=True, metavar="NAME",
               help="Cluster to work on [env DOCKYARD_CLUSTER].")
 @click.option("--token", envvar="DOCKYARD_TOKEN", default=None, metavar="TOKEN",
-              help="API bearer token [env DOCKYARD_TOKEN; else the file DOCKYARD_TOKEN_FILE or "
-                   "~/.config/dockyard/token].")
+              help="API bearer token [env DOCKYARD_TOKEN; else the context's; else the file DOCKYARD_TOKEN_FILE "
+                   "or ~/.config/dockyard/token].")
+@click.option("--ca", envvar="DOCKYARD_CA", default=None, metavar="FILE",
+              help="CA certificate an https:// server's certificate must be signed by [env DOCKYARD_CA; else the "
+                   "context's; else the system's].")
+@click.option("--context", envvar="DOCKYARD_CONTEXT", default=None, metavar="NAME",
+              help="A context of the CLI config (dockyard login writes it) [env DOCKYARD_CONTEXT; else its "
+                   "current-context].")
 @click.version_option(__version__, "--version", prog_name="dockyard",
                       message=f"%(prog)s %(version)s (wire protocol {PROTOCOL_VERSION})")
 @click.pass_context
-def cli(ctx: click.Context, server: str, cluster: str, token: str | None) -> None:
+def cli(ctx: click.Context, server: str | None, cluster: str, token: str | None, ca: str | None,
+        context: str | None) -> None:
     """dockyard: a self-hosted container orchestrator modelled on AWS ECS.
 
     \b
@@ -75,8 +82,13 @@ def cli(ctx: click.Context, server: str, cluster: str, token: str | None) -> Non
     dockyard get services                  list services (also: tasks, nodes, td, clusters)
     dockyard rollout status web            follow a deployment
     """
+    from orchestrator.client import config
+
     session = ctx.ensure_object(Session)  # tests pass their own (transport, clock) as obj=
-    session.connect(server, cluster, find_token(token))
+    # The daemons read no CLI config (a broken one must not stop them).
+    cfg = config.Config() if ctx.invoked_subcommand in DAEMON_COMMANDS else config.load(config.default_path())
+    target = config.resolve(cfg, server, token, ca, context)
+    session.connect(target.server or DEFAULT_SERVER, cluster, find_token(target.token), target.ca)
     ctx.call_on_close(session.close)
 
 
@@ -119,13 +131,19 @@ for _command in client_commands():
 @click.option("--admin-token-file", default=None, metavar="PATH",
               help="Where the first start writes the admin token it creates when the store has none "
                    "(mode 0600). Default: the CLI's token file, $XDG_CONFIG_HOME/dockyard/token.")
+@click.option("--tls-cert", default=None, metavar="FILE",
+              help="Serve the API over HTTPS with this certificate (PEM; `dockyard ca` makes one).")
+@click.option("--tls-key", default=None, metavar="FILE", help="The private key of --tls-cert (PEM).")
+@click.option("--insecure", is_flag=True,
+              help="Start on a non-loopback --listen without TLS or without tokens (refused otherwise; logged loudly).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
               default="info", show_default=True)
 @logflags.format_options
 def orchestrator_cmd(listen: str, store: str | None, mqtt: str, mqtt_ca: str | None, mqtt_credentials: str | None,
                      node_lost_seconds: float, mass_loss_fraction: float,
                      mass_loss_interval: float, secrets_key_file: str | None, epoch_window: int,
-                     insecure_no_auth: bool, anonymous_reads: bool, admin_token_file: str | None, log_level: str,
+                     insecure_no_auth: bool, anonymous_reads: bool, admin_token_file: str | None,
+                     tls_cert: str | None, tls_key: str | None, insecure: bool, log_level: str,
                      log_json: bool) -> None:
     """Run the control-plane daemon (HTTP API, store, controllers)."""
     try:
@@ -136,7 +154,8 @@ def orchestrator_cmd(listen: str, store: str | None, mqtt: str, mqtt_ca: str | N
                         mass_loss_fraction=mass_loss_fraction, mass_loss_interval=mass_loss_interval,
                         secrets_key_file=secrets_key_file, epoch_window=epoch_window,
                         mqtt_credentials=mqtt_credentials, mqtt_ca=mqtt_ca, insecure_no_auth=insecure_no_auth,
-                        anonymous_reads=anonymous_reads, admin_token_file=admin_token_file, log_level=log_level.lower(), log_json=log_json))
+                        anonymous_reads=anonymous_reads, admin_token_file=admin_token_file, tls_cert=tls_cert,
+                        tls_key=tls_key, insecure=insecure, log_level=log_level.lower(), log_json=log_json))
 
 
 @cli.group("broker")
@@ -220,6 +239,58 @@ def broker_init(directory: str, port: int, bind: str, persistence: bool, broker_
     if tls is not None:
         click.echo(f"over TLS: --mqtt mqtts://{(tls_names or ('HOST',))[0]}:{tls_port} --mqtt-ca {tls.cafile} "
                    f"(copy {tls.cafile} to the agents' hosts; keep {d / 'tls' / 'ca.key'} offline)")
+
+
+@cli.command("ca")
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--api-name", "api_names", multiple=True, metavar="NAME|IP",
+              help="A name clients reach the orchestrator's API by (repeatable): makes api.crt/api.key.")
+@click.option("--broker-name", "broker_names", multiple=True, metavar="NAME|IP",
+              help="A name clients reach the broker's TLS listener by (repeatable): makes broker.crt/broker.key.")
+def ca_cmd(directory: str, api_names: tuple[str, ...], broker_names: tuple[str, ...]) -> None:
+    """Make a CA in DIRECTORY (ca.crt; ca.key mode 0600: keep it offline) unless it holds one, and the server
+    certificates it signs, their subjectAltNames the given names: api.crt/api.key for `dockyard orchestrator
+    --tls-cert/--tls-key`, broker.crt/broker.key for Mosquitto's TLS listener. Clients verify with ca.crt."""
+    import os
+    from pathlib import Path
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from dockyard import certs
+    from orchestrator.core.join import fingerprint
+
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+
+    def write(name: str, pem: bytes, mode: int) -> Path:
+        fd = os.open(d / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), mode)
+            fh.write(pem)
+        return d / name
+
+    if (d / "ca.crt").exists() and (d / "ca.key").exists():
+        ca_pem, ca_key = (d / "ca.crt").read_bytes(), (d / "ca.key").read_bytes()
+        click.echo(f"using the CA in {d}")
+    else:
+        ca_pem, ca_key = certs.ca()
+        write("ca.crt", ca_pem, 0o644)
+        write("ca.key", ca_key, 0o600)
+        click.echo(f"CA: {d / 'ca.crt'} (give it to clients); {d / 'ca.key'} (0600: keep it offline)")
+    for what, names in (("api", api_names), ("broker", broker_names)):
+        if not names:
+            continue
+        try:
+            cert_pem, key_pem = certs.server_cert(ca_pem, ca_key, list(names))
+        except ValueError as e:
+            raise CliError(f"{d / 'ca.key'}: {e}") from None
+        write(f"{what}.crt", cert_pem, 0o644)
+        write(f"{what}.key", key_pem, 0o600)
+        fp = fingerprint(x509.load_pem_x509_certificate(cert_pem).public_bytes(Encoding.DER))
+        click.echo(f"{what}: {d / (what + '.crt')}, {d / (what + '.key')} for {', '.join(names)} ({fp})")
+    if not api_names and not broker_names:
+        click.echo("no server certificate asked for: give --api-name and/or --broker-name")
 
 
 @cli.command("agent", add_help_option=False, short_help="Run the per-host agent (drives Docker; see dockyard agent --help).",

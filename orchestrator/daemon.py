@@ -23,6 +23,8 @@ from orchestrator.bus import Bus
 from orchestrator.client.api import default_token_file
 from orchestrator.controller import Controller
 from orchestrator.core.fencing import EPOCH_WINDOW
+from orchestrator.join import JoinTokens
+from orchestrator.join import router as join_router
 from orchestrator.lb_requests import RequestBook
 from orchestrator.ops import Ops
 from orchestrator.relay import Relay
@@ -30,6 +32,8 @@ from orchestrator.secrets import SecretStore, default_key_path, load_key
 from orchestrator.state import State
 from orchestrator.store import Store, StoreError, default_store_path
 from orchestrator.store_errors import StoreUnavailable
+from orchestrator.tls import ApiTls, exposure_refusal
+from orchestrator.tls import load as load_tls
 from orchestrator.usage import UsageBook
 
 
@@ -52,9 +56,12 @@ async def serve(listen: str, store_path: Path, mqtt: str, node_lost_seconds: flo
                 secrets_key_file: Path | None = None, epoch_window: int = EPOCH_WINDOW,
                 mqtt_credentials: Credentials | None = None, mqtt_ca: str | None = None,
                 insecure_no_auth: bool = False, anonymous_reads: bool = False,
-                admin_token_file: Path | None = None) -> None:
+                admin_token_file: Path | None = None, tls: ApiTls | None = None, insecure: bool = False) -> None:
     log = dlog.get("orchestrator")
     host, port = _listen(listen)
+    refusal = exposure_refusal(_loopback(host), tls is not None, not insecure_no_auth, insecure)
+    if refusal:
+        raise ValueError(refusal)
     # Bind before anything else, so an address in use is a clear error and exit 1 (uvicorn would
     # sys.exit inside its task instead).
     try:
@@ -107,14 +114,18 @@ async def serve(listen: str, store_path: Path, mqtt: str, node_lost_seconds: flo
         written = tokens.bootstrap(*paths)
         if written is not None:
             log.warning("no API token existed: an admin token was created", token_file=str(written))
-    if not _loopback(host):
-        log.warning("the API listens beyond loopback without TLS: tokens cross the network in clear text; put it "
-                    "behind a TLS proxy (docs/security.md)", listen=f"{host}:{port}")
+    if not _loopback(host) and (tls is None or tokens is None):
+        log.warning("!!! --insecure: THE API LISTENS BEYOND LOOPBACK WITHOUT "
+                    + ("TLS AND TOKENS" if tls is None and tokens is None else "TLS" if tls is None else "TOKENS")
+                    + ": whoever reaches it or the network in between may read tokens or act !!!",
+                    listen=f"{host}:{port}")
     app = create_app(ops, ready=lambda: bus.connected.is_set(), loopback=_loopback(host), usage=usage,
                      self_target=f"{socket.gethostname() if host in ('0.0.0.0', '::') else host}:{port}",
                      broker_admin=admin, tokens=tokens, on_node_deleted=bus.forget_node,
                      relay=bus.relay)
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
+    app.include_router(join_router(JoinTokens(store), admin, tls.fingerprint if tls else None))
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off",
+                            ssl_certfile=tls.certfile if tls else None, ssl_keyfile=tls.keyfile if tls else None)
     server = uvicorn.Server(config)
     # uvicorn (>= 0.29) captures SIGINT/SIGTERM only while serve() runs and re-raises them after;
     # our own handlers below set `stop`, which ends serve() through should_exit.
@@ -122,8 +133,8 @@ async def serve(listen: str, store_path: Path, mqtt: str, node_lost_seconds: flo
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    log.info("orchestrator starting", listen=f"{host}:{port}", store=str(store_path), secrets_key=str(key_path),
-             mqtt=mqtt, epoch=epoch,
+    log.info("orchestrator starting", listen=f"{'https' if tls else 'http'}://{host}:{port}", store=str(store_path),
+             secrets_key=str(key_path), mqtt=mqtt, epoch=epoch, tls_fingerprint=tls.fingerprint if tls else None,
              services=len(state.services), tasks=len(state.tasks), nodes=len(state.nodes))
     tasks = [
         asyncio.create_task(bus.run(stop), name="bus"),
@@ -153,7 +164,8 @@ def run(listen: str = "127.0.0.1:8080", store: str | None = None, mqtt: str = "m
         node_lost_seconds: float = 3.0, log_level: str = "info", log_json: bool = False,
         mass_loss_fraction: float = 0.55, mass_loss_interval: float = 30.0, secrets_key_file: str | None = None,
         epoch_window: int = EPOCH_WINDOW, mqtt_credentials: str | None = None, mqtt_ca: str | None = None,
-        insecure_no_auth: bool = False, anonymous_reads: bool = False, admin_token_file: str | None = None) -> int:
+        insecure_no_auth: bool = False, anonymous_reads: bool = False, admin_token_file: str | None = None,
+        tls_cert: str | None = None, tls_key: str | None = None, insecure: bool = False) -> int:
     dlog.configure(log_level, log_json)
     log = dlog.get("orchestrator")
     try:
@@ -161,10 +173,12 @@ def run(listen: str = "127.0.0.1:8080", store: str | None = None, mqtt: str = "m
         parse_url(mqtt)
         creds = load_credentials(mqtt_credentials)
         check_ca(mqtt, mqtt_ca)
+        tls = load_tls(tls_cert, tls_key)
         path = Path(store) if store else default_store_path()
         asyncio.run(serve(listen, path, mqtt, node_lost_seconds, mass_loss_fraction, mass_loss_interval,
                           Path(secrets_key_file) if secrets_key_file else None, epoch_window, creds, mqtt_ca, insecure_no_auth,
-                          anonymous_reads, Path(admin_token_file) if admin_token_file else None))
+                          anonymous_reads, Path(admin_token_file) if admin_token_file else None, tls=tls,
+                          insecure=insecure))
     except (ValueError, StoreError, StoreUnavailable, OSError, KeyFileError) as exc:
         log.error(str(exc))
         return 1

@@ -15,16 +15,18 @@
 #   scripts/testbed.sh broker-start    start it again (same config: persistence off, so nothing retained)
 #
 # Layout (k = 1..N):
-#   bridge dybr0 10.77.0.1/24 in the root namespace; Mosquitto on 10.77.0.1:1883
+#   bridge dybr0 10.77.0.1/24 in the root namespace; Mosquitto on 10.77.0.1:1883, no anonymous access
+#   (`dockyard broker init /run/dockyard-testbed/broker`: log in with its orchestrator-credentials.json)
 #   netns dy-hK, veth dyvK (root side, on dybr0) <-> eth0 (in dy-hK) 10.77.0.(10+K)/24
 #   dockerd of hK: socket unix:///run/dockyard-testbed/hK.sock, --data-root /var/lib/dockyard-testbed/hK,
 #                  --exec-root /run/dockyard-testbed/hK, --bip 172.(30+K).0.1/24, started with
 #                  `nsenter --net=/var/run/netns/dy-hK` (NOT `ip netns exec`, which remounts /sys and
 #                  breaks dockerd; and never a second dockerd in the root namespace: on exit it
 #                  deletes the main docker0).
-# Run an agent on host K:
+# Run an agent on host K (its credential from `dockyard node join hK -o hK.json` against an orchestrator
+# started with --mqtt-credentials /run/dockyard-testbed/broker/orchestrator-credentials.json):
 #   nsenter --net=/var/run/netns/dy-hK .venv/bin/dockyard agent --node-id hK --cluster default \
-#       --mqtt mqtt://10.77.0.1:1883 --docker unix:///run/dockyard-testbed/hK.sock
+#       --mqtt mqtt://10.77.0.1:1883 --mqtt-credentials hK.json --docker unix:///run/dockyard-testbed/hK.sock
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -33,6 +35,7 @@ BR_IP=10.77.0.1
 RUN=/run/dockyard-testbed
 DATA=/var/lib/dockyard-testbed
 IMAGE="${DOCKYARD_IMAGE:-dockyard-demo/busybox:latest}"
+DOCKYARD="${DOCKYARD:-$REPO/.venv/bin/dockyard}"
 MAX_HOSTS=20
 
 say() { printf '==> %s\n' "$*"; }
@@ -66,22 +69,24 @@ ensure_bridge() {
 }
 
 ensure_broker() {
-  mkdir -p "$RUN"
+  mkdir -p "$RUN"; chmod 755 "$RUN"  # Mosquitto drops to the user mosquitto: it must reach $RUN/broker
   if alive "$RUN/mosquitto.pid" && (exec 3<>"/dev/tcp/$BR_IP/1883") 2>/dev/null; then return; fi
-  cat >"$RUN/mosquitto.conf" <<EOF
+  # The secure broker, as docs/security.md sets it up: no anonymous access, the dynamic-security plugin holding
+  # the orchestrator's client ($RUN/broker/orchestrator-credentials.json) and, as they join, one per node. The
+  # plugin's file survives broker-stop/broker-start (node clients stay); retained messages do not.
+  if [ ! -f "$RUN/broker/mosquitto.conf" ]; then
+    "$DOCKYARD" broker init "$RUN/broker" --port 1883 --bind "$BR_IP" >/dev/null
+    cat >>"$RUN/broker/mosquitto.conf" <<EOF
 # The test bed's broker: reached by the hosts' agents over $BR and by the orchestrator in the root namespace.
-listener 1883 $BR_IP
-allow_anonymous true
-set_tcp_nodelay true
-persistence false
 max_queued_messages 100000
 max_inflight_messages 0
 log_dest stderr
 log_type error
 log_type warning
 EOF
-  say "starting the test bed's mosquitto on $BR_IP:1883"
-  setsid nohup mosquitto -c "$RUN/mosquitto.conf" </dev/null >"$RUN/mosquitto.log" 2>&1 &
+  fi
+  say "starting the test bed's mosquitto on $BR_IP:1883 (secure: $RUN/broker)"
+  setsid nohup mosquitto -c "$RUN/broker/mosquitto.conf" </dev/null >"$RUN/mosquitto.log" 2>&1 &
   echo $! >"$RUN/mosquitto.pid"
   for _ in $(seq 1 50); do (exec 3<>"/dev/tcp/$BR_IP/1883") 2>/dev/null && return; sleep 0.1; done
   cat "$RUN/mosquitto.log" >&2; die "mosquitto did not listen on $BR_IP:1883"

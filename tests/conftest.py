@@ -56,14 +56,15 @@ def _integration_needs_infra(request: pytest.FixtureRequest) -> None:
 def dockyard_env(request: pytest.FixtureRequest, infra: None, tmp_path: Path):
     """A :class:`harness.Harness` for this test; cleaned up afterwards whatever happens.
 
-    With DOCKYARD_TEST_SECURE_BROKER=1 (opt-in for now) the test gets a broker of its own without anonymous
-    access (harness.secure_broker): its orchestrator and agents log in with their own credentials."""
+    The test gets a broker of its own without anonymous access (harness.secure_broker): its orchestrator and
+    agents log in with their own credentials, as on a real installation. ``@pytest.mark.anonymous_broker("why")``
+    opts a test out (the shared anonymous broker on 127.0.0.1:1883); so does DOCKYARD_TEST_SECURE_BROKER=0."""
     from harness import Harness, secure_broker, secure_by_default
 
     h = Harness(workdir=tmp_path / "dockyard")
     request.node.stash.setdefault(_HARNESS_KEY, []).append(h)
     with contextlib.ExitStack() as stack:
-        if secure_by_default():
+        if secure_by_default() and request.node.get_closest_marker("anonymous_broker") is None:
             h.mqtt_url = stack.enter_context(secure_broker(h.workdir)).url
         try:
             yield h

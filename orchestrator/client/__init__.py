@@ -16,6 +16,7 @@
     top.py        top tasks|services|nodes
     events.py     events [-f]
     logs.py       logs, exec (relayed to the task's agent)
+    login.py      login (config.py: the CLI config's named contexts)
 
 Everything here imports only click, httpx, PyYAML and the pure modules
 :mod:`orchestrator.render` and :mod:`orchestrator.manifest_files`, so the client starts fast
@@ -34,6 +35,7 @@ def commands() -> list[click.Command]:
         autoscale,
         events,
         get,
+        login,
         logs,
         manifests,
         nodes,
@@ -46,4 +48,4 @@ def commands() -> list[click.Command]:
 
     return [manifests.apply, manifests.delete, get.get, get.describe, tasks.run, tasks.stop,
             services.scale, autoscale.autoscale, nodes.node, services.rollout, secrets.secret, accesskeys.accesskey,
-            tokens.token, events.events, top.top, logs.logs, logs.exec_]
+            tokens.token, events.events, top.top, logs.logs, logs.exec_, login.login]

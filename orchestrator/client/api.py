@@ -8,6 +8,7 @@ with the one-line message the user sees.
 from __future__ import annotations
 
 import os
+import ssl
 from pathlib import Path
 from typing import Any, Self
 from urllib.parse import quote
@@ -47,6 +48,14 @@ def find_token(token: str | None) -> str | None:
         return None
 
 
+def verify_context(ca: str | None) -> ssl.SSLContext:
+    """TLS verification for an https:// API: against ``ca`` (a PEM file) or the system's CAs."""
+    try:
+        return ssl.create_default_context(cafile=ca) if ca else ssl.create_default_context()
+    except (OSError, ssl.SSLError) as e:
+        raise CliError(f"--ca {ca}: cannot load it as a CA certificate: {e}") from None
+
+
 def normalise_server(url: str) -> str:
     """``host:port`` alone means ``http://host:port``; no trailing slash."""
     url = url.strip().rstrip("/")
@@ -75,9 +84,10 @@ class ApiClient:
     """
 
     def __init__(self, server: str, cluster: str, transport: httpx.BaseTransport | None = None,
-                 timeout: float = TIMEOUT, token: str | None = None) -> None:
+                 timeout: float = TIMEOUT, token: str | None = None, ca: str | None = None) -> None:
         self.server = normalise_server(server)
         self.token = token
+        self.ca = ca  # an https:// server's certificate must be signed by this CA (default: the system's)
         self.cluster = cluster
         self.timeout = timeout
         self._transport = transport
@@ -90,6 +100,7 @@ class ApiClient:
                 base_url=self.server,
                 timeout=self.timeout,
                 transport=self._transport,
+                verify=verify_context(self.ca),
                 headers={"User-Agent": f"dockyard-cli/{__version__}", "Accept": "application/json",
                          **({"Authorization": f"Bearer {self.token}"} if self.token else {})},
             )
@@ -115,7 +126,10 @@ class ApiClient:
             resp = self.client.request(method, path, params=params or None, json=body)
         except (httpx.UnsupportedProtocol, httpx.InvalidURL) as e:
             raise CliError(f"invalid server URL {self.server!r}: {e} (use e.g. --server http://127.0.0.1:8080)") from None
-        except httpx.ConnectError:
+        except httpx.ConnectError as e:
+            if "CERTIFICATE_VERIFY_FAILED" in str(e) or "certificate verify failed" in str(e):
+                raise CliError(f"the dockyard API at {self.server} has a certificate this CLI does not trust: {e}",
+                               "give the CA that signed it: --ca FILE (or DOCKYARD_CA, or dockyard login --ca)") from None
             raise UnreachableError(
                 f"cannot reach the dockyard API at {self.server} "
                 "(is the orchestrator running? start it with: dockyard orchestrator)"

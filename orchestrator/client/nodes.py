@@ -56,3 +56,40 @@ def activate(s: Session, node_id: str) -> None:
     """Set a node ACTIVE again."""
     s.api.post(s.api.cpath("nodes", node_id, "activate"))
     out(f"node/{node_id} activated")
+
+
+def parse_duration(text: str) -> float:
+    """``90s``, ``15m``, ``1h``, ``2d`` or plain seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    t = text.strip().lower()
+    try:
+        return float(t[:-1]) * units[t[-1]] if t and t[-1] in units else float(t)
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: use e.g. 90s, 15m, 1h or 2d") from None
+
+
+@node.group("token")
+def node_token() -> None:
+    """One-time join tokens: an agent exchanges one for its broker credential (dockyard agent --join)."""
+
+
+@node_token.command("create")
+@click.option("--ttl", default="1h", show_default=True, metavar="DURATION", help="How long it may be used (90s, 15m, 1h, 2d).")
+@click.option("--node", "node_id", default=None, metavar="NAME", help="Only this node name may use it.")
+@cluster_option
+@pass_session
+def token_create(s: Session, ttl: str, node_id: str | None) -> None:
+    """Print a one-time join token (the store keeps only its hash) and the API certificate's fingerprint."""
+    got = s.api.post(s.api.cpath("join-tokens"), {"ttlSeconds": parse_duration(ttl), "nodeId": node_id})
+    import time
+
+    out(got["token"])
+    out(f"# expires {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(got['expiresAt']))}; works once"
+        + (f"; only for node {node_id}" if node_id else ""))
+    pin = f" --join-fingerprint {got['fingerprint']}" if got.get("fingerprint") else " --join-ca CA.crt"
+    if not got.get("fingerprint"):
+        out("# this orchestrator serves no TLS: an agent joins only over https (start it with --tls-cert/--tls-key)")
+    else:
+        out(f"# the API certificate's fingerprint: {got['fingerprint']}")
+    out(f"dockyard agent --join {s.api.server} --token {got['token']}{pin} --cluster {s.api.cluster} "
+        f"--node-id {node_id or 'NODE'} --mqtt mqtts://BROKER:8883 --mqtt-ca CA.crt")

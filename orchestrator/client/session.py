@@ -35,9 +35,9 @@ class Session:
     clock: Clock = field(default_factory=Clock)
     _api: ApiClient | None = field(default=None, repr=False)
 
-    def connect(self, server: str, cluster: str, token: str | None = None) -> ApiClient:
+    def connect(self, server: str, cluster: str, token: str | None = None, ca: str | None = None) -> ApiClient:
         self.close()
-        self._api = ApiClient(server, cluster, transport=self.transport, token=token)
+        self._api = ApiClient(server, cluster, transport=self.transport, token=token, ca=ca)
         return self._api
 
     @property

@@ -16,7 +16,8 @@ from typing import Literal
 Role = Literal["admin", "read-only"]
 ROLES: tuple[Role, ...] = ("admin", "read-only")
 # "/": the ECS API (awsJson, ``POST /`` with X-Amz-Target) authenticates its own requests (SigV4 with access keys).
-OPEN_PATHS = frozenset({"/healthz", "/readyz", "/"})
+# "/v1/join": a one-time join token in the body is the credential (orchestrator/join.py).
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/", "/v1/join"})
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 PREFIX = "dy_"
 

@@ -226,8 +226,21 @@ SECURE_BROKERS: dict[str, SecureBroker] = {}
 
 
 def secure_by_default() -> bool:
-    """Opt-in for now: DOCKYARD_TEST_SECURE_BROKER=1 makes every test's broker a secure one of its own."""
-    return os.environ.get("DOCKYARD_TEST_SECURE_BROKER", "") in ("1", "true", "yes")
+    """Every test's broker is a secure one of its own unless DOCKYARD_TEST_SECURE_BROKER=0 (a developer's quick
+    look at the shared anonymous broker; CI never sets it). A test opts out with
+    ``@pytest.mark.anonymous_broker("why")`` (tests/conftest.py)."""
+    return os.environ.get("DOCKYARD_TEST_SECURE_BROKER", "1").lower() not in ("0", "false", "no")
+
+
+def broker_init(directory: Path, port: int, bind: str, tls_args: list[str] = ()) -> None:
+    """``dockyard broker init`` in this process (the same command users run; no interpreter start per test)."""
+    from dockyard.cli import cli
+
+    try:
+        cli.main(args=["broker", "init", str(directory), "--port", str(port), "--bind", bind, *tls_args],
+                 prog_name="dockyard", standalone_mode=False)
+    except Exception as e:  # noqa: BLE001 - a CliError or click's usage error
+        raise AssertionError(f"dockyard broker init failed: {e}") from None
 
 
 @contextlib.contextmanager
@@ -246,10 +259,7 @@ def secure_broker(workdir: Path, bind: str = BROKER_HOST, tls: bool = False) -> 
     base.chmod(0o755)
     bdir = base / "broker"
     tls_args = ["--tls-port", str(tls_port), "--tls-bind", bind, "--tls-name", "localhost"] if tls_port else []
-    cp = subprocess.run([DOCKYARD, "broker", "init", str(bdir), "--port", str(port), "--bind", bind, *tls_args],
-                        capture_output=True, text=True, timeout=60)
-    if cp.returncode != 0:
-        raise AssertionError(f"dockyard broker init failed: {cp.stderr or cp.stdout}")
+    broker_init(bdir, port, bind, tls_args)
     log = open(bdir / "mosquitto.log", "ab")
     proc = subprocess.Popen(["mosquitto", "-c", str(bdir / "mosquitto.conf"), "-v"], stdout=log,
                             stderr=subprocess.STDOUT)
@@ -360,6 +370,7 @@ class Harness:
         # sends it with every request of self.api and self.cli (None: started with insecure_no_auth=True).
         self.token_file = self.workdir / "admin-token"
         self.token: str | None = None
+        self.tls_ca: Path | None = None  # set by use_tls: the API is https:// and verified against this CA
 
     # ---- processes ------------------------------------------------------------------------
     def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Proc:
@@ -426,10 +437,23 @@ class Harness:
                     raise
                 self._dead.append(p)
                 self.port = free_port()
-                self.base_url = f"http://127.0.0.1:{self.port}"
-                self.api.close()
-                self.api = httpx.Client(base_url=self.base_url, timeout=10.0)
+                self._new_api()
         return p
+
+    def use_tls(self, ca_file: Path) -> None:
+        """Talk to the orchestrator over HTTPS (start it with ``tls_cert=``/``tls_key=`` for 127.0.0.1),
+        verifying its certificate against ``ca_file``; the CLI gets ``--ca``. Call before start_orchestrator."""
+        self.tls_ca = ca_file
+        self._new_api()
+
+    def _new_api(self) -> None:
+        import ssl
+
+        self.base_url = f"{'https' if self.tls_ca else 'http'}://127.0.0.1:{self.port}"
+        self.api.close()
+        verify: Any = ssl.create_default_context(cafile=str(self.tls_ca)) if self.tls_ca else True
+        self.api = httpx.Client(base_url=self.base_url, timeout=10.0, verify=verify)
+        self._use_token(self.token_file if self.token else None)
 
     # ---- broker credentials (a secure broker: SECURE_BROKERS) ----------------------------------
     @property
@@ -450,7 +474,16 @@ class Harness:
         if not path.exists():
             if self.orchestrator is None:
                 raise AssertionError("start the orchestrator before an agent: it issues the node's credential")
-            self.cli("node", "join", node_id, "-o", str(path))
+            # What `dockyard node join NODE -o PATH` does (test_security runs the command itself), without
+            # an interpreter start per agent.
+            from dockyard.dynsec import Credentials
+            from dockyard.mqtt import write_credentials
+
+            r = self.api.post(f"/v1/clusters/{self.cluster}/nodes/{node_id}/credentials")
+            if r.status_code != 200:
+                raise AssertionError(f"issuing {node_id}'s broker credential: {r.status_code} {r.text}")
+            got = r.json()
+            write_credentials(path, Credentials(username=got["username"], password=got["password"]))
         return path
 
     def mqtt_client(self, prefix: str = "dockyard-test"):
@@ -580,7 +613,8 @@ class Harness:
     # ---- client side -----------------------------------------------------------------------
     def cli(self, *args: str, check: bool = True, timeout: float = 120.0, input: str | None = None) -> subprocess.CompletedProcess:
         """Run ``dockyard --server URL -c CLUSTER *args``; with ``check`` a non-zero exit fails the test."""
-        argv = [DOCKYARD, "--server", self.base_url, "-c", self.cluster, *map(str, args)]
+        argv = [DOCKYARD, "--server", self.base_url, *(["--ca", str(self.tls_ca)] if self.tls_ca else []),
+                "-c", self.cluster, *map(str, args)]
         cp = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, input=input, env=self.cli_env())
         if check and cp.returncode != 0:
             raise AssertionError(

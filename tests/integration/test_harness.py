@@ -20,6 +20,7 @@ def test_infra_is_there(infra):
 
 
 async def test_mqtt_round_trip_with_nodelay(infra):
+    # The machine-wide development broker (anonymous, scripts/bootstrap.sh): its set_tcp_nodelay is what is checked.
     topic = f"dockyard/v1/selftest-{uuid.uuid4().hex[:8]}/ping"
     async with make_client(MQTT_URL, f"selftest-sub-{uuid.uuid4().hex[:6]}") as sub, \
             make_client(MQTT_URL, f"selftest-pub-{uuid.uuid4().hex[:6]}") as pub:
@@ -76,3 +77,33 @@ def _publish_retained(env, topic: str, payload: bytes) -> None:
     c.publish(topic, payload, qos=1, retain=True).wait_for_publish(timeout=5)
     c.loop_stop()
     c.disconnect()
+
+
+def test_the_default_broker_is_a_secure_one_of_the_tests_own(dockyard_env):
+    """The secure path is the tested path: no anonymous access, the orchestrator and agents log in."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from dockyard.mqtt import parse_url
+
+    env = dockyard_env
+    assert env.broker is not None and env.mqtt_url == env.broker.url != MQTT_URL
+    b = parse_url(env.mqtt_url)
+    anonymous = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"selftest-anon-{uuid.uuid4().hex[:6]}")
+    codes: list = []
+    anonymous.on_connect = lambda _c, _u, _f, rc, _p: codes.append(rc)
+    anonymous.connect(b.host, b.port, keepalive=10)
+    anonymous.loop_start()
+    try:
+        wait_for(lambda: codes, timeout=10, message="CONNACK")
+    finally:
+        anonymous.loop_stop()
+    assert codes[0].is_failure, codes
+    env.start_orchestrator()
+    env.start_agent("n1")
+    assert "--mqtt-credentials" in env.agents["n1"].argv and "--mqtt-credentials" in env.orchestrator.argv
+
+
+@pytest.mark.anonymous_broker("checks the opt-out itself")
+def test_a_test_may_opt_out_to_the_shared_anonymous_broker(dockyard_env):
+    assert dockyard_env.broker is None and dockyard_env.mqtt_url == MQTT_URL

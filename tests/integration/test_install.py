@@ -106,6 +106,24 @@ def _demo_without_load_balancer(tmp_path: Path) -> Path:
     return path
 
 
+# Run inside the stack: the reason code an anonymous MQTT client gets from the stack's broker.
+ANONYMOUS_CONNECT = """
+import time
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+got = []
+c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="dockyard-test-anonymous")
+c.on_connect = lambda _c, _u, _f, rc, _p: got.append(str(rc))
+c.connect("mosquitto", 1883, keepalive=10)
+c.loop_start()
+for _ in range(100):
+    if got:
+        break
+    time.sleep(0.1)
+print(got[0] if got else "no CONNACK")
+"""
+
+
 def test_compose_stack_runs_the_demo_keeps_it_over_a_restart_and_leaves_nothing(images, tmp_path):
     # Debian's docker-compose 1.29 by default; DOCKYARD_TEST_COMPOSE names another (e.g. a compose v2 binary).
     compose_bin = os.environ.get("DOCKYARD_TEST_COMPOSE") or shutil.which("docker-compose")
@@ -146,8 +164,8 @@ def test_compose_stack_runs_the_demo_keeps_it_over_a_restart_and_leaves_nothing(
     try:
         compose("up", "-d")
         wait_for(lambda: api.get("/healthz").status_code == 200, timeout=60, message="orchestrator /healthz")
-        # The API needs a token: the first start wrote an admin token into the store's volume.
-        token = wait_for(lambda: compose("exec", "-T", "orchestrator", "cat", "/var/lib/dockyard/admin-token",
+        # The API needs a token: the first start wrote an admin token into its volume.
+        token = wait_for(lambda: compose("exec", "-T", "orchestrator", "cat", "/etc/dockyard/token/admin-token",
                                          check=False).stdout.strip(), timeout=30, message="the admin token")
         api.headers["Authorization"] = f"Bearer {token}"
         wait_for(lambda: any(n["connected"] for n in api.get(f"/v1/clusters/{cluster}/nodes").json()["nodes"]),
@@ -157,6 +175,11 @@ def test_compose_stack_runs_the_demo_keeps_it_over_a_restart_and_leaves_nothing(
         first = wait_for(healthy_tasks, timeout=90, message="3 tasks RUNNING and HEALTHY")
         containers = docker_ids()
         assert len(containers) == 3
+        # The stack's broker is the secure one: an anonymous client on the stack's network is refused, the
+        # agent logged in with its own node credential (kept 0600 in its state volume).
+        assert compose("exec", "-T", "orchestrator", "python", "-c", ANONYMOUS_CONNECT).stdout.strip() == "Not authorized"
+        assert compose("exec", "-T", "agent", "stat", "-c", "%a", "/var/lib/dockyard/agent/credentials.json"
+                       ).stdout.strip() == "600"
 
         # The whole stack goes and comes back (volumes kept): same tasks, same containers.
         compose("down")

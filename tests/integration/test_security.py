@@ -196,7 +196,10 @@ def test_a_node_credential_reaches_only_its_own_topics(dockyard_env):
     with secure_broker(env.workdir) as broker:
         env.mqtt_url = broker.url
         env.start_orchestrator()
-        env.start_agent("a")  # the join flow: `dockyard node join a -o FILE`, then --mqtt-credentials FILE
+        # The join flow as documented: `dockyard node join a -o FILE`, then the agent with --mqtt-credentials FILE
+        # (the harness does what the command does for every other agent).
+        env.cli("node", "join", "a", "-o", str(env.workdir / "node-a.credentials.json"))
+        env.start_agent("a")
         env.start_agent("b")
         env.cli("apply", "-f", env.write_manifest(WEB))
         env.wait_running(2)

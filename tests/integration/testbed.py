@@ -28,12 +28,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import REPO, Harness, docker, docker_containers
+from harness import REPO, SECURE_BROKERS, Harness, SecureBroker, docker, docker_containers
 
 SCRIPT = REPO / "scripts" / "testbed.sh"
 BRIDGE = "dybr0"
 BRIDGE_IP = "10.77.0.1"
 MQTT_URL = f"mqtt://{BRIDGE_IP}:1883"
+# The bed's broker is a secure one (scripts/testbed.sh runs `dockyard broker init` here): registered in the
+# harness's SECURE_BROKERS while the bed is up, so an attached Harness logs its orchestrator and agents in.
+BROKER_DIR = Path("/run/dockyard-testbed/broker")
 # The bed is machine-wide (one bridge, fixed names): test runs that use it take turns.
 LOCK_PATH = "/run/dockyard-testbed.lock"
 _held_here: list["Testbed"] = []  # a bed up in this process (waiting for our own lock would hang)
@@ -130,9 +133,11 @@ class Testbed:
         except BaseException:
             self.down()
             raise
+        SECURE_BROKERS[MQTT_URL] = SecureBroker(MQTT_URL, BROKER_DIR, BROKER_DIR / "orchestrator-credentials.json")
         return self
 
     def down(self) -> None:
+        SECURE_BROKERS.pop(MQTT_URL, None)
         try:
             run_script("down")
         finally:
@@ -176,7 +181,8 @@ class Testbed:
         run_script("broker-stop", *(["kill"] if kill else []))
 
     def broker_start(self) -> None:
-        """Start the bed's Mosquitto again (persistence off: it comes back with nothing retained)."""
+        """Start the bed's Mosquitto again (persistence off: it comes back with nothing retained; the
+        plugin's file keeps the node clients)."""
         run_script("broker-start")
 
     # ---- with the harness ---------------------------------------------------------------------

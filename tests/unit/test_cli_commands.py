@@ -58,6 +58,7 @@ class FakeApi:
 def no_env(monkeypatch):
     monkeypatch.delenv("DOCKYARD_CLUSTER", raising=False)
     monkeypatch.delenv("DOCKYARD_SERVER", raising=False)
+    monkeypatch.setenv("DOCKYARD_CONFIG", "/nonexistent/dockyard-test/config.yaml")  # no user's contexts
 
 
 @pytest.fixture
@@ -507,7 +508,8 @@ def test_orchestrator_calls_daemon_run_with_its_signature(monkeypatch):
     assert r.exit_code == 0, r.output
     assert calls == [{"listen": "0.0.0.0:9000", "store": "/tmp/x.db", "mqtt": "mqtt://127.0.0.1:1883",
                       "node_lost_seconds": 3.0, "mass_loss_fraction": 0.55, "mass_loss_interval": 30.0,
-                      "secrets_key_file": None, "epoch_window": 10_000, "mqtt_credentials": None, "mqtt_ca": None, "insecure_no_auth": False, "anonymous_reads": False, "admin_token_file": None, "log_level": "debug", "log_json": True}]
+                      "secrets_key_file": None, "epoch_window": 10_000, "mqtt_credentials": None, "mqtt_ca": None, "insecure_no_auth": False, "anonymous_reads": False, "admin_token_file": None, "tls_cert": None, "tls_key": None,
+                      "insecure": False, "log_level": "debug", "log_json": True}]
     fake.run = lambda **kw: 3
     assert invoke("orchestrator").exit_code == 3
 
@@ -531,3 +533,31 @@ def test_agent_forwards_all_arguments(monkeypatch):
     assert r.exit_code == 0 and "--node-id" in r.stdout
     r = invoke("agent")
     assert r.exit_code == 2 and "--node-id" in r.stderr
+
+
+# ---- join tokens and contexts ---------------------------------------------------------------
+def test_node_token_create_prints_the_token_the_pin_and_the_agent_line(api):
+    api.on("POST", "/v1/clusters/default/join-tokens",
+           {"token": "dyj_ab_cd", "id": "ab", "cluster": "default", "nodeId": "n1", "expiresAt": NOW + 3600,
+            "fingerprint": "sha256:ff"})
+    r = api.invoke("--server", "https://o:8443", "node", "token", "create", "--node", "n1", "--ttl", "15m")
+    assert r.exit_code == 0, r.output
+    assert api.bodies("POST", "/v1/clusters/default/join-tokens") == [{"ttlSeconds": 900.0, "nodeId": "n1"}]
+    lines = r.stdout.splitlines()
+    assert lines[0] == "dyj_ab_cd" and "works once; only for node n1" in lines[1]
+    assert "--join https://o:8443 --token dyj_ab_cd --join-fingerprint sha256:ff" in lines[-1]
+    assert api.invoke("node", "token", "create", "--ttl", "soon").exit_code == 2
+
+
+def test_the_current_context_gives_server_and_token(api, tmp_path):
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text("current-context: p\ncontexts:\n  p: {server: 'http://ctx:1', token: dy_x_y}\n")
+    api.on("GET", "/v1/clusters/default/nodes", {"nodes": []})
+    r = api.invoke("get", "nodes", env={"DOCKYARD_CONFIG": str(cfg)})
+    assert r.exit_code == 0, r.output
+    assert str(api.requests[-1].url).startswith("http://ctx:1/") and api.requests[-1].headers["authorization"] == "Bearer dy_x_y"
+    r = api.invoke("--token", "dy_a_b", "get", "nodes", env={"DOCKYARD_CONFIG": str(cfg)})
+    assert api.requests[-1].headers["authorization"] == "Bearer dy_a_b"
+    cfg.write_text("contexts: {p: {sever: typo}}\n")
+    r = api.invoke("get", "nodes", env={"DOCKYARD_CONFIG": str(cfg)})
+    assert r.exit_code == 1 and "contexts.p" in r.output

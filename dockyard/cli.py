@@ -87,7 +87,9 @@ for _command in client_commands():
 # ---- daemons (lazy imports) ---------------------------------------------------------------
 @cli.command("orchestrator")
 @click.option("--listen", default="127.0.0.1:8080", show_default=True, metavar="HOST:PORT", help="HTTP API address.")
-@click.option("--store", default=None, metavar="PATH", help="SQLite store file. Default: in the user data directory.")
+@click.option("--store", default=None, metavar="PATH|URL",
+              help="SQLite store file (or sqlite:///PATH), or postgresql://USER@HOST:PORT/DB for several orchestrators "
+                   "(docs/high-availability.md). Default: a SQLite file in the user data directory.")
 @click.option("--mqtt", default="mqtt://127.0.0.1:1883", show_default=True, metavar="URL", help="MQTT broker.")
 @click.option("--mqtt-ca", default=None, metavar="FILE",
               help="CA certificate that an mqtts:// broker's certificate must be signed by (default: the system's).")

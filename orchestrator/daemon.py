@@ -24,7 +24,7 @@ from orchestrator.core.fencing import EPOCH_WINDOW
 from orchestrator.ops import Ops
 from orchestrator.secrets import SecretStore, default_key_path, load_key
 from orchestrator.state import State
-from orchestrator.store import Store, StoreError, default_store_path
+from orchestrator.store import StoreError, default_store_path, files_base, open_store, redact
 from orchestrator.usage import UsageBook
 
 
@@ -42,7 +42,7 @@ def _listen(addr: str) -> tuple[str, int]:
     return host or "127.0.0.1", int(port)
 
 
-async def serve(listen: str, store_path: Path, mqtt: str, node_lost_seconds: float,
+async def serve(listen: str, store_spec: str, mqtt: str, node_lost_seconds: float,
                 mass_loss_fraction: float = 0.55, mass_loss_interval: float = 30.0,
                 secrets_key_file: Path | None = None, epoch_window: int = EPOCH_WINDOW,
                 mqtt_credentials: Credentials | None = None, mqtt_ca: str | None = None,
@@ -58,7 +58,8 @@ async def serve(listen: str, store_path: Path, mqtt: str, node_lost_seconds: flo
         raise OSError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; is another orchestrator running? "
                       "choose another address with --listen") from None
     sock.setblocking(False)
-    store = Store(store_path)
+    store = open_store(store_spec)
+    store_path = files_base(store_spec)
     key_path = secrets_key_file or default_key_path(store_path)
     try:
         secrets = SecretStore(store, load_key(key_path), key_path)
@@ -113,7 +114,7 @@ async def serve(listen: str, store_path: Path, mqtt: str, node_lost_seconds: flo
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    log.info("orchestrator starting", listen=f"{host}:{port}", store=str(store_path), secrets_key=str(key_path),
+    log.info("orchestrator starting", listen=f"{host}:{port}", store=redact(store_spec), secrets_key=str(key_path),
              mqtt=mqtt, epoch=epoch,
              services=len(state.services), tasks=len(state.tasks), nodes=len(state.nodes))
     tasks = [
@@ -151,8 +152,9 @@ def run(listen: str = "127.0.0.1:8080", store: str | None = None, mqtt: str = "m
         parse_url(mqtt)
         creds = load_credentials(mqtt_credentials)
         check_ca(mqtt, mqtt_ca)
-        path = Path(store) if store else default_store_path()
-        asyncio.run(serve(listen, path, mqtt, node_lost_seconds, mass_loss_fraction, mass_loss_interval,
+        spec = store or str(default_store_path())
+        files_base(spec)  # an unsupported --store is refused before anything starts
+        asyncio.run(serve(listen, spec, mqtt, node_lost_seconds, mass_loss_fraction, mass_loss_interval,
                           Path(secrets_key_file) if secrets_key_file else None, epoch_window, creds, mqtt_ca, insecure_no_auth,
                           anonymous_reads, Path(admin_token_file) if admin_token_file else None))
     except (ValueError, StoreError, OSError, KeyFileError) as exc:

@@ -52,6 +52,26 @@ def _integration_needs_infra(request: pytest.FixtureRequest) -> None:
         request.getfixturevalue("infra")
 
 
+@pytest.fixture(scope="session")
+def pg_server():
+    """A real PostgreSQL 15 for this test session (tests/integration/pgserver.py); fails when not installed."""
+    from pgserver import PgServer
+
+    server = PgServer()
+    if server.missing():
+        pytest.fail(server.missing() or "", pytrace=False)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def pg_url(pg_server) -> str:
+    """The URL of a fresh database on the session's PostgreSQL."""
+    return pg_server.database()
+
+
 @pytest.fixture
 def dockyard_env(request: pytest.FixtureRequest, infra: None, tmp_path: Path):
     """A :class:`harness.Harness` for this test; cleaned up afterwards whatever happens.

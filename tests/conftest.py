@@ -13,6 +13,7 @@ tests/unit/ needs none of this.
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from pathlib import Path
 
@@ -52,6 +53,14 @@ def _integration_needs_infra(request: pytest.FixtureRequest) -> None:
         request.getfixturevalue("infra")
 
 
+def store_backend() -> str:
+    """The integration tests' store: DOCKYARD_TEST_STORE=postgresql runs them on a real PostgreSQL (pg_server)."""
+    value = os.environ.get("DOCKYARD_TEST_STORE", "sqlite").lower()
+    if value not in ("sqlite", "postgresql"):
+        raise pytest.UsageError(f"DOCKYARD_TEST_STORE={value!r}: use sqlite or postgresql")
+    return value
+
+
 @pytest.fixture(scope="session")
 def pg_server():
     """A real PostgreSQL 15 for this test session (tests/integration/pgserver.py); fails when not installed."""
@@ -81,6 +90,8 @@ def dockyard_env(request: pytest.FixtureRequest, infra: None, tmp_path: Path):
     from harness import Harness, secure_broker, secure_by_default
 
     h = Harness(workdir=tmp_path / "dockyard")
+    if store_backend() == "postgresql":
+        h.store = request.getfixturevalue("pg_url")
     request.node.stash.setdefault(_HARNESS_KEY, []).append(h)
     with contextlib.ExitStack() as stack:
         if secure_by_default():

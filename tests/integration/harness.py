@@ -342,7 +342,8 @@ class Harness:
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.store = self.workdir / "dockyard.db"
+        # A SQLite file, or a postgresql:// URL (tests/conftest.py: DOCKYARD_TEST_STORE=postgresql).
+        self.store: Path | str = self.workdir / "dockyard.db"
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.api = httpx.Client(base_url=self.base_url, timeout=10.0)
@@ -407,6 +408,8 @@ class Harness:
                     "--mqtt", mqtt or self.mqtt_url] + self._flags({**self._orchestrator_auth(), **extra_flags})
             if not extra_flags.get("insecure_no_auth") and "admin_token_file" not in extra_flags:
                 argv += ["--admin-token-file", str(self.token_file)]
+            if isinstance(self.store, str) and "secrets_key_file" not in extra_flags:
+                argv += ["--secrets-key-file", str(self.workdir / "secrets-key")]  # not in the user's data dir
             self.orchestrator = p = self._spawn("orchestrator", argv)
             self._mqtt_dirty = True
             if not wait:

@@ -141,6 +141,29 @@ def orchestrator_cmd(listen: str, store: str | None, mqtt: str, mqtt_ca: str | N
                         anonymous_reads=anonymous_reads, admin_token_file=admin_token_file, log_level=log_level.lower(), log_json=log_json))
 
 
+@cli.group("store")
+def store_cmd() -> None:
+    """Work on the orchestrator's store (SQLite file or PostgreSQL database)."""
+
+
+@store_cmd.command("migrate")
+@click.option("--from", "source", required=True, metavar="PATH", help="The SQLite store file (no orchestrator may run on it).")
+@click.option("--to", "target", required=True, metavar="URL", help="An empty PostgreSQL database: postgresql://USER@HOST:PORT/DB.")
+def store_migrate(source: str, target: str) -> None:
+    """Copy a SQLite store into an empty PostgreSQL database (then start the orchestrators with --store URL and
+    the same --secrets-key-file: the store's secrets stay encrypted with that key)."""
+    from orchestrator.store import StoreError, redact
+    from orchestrator.store_errors import StoreUnavailable
+    from orchestrator.store_migrate import migrate
+
+    try:
+        counts = migrate(source, target)
+    except (StoreError, StoreUnavailable) as exc:
+        raise CliError(str(exc)) from None
+    click.echo(f"copied {counts['records']} records, {counts['secrets']} secret versions and {counts['meta']} "
+               f"settings (epoch, API tokens) from {source} to {redact(target)}")
+
+
 @cli.group("broker")
 def broker_cmd() -> None:
     """Set up the MQTT broker (Mosquitto with its dynamic-security plugin)."""

@@ -121,14 +121,17 @@ for _command in client_commands():
 @click.option("--admin-token-file", default=None, metavar="PATH",
               help="Where the first start writes the admin token it creates when the store has none "
                    "(mode 0600). Default: the CLI's token file, $XDG_CONFIG_HOME/dockyard/token.")
+@click.option("--lease-seconds", type=click.FloatRange(min=0.5), default=3.0, show_default=True, metavar="SECONDS",
+              help="With a PostgreSQL store: the leader's lease (renewed 6 times per lease); a standby takes over "
+                   "this long after the leader was last heard (docs/high-availability.md).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
               default="info", show_default=True)
 @click.option("--log-json", is_flag=True, help="Log JSON lines instead of text.")
 def orchestrator_cmd(listen: str, store: str | None, mqtt: str, mqtt_ca: str | None, mqtt_credentials: str | None,
                      node_lost_seconds: float, mass_loss_fraction: float,
                      mass_loss_interval: float, secrets_key_file: str | None, epoch_window: int,
-                     insecure_no_auth: bool, anonymous_reads: bool, admin_token_file: str | None, log_level: str,
-                     log_json: bool) -> None:
+                     insecure_no_auth: bool, anonymous_reads: bool, admin_token_file: str | None, lease_seconds: float,
+                     log_level: str, log_json: bool) -> None:
     """Run the control-plane daemon (HTTP API, store, controllers)."""
     try:
         from orchestrator.daemon import run as run_daemon
@@ -138,7 +141,8 @@ def orchestrator_cmd(listen: str, store: str | None, mqtt: str, mqtt_ca: str | N
                         mass_loss_fraction=mass_loss_fraction, mass_loss_interval=mass_loss_interval,
                         secrets_key_file=secrets_key_file, epoch_window=epoch_window,
                         mqtt_credentials=mqtt_credentials, mqtt_ca=mqtt_ca, insecure_no_auth=insecure_no_auth,
-                        anonymous_reads=anonymous_reads, admin_token_file=admin_token_file, log_level=log_level.lower(), log_json=log_json))
+                        anonymous_reads=anonymous_reads, admin_token_file=admin_token_file, lease_seconds=lease_seconds,
+                        log_level=log_level.lower(), log_json=log_json))
 
 
 @cli.group("store")

@@ -28,6 +28,7 @@ from orchestrator.core import auth as auth_core
 from orchestrator.core import compat
 from orchestrator.models import RunTaskSpec
 from orchestrator.ops import Ops, UserError
+from orchestrator.store_errors import StoreUnavailable
 from orchestrator.usage import UsageBook
 
 LIST_PAGE = 500  # tasks per chunk of a streamed task list
@@ -106,6 +107,11 @@ def create_app(ops: Ops, ready=lambda: True, loopback: bool = True, usage: Usage
     @app.exception_handler(BrokerAdminError)
     async def _broker_error(_: Request, exc: BrokerAdminError) -> JSONResponse:
         return JSONResponse({"error": str(exc)}, status_code=exc.status)
+
+    @app.exception_handler(StoreUnavailable)
+    async def _store_unavailable(_: Request, exc: StoreUnavailable) -> JSONResponse:
+        return JSONResponse({"error": str(exc), "hint": "not applied; retry later"}, status_code=503,
+                            headers={"Retry-After": "1"})
 
     @app.exception_handler(Exception)
     async def _internal(_: Request, exc: Exception) -> JSONResponse:

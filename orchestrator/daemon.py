@@ -21,10 +21,14 @@ from orchestrator.bus import Bus
 from orchestrator.client.api import default_token_file
 from orchestrator.controller import Controller
 from orchestrator.core.fencing import EPOCH_WINDOW
+from orchestrator.leader import LEASE_SECONDS, Lease
 from orchestrator.ops import Ops
 from orchestrator.secrets import SecretStore, default_key_path, load_key
+from orchestrator.standby import Switch, standby_app
 from orchestrator.state import State
 from orchestrator.store import StoreError, default_store_path, files_base, open_store, redact
+from orchestrator.store_errors import StoreUnavailable
+from orchestrator.store_pg import Fenced, PgStore
 from orchestrator.usage import UsageBook
 
 
@@ -47,7 +51,7 @@ async def serve(listen: str, store_spec: str, mqtt: str, node_lost_seconds: floa
                 secrets_key_file: Path | None = None, epoch_window: int = EPOCH_WINDOW,
                 mqtt_credentials: Credentials | None = None, mqtt_ca: str | None = None,
                 insecure_no_auth: bool = False, anonymous_reads: bool = False,
-                admin_token_file: Path | None = None) -> None:
+                admin_token_file: Path | None = None, lease_seconds: float = LEASE_SECONDS) -> None:
     log = dlog.get("orchestrator")
     host, port = _listen(listen)
     # Bind before anything else, so an address in use is a clear error and exit 1 (uvicorn would
@@ -66,12 +70,42 @@ async def serve(listen: str, store_spec: str, mqtt: str, node_lost_seconds: floa
     except BaseException:
         store.close()
         raise
-    epoch = store.next_epoch()
+    self_target = f"{socket.gethostname() if host in ('0.0.0.0', '::') else host}:{port}"
+    # uvicorn (>= 0.29) captures SIGINT/SIGTERM only while serve() runs and re-raises them after;
+    # our own handlers below set `stop`, which ends serve() through should_exit.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    switch = Switch(None)
+    config = uvicorn.Config(switch, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
+    server = uvicorn.Server(config)
+    api_task: asyncio.Task | None = None
+    lease: Lease | None = None
+    if isinstance(store, PgStore):
+        # Several orchestrators on one database: a standby (alive, forwarding the API) until it takes the lease.
+        lease = Lease(store, f"http://{self_target}", lease_seconds)
+        switch.app = standby_app(lease)
+        api_task = asyncio.create_task(server.serve(sockets=[sock]), name="api")
+        log.info("orchestrator starting as a standby", listen=f"{host}:{port}", store=redact(store_spec))
+        elected = await lease.campaign(stop)
+        if elected is None:
+            server.should_exit = True
+            await asyncio.gather(api_task, return_exceptions=True)
+            store.close()
+            return
+        epoch = elected
+        log.info("took the lease: leading", epoch=epoch)
+    else:
+        epoch = store.next_epoch()
     state = State(store)
     bus: Bus | None = None
 
     async def publish(doc):
         assert bus is not None
+        if lease is not None and not lease.holds():
+            # Past our lease (paused, or the database unreachable): another may lead with a newer epoch.
+            raise Fenced(f"not publishing: the lease of epoch {epoch} is not held")
         await bus.publish(doc)
 
     # Cyclic GC: the state is many long-lived objects and every status report allocates more;
@@ -103,48 +137,54 @@ async def serve(listen: str, store_spec: str, mqtt: str, node_lost_seconds: floa
     if not _loopback(host):
         log.warning("the API listens beyond loopback without TLS: tokens cross the network in clear text; put it "
                     "behind a TLS proxy (docs/security.md)", listen=f"{host}:{port}")
-    app = create_app(ops, ready=lambda: bus.connected.is_set(), loopback=_loopback(host), usage=usage,
-                     self_target=f"{socket.gethostname() if host in ('0.0.0.0', '::') else host}:{port}",
-                     broker_admin=admin, tokens=tokens, on_node_deleted=bus.forget_node)
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
-    server = uvicorn.Server(config)
-    # uvicorn (>= 0.29) captures SIGINT/SIGTERM only while serve() runs and re-raises them after;
-    # our own handlers below set `stop`, which ends serve() through should_exit.
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    switch.app = create_app(ops, ready=lambda: bus.connected.is_set(), loopback=_loopback(host), usage=usage,
+                            self_target=self_target, broker_admin=admin, tokens=tokens, on_node_deleted=bus.forget_node)
+    if api_task is None:
+        api_task = asyncio.create_task(server.serve(sockets=[sock]), name="api")
     log.info("orchestrator starting", listen=f"{host}:{port}", store=redact(store_spec), secrets_key=str(key_path),
              mqtt=mqtt, epoch=epoch,
              services=len(state.services), tasks=len(state.tasks), nodes=len(state.nodes))
     tasks = [
         asyncio.create_task(bus.run(stop), name="bus"),
         asyncio.create_task(ctl.run(stop), name="controller"),
-        asyncio.create_task(server.serve(sockets=[sock]), name="api"),
+        api_task,
     ]
     stopper = asyncio.create_task(stop.wait())
-    await asyncio.wait([stopper, tasks[2]], return_when=asyncio.FIRST_COMPLETED)
-    failed = not stop.is_set()  # the API server ended by itself
+    waits = [stopper, tasks[2]] + ([asyncio.create_task(lease.lost.wait())] if lease is not None else [])
+    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    lost = lease is not None and lease.lost.is_set()
+    failed = not stop.is_set() and not lost  # the API server ended by itself
     if failed:
         log.error("the HTTP API stopped unexpectedly", listen=f"{host}:{port}")
-        stop.set()
+    stop.set()
     log.info("orchestrator stopping")
     server.should_exit = True
     await asyncio.wait(tasks[2:], timeout=3)
     for t in tasks:
         t.cancel()
     await asyncio.gather(*tasks, stopper, return_exceptions=True)
-    state.flush()
+    for w in waits:
+        w.cancel()
+    try:
+        state.flush()
+    except StoreUnavailable as exc:  # fenced (another leads) or the database is gone: it has what was acknowledged
+        log.warning("the last changes were not written", error=str(exc))
+    if lease is not None:
+        lease.close()
     store.close()
     if failed:
         raise OSError(f"the HTTP API on {host}:{port} stopped")
+    if lost:
+        raise StoreError("lost the leadership to another orchestrator (a newer epoch); exiting so that a restart "
+                         "rejoins as a standby")
 
 
 def run(listen: str = "127.0.0.1:8080", store: str | None = None, mqtt: str = "mqtt://127.0.0.1:1883",
         node_lost_seconds: float = 3.0, log_level: str = "info", log_json: bool = False,
         mass_loss_fraction: float = 0.55, mass_loss_interval: float = 30.0, secrets_key_file: str | None = None,
         epoch_window: int = EPOCH_WINDOW, mqtt_credentials: str | None = None, mqtt_ca: str | None = None,
-        insecure_no_auth: bool = False, anonymous_reads: bool = False, admin_token_file: str | None = None) -> int:
+        insecure_no_auth: bool = False, anonymous_reads: bool = False, admin_token_file: str | None = None,
+        lease_seconds: float = LEASE_SECONDS) -> int:
     dlog.configure(log_level, log_json)
     log = dlog.get("orchestrator")
     try:
@@ -156,8 +196,8 @@ def run(listen: str = "127.0.0.1:8080", store: str | None = None, mqtt: str = "m
         files_base(spec)  # an unsupported --store is refused before anything starts
         asyncio.run(serve(listen, spec, mqtt, node_lost_seconds, mass_loss_fraction, mass_loss_interval,
                           Path(secrets_key_file) if secrets_key_file else None, epoch_window, creds, mqtt_ca, insecure_no_auth,
-                          anonymous_reads, Path(admin_token_file) if admin_token_file else None))
-    except (ValueError, StoreError, OSError, KeyFileError) as exc:
+                          anonymous_reads, Path(admin_token_file) if admin_token_file else None, lease_seconds))
+    except (ValueError, StoreError, StoreUnavailable, OSError, KeyFileError) as exc:
         log.error(str(exc))
         return 1
     return 0

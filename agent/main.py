@@ -44,6 +44,7 @@ from dockyard.wire import DesiredDocHead
 EVENT_SETTLE_SECONDS = (0.5, 1.5, 4.0)
 DEFAULT_STATE_ROOT = "/var/lib/dockyard/agent"  # the state directory is <root>/<node id> unless given
 RESTARTS_FILE = "restarts.json"  # in the state directory: restartPolicy counts by docker id
+HIGH_WATER_FILE = "desired-version.json"  # in the state directory: the (epoch, generation) last applied
 METADATA_PORT = 51679  # ECS's task metadata endpoint port (the ECS agent's)
 
 
@@ -124,6 +125,7 @@ class Agent:
         self.metadata: Any = None  # the MetadataServer while it serves
         self.observer: Any = None  # agent.observe.Observer: usage samples and /metrics (Docker runtime)
         self._sampling: asyncio.Task[None] | None = None
+        self.high_water = self._load_high_water()
 
     # ---- desired documents --------------------------------------------------------------------
     async def _on_connect(self) -> None:
@@ -134,7 +136,7 @@ class Agent:
         applied = st.doc.version() if st.doc is not None else None
         try:
             head = DesiredDocHead.model_validate_json(payload)
-            why = diff.rejects(head, self.node_id, self.cfg.cluster, applied)
+            why = diff.rejects(head, self.node_id, self.cfg.cluster, applied, self.high_water)
             if why is None:
                 doc = parse_desired(payload, head, st.doc)
         except ValidationError as e:
@@ -147,6 +149,7 @@ class Agent:
             self.log.debug("ignoring stale desired document", version=head.version(), applied=applied)
             return
         previous, st.doc = st.doc, doc
+        self._save_high_water(doc.version())
         if self.lb is not None:
             self.lb.set_desired(doc.loadBalancer)
         # The acknowledgement first, with the reports of only the tasks this document changed
@@ -280,6 +283,34 @@ class Agent:
             loops.append(self.lb.run())
         for coro in loops:
             self._tasks.append(asyncio.create_task(coro))
+
+    # ---- the high-water desired version, kept across agent restarts ---------------------------------
+    def _load_high_water(self) -> tuple[int, int] | None:
+        """The (epoch, generation) the agent that ran before applied last (Docker runtime; hollow ones keep none)."""
+        if self.rt.name != "docker":
+            return None
+        path = self.cfg.state_path(self.node_id) / HIGH_WATER_FILE
+        try:
+            epoch, generation = json.loads(path.read_text())
+            return int(epoch), int(generation)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, TypeError) as e:
+            self.log.warning("desired high-water not loaded", file=str(path), error=str(e))
+            return None
+
+    def _save_high_water(self, version: tuple[int, int]) -> None:
+        if self.rt.name != "docker" or (self.high_water is not None and version <= self.high_water):
+            return
+        self.high_water = version
+        path = self.cfg.state_path(self.node_id) / HIGH_WATER_FILE
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(list(version)))
+            os.replace(tmp, path)
+        except OSError as e:
+            self.log.warning("desired high-water not saved", file=str(path), error=str(e))
 
     # ---- restart counts (restartPolicy), kept across agent restarts ----------------------------------
     def _restarts_file(self) -> Path:

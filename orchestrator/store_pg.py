@@ -162,18 +162,18 @@ class PgStore:
 
     def renew(self, lease_seconds: float) -> bool:
         """Extend our lease from the database's now(); False once another has taken it (we are fenced)."""
-        assert self.epoch is not None and self.holder is not None
+        assert self.holder is not None
+        # By holder (unique per process), not epoch: the leader may have raised its epoch (raise_epoch) since.
         rows = self._run(lambda cur: cur.execute(
-            "UPDATE leader SET expires = now() + make_interval(secs => %s) WHERE id = 1 AND holder = %s AND epoch = %s "
-            "RETURNING 1", (lease_seconds, self.holder, self.epoch)).fetchall(), fenced=False)
+            "UPDATE leader SET expires = now() + make_interval(secs => %s) WHERE id = 1 AND holder = %s "
+            "RETURNING 1", (lease_seconds, self.holder)).fetchall(), fenced=False)
         return bool(rows)
 
     def release(self) -> None:
         """Give the lease up now (a clean stop): a standby takes over without waiting for it to expire."""
         if self.epoch is not None:
             self._run(lambda cur: cur.execute("UPDATE leader SET expires = now() - interval '1 second' "
-                                              "WHERE id = 1 AND holder = %s AND epoch = %s", (self.holder, self.epoch)),
-                      fenced=False)
+                                              "WHERE id = 1 AND holder = %s", (self.holder,)), fenced=False)
 
     def lease(self) -> tuple[str, int, float] | None:
         """(holder, epoch, seconds left) of the lease as the database sees it now."""

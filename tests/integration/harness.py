@@ -421,6 +421,9 @@ class Harness:
                 return self.api.get("/healthz", timeout=1.0).status_code == 200
             try:
                 self._wait_alive(healthy, timeout, "orchestrator /healthz")
+                if isinstance(self.store, str) and not extra_flags.get("insecure_no_auth"):
+                    # On PostgreSQL a standby is alive at once; the first leader writes the admin token just after.
+                    wait_for(self.token_file.exists, timeout=timeout, message="the admin token file")
                 self._use_token(None if extra_flags.get("insecure_no_auth") else self.token_file)
                 return p
             except _Exited:

@@ -42,6 +42,7 @@ def test_one_leads_the_other_takes_over_after_expiry_and_the_old_one_is_fenced(p
         assert b.task(task.taskId) == task
         assert b.raise_epoch(second + 2) == second + 2 and b.lease()[1] == second + 2  # the leader's re-assert
         b.write([("task", task)])  # still leads at the raised epoch
+        assert b.renew(5)  # and renews its lease at it
     finally:
         a.close()
         b.close()

@@ -27,7 +27,10 @@ def _as_postgres(argv: list[str]) -> list[str]:
 
 
 class PgServer:
-    def __init__(self) -> None:
+    def __init__(self, durable: bool = False) -> None:
+        """``durable``: fsync on, as in production, with synchronous_commit off (what the SQLite store's
+        WAL + synchronous=NORMAL also gives: a commit does not wait for the disk); else fsync off (tests)."""
+        self.durable = durable
         self.dir = Path(tempfile.mkdtemp(prefix="dockyard-pg-"))
         self.data = self.dir / "data"
         self.port = free_port()
@@ -45,8 +48,8 @@ class PgServer:
                                      "--locale=C", "-E", "UTF8", "--no-sync"]),
                        check=True, capture_output=True, timeout=120)
         self.pg_ctl("start", "-w", "-t", "60", "-l", str(self.dir / "log"),
-                    "-o", f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off "
-                          "-c max_connections=200")
+                    "-o", f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c max_connections=200 "
+                          + ("-c synchronous_commit=off" if self.durable else "-c fsync=off"))
         return self
 
     def pg_ctl(self, *args: str, timeout: float = 90) -> None:

@@ -176,16 +176,23 @@ def test_write_is_atomic(sqlite_db):
     store.close()
 
 
-def test_write_is_atomic_on_postgresql(pg_url):
+@pytest.mark.parametrize("tasks", [1, 300])  # 300: the COPY path (store_pg.COPY_FROM)
+def test_write_is_atomic_on_postgresql(pg_url, tasks):
     import psycopg
 
     store = opened(pg_url)
     cluster, _td, _svc, task, node = records()
+    many = [task.model_copy(update={"taskId": f"{i:032x}", "createdAt": float(i)}) for i in range(tasks)]
     store.write([("cluster", cluster)])
+    store.write([("task", t) for t in many])
+    assert rows(pg_url, "task") == tasks and store.load_live_tasks() == many
+    many[0].lastStatus = "STOPPED"
+    store.write([("task", t) for t in many])  # upserts in place
+    assert [t.taskId for t in store.stopped_tasks("prod")] == [many[0].taskId] and rows(pg_url, "task") == tasks
     store.db.execute("ALTER TABLE records ADD CONSTRAINT no_nodes CHECK (kind != 'node')")
     with pytest.raises(psycopg.errors.CheckViolation):
-        store.write([("task", task), ("node", node)], [("cluster", "prod")])
-    assert rows(pg_url) == 1 and rows(pg_url, "cluster") == 1 and rows(pg_url, "task") == 0
+        store.write([*(("task", t) for t in many), ("node", node)], [("cluster", "prod")])
+    assert rows(pg_url) == 1 + tasks and rows(pg_url, "cluster") == 1 and rows(pg_url, "node") == 0
     store.close()
 
 

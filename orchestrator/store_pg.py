@@ -112,7 +112,7 @@ class PgStore:
                 if fenced and self.epoch is not None:
                     self._fence(cur)
                 return fn(cur)
-        except psycopg.OperationalError as exc:
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             raise StoreUnavailable(f"the store {self.path} is unavailable: {_first_line(exc)}") from None
 
     def _fence(self, cur: psycopg.Cursor) -> None:
@@ -124,7 +124,7 @@ class PgStore:
     def _read(self, sql: str, args: tuple | list = ()) -> list[tuple]:
         try:
             return self._connect().execute(sql, args).fetchall()
-        except psycopg.OperationalError as exc:
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             raise StoreUnavailable(f"the store {self.path} is unavailable: {_first_line(exc)}") from None
 
     def _migrate(self) -> None:

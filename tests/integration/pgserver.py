@@ -47,17 +47,22 @@ class PgServer:
         subprocess.run(_as_postgres([str(BIN / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust",
                                      "--locale=C", "-E", "UTF8", "--no-sync"]),
                        check=True, capture_output=True, timeout=120)
+        self.resume()
+        return self
+
+    def resume(self) -> None:
+        """Start the server (again, after :meth:`halt`) on its port and data."""
         self.pg_ctl("start", "-w", "-t", "60", "-l", str(self.dir / "log"),
                     "-o", f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c max_connections=200 "
                           + ("-c synchronous_commit=off" if self.durable else "-c fsync=off"))
-        return self
+
+    def halt(self) -> None:
+        """Stop the server (fast: its sessions are ended), keeping its data for :meth:`resume`."""
+        self.pg_ctl("stop", "-m", "fast", "-w", "-t", "60")
 
     def pg_ctl(self, *args: str, timeout: float = 90) -> None:
         subprocess.run(_as_postgres([str(BIN / "pg_ctl"), "-D", str(self.data), *args]),
                        check=True, capture_output=True, timeout=timeout)
-
-    def restart(self) -> None:
-        self.pg_ctl("restart", "-m", "fast", "-w", "-t", "60", "-l", str(self.dir / "log"))
 
     def stop(self) -> None:
         if self.data.exists():

@@ -182,3 +182,34 @@ def test_a_leader_paused_past_its_lease_writes_and_publishes_nothing_agents_acce
         assert (peer.node(node) or {}).get("observedEpoch") == new_epoch
         assert len(peer.running_tasks()) == 2 and len(env.containers(all=False)) == 2
         assert peer.service("web")["desiredCount"] == 2
+
+
+def test_postgresql_restarted_under_the_leader_writes_get_503_then_it_goes_on(dockyard_env):
+    from pgserver import PgServer
+
+    env = dockyard_env
+    pg = PgServer().start()
+    try:
+        env.store = pg.database()
+        with private_broker(env.workdir) as url:
+            env.mqtt_url = url
+            leader = start(env, env)
+            env.start_agent()
+            env.cli("apply", "-f", env.write_manifest(manifest("v1", desired=1)))
+            env.wait_for(env.completed("web", "web:1"), timeout=90, message="web:1 COMPLETED")
+            epoch = env.get("/healthz")["epoch"]
+            scale = f"/v1/clusters/{env.cluster}/services/web/scale"
+            pg.halt()
+            r = env.api.post(scale, json={"desiredCount": 3})
+            assert r.status_code == 503 and "retry" in r.json()["hint"], r.text
+            assert env.api.get(f"/v1/clusters/{env.cluster}/services/web").status_code == 200  # reads from memory
+            pg.resume()
+            acked = env.wait_for(lambda: env.api.post(scale, json={"desiredCount": 2}).status_code == 200, timeout=30,
+                                 interval=0.5, message="a write accepted once PostgreSQL is back")
+            assert acked and leader.popen.poll() is None and env.get("/healthz")["epoch"] == epoch  # the same leader
+            env.wait_for(lambda: len(env.running_tasks()) == 2, timeout=60, message="scaled to 2")
+            env.restart_orchestrator(secrets_key_file=env.workdir / "secrets-key", lease_seconds=LEASE)
+            assert env.service("web")["desiredCount"] == 2  # the acknowledged write is in the database
+            env.cleanup()
+    finally:
+        pg.stop()

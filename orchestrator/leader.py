@@ -59,21 +59,27 @@ class Lease:
                 self.valid_until = t0 + self.lease_seconds
                 self._start_renewals(asyncio.get_running_loop(), epoch)
                 return epoch
-            current = await asyncio.to_thread(self._current)
+            lease = await asyncio.to_thread(self._lease)
+            current = lease[0] if lease else None
             if current != shown:
                 shown = current
                 self.log.info("standby: another orchestrator leads", leader=holder_url(current or ""))
+            # Try again at the lease's expiry (by the database's clock) if it comes before the next poll.
+            wait = self.renew_every if lease is None else min(self.renew_every, max(0.02, lease[2] + 0.02))
             try:
-                await asyncio.wait_for(stop.wait(), timeout=self.renew_every)
+                await asyncio.wait_for(stop.wait(), timeout=wait)
             except TimeoutError:
                 pass
         return None
 
-    def _current(self) -> str | None:
+    def _lease(self) -> tuple[str, int, float] | None:
         try:
-            lease = self.store.lease()
+            return self.store.lease()
         except StoreUnavailable:
             return None
+
+    def _current(self) -> str | None:
+        lease = self._lease()
         return lease[0] if lease else None
 
     def holds(self) -> bool:

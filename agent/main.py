@@ -36,7 +36,7 @@ from agent.session import Session, parse_desired
 from agent.state import NodeState
 from dockyard import log, sealing
 from dockyard.keyfile import KeyFileError, load_or_create
-from dockyard.mqtt import Backoff, check_ca, load_credentials, parse_url
+from dockyard.mqtt import Backoff, broker_urls, check_ca, load_credentials
 from dockyard.wire import DesiredDocHead
 
 # Passes after a container event, at these delays (see Agent._on_event): a loaded dockerd can
@@ -425,9 +425,9 @@ def make_agents(cfg: AgentConfig) -> list[Agent]:
 async def run_async(cfg: AgentConfig, stop: asyncio.Event | None = None) -> int:
     lg = log.get("agent", node=cfg.node_id, cluster=cfg.cluster)
     try:
-        parse_url(cfg.mqtt_url)
         load_credentials(cfg.mqtt_credentials)
-        check_ca(cfg.mqtt_url, cfg.mqtt_ca)
+        for url in broker_urls(cfg.mqtt_url):
+            check_ca(url, cfg.mqtt_ca)
         agents = make_agents(cfg)
     except (ValueError, OSError) as e:
         lg.error("invalid configuration", error=str(e))
@@ -481,7 +481,8 @@ def _parse_attributes(ctx: click.Context, param: click.Parameter, values: tuple[
 @click.option("--node-id", required=True, help="This node's id (unique in the cluster).")
 @click.option("--cluster", default="default", show_default=True, help="Cluster to join.")
 @click.option("--mqtt", "mqtt_url", default=lambda: os.environ.get("DOCKYARD_MQTT", "mqtt://127.0.0.1:1883"),
-              show_default="env DOCKYARD_MQTT or mqtt://127.0.0.1:1883", help="MQTT broker URL.")
+              show_default="env DOCKYARD_MQTT or mqtt://127.0.0.1:1883",
+              help="MQTT broker URL; several, comma-separated, for a broker pair (the next one when one is gone).")
 @click.option("--mqtt-ca", default=lambda: os.environ.get("DOCKYARD_MQTT_CA"), metavar="FILE",
               show_default="env DOCKYARD_MQTT_CA",
               help="CA certificate that an mqtts:// broker's certificate must be signed by (default: the system's).")

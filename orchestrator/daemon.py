@@ -13,11 +13,12 @@ import uvicorn
 from dockyard import log as dlog
 from dockyard.dynsec import Credentials
 from dockyard.keyfile import KeyFileError
-from dockyard.mqtt import check_ca, load_credentials, parse_url
+from dockyard.mqtt import broker_urls, check_ca, load_credentials
 from orchestrator.api import create_app
 from orchestrator.auth import Tokens
-from orchestrator.broker_admin import BrokerAdmin
+from orchestrator.broker_admin import BrokerAdmin, BrokerAdmins
 from orchestrator.bus import Bus
+from orchestrator.buses import Buses
 from orchestrator.client.api import default_token_file
 from orchestrator.controller import Controller
 from orchestrator.core.fencing import EPOCH_WINDOW
@@ -99,7 +100,7 @@ async def serve(listen: str, store_spec: str, mqtt: str, node_lost_seconds: floa
     else:
         epoch = store.next_epoch()
     state = State(store)
-    bus: Bus | None = None
+    bus: Bus | Buses | None = None
 
     async def publish(doc):
         assert bus is not None
@@ -118,9 +119,14 @@ async def serve(listen: str, store_spec: str, mqtt: str, node_lost_seconds: floa
                      mass_loss_fraction=mass_loss_fraction, mass_loss_interval=mass_loss_interval, secrets=secrets,
                      epoch_window=epoch_window)
     usage = UsageBook()
-    bus = Bus(mqtt, ctl, usage=usage, credentials=mqtt_credentials, ca_file=mqtt_ca)
+    urls = broker_urls(mqtt)
+    bus = Bus(mqtt, ctl, usage=usage, credentials=mqtt_credentials, ca_file=mqtt_ca) if len(urls) == 1 \
+        else Buses(urls, ctl, usage=usage, credentials=mqtt_credentials, ca_file=mqtt_ca)
     ops = Ops(state, ctl)
-    admin = BrokerAdmin(mqtt, mqtt_credentials, mqtt_ca) if mqtt_credentials is not None else None
+    admin: BrokerAdmin | BrokerAdmins | None = None
+    if mqtt_credentials is not None:
+        admins = [BrokerAdmin(u, mqtt_credentials, mqtt_ca) for u in urls]
+        admin = admins[0] if len(admins) == 1 else BrokerAdmins(admins, log)
     tokens = None
     if insecure_no_auth:
         log.warning("!!! --insecure-no-auth: ANYONE WHO REACHES THE API MAY APPLY, SCALE, STOP AND DELETE !!!",
@@ -137,6 +143,7 @@ async def serve(listen: str, store_spec: str, mqtt: str, node_lost_seconds: floa
     if not _loopback(host):
         log.warning("the API listens beyond loopback without TLS: tokens cross the network in clear text; put it "
                     "behind a TLS proxy (docs/security.md)", listen=f"{host}:{port}")
+    assert bus is not None
     switch.app = create_app(ops, ready=lambda: bus.connected.is_set(), loopback=_loopback(host), usage=usage,
                             self_target=self_target, broker_admin=admin, tokens=tokens, on_node_deleted=bus.forget_node)
     if api_task is None:
@@ -189,9 +196,10 @@ def run(listen: str = "127.0.0.1:8080", store: str | None = None, mqtt: str = "m
     log = dlog.get("orchestrator")
     try:
         _listen(listen)
-        parse_url(mqtt)
+        urls = broker_urls(mqtt)
         creds = load_credentials(mqtt_credentials)
-        check_ca(mqtt, mqtt_ca)
+        for url in urls:
+            check_ca(url, mqtt_ca)
         spec = store or str(default_store_path())
         files_base(spec)  # an unsupported --store is refused before anything starts
         asyncio.run(serve(listen, spec, mqtt, node_lost_seconds, mass_loss_fraction, mass_loss_interval,

@@ -86,7 +86,7 @@ def run(bench: Bench) -> None:
     a = bench.env
     a.store = pg.start().database()
     key = a.workdir / "secrets-key"
-    flags = {"secrets_key_file": key, "lease_seconds": args.lease_seconds, "log_level": "warning"}
+    flags = {"standby_ok": True, "secrets_key_file": key, "lease_seconds": args.lease_seconds, "log_level": "warning"}
     a.start_orchestrator(**flags)
     a.start_agent(node_id=f"{a.cluster}-h", wait=False, runtime="hollow", hollow_count=args.nodes, log_level="warning")
     a.wait_for(lambda: sum(1 for n in a.nodes() if n.get("connected")) >= args.nodes, timeout=120,

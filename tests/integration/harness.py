@@ -394,9 +394,10 @@ class Harness:
         return out
 
     def start_orchestrator(self, wait: bool = True, timeout: float = 30.0, mqtt: str | None = None,
-                           **extra_flags: Any) -> Proc:
+                           standby_ok: bool = False, **extra_flags: Any) -> Proc:
         """Start ``dockyard orchestrator`` on this test's port and store; wait for /healthz.
 
+        ``standby_ok``: on a PostgreSQL store, do not wait until it leads (a second orchestrator).
         ``extra_flags`` become CLI flags: ``heartbeat_timeout=5`` -> ``--heartbeat-timeout 5``,
         ``foo=True`` -> ``--foo``, lists repeat the flag. ``mqtt``: another broker URL for the
         orchestrator only (e.g. through a fault injector); cleanup still uses ``mqtt_url``.
@@ -424,6 +425,10 @@ class Harness:
                 if isinstance(self.store, str) and not extra_flags.get("insecure_no_auth"):
                     # On PostgreSQL a standby is alive at once; the first leader writes the admin token just after.
                     wait_for(self.token_file.exists, timeout=timeout, message="the admin token file")
+                if isinstance(self.store, str) and not standby_ok:
+                    # Restarted after a crash it is a standby until the old lease expires: wait until it leads.
+                    wait_for(lambda: self.api.get("/readyz", timeout=1.0).status_code == 200, timeout=timeout,
+                             message="the orchestrator leads (/readyz)")
                 self._use_token(None if extra_flags.get("insecure_no_auth") else self.token_file)
                 return p
             except _Exited:

@@ -64,7 +64,7 @@ def peer_of(env: Harness):
 
 
 def start(h: Harness, env: Harness):
-    return h.start_orchestrator(secrets_key_file=env.workdir / "secrets-key", lease_seconds=LEASE)
+    return h.start_orchestrator(secrets_key_file=env.workdir / "secrets-key", lease_seconds=LEASE, standby_ok=True)
 
 
 def ready(h: Harness) -> bool:

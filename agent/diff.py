@@ -433,13 +433,18 @@ def task_report(
 OTHER_NODE, STALE = "other-node", "stale"
 
 
-def rejects(head: DesiredDocHead, node_id: str, cluster: str, applied: tuple[int, int] | None) -> str | None:
+def rejects(head: DesiredDocHead, node_id: str, cluster: str, applied: tuple[int, int] | None,
+            floor: tuple[int, int] | None = None) -> str | None:
     """Why a desired document is not applied (``OTHER_NODE``, ``STALE``), or None: a document
     applies only to its own node and only if its (epoch, generation) is newer than the one
-    last applied, so duplicates, replays and a stale orchestrator are harmless."""
+    last applied, so duplicates, replays and a stale orchestrator are harmless. ``floor``: the
+    version an earlier run of the agent applied last (its high-water on disk): an older one is
+    stale too (a retained document a fenced ex-leader left), the same one applies again."""
     if head.nodeId != node_id or head.cluster != cluster:
         return OTHER_NODE
     if applied is not None and head.version() <= applied:
+        return STALE
+    if floor is not None and head.version() < floor:
         return STALE
     return None
 

@@ -39,7 +39,7 @@ from agent.session import Session, parse_desired
 from agent.state import NodeState
 from dockyard import log, logflags, sealing
 from dockyard.keyfile import KeyFileError, load_or_create
-from dockyard.mqtt import Backoff, check_ca, load_credentials, parse_url
+from dockyard.mqtt import Backoff, broker_urls, check_ca, load_credentials
 from dockyard.wire import DesiredDocHead
 
 # Passes after a container event, at these delays (see Agent._on_event): a loaded dockerd can
@@ -47,6 +47,7 @@ from dockyard.wire import DesiredDocHead
 EVENT_SETTLE_SECONDS = (0.5, 1.5, 4.0)
 DEFAULT_STATE_ROOT = "/var/lib/dockyard/agent"  # the state directory is <root>/<node id> unless given
 RESTARTS_FILE = "restarts.json"  # in the state directory: restartPolicy counts by docker id
+HIGH_WATER_FILE = "desired-version.json"  # in the state directory: the (epoch, generation) last applied
 METADATA_PORT = 51679  # ECS's task metadata endpoint port (the ECS agent's)
 DEFAULT_TASK_CLEANUP_WAIT = 3600.0  # 1 h (the ECS agent waits 3 h)
 
@@ -147,6 +148,7 @@ class Agent:
         self.observer: Any = None  # agent.observe.Observer: usage samples and /metrics (Docker runtime)
         self._sampling: asyncio.Task[None] | None = None
         self.requests: Any = None  # agent.requests.RequestServer: logs and exec (Docker runtime)
+        self.high_water = self._load_high_water()
 
     # ---- desired documents --------------------------------------------------------------------
     async def _on_connect(self) -> None:
@@ -157,7 +159,7 @@ class Agent:
         applied = st.doc.version() if st.doc is not None else None
         try:
             head = DesiredDocHead.model_validate_json(payload)
-            why = diff.rejects(head, self.node_id, self.cfg.cluster, applied)
+            why = diff.rejects(head, self.node_id, self.cfg.cluster, applied, self.high_water)
             if why is None:
                 doc = parse_desired(payload, head, st.doc)
         except ValidationError as e:
@@ -170,6 +172,7 @@ class Agent:
             self.log.debug("ignoring stale desired document", version=head.version(), applied=applied)
             return
         previous, st.doc = st.doc, doc
+        self._save_high_water(doc.version())
         if self.lb is not None:
             self.lb.set_desired(doc.loadBalancer)
         # The acknowledgement first, with the reports of only the tasks this document changed
@@ -317,6 +320,34 @@ class Agent:
         for coro in loops:
             self._tasks.append(asyncio.create_task(coro))
 
+    # ---- the high-water desired version, kept across agent restarts ---------------------------------
+    def _load_high_water(self) -> tuple[int, int] | None:
+        """The (epoch, generation) the agent that ran before applied last (Docker runtime; hollow ones keep none)."""
+        if self.rt.name != "docker":
+            return None
+        path = self.cfg.state_path(self.node_id) / HIGH_WATER_FILE
+        try:
+            epoch, generation = json.loads(path.read_text())
+            return int(epoch), int(generation)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, TypeError) as e:
+            self.log.warning("desired high-water not loaded", file=str(path), error=str(e))
+            return None
+
+    def _save_high_water(self, version: tuple[int, int]) -> None:
+        if self.rt.name != "docker" or (self.high_water is not None and version <= self.high_water):
+            return
+        self.high_water = version
+        path = self.cfg.state_path(self.node_id) / HIGH_WATER_FILE
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(list(version)))
+            os.replace(tmp, path)
+        except OSError as e:
+            self.log.warning("desired high-water not saved", file=str(path), error=str(e))
+
     # ---- restart counts (restartPolicy), kept across agent restarts ----------------------------------
     def _restarts_file(self) -> Path:
         return self.cfg.state_path(self.node_id) / RESTARTS_FILE
@@ -443,9 +474,9 @@ async def run_async(cfg: AgentConfig, stop: asyncio.Event | None = None) -> int:
         lg.info("broker credential from the join", credentials=str(path))
         cfg.mqtt_credentials = str(path)
     try:
-        parse_url(cfg.mqtt_url)
         load_credentials(cfg.mqtt_credentials)
-        check_ca(cfg.mqtt_url, cfg.mqtt_ca)
+        for url in broker_urls(cfg.mqtt_url):
+            check_ca(url, cfg.mqtt_ca)
         agents = make_agents(cfg)
     except (ValueError, OSError) as e:
         lg.error("invalid configuration", error=str(e))
@@ -510,7 +541,8 @@ def _parse_attributes(ctx: click.Context, param: click.Parameter, values: tuple[
 @click.option("--node-id", required=True, help="This node's id (unique in the cluster).")
 @click.option("--cluster", default="default", show_default=True, help="Cluster to join.")
 @click.option("--mqtt", "mqtt_url", default=lambda: os.environ.get("DOCKYARD_MQTT", "mqtt://127.0.0.1:1883"),
-              show_default="env DOCKYARD_MQTT or mqtt://127.0.0.1:1883", help="MQTT broker URL.")
+              show_default="env DOCKYARD_MQTT or mqtt://127.0.0.1:1883",
+              help="MQTT broker URL; several, comma-separated, for a broker pair (the next one when one is gone).")
 @click.option("--mqtt-ca", default=lambda: os.environ.get("DOCKYARD_MQTT_CA"), metavar="FILE",
               show_default="env DOCKYARD_MQTT_CA",
               help="CA certificate that an mqtts:// broker's certificate must be signed by (default: the system's).")

@@ -20,7 +20,7 @@ from pydantic_core import from_json
 from agent.runtime import EngineInfo
 from dockyard import __version__
 from dockyard.dynsec import Credentials
-from dockyard.mqtt import Backoff, Client, make_client
+from dockyard.mqtt import Backoff, Client, broker_urls, make_client
 from dockyard.wire import (
     CGROUP_ATTRIBUTE,
     PROTOCOL_VERSION,
@@ -126,10 +126,11 @@ class Session:
     async def run(self) -> None:
         backoff = Backoff()
         ident = f"dockyard-agent-{self.cluster}-{self.node_id}"[:128]
+        urls, at = broker_urls(self.mqtt_url), 0  # several brokers: the next one when the current one is gone
         while True:
             try:
                 will = aiomqtt.Will(self.t_presence, self.presence("offline"), qos=1, retain=True)
-                async with make_client(self.mqtt_url, ident, will=will, keepalive=self.keepalive(),
+                async with make_client(urls[at], ident, will=will, keepalive=self.keepalive(),
                                        misc_interval=None, credentials=self.credentials,
                                        ca_file=self.mqtt_ca) as client:  # housekeeping: the status tick
                     self.client = client
@@ -142,7 +143,7 @@ class Session:
                     if self.on_request is not None:
                         await client.subscribe(self.t_requests, qos=1)
                     self.connected.set()
-                    self.log.info("connected", broker=self.mqtt_url, bootId=self.boot_id, agentVersion=__version__,
+                    self.log.info("connected", broker=urls[at], bootId=self.boot_id, agentVersion=__version__,
                                   protocolVersion=self.protocol_version)
                     await self.on_connect()
                     async for msg in client.messages:
@@ -157,8 +158,9 @@ class Session:
             except aiomqtt.MqttError as e:
                 self.client = None
                 self.connected.clear()
-                delay = backoff.next()
-                self.log.warning("mqtt disconnected; reconnecting", error=str(e), retry_in=round(delay, 2))
+                at = (at + 1) % len(urls)
+                delay = backoff.next() if at == 0 else 0.0  # the next broker at once; back off after a full round
+                self.log.warning("mqtt disconnected; reconnecting", error=str(e), broker=urls[at], retry_in=round(delay, 2))
                 await asyncio.sleep(delay)
             finally:
                 self.client = None

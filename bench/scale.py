@@ -3,7 +3,7 @@
 then 10k running with 100k stopped tasks retained.
 
     .venv/bin/python bench/scale.py [--nodes 1000] [--procs 4] [--sizes 1000,2000,5000,10000]
-                                    [--history 100000] [--py-spy PREFIX]
+                                    [--history 100000] [--store sqlite|postgres] [--py-spy PREFIX]
 
 Hollow agents (`dockyard agent --runtime hollow --hollow-count N`: the real agent code, MQTT
 client per node, reconcile and status reports, with in-memory containers) run the nodes as
@@ -154,11 +154,23 @@ def run(bench: Bench) -> None:
                     help="then churn until this many tasks are STOPPED (kept) and measure the largest size again; 0: skip")
     ap.add_argument("--steady-seconds", type=float, default=10.0,
                     help="orchestrator CPU measured this long with the largest size running")
+    ap.add_argument("--store", choices=["sqlite", "postgres"], default="sqlite",
+                    help="the orchestrator's store: its SQLite file, or a PostgreSQL 15 the bench starts (fsync on, "
+                         "synchronous_commit off: as durable as SQLite's WAL with synchronous=NORMAL)")
     ap.add_argument("--py-spy", dest="py_spy", metavar="PREFIX",
                     help="sample the orchestrator during each measured largest round into PREFIX-<round>.txt")
     args = ap.parse_args()
     sizes = [int(x) for x in args.sizes.split(",")]
     env = bench.env
+    if args.store == "postgres":
+        from pgserver import PgServer
+
+        pg = PgServer(durable=True)
+        if pg.missing():
+            raise CannotMeasure(pg.missing() or "")
+        bench.extra_cleanups.append(pg.stop)
+        env.store = pg.start().database()
+        log(f"store: PostgreSQL 15 on port {pg.port}")
     orch = env.start_orchestrator()
     opid = orch.popen.pid
     per, extra = divmod(args.nodes, args.procs)
@@ -303,6 +315,7 @@ def run(bench: Bench) -> None:
     st = proc_status(opid)
     big, small = max(sizes), min(sizes)
     bench.figure("nodes", args.nodes)
+    bench.figure("store", args.store)
     for n in sizes:
         bench.figure(f"seconds_{n}", results[n])
     bench.figure(f"seconds_{big}_runs", " ".join(f"{x:.2f}" for x in runs[big]))

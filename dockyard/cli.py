@@ -99,7 +99,9 @@ for _command in client_commands():
 # ---- daemons (lazy imports) ---------------------------------------------------------------
 @cli.command("orchestrator")
 @click.option("--listen", default="127.0.0.1:8080", show_default=True, metavar="HOST:PORT", help="HTTP API address.")
-@click.option("--store", default=None, metavar="PATH", help="SQLite store file. Default: in the user data directory.")
+@click.option("--store", default=None, metavar="PATH|URL",
+              help="SQLite store file (or sqlite:///PATH), or postgresql://USER@HOST:PORT/DB for several orchestrators "
+                   "(docs/high-availability.md). Default: a SQLite file in the user data directory.")
 @click.option("--mqtt", default="mqtt://127.0.0.1:1883", show_default=True, metavar="URL", help="MQTT broker.")
 @click.option("--mqtt-ca", default=None, metavar="FILE",
               help="CA certificate that an mqtts:// broker's certificate must be signed by (default: the system's).")
@@ -136,6 +138,9 @@ for _command in client_commands():
 @click.option("--tls-key", default=None, metavar="FILE", help="The private key of --tls-cert (PEM).")
 @click.option("--insecure", is_flag=True,
               help="Start on a non-loopback --listen without TLS or without tokens (refused otherwise; logged loudly).")
+@click.option("--lease-seconds", type=click.FloatRange(min=0.5), default=3.0, show_default=True, metavar="SECONDS",
+              help="With a PostgreSQL store: the leader's lease (renewed 6 times per lease); a standby takes over "
+                   "this long after the leader was last heard (docs/high-availability.md).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
               default="info", show_default=True)
 @logflags.format_options
@@ -143,7 +148,7 @@ def orchestrator_cmd(listen: str, store: str | None, mqtt: str, mqtt_ca: str | N
                      node_lost_seconds: float, mass_loss_fraction: float,
                      mass_loss_interval: float, secrets_key_file: str | None, epoch_window: int,
                      insecure_no_auth: bool, anonymous_reads: bool, admin_token_file: str | None,
-                     tls_cert: str | None, tls_key: str | None, insecure: bool, log_level: str,
+                     tls_cert: str | None, tls_key: str | None, insecure: bool, lease_seconds: float, log_level: str,
                      log_json: bool) -> None:
     """Run the control-plane daemon (HTTP API, store, controllers)."""
     try:
@@ -155,7 +160,31 @@ def orchestrator_cmd(listen: str, store: str | None, mqtt: str, mqtt_ca: str | N
                         secrets_key_file=secrets_key_file, epoch_window=epoch_window,
                         mqtt_credentials=mqtt_credentials, mqtt_ca=mqtt_ca, insecure_no_auth=insecure_no_auth,
                         anonymous_reads=anonymous_reads, admin_token_file=admin_token_file, tls_cert=tls_cert,
-                        tls_key=tls_key, insecure=insecure, log_level=log_level.lower(), log_json=log_json))
+                        tls_key=tls_key, insecure=insecure, lease_seconds=lease_seconds, log_level=log_level.lower(),
+                        log_json=log_json))
+
+
+@cli.group("store")
+def store_cmd() -> None:
+    """Work on the orchestrator's store (SQLite file or PostgreSQL database)."""
+
+
+@store_cmd.command("migrate")
+@click.option("--from", "source", required=True, metavar="PATH", help="The SQLite store file (no orchestrator may run on it).")
+@click.option("--to", "target", required=True, metavar="URL", help="An empty PostgreSQL database: postgresql://USER@HOST:PORT/DB.")
+def store_migrate(source: str, target: str) -> None:
+    """Copy a SQLite store into an empty PostgreSQL database (then start the orchestrators with --store URL and
+    the same --secrets-key-file: the store's secrets stay encrypted with that key)."""
+    from orchestrator.store import StoreError, redact
+    from orchestrator.store_errors import StoreUnavailable
+    from orchestrator.store_migrate import migrate
+
+    try:
+        counts = migrate(source, target)
+    except (StoreError, StoreUnavailable) as exc:
+        raise CliError(str(exc)) from None
+    click.echo(f"copied {counts['records']} records, {counts['secrets']} secret versions and {counts['meta']} "
+               f"settings (epoch, API tokens) from {source} to {redact(target)}")
 
 
 @cli.group("broker")

@@ -32,6 +32,17 @@ class BrokerURL:
     tls: bool = False
 
 
+def broker_urls(value: str) -> list[str]:
+    """The brokers of a ``--mqtt`` value: one URL, or several separated by commas (a broker pair: agents use the
+    first that answers and move to the next when it is gone; the orchestrator stays connected to all)."""
+    urls = [u.strip() for u in value.split(",") if u.strip()]
+    if not urls:
+        raise ValueError(f"--mqtt {value!r}: give a broker URL, e.g. mqtt://127.0.0.1:1883")
+    for u in urls:
+        parse_url(u)
+    return urls
+
+
 def parse_url(url: str) -> BrokerURL:
     """``mqtt://[user:pass@]host[:port]`` (port 1883) or ``mqtts://...`` (TLS, port 8883) -> BrokerURL."""
     u = urlparse(url if "://" in url else f"mqtt://{url}")

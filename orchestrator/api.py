@@ -24,7 +24,7 @@ from dockyard import __version__, dynsec
 from dockyard.wire import PROTOCOL_VERSION
 from orchestrator import autoscale_api, ecs_api, lb_views, logs_api, metrics, metrics_collector, observe_api, views
 from orchestrator.auth import Tokens
-from orchestrator.broker_admin import BrokerAdmin, BrokerAdminError
+from orchestrator.broker_admin import BrokerAdmin, BrokerAdminError, BrokerAdmins
 from orchestrator.core import auth as auth_core
 from orchestrator.core import compat
 from orchestrator.limits import MAX_DESIRED_COUNT, MAX_DOCUMENTS, BodyLimit
@@ -85,7 +85,7 @@ class TokenRequest(BaseModel):
 
 
 def create_app(ops: Ops, ready=lambda: True, loopback: bool = True, usage: UsageBook | None = None,
-               self_target: str | None = None, broker_admin: BrokerAdmin | None = None,
+               self_target: str | None = None, broker_admin: BrokerAdmin | BrokerAdmins | None = None,
                tokens: Tokens | None = None,
                on_node_deleted: Callable[[str, str], Awaitable[None]] | None = None,
                relay: Any = None) -> FastAPI:
@@ -393,7 +393,7 @@ def create_app(ops: Ops, ready=lambda: True, loopback: bool = True, usage: Usage
         return {"node": views.node_view(st, ops.set_node_status(cluster, node_id, "ACTIVE"))}
 
     # ---- broker credentials of nodes (Mosquitto's dynamic-security plugin, docs/security.md) ----------------
-    def _admin(cluster: str, node_id: str) -> BrokerAdmin:
+    def _admin(cluster: str, node_id: str) -> BrokerAdmin | BrokerAdmins:
         for what, name in (("cluster", cluster), ("node", node_id)):
             why = dynsec.invalid_name(name)
             if why:

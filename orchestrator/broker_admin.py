@@ -53,3 +53,20 @@ class BrokerAdmin:
         errors = dynsec.failures(plan, response)
         if errors:
             raise BrokerAdminError("the broker refused: " + "; ".join(errors))
+
+
+class BrokerAdmins:
+    """The node clients on every broker of a pair (each broker has its own dynamic-security file). A change
+    applied to at least one broker succeeds (the others are logged: a broker that is down gets it when the
+    orchestrator next applies it there); refused by all, it fails with the first broker's error."""
+
+    def __init__(self, admins: list[BrokerAdmin], log) -> None:
+        self.admins, self.log = admins, log
+
+    async def apply(self, plan: Plan) -> None:
+        results = await asyncio.gather(*(a.apply(plan) for a in self.admins), return_exceptions=True)
+        errors = [(a, r) for a, r in zip(self.admins, results, strict=True) if isinstance(r, BaseException)]
+        for a, e in errors:
+            self.log.warning("a broker did not take the node-client change", broker=a.url, error=str(e))
+        if len(errors) == len(self.admins):
+            raise errors[0][1]

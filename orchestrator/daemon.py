@@ -14,24 +14,28 @@ import uvicorn
 from dockyard import log as dlog
 from dockyard.dynsec import Credentials
 from dockyard.keyfile import KeyFileError
-from dockyard.mqtt import check_ca, load_credentials, parse_url
+from dockyard.mqtt import broker_urls, check_ca, load_credentials
 from orchestrator.api import create_app
 from orchestrator.auth import Tokens
 from orchestrator.autoscaler import Autoscaler
-from orchestrator.broker_admin import BrokerAdmin
+from orchestrator.broker_admin import BrokerAdmin, BrokerAdmins
 from orchestrator.bus import Bus
+from orchestrator.buses import Buses
 from orchestrator.client.api import default_token_file
 from orchestrator.controller import Controller
 from orchestrator.core.fencing import EPOCH_WINDOW
 from orchestrator.join import JoinTokens
 from orchestrator.join import router as join_router
 from orchestrator.lb_requests import RequestBook
+from orchestrator.leader import LEASE_SECONDS, Lease
 from orchestrator.ops import Ops
 from orchestrator.relay import Relay
 from orchestrator.secrets import SecretStore, default_key_path, load_key
+from orchestrator.standby import Switch, standby_app
 from orchestrator.state import State
-from orchestrator.store import Store, StoreError, default_store_path
+from orchestrator.store import StoreError, default_store_path, files_base, open_store, redact
 from orchestrator.store_errors import StoreUnavailable
+from orchestrator.store_pg import Fenced, PgStore
 from orchestrator.tls import ApiTls, exposure_refusal
 from orchestrator.tls import load as load_tls
 from orchestrator.usage import UsageBook
@@ -51,12 +55,13 @@ def _listen(addr: str) -> tuple[str, int]:
     return host or "127.0.0.1", int(port)
 
 
-async def serve(listen: str, store_path: Path, mqtt: str, node_lost_seconds: float,
+async def serve(listen: str, store_spec: str, mqtt: str, node_lost_seconds: float,
                 mass_loss_fraction: float = 0.55, mass_loss_interval: float = 30.0,
                 secrets_key_file: Path | None = None, epoch_window: int = EPOCH_WINDOW,
                 mqtt_credentials: Credentials | None = None, mqtt_ca: str | None = None,
                 insecure_no_auth: bool = False, anonymous_reads: bool = False,
-                admin_token_file: Path | None = None, tls: ApiTls | None = None, insecure: bool = False) -> None:
+                admin_token_file: Path | None = None, lease_seconds: float = LEASE_SECONDS,
+                tls: ApiTls | None = None, insecure: bool = False) -> None:
     log = dlog.get("orchestrator")
     host, port = _listen(listen)
     refusal = exposure_refusal(_loopback(host), tls is not None, not insecure_no_auth, insecure)
@@ -70,19 +75,51 @@ async def serve(listen: str, store_path: Path, mqtt: str, node_lost_seconds: flo
         raise OSError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; is another orchestrator running? "
                       "choose another address with --listen") from None
     sock.setblocking(False)
-    store = Store(store_path)
+    store = open_store(store_spec)
+    store_path = files_base(store_spec)
     key_path = secrets_key_file or default_key_path(store_path)
     try:
         secrets = SecretStore(store, load_key(key_path), key_path)
     except BaseException:
         store.close()
         raise
-    epoch = store.next_epoch()
+    self_target = f"{socket.gethostname() if host in ('0.0.0.0', '::') else host}:{port}"
+    # uvicorn (>= 0.29) captures SIGINT/SIGTERM only while serve() runs and re-raises them after;
+    # our own handlers below set `stop`, which ends serve() through should_exit.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    switch = Switch(None)
+    config = uvicorn.Config(switch, host=host, port=port, log_level="warning", access_log=False, lifespan="off",
+                            ssl_certfile=tls.certfile if tls else None, ssl_keyfile=tls.keyfile if tls else None)
+    server = uvicorn.Server(config)
+    api_task: asyncio.Task | None = None
+    lease: Lease | None = None
+    if isinstance(store, PgStore):
+        # Several orchestrators on one database: a standby (alive, forwarding the API) until it takes the lease.
+        lease = Lease(store, f"{'https' if tls else 'http'}://{self_target}", lease_seconds)
+        switch.app = standby_app(lease)
+        api_task = asyncio.create_task(server.serve(sockets=[sock]), name="api")
+        log.info("orchestrator starting as a standby", listen=f"{host}:{port}", store=redact(store_spec))
+        elected = await lease.campaign(stop)
+        if elected is None:
+            server.should_exit = True
+            await asyncio.gather(api_task, return_exceptions=True)
+            store.close()
+            return
+        epoch = elected
+        log.info("took the lease: leading", epoch=epoch)
+    else:
+        epoch = store.next_epoch()
     state = State(store)
-    bus: Bus | None = None
+    bus: Bus | Buses | None = None
 
     async def publish(doc):
         assert bus is not None
+        if lease is not None and not lease.holds():
+            # Past our lease (paused, or the database unreachable): another may lead with a newer epoch.
+            raise Fenced(f"not publishing: the lease of epoch {epoch} is not held")
         await bus.publish(doc)
 
     # Cyclic GC: the state is many long-lived objects and every status report allocates more;
@@ -96,11 +133,17 @@ async def serve(listen: str, store_path: Path, mqtt: str, node_lost_seconds: flo
                      epoch_window=epoch_window)
     usage = UsageBook()
     requests = RequestBook()
-    bus = Bus(mqtt, ctl, usage=usage, credentials=mqtt_credentials, ca_file=mqtt_ca, requests=requests)
-    bus.relay = Relay(bus)
+    urls = broker_urls(mqtt)
+    bus = Bus(mqtt, ctl, usage=usage, credentials=mqtt_credentials, ca_file=mqtt_ca, requests=requests) \
+        if len(urls) == 1 else Buses(urls, ctl, usage=usage, credentials=mqtt_credentials, ca_file=mqtt_ca,
+                                     requests=requests)
+    relay = Relay(bus)
     ops = Ops(state, ctl)
     autoscaler = Autoscaler(ops, usage, requests=requests)
-    admin = BrokerAdmin(mqtt, mqtt_credentials, mqtt_ca) if mqtt_credentials is not None else None
+    admin: BrokerAdmin | BrokerAdmins | None = None
+    if mqtt_credentials is not None:
+        admins = [BrokerAdmin(u, mqtt_credentials, mqtt_ca) for u in urls]
+        admin = admins[0] if len(admins) == 1 else BrokerAdmins(admins, log)
     tokens = None
     if insecure_no_auth:
         log.warning("!!! --insecure-no-auth: ANYONE WHO REACHES THE API MAY APPLY, SCALE, STOP AND DELETE !!!",
@@ -119,45 +162,51 @@ async def serve(listen: str, store_path: Path, mqtt: str, node_lost_seconds: flo
                     + ("TLS AND TOKENS" if tls is None and tokens is None else "TLS" if tls is None else "TOKENS")
                     + ": whoever reaches it or the network in between may read tokens or act !!!",
                     listen=f"{host}:{port}")
+    assert bus is not None
     app = create_app(ops, ready=lambda: bus.connected.is_set(), loopback=_loopback(host), usage=usage,
-                     self_target=f"{socket.gethostname() if host in ('0.0.0.0', '::') else host}:{port}",
-                     broker_admin=admin, tokens=tokens, on_node_deleted=bus.forget_node,
-                     relay=bus.relay)
+                     self_target=self_target, broker_admin=admin, tokens=tokens, on_node_deleted=bus.forget_node,
+                     relay=relay)
     app.include_router(join_router(JoinTokens(store), admin, tls.fingerprint if tls else None))
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off",
-                            ssl_certfile=tls.certfile if tls else None, ssl_keyfile=tls.keyfile if tls else None)
-    server = uvicorn.Server(config)
-    # uvicorn (>= 0.29) captures SIGINT/SIGTERM only while serve() runs and re-raises them after;
-    # our own handlers below set `stop`, which ends serve() through should_exit.
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    log.info("orchestrator starting", listen=f"{'https' if tls else 'http'}://{host}:{port}", store=str(store_path),
+    switch.app = app
+    if api_task is None:
+        api_task = asyncio.create_task(server.serve(sockets=[sock]), name="api")
+    log.info("orchestrator starting", listen=f"{'https' if tls else 'http'}://{host}:{port}", store=redact(store_spec),
              secrets_key=str(key_path), mqtt=mqtt, epoch=epoch, tls_fingerprint=tls.fingerprint if tls else None,
              services=len(state.services), tasks=len(state.tasks), nodes=len(state.nodes))
     tasks = [
         asyncio.create_task(bus.run(stop), name="bus"),
         asyncio.create_task(ctl.run(stop), name="controller"),
-        asyncio.create_task(server.serve(sockets=[sock]), name="api"),
+        api_task,
         asyncio.create_task(autoscaler.run(stop), name="autoscaler"),
     ]
     stopper = asyncio.create_task(stop.wait())
-    await asyncio.wait([stopper, tasks[2]], return_when=asyncio.FIRST_COMPLETED)
-    failed = not stop.is_set()  # the API server ended by itself
+    waits = [stopper, tasks[2]] + ([asyncio.create_task(lease.lost.wait())] if lease is not None else [])
+    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    lost = lease is not None and lease.lost.is_set()
+    failed = not stop.is_set() and not lost  # the API server ended by itself
     if failed:
         log.error("the HTTP API stopped unexpectedly", listen=f"{host}:{port}")
-        stop.set()
+    stop.set()
     log.info("orchestrator stopping")
     server.should_exit = True
     await asyncio.wait(tasks[2:], timeout=3)
     for t in tasks:
         t.cancel()
     await asyncio.gather(*tasks, stopper, return_exceptions=True)
-    state.flush()
+    for w in waits:
+        w.cancel()
+    try:
+        state.flush()
+    except StoreUnavailable as exc:  # fenced (another leads) or the database is gone: it has what was acknowledged
+        log.warning("the last changes were not written", error=str(exc))
+    if lease is not None:
+        lease.close()
     store.close()
     if failed:
         raise OSError(f"the HTTP API on {host}:{port} stopped")
+    if lost:
+        raise StoreError("lost the leadership to another orchestrator (a newer epoch); exiting so that a restart "
+                         "rejoins as a standby")
 
 
 def run(listen: str = "127.0.0.1:8080", store: str | None = None, mqtt: str = "mqtt://127.0.0.1:1883",
@@ -165,20 +214,23 @@ def run(listen: str = "127.0.0.1:8080", store: str | None = None, mqtt: str = "m
         mass_loss_fraction: float = 0.55, mass_loss_interval: float = 30.0, secrets_key_file: str | None = None,
         epoch_window: int = EPOCH_WINDOW, mqtt_credentials: str | None = None, mqtt_ca: str | None = None,
         insecure_no_auth: bool = False, anonymous_reads: bool = False, admin_token_file: str | None = None,
-        tls_cert: str | None = None, tls_key: str | None = None, insecure: bool = False) -> int:
+        lease_seconds: float = LEASE_SECONDS, tls_cert: str | None = None, tls_key: str | None = None,
+        insecure: bool = False) -> int:
     dlog.configure(log_level, log_json)
     log = dlog.get("orchestrator")
     try:
         _listen(listen)
-        parse_url(mqtt)
+        urls = broker_urls(mqtt)
         creds = load_credentials(mqtt_credentials)
-        check_ca(mqtt, mqtt_ca)
+        for url in urls:
+            check_ca(url, mqtt_ca)
         tls = load_tls(tls_cert, tls_key)
-        path = Path(store) if store else default_store_path()
-        asyncio.run(serve(listen, path, mqtt, node_lost_seconds, mass_loss_fraction, mass_loss_interval,
+        spec = store or str(default_store_path())
+        files_base(spec)  # an unsupported --store is refused before anything starts
+        asyncio.run(serve(listen, spec, mqtt, node_lost_seconds, mass_loss_fraction, mass_loss_interval,
                           Path(secrets_key_file) if secrets_key_file else None, epoch_window, creds, mqtt_ca, insecure_no_auth,
-                          anonymous_reads, Path(admin_token_file) if admin_token_file else None, tls=tls,
-                          insecure=insecure))
+                          anonymous_reads, Path(admin_token_file) if admin_token_file else None, lease_seconds,
+                          tls=tls, insecure=insecure))
     except (ValueError, StoreError, StoreUnavailable, OSError, KeyFileError) as exc:
         log.error(str(exc))
         return 1

@@ -18,7 +18,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from dockyard import dynsec
-from orchestrator.broker_admin import BrokerAdmin
+from orchestrator.broker_admin import BrokerAdmin, BrokerAdmins
 from orchestrator.core import join as core
 from orchestrator.ops import UserError
 from orchestrator.store import Store
@@ -66,7 +66,7 @@ class Join(BaseModel):
     nodeId: str = Field(min_length=1)
 
 
-def router(tokens: JoinTokens, broker_admin: BrokerAdmin | None, fingerprint: str | None) -> APIRouter:
+def router(tokens: JoinTokens, broker_admin: BrokerAdmin | BrokerAdmins | None, fingerprint: str | None) -> APIRouter:
     """``fingerprint``: the API certificate's (``sha256:...``), printed with each token for the agent to pin."""
     r = APIRouter()
 

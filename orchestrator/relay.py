@@ -115,11 +115,16 @@ class Call:
 
 
 class Relay:
-    """Requests to agents through the bus's client (``bus.client``; subscribed by :meth:`on_connect`)."""
+    """Requests to agents through the bus's client (``bus.client``; subscribed by :meth:`on_connect`). On a
+    broker pair (orchestrator.buses.Buses) a request goes out on every connected broker (the agent is on one)
+    and every bus routes the responses here."""
 
     def __init__(self, bus: Any) -> None:
         self.bus = bus
-        self.requester = bus.client_id
+        self.buses = list(getattr(bus, "buses", [bus]))
+        for b in self.buses:
+            b.relay = self
+        self.requester = self.buses[0].client_id
         self.subscription = f"{PROTOCOL}/+/nodes/+/responses/{self.requester}"
         self.calls: dict[bytes, Call] = {}
         self.log = dlog.get("relay")
@@ -142,14 +147,15 @@ class Relay:
 
     async def _publish_request(self, cluster: str, node_id: str, corr: bytes, body: str,
                                response_topic: str | None = None) -> None:
-        client = self.bus.client
-        if client is None or not self.bus.connected.is_set():
+        clients = [b.client for b in self.buses if b.client is not None and b.connected.is_set()]
+        if not clients:
             raise RelayError("the orchestrator has no broker connection now; retry")
         props = Properties(PacketTypes.PUBLISH)
         props.CorrelationData = corr
         if response_topic:
             props.ResponseTopic = response_topic
-        await client.publish(requests_topic(cluster, node_id), body, qos=1, properties=props)
+        for client in clients:
+            await client.publish(requests_topic(cluster, node_id), body, qos=1, properties=props)
 
     async def open(self, cluster: str, node_id: str, req: LogsRequest | ExecRequest) -> Call:
         corr = uuid.uuid4().hex.encode()

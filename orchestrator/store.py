@@ -16,10 +16,12 @@ indexes (an existing version-1 store is upgraded in place, the columns filled fr
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
 import operator
 import os
 import sqlite3
+import urllib.parse
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -112,12 +114,82 @@ class StoreError(RuntimeError):
     pass
 
 
+class StoreInUse(StoreError):
+    """Another orchestrator holds the SQLite store (two would both lead: two epochs, one set of agents)."""
+
+
+SCHEMES = ("sqlite", "postgresql", "postgres")
+
+
+def parse_store(spec: str | Path) -> tuple[str, str]:
+    """("sqlite", path) or ("postgresql", url) of a ``--store`` value: a file path, ``sqlite:///PATH`` or
+    ``postgresql://USER@HOST:PORT/DB``. Any other ``SCHEME://`` is refused (it is not a file name)."""
+    text = str(spec)
+    if "://" not in text:
+        return "sqlite", text
+    scheme = text.split("://", 1)[0].lower()
+    if scheme == "sqlite":
+        path = urllib.parse.urlsplit(text).path
+        if not path:
+            raise StoreError(f"--store {text!r}: give the file, e.g. sqlite:///var/lib/dockyard/dockyard.db")
+        return "sqlite", path
+    if scheme in ("postgresql", "postgres"):
+        u = urllib.parse.urlsplit(text)
+        if not u.hostname or not u.path.strip("/"):
+            raise StoreError(f"--store {redact(text)!r}: give host and database, e.g. postgresql://dockyard@db:5432/dockyard")
+        return "postgresql", text
+    raise StoreError(f"--store {redact(text)!r}: unsupported scheme {scheme!r}; use a file path, sqlite:///PATH "
+                     "or postgresql://USER@HOST:PORT/DB")
+
+
+def redact(url: str) -> str:
+    """``url`` without its password (for logs and messages)."""
+    u = urllib.parse.urlsplit(url)
+    if u.password is None:
+        return url
+    netloc = f"{u.username}:***@{u.hostname}" + (f":{u.port}" if u.port else "")
+    return urllib.parse.urlunsplit(u._replace(netloc=netloc))
+
+
+def files_base(spec: str | Path) -> Path:
+    """The path the orchestrator's own files go beside (STORE.secrets-key, STORE.admin-token): the SQLite
+    file, or for a database a name in the user data directory (give --secrets-key-file on every peer)."""
+    kind, where = parse_store(spec)
+    if kind == "sqlite":
+        return Path(where)
+    u = urllib.parse.urlsplit(where)
+    return default_store_path().parent / f"postgresql-{u.hostname}-{u.port or 5432}-{u.path.strip('/')}"
+
+
+def open_store(spec: str | Path, exclusive: bool = True):
+    """The store of a ``--store`` value (parse_store). ``exclusive``: a SQLite file is locked for this
+    process (StoreInUse if another holds it); a PostgreSQL database is shared by design (leases)."""
+    kind, where = parse_store(spec)
+    if kind == "postgresql":
+        from orchestrator.store_pg import PgStore  # psycopg only when used
+        return PgStore(where)
+    return Store(where, exclusive=exclusive)
+
+
 class Store:
     """Records as JSON rows, one table; a meta table holds the schema version and the epoch."""
 
-    def __init__(self, path: str | Path) -> None:
+    backend = "sqlite"
+
+    def __init__(self, path: str | Path, exclusive: bool = False) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock: int | None = None
+        if str(path) != ":memory:":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if exclusive:
+                self._lock = lock_file(self.path)
+        try:
+            self._open()
+        except BaseException:
+            self._unlock()
+            raise
+
+    def _open(self) -> None:
         self.db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
@@ -344,3 +416,34 @@ class Store:
 
     def close(self) -> None:
         self.db.close()
+        self._unlock()
+
+    def _unlock(self) -> None:
+        if self._lock is not None:
+            os.close(self._lock)  # releases the flock
+            self._lock = None
+
+
+def lock_path(path: Path) -> Path:
+    return path.with_name(path.name + ".lock")
+
+
+def lock_file(path: Path) -> int:
+    """Take an exclusive flock on ``path``.lock (held until closed, released by the kernel when the process
+    dies); StoreInUse if another process holds it."""
+    fd = os.open(lock_path(path), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = ""
+        try:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip()
+        except OSError:
+            pass
+        os.close(fd)
+        raise StoreInUse(f"the store {path} is in use by another orchestrator{f' (pid {holder})' if holder else ''}; "
+                         "one orchestrator per SQLite file (stop the other, or use --store postgresql://... for "
+                         "several: docs/high-availability.md)") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    return fd

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent set-up shared by scripts/test.sh and scripts/demo.sh.
 #
-#   * installs docker.io, mosquitto, busybox-static, iproute2, haproxy, docker-registry, docker-compose, systemd, prometheus (apt) when a binary is missing
+#   * installs docker.io, mosquitto, busybox-static, iproute2, haproxy, docker-registry, docker-compose, systemd, prometheus, postgresql (apt) when a binary is missing
 #   * creates .venv and installs the project with its test extras (skipped when up to date)
 #   * starts dockerd when `docker info` fails
 #   * starts mosquitto on 127.0.0.1:1883 when nothing listens there
@@ -40,6 +40,8 @@ command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)  # a pr
 command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)  # tests/integration/test_install.py (1.29)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)  # tests/integration/test_systemd_units.py (verify)
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)  # tests/integration/test_prometheus.py
+# PostgreSQL 15: the store tests on both backends and the HA tests start their own server (tests/integration/pgserver.py).
+[ -x /usr/lib/postgresql/15/bin/initdb ] || missing+=(postgresql)
 # /usr/local/bin/docker may be a client-only binary; docker.io brings /usr/bin/docker too.
 if ! command -v docker >/dev/null 2>&1 && [[ ! " ${missing[*]-} " =~ " docker.io " ]]; then missing+=(docker.io); fi
 # Debian's python3 needs python3-venv for `python3 -m venv`.

@@ -23,4 +23,12 @@ if [ "$rc" -eq 5 ]; then
   echo "test.sh: pytest collected no tests (exit 5): treating that as a failure" >&2
   exit 1
 fi
+# CI (no arguments): a representative set of integration tests again with the store on PostgreSQL (the unit and
+# store tests already ran on both backends above). About 2 minutes.
+if [ "$#" -eq 0 ] && [ "$rc" -eq 0 ]; then
+  PG_SET=(tests/integration/test_foundation.py -k "three_replicas or orchestrator_restart or agent_restart or run_wait")
+  echo "==> DOCKYARD_TEST_STORE=postgresql .venv/bin/pytest ${PG_SET[*]}"
+  DOCKYARD_TEST_STORE=postgresql "$REPO/.venv/bin/pytest" "${PG_SET[@]}"
+  rc=$?
+fi
 exit "$rc"

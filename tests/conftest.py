@@ -13,6 +13,7 @@ tests/unit/ needs none of this.
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from pathlib import Path
 
@@ -52,6 +53,34 @@ def _integration_needs_infra(request: pytest.FixtureRequest) -> None:
         request.getfixturevalue("infra")
 
 
+def store_backend() -> str:
+    """The integration tests' store: DOCKYARD_TEST_STORE=postgresql runs them on a real PostgreSQL (pg_server)."""
+    value = os.environ.get("DOCKYARD_TEST_STORE", "sqlite").lower()
+    if value not in ("sqlite", "postgresql"):
+        raise pytest.UsageError(f"DOCKYARD_TEST_STORE={value!r}: use sqlite or postgresql")
+    return value
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """A real PostgreSQL 15 for this test session (tests/integration/pgserver.py); fails when not installed."""
+    from pgserver import PgServer
+
+    server = PgServer()
+    if server.missing():
+        pytest.fail(server.missing() or "", pytrace=False)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def pg_url(pg_server) -> str:
+    """The URL of a fresh database on the session's PostgreSQL."""
+    return pg_server.database()
+
+
 @pytest.fixture
 def dockyard_env(request: pytest.FixtureRequest, infra: None, tmp_path: Path):
     """A :class:`harness.Harness` for this test; cleaned up afterwards whatever happens.
@@ -62,6 +91,8 @@ def dockyard_env(request: pytest.FixtureRequest, infra: None, tmp_path: Path):
     from harness import Harness, secure_broker, secure_by_default
 
     h = Harness(workdir=tmp_path / "dockyard")
+    if store_backend() == "postgresql":
+        h.store = request.getfixturevalue("pg_url")
     request.node.stash.setdefault(_HARNESS_KEY, []).append(h)
     with contextlib.ExitStack() as stack:
         if secure_by_default() and request.node.get_closest_marker("anonymous_broker") is None:

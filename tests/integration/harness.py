@@ -352,7 +352,8 @@ class Harness:
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.store = self.workdir / "dockyard.db"
+        # A SQLite file, or a postgresql:// URL (tests/conftest.py: DOCKYARD_TEST_STORE=postgresql).
+        self.store: Path | str = self.workdir / "dockyard.db"
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.api = httpx.Client(base_url=self.base_url, timeout=10.0)
@@ -404,9 +405,10 @@ class Harness:
         return out
 
     def start_orchestrator(self, wait: bool = True, timeout: float = 30.0, mqtt: str | None = None,
-                           **extra_flags: Any) -> Proc:
+                           standby_ok: bool = False, **extra_flags: Any) -> Proc:
         """Start ``dockyard orchestrator`` on this test's port and store; wait for /healthz.
 
+        ``standby_ok``: on a PostgreSQL store, do not wait until it leads (a second orchestrator).
         ``extra_flags`` become CLI flags: ``heartbeat_timeout=5`` -> ``--heartbeat-timeout 5``,
         ``foo=True`` -> ``--foo``, lists repeat the flag. ``mqtt``: another broker URL for the
         orchestrator only (e.g. through a fault injector); cleanup still uses ``mqtt_url``.
@@ -418,6 +420,8 @@ class Harness:
                     "--mqtt", mqtt or self.mqtt_url] + self._flags({**self._orchestrator_auth(), **extra_flags})
             if not extra_flags.get("insecure_no_auth") and "admin_token_file" not in extra_flags:
                 argv += ["--admin-token-file", str(self.token_file)]
+            if isinstance(self.store, str) and "secrets_key_file" not in extra_flags:
+                argv += ["--secrets-key-file", str(self.workdir / "secrets-key")]  # not in the user's data dir
             self.orchestrator = p = self._spawn("orchestrator", argv)
             self._mqtt_dirty = True
             if not wait:
@@ -429,6 +433,13 @@ class Harness:
                 return self.api.get("/healthz", timeout=1.0).status_code == 200
             try:
                 self._wait_alive(healthy, timeout, "orchestrator /healthz")
+                if isinstance(self.store, str) and not extra_flags.get("insecure_no_auth"):
+                    # On PostgreSQL a standby is alive at once; the first leader writes the admin token just after.
+                    wait_for(self.token_file.exists, timeout=timeout, message="the admin token file")
+                if isinstance(self.store, str) and not standby_ok:
+                    # Restarted after a crash it is a standby until the old lease expires: wait until it leads.
+                    wait_for(lambda: self.api.get("/readyz", timeout=1.0).status_code == 200, timeout=timeout,
+                             message="the orchestrator leads (/readyz)")
                 self._use_token(None if extra_flags.get("insecure_no_auth") else self.token_file)
                 return p
             except _Exited:

@@ -509,7 +509,7 @@ def test_orchestrator_calls_daemon_run_with_its_signature(monkeypatch):
     assert calls == [{"listen": "0.0.0.0:9000", "store": "/tmp/x.db", "mqtt": "mqtt://127.0.0.1:1883",
                       "node_lost_seconds": 3.0, "mass_loss_fraction": 0.55, "mass_loss_interval": 30.0,
                       "secrets_key_file": None, "epoch_window": 10_000, "mqtt_credentials": None, "mqtt_ca": None, "insecure_no_auth": False, "anonymous_reads": False, "admin_token_file": None, "tls_cert": None, "tls_key": None,
-                      "insecure": False, "log_level": "debug", "log_json": True}]
+                      "insecure": False, "lease_seconds": 3.0, "log_level": "debug", "log_json": True}]
     fake.run = lambda **kw: 3
     assert invoke("orchestrator").exit_code == 3
 

@@ -77,6 +77,20 @@ def test_store_keeps_values_encrypted_and_checks_its_key(tmp_path):
         SecretStore(Store(db), load_key(tmp_path / "another-key"))
 
 
+def test_the_postgresql_store_keeps_versions_and_checks_its_key(tmp_path, pg_url):
+    from orchestrator.store_pg import PgStore
+
+    store = PgStore(pg_url)
+    secrets = SecretStore(store, load_key(tmp_path / "k"))
+    for i in range(25):
+        secrets.put("db", f"{VALUE}-{i}", float(i))
+    assert secrets.value("db") == (25, f"{VALUE}-24") and secrets.meta("db").versions == list(range(6, 26))
+    assert store.secret_value("db", 6)[1] != f"{VALUE}-5".encode()  # encrypted at rest
+    store.close()
+    with pytest.raises(KeyFileError, match="not the one"):
+        SecretStore(PgStore(pg_url), load_key(tmp_path / "another-key"))
+
+
 # ---- the pure decision -----------------------------------------------------------------------------
 def _spec(**container) -> TaskDefinitionSpec:
     return TaskDefinitionSpec(family="app", containerDefinitions=[{"name": "app", "image": "x", "memory": 64,

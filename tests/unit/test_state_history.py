@@ -104,9 +104,15 @@ ONCE = {"apiVersion": "dockyard/v1", "kind": "Task", "metadata": {"name": "once"
         "spec": {"taskDefinition": "web", "count": 1}}
 
 
-@pytest.fixture
-def store(tmp_path):
-    s = Store(tmp_path / "d.db")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request, tmp_path):
+    """A store on each backend (PostgreSQL: a fresh database on the session's server)."""
+    if request.param == "postgresql":
+        from orchestrator.store_pg import PgStore
+
+        s = PgStore(request.getfixturevalue("pg_url"))
+    else:
+        s = Store(tmp_path / "d.db")
     yield s
     s.close()
 
@@ -268,12 +274,14 @@ def test_gc_deletes_the_stopped_tasks_older_than_the_retention_in_one_statement(
     w.clock.t += STOPPED_TASK_RETENTION - 10
     w.ctl.passes = 100  # collect_garbage runs every 100 passes
     statements: list[str] = []
-    store.db.set_trace_callback(statements.append)
+    if store.backend == "sqlite":
+        store.db.set_trace_callback(statements.append)
     w.ctl.collect_garbage(w.clock.t)
-    store.db.set_trace_callback(None)
+    if store.backend == "sqlite":
+        store.db.set_trace_callback(None)
+        assert [s for s in statements if s.startswith("DELETE")] == [
+            f"DELETE FROM records WHERE status = 'STOPPED' AND stopped_at < {w.clock.t - STOPPED_TASK_RETENTION!r}"]
     assert store.count_stopped_tasks() == 3  # not old enough yet
-    assert [s for s in statements if s.startswith("DELETE")] == [
-        f"DELETE FROM records WHERE status = 'STOPPED' AND stopped_at < {w.clock.t - STOPPED_TASK_RETENTION!r}"]
     w.clock.t += 20
     w.ctl.collect_garbage(w.clock.t)
     assert store.count_stopped_tasks() == 0

@@ -1,4 +1,6 @@
-"""SQLite persistence (orchestrator.store) and the in-memory state with write-back (orchestrator.state)."""
+"""Persistence (orchestrator.store: SQLite; orchestrator.store_pg: PostgreSQL) and the in-memory state with
+write-back (orchestrator.state). The tests taking ``db`` run on both backends (a real PostgreSQL 15: the
+``pg_server`` fixture of tests/conftest.py)."""
 from __future__ import annotations
 
 import sqlite3
@@ -20,16 +22,35 @@ from orchestrator.models import (
     TaskDefinition,
 )
 from orchestrator.state import State
-from orchestrator.store import SCHEMA_VERSION, Store, StoreError
+from orchestrator.store import SCHEMA_VERSION, Store, StoreError, open_store
 from orchestrator.store_errors import StoreUnavailable
 
 
-@pytest.fixture
-def db(tmp_path):
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request, tmp_path):
+    """A new store's --store value, on each backend."""
+    if request.param == "postgresql":
+        return request.getfixturevalue("pg_url")
     return tmp_path / "sub" / "dockyard.db"
 
 
+@pytest.fixture
+def sqlite_db(tmp_path):
+    return tmp_path / "sub" / "dockyard.db"
+
+
+def opened(db):
+    return open_store(db, exclusive=False)
+
+
 def rows(path, kind: str | None = None) -> int:
+    if str(path).startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(str(path)) as pg:
+            if kind:
+                return pg.execute("SELECT COUNT(*) FROM records WHERE kind=%s", (kind,)).fetchone()[0]
+            return pg.execute("SELECT COUNT(*) FROM records").fetchone()[0]
     con = sqlite3.connect(str(path))
     try:
         if kind:
@@ -74,11 +95,11 @@ def records():
 # ---- store -------------------------------------------------------------------------------------------
 def test_round_trip_of_every_kind(db):
     cluster, td, svc, task, node = records()
-    store = Store(db)
+    store = opened(db)
     store.write([("cluster", cluster), ("taskdef", td), ("service", svc), ("task", task), ("node", node)])
     store.close()
 
-    store = Store(db)
+    store = opened(db)
     assert store.load("cluster") == [cluster]
     assert store.load("taskdef") == [td]
     assert store.load("service") == [svc]
@@ -91,7 +112,7 @@ def test_round_trip_of_every_kind(db):
 
 
 def test_write_replaces_by_key_and_deletes(db):
-    store = Store(db)
+    store = opened(db)
     _cluster, _td, _svc, task, _node = records()
     store.write([("task", task)])
     task.lastStatus = "STOPPED"
@@ -103,50 +124,48 @@ def test_write_replaces_by_key_and_deletes(db):
     store.close()
 
 
-def test_schema_version_is_recorded(db):
-    store = Store(db)
+def test_schema_version_is_recorded(sqlite_db):
+    store = opened(sqlite_db)
     assert store.get_meta("schema_version") == str(SCHEMA_VERSION)
     store.close()
-    con = sqlite3.connect(str(db))
+    con = sqlite3.connect(str(sqlite_db))
     assert con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
     assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     con.close()
 
 
 def test_newer_schema_version_refuses_to_open(db):
-    Store(db).close()
-    con = sqlite3.connect(str(db))
-    con.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION + 1),))
-    con.commit()
-    con.close()
+    s = opened(db)
+    s.set_meta("schema_version", str(SCHEMA_VERSION + 1))
+    s.close()
     with pytest.raises(StoreError) as exc:
-        Store(db)
+        opened(db)
     assert "newer" in str(exc.value) and str(SCHEMA_VERSION + 1) in str(exc.value)
 
 
 def test_reopening_keeps_data_and_version(db):
     cluster, *_ = records()
-    s = Store(db)
+    s = opened(db)
     s.write([("cluster", cluster)])
     s.close()
-    s = Store(db)
+    s = opened(db)
     assert s.get_meta("schema_version") == str(SCHEMA_VERSION) and s.load("cluster") == [cluster]
     s.close()
 
 
 def test_epoch_increments_and_persists(db):
-    s = Store(db)
+    s = opened(db)
     assert s.get_meta("epoch") is None
     assert s.next_epoch() == 1
     assert s.next_epoch() == 2
     s.close()
-    s = Store(db)
+    s = opened(db)
     assert s.next_epoch() == 3
     s.close()
 
 
-def test_write_is_atomic(db):
-    store = Store(db)
+def test_write_is_atomic(sqlite_db):
+    store = opened(sqlite_db)
     cluster, _td, _svc, task, node = records()
     store.write([("cluster", cluster)])
     # make the second insert of the batch fail inside the transaction
@@ -154,14 +173,35 @@ def test_write_is_atomic(db):
                      "BEGIN SELECT RAISE(ABORT, 'boom'); END")
     with pytest.raises(sqlite3.DatabaseError):
         store.write([("task", task), ("node", node)], [("cluster", "prod")])
-    assert rows(db) == 1 and rows(db, "cluster") == 1 and rows(db, "task") == 0
+    assert rows(sqlite_db) == 1 and rows(sqlite_db, "cluster") == 1 and rows(sqlite_db, "task") == 0
     store.close()
 
 
-def test_a_full_disk_is_store_unavailable_nothing_half_written_and_recovers(db):
+@pytest.mark.parametrize("tasks", [1, 300])  # 300: the COPY path (store_pg.COPY_FROM)
+def test_write_is_atomic_on_postgresql(pg_url, tasks):
+    import psycopg
+
+    store = opened(pg_url)
+    cluster, _td, _svc, task, node = records()
+    many = [task.model_copy(update={"taskId": f"{i:032x}", "createdAt": float(i)}) for i in range(tasks)]
+    store.write([("cluster", cluster)])
+    store.write([("task", t) for t in many])
+    assert rows(pg_url, "task") == tasks and store.load_live_tasks() == many
+    many[0].lastStatus = "STOPPED"
+    store.write([("task", t) for t in many])  # upserts in place
+    assert [t.taskId for t in store.stopped_tasks("prod")] == [many[0].taskId] and rows(pg_url, "task") == tasks
+    store.db.execute("ALTER TABLE records ADD CONSTRAINT no_nodes CHECK (kind != 'node')")
+    with pytest.raises(psycopg.errors.CheckViolation):
+        store.write([*(("task", t) for t in many), ("node", node)], [("cluster", "prod")])
+    assert rows(pg_url) == 1 + tasks and rows(pg_url, "cluster") == 1 and rows(pg_url, "node") == 0
+    store.close()
+
+
+def test_a_full_disk_is_store_unavailable_nothing_half_written_and_recovers(tmp_path):
     """Issue 16: SQLITE_FULL (here: max_page_count reached, as on a full file system) is
     StoreUnavailable (HTTP 503) with a clear message; the transaction left nothing; the dirty
-    records are written once space returns."""
+    records are written once space returns. (SQLite's; PostgreSQL's outage: test_ha.py.)"""
+    db = tmp_path / "dockyard.db"
     store = Store(db)
     state = State(store)
     cluster, td, svc, _task, node = records()
@@ -184,15 +224,15 @@ def test_a_full_disk_is_store_unavailable_nothing_half_written_and_recovers(db):
 
 
 def test_unknown_kind_is_refused(db):
-    store = Store(db)
+    store = opened(db)
     with pytest.raises(TypeError):
         store.write([("thing", ServiceEvent(message="x"))])
     store.close()
 
 
 # ---- state --------------------------------------------------------------------------------------------
-def test_state_flush_writes_every_dirty_record_in_one_transaction(db):
-    store = Store(db)
+def test_state_flush_writes_every_dirty_record_in_one_transaction(sqlite_db):
+    store = opened(sqlite_db)
     state = State(store)
     cluster, td, svc, task, node = records()
     state.put_cluster(cluster)
@@ -209,7 +249,7 @@ def test_state_flush_writes_every_dirty_record_in_one_transaction(db):
     assert state.flush() == 4 + 51
     store.db.set_trace_callback(None)
     assert [s for s in statements if s in ("BEGIN", "COMMIT", "ROLLBACK")] == ["BEGIN", "COMMIT"]
-    assert rows(db) == 55 and rows(db, "task") == 51
+    assert rows(sqlite_db) == 55 and rows(sqlite_db, "task") == 51
     assert state.flush() == 0  # nothing dirty any more
     store.close()
 
@@ -217,7 +257,7 @@ def test_state_flush_writes_every_dirty_record_in_one_transaction(db):
 def test_the_loops_flush_defers_a_change_of_only_the_containers_details(db):
     """flush(defer_details=True): a task whose only change is in its containers is written with
     its next other change, or by the next full flush; any other change is written at once."""
-    store = Store(db)
+    store = opened(db)
     state = State(store)
     _cluster, _td, _svc, task, _node = records()
     task.lastStatus, task.containers = "PENDING", []
@@ -242,7 +282,7 @@ def test_the_loops_flush_defers_a_change_of_only_the_containers_details(db):
     assert state.flush(defer_details=True) == 1 and stored().healthStatus == "UNHEALTHY"
     store.close()
 
-    state = State(Store(db))  # loaded tasks count as written
+    state = State(opened(db))  # loaded tasks count as written
     t = state.tasks[task.taskId]
     t.containers = []
     state.put_task(t)
@@ -254,7 +294,7 @@ def test_the_loops_flush_defers_a_change_of_only_the_containers_details(db):
 
 
 def test_state_reload_indexes_and_disconnects_nodes(db):
-    store = Store(db)
+    store = opened(db)
     state = State(store)
     cluster, td, svc, task, node = records()
     for put, obj in ((state.put_cluster, cluster), (state.put_taskdef, td), (state.put_service, svc),
@@ -263,7 +303,7 @@ def test_state_reload_indexes_and_disconnects_nodes(db):
     state.flush()
     store.close()
 
-    store = Store(db)
+    store = opened(db)
     again = State(store)
     assert again.clusters == {"prod": cluster}
     assert again.taskdefs["web"][3] == td and again.resolve_taskdef("web:3") == td and again.latest_taskdef("web") == td
@@ -278,7 +318,7 @@ def test_state_reload_indexes_and_disconnects_nodes(db):
 
 
 def test_state_deletes_are_flushed(db):
-    store = Store(db)
+    store = opened(db)
     state = State(store)
     _cluster, _td, svc, task, node = records()
     state.put_service(svc)
@@ -295,7 +335,7 @@ def test_state_deletes_are_flushed(db):
 
 
 def test_delete_then_put_again_keeps_the_record(db):
-    store = Store(db)
+    store = opened(db)
     state = State(store)
     cluster, *_ = records()
     state.put_cluster(cluster)

@@ -169,7 +169,8 @@ def agent_with(doc):  # noqa: ANN001, ANN201
     async def ack(ids):  # noqa: ANN001, ANN202
         acks.append(ids)
     return SimpleNamespace(state=NodeState("n1", dlog.get("test"), doc=doc), node_id="n1",
-                           cfg=SimpleNamespace(cluster=C), log=StrictLog(), lb=None,
+                           cfg=SimpleNamespace(cluster=C), log=StrictLog(), lb=None, high_water=None,
+                           _save_high_water=lambda _version: None,
                            reporter=SimpleNamespace(ack=ack), wake=__import__("asyncio").Event()), acks
 
 

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# Set-up + orchestrator + one agent (also a load-balancer node) + a 3-replica web service behind
-# a load balancer on 127.0.0.1:8081, all local and offline.
+# Set-up + a secure Mosquitto of the demo's own + orchestrator + one agent (also a load-balancer node)
+# + a 3-replica web service behind a load balancer on 127.0.0.1:8081, all local and offline.
+# The broker is set up as on real machines (docs/security.md): no anonymous access, the dynamic-security
+# plugin holding the orchestrator's login, the node's own credential issued by `dockyard node join`.
 #
 #   scripts/demo.sh          start (or restart) the demo
 #   scripts/demo.sh stop     stop it: kill the demo's processes (pids in .run/) and remove
 #                            the demo node's containers (labels dockyard.cluster=default
 #                            AND dockyard.node=demo-node-1)
 #
-# State lives in .run/ (demo.db, *.pid, *.log). Re-running stops the previous demo first
-# and starts from a fresh store.
+# State lives in .run/ (demo.db, broker/, *.pid, *.log). Re-running stops the previous demo first
+# and starts from a fresh store and broker.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -18,7 +20,9 @@ LB_PORT=8081  # the demo load balancer's listener (manifests/demo/web.yaml)
 SERVER="http://127.0.0.1:$PORT"
 CLUSTER=default
 NODE=demo-node-1
-MQTT=mqtt://127.0.0.1:1883
+BROKER_PORT="${DOCKYARD_DEMO_BROKER_PORT:-1884}"  # the demo's own broker (the machine's 1883 stays as it is)
+MQTT="mqtt://127.0.0.1:$BROKER_PORT"
+BROKER_DIR="$RUN/broker"
 DOCKYARD="$REPO/.venv/bin/dockyard"
 REPLICAS=3
 
@@ -54,10 +58,24 @@ stop_haproxy() {  # the agent leaves its HAProxy running on purpose (a restarted
   rm -f "$f"
 }
 
+stop_broker() {  # the demo's Mosquitto, by its pid file and only if it still runs the demo's config
+  local f="$RUN/broker.pid" pid
+  [ -f "$f" ] || return 0
+  pid="$(cat "$f")"
+  if [ -n "$pid" ] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "$BROKER_DIR/mosquitto.conf"; then
+    say "stopping the demo's broker (pid $pid)"
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  rm -f "$f"
+}
+
 stop_demo() {
   stop_pid agent
   stop_haproxy
   stop_pid orchestrator
+  stop_broker
   if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
     local ids
     ids="$(docker ps -aq --filter "label=dockyard.cluster=$CLUSTER" --filter "label=dockyard.node=$NODE")"
@@ -67,28 +85,8 @@ stop_demo() {
       docker rm -f $ids >/dev/null
     fi
   fi
-  clear_retained
 }
 
-clear_retained() {  # the demo node's retained topics, so a later run starts clean
-  [ -x "$REPO/.venv/bin/python" ] || return 0
-  "$REPO/.venv/bin/python" - "$CLUSTER" "$NODE" <<'EOF' 2>/dev/null || true
-import sys, socket
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-cluster, node = sys.argv[1:3]
-try:
-    socket.create_connection(("127.0.0.1", 1883), timeout=1).close()
-except OSError:
-    sys.exit(0)
-c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="dockyard-demo-clear")
-c.connect("127.0.0.1", 1883)
-c.loop_start()
-for leaf in ("desired", "presence"):
-    c.publish(f"dockyard/v1/{cluster}/nodes/{node}/{leaf}", None, qos=1, retain=True).wait_for_publish(5)
-c.loop_stop(); c.disconnect()
-EOF
-}
 
 if [ "${1:-}" = stop ]; then
   stop_demo
@@ -119,9 +117,25 @@ sys.stdout.write(urllib.request.urlopen(req, timeout=2).read().decode())' "$1" 2
 }
 show_log() { echo "---- last lines of $1" >&2; tail -n 40 "$1" >&2 || true; }
 
+say "starting the demo's broker on 127.0.0.1:$BROKER_PORT (dockyard broker init: no anonymous access)"
+if (exec 3<>"/dev/tcp/127.0.0.1/$BROKER_PORT") 2>/dev/null; then
+  die "port $BROKER_PORT is in use by something else (set DOCKYARD_DEMO_BROKER_PORT to use another)"
+fi
+rm -rf "$BROKER_DIR"
+"$DOCKYARD" broker init "$BROKER_DIR" --port "$BROKER_PORT" --persistence >/dev/null
+chmod 755 "$RUN"  # Mosquitto, started as root, drops to its own user, which must reach the plugin's file
+setsid nohup mosquitto -c "$BROKER_DIR/mosquitto.conf" </dev/null >"$RUN/broker.log" 2>&1 &
+echo $! >"$RUN/broker.pid"
+for i in $(seq 1 100); do
+  (exec 3<>"/dev/tcp/127.0.0.1/$BROKER_PORT") 2>/dev/null && break
+  kill -0 "$(cat "$RUN/broker.pid")" 2>/dev/null || { show_log "$RUN/broker.log"; die "the broker exited"; }
+  [ "$i" = 100 ] && { show_log "$RUN/broker.log"; die "the broker is not listening after 10 s"; }
+  sleep 0.1
+done
+
 say "starting orchestrator on $SERVER (log: .run/orchestrator.log)"
 setsid nohup "$DOCKYARD" orchestrator --listen "127.0.0.1:$PORT" --store "$RUN/demo.db" --mqtt "$MQTT" \
-  --admin-token-file "$DOCKYARD_TOKEN_FILE" \
+  --mqtt-credentials "$BROKER_DIR/orchestrator-credentials.json" --admin-token-file "$DOCKYARD_TOKEN_FILE" \
   </dev/null >"$RUN/orchestrator.log" 2>&1 &
 echo $! >"$RUN/orchestrator.pid"
 for i in $(seq 1 150); do
@@ -131,8 +145,12 @@ for i in $(seq 1 150); do
   sleep 0.1
 done
 
+say "dockyard node join $NODE (its own broker credential: its topics only)"
+"$DOCKYARD" --server "$SERVER" -c "$CLUSTER" node join "$NODE" -o "$RUN/node-credentials.json" >/dev/null
+
 say "starting agent $NODE (log: .run/agent.log)"
 setsid nohup "$DOCKYARD" agent --node-id "$NODE" --cluster "$CLUSTER" --mqtt "$MQTT" \
+  --mqtt-credentials "$RUN/node-credentials.json" \
   --docker unix:///var/run/docker.sock --attribute demo=true \
   --load-balancer --lb-dir "$RUN/lb" --lb-bind 127.0.0.1 --state-dir "$RUN/agent-state" \
   </dev/null >"$RUN/agent.log" 2>&1 &

@@ -24,10 +24,11 @@ import uuid
 from pathlib import Path
 from typing import IO, Literal
 
+import aiomqtt
 from pydantic import ValidationError
 
 from dockyard.dynsec import Credentials
-from dockyard.mqtt import make_client
+from dockyard.mqtt import broker_urls, make_client
 from dockyard.wire import Presence, node_topic
 
 LOCK_FILE = "agent.lock"
@@ -86,8 +87,21 @@ def _parse(payload: bytes) -> Presence | None:
 
 async def claim(state_dir: Path, mqtt_url: str, cluster: str, node_id: str, boot_id: str,
                 credentials: Credentials | None, ca_file: str | None, log) -> None:  # noqa: ANN001
-    """Return once this agent may take the node's client id; ClaimError when another agent holds it."""
+    """Return once this agent may take the node's client id; ClaimError when another agent holds it.
+    ``mqtt_url`` may name several brokers (a pair, URL1,URL2): the first one reachable is asked."""
     _lock(state_dir, node_id)
+    urls = broker_urls(mqtt_url)
+    for i, url in enumerate(urls):
+        try:
+            await _look(state_dir, url, cluster, node_id, boot_id, credentials, ca_file, log)
+            return
+        except (aiomqtt.MqttError, OSError):
+            if i == len(urls) - 1:
+                raise
+
+
+async def _look(state_dir: Path, mqtt_url: str, cluster: str, node_id: str, boot_id: str,
+                credentials: Credentials | None, ca_file: str | None, log) -> None:  # noqa: ANN001
     own = _own_boots(state_dir)
     topic = node_topic(cluster, node_id, "presence")
     seen: asyncio.Queue[Presence | None] = asyncio.Queue()

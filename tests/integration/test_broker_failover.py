@@ -35,6 +35,8 @@ spec: {{taskDefinition: web, desiredCount: 2}}
 """
 
 
+@pytest.mark.anonymous_broker("a pair of plain brokers of its own: failover, not credentials (the dynamic-security "
+                               "clients on each broker of a pair are orchestrator.broker_admin.BrokerAdmins' unit tests)")
 def test_broker_one_killed_everything_moves_to_broker_two(dockyard_env):
     env = dockyard_env
     b1, url1 = broker(env.workdir, "broker1")

@@ -31,7 +31,7 @@ from orchestrator.leader import LEASE_SECONDS, Lease
 from orchestrator.ops import Ops
 from orchestrator.relay import Relay
 from orchestrator.secrets import SecretStore, default_key_path, load_key
-from orchestrator.standby import Switch, standby_app
+from orchestrator.standby import Reads, Switch, standby_app
 from orchestrator.state import State
 from orchestrator.store import StoreError, default_store_path, files_base, open_store, redact
 from orchestrator.store_errors import StoreUnavailable
@@ -99,7 +99,8 @@ async def serve(listen: str, store_spec: str, mqtt: str, node_lost_seconds: floa
     if isinstance(store, PgStore):
         # Several orchestrators on one database: a standby (alive, forwarding the API) until it takes the lease.
         lease = Lease(store, f"{'https' if tls else 'http'}://{self_target}", lease_seconds)
-        switch.app = standby_app(lease)
+        switch.app = standby_app(lease, Reads(lambda: _read_app(store.url, _loopback(host), insecure_no_auth,
+                                                                anonymous_reads)))
         api_task = asyncio.create_task(server.serve(sockets=[sock]), name="api")
         log.info("orchestrator starting as a standby", listen=f"{host}:{port}", store=redact(store_spec))
         elected = await lease.campaign(stop)
@@ -207,6 +208,23 @@ async def serve(listen: str, store_spec: str, mqtt: str, node_lost_seconds: floa
     if lost:
         raise StoreError("lost the leadership to another orchestrator (a newer epoch); exiting so that a restart "
                          "rejoins as a standby")
+
+
+def _read_app(url: str, loopback: bool, insecure_no_auth: bool, anonymous_reads: bool):  # noqa: ANN202
+    """A standby's read view: the API over the state as the leader last wrote it, on a connection of its own
+    (STOPPED tasks are read from the database); it never writes: its flush is a no-op and only reads reach it.
+    Returns (app, close)."""
+    rstore = open_store(url)
+    state = State(rstore)
+    def no_flush(defer_details: bool = False) -> int:
+        return 0
+    state.flush = no_flush  # type: ignore[method-assign]
+
+    async def no_publish(_doc) -> None:  # noqa: ANN001
+        return None
+    ops = Ops(state, Controller(state, 0, no_publish))
+    tokens = None if insecure_no_auth else Tokens(rstore, anonymous_reads=anonymous_reads)
+    return create_app(ops, ready=lambda: False, loopback=loopback, tokens=tokens), rstore.close
 
 
 def run(listen: str = "127.0.0.1:8080", store: str | None = None, mqtt: str = "mqtt://127.0.0.1:1883",

@@ -213,3 +213,31 @@ def test_postgresql_restarted_under_the_leader_writes_get_503_then_it_goes_on(do
             env.cleanup()
     finally:
         pg.stop()
+
+
+def test_a_standby_serves_reads_from_the_database_while_the_leader_is_paused(ha_env):
+    """Reads on a standby come from the database (the leader's last pass), not through the leader: they keep
+    working while the leader is paused; writes still go to the leader."""
+    env = ha_env
+    leader = env.start_orchestrator(secrets_key_file=env.workdir / "secrets-key", lease_seconds=10.0)
+    env.cli("apply", "-f", env.write_manifest(manifest("v1", desired=0)))
+    with peer_of(env) as peer:
+        peer.start_orchestrator(secrets_key_file=env.workdir / "secrets-key", lease_seconds=10.0, standby_ok=True)
+        assert peer.get("/healthz")["role"] == "standby"
+        r = peer.api.get(f"/v1/clusters/{env.cluster}/services/web", timeout=5)
+        assert r.status_code == 200 and r.headers.get("x-dockyard-standby-read"), (r.status_code, dict(r.headers))
+        assert r.json()["service"]["desiredCount"] == 0
+        peer.cli("scale", "web", "0")  # a write through the standby reaches the leader
+        os.kill(leader.popen.pid, signal.SIGSTOP)
+        try:
+            t0 = time.monotonic()
+            r = peer.api.get(f"/v1/clusters/{env.cluster}/services", timeout=5)
+            took = time.monotonic() - t0
+            assert r.status_code == 200 and r.headers.get("x-dockyard-standby-read"), r.text[:200]
+            assert [s["serviceName"] for s in r.json()["services"]] == ["web"]
+            assert peer.api.get("/v1/clusters", timeout=5).status_code == 200
+            assert peer.api.get(f"/v1/clusters/{env.cluster}/services/web",
+                                headers={"Authorization": "Bearer dy_bad_token"}, timeout=5).status_code == 401
+        finally:
+            os.kill(leader.popen.pid, signal.SIGCONT)
+        print(f"standby read with the leader paused: {took * 1000:.0f} ms")

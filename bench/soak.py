@@ -25,32 +25,8 @@ import os
 import random
 import time
 
-from _common import IMAGE, Bench, CannotMeasure, log, main, proc_status
-
-
-def manifest(name: str, count: int, mark: str) -> str:
-    return f"""
-apiVersion: dockyard/v1
-kind: TaskDefinition
-metadata: {{name: {name}}}
-spec:
-  containerDefinitions:
-    - name: main
-      image: {IMAGE}
-      command: ["httpd", "-f", "-p", "8080", "-h", "/www"]
-      memory: 16
-      stopTimeout: 1
-      environment: [{{name: MARK, value: "{mark}"}}]
----
-apiVersion: dockyard/v1
-kind: Service
-metadata: {{name: {name}}}
-spec:
-  taskDefinition: {name}
-  desiredCount: {count}
-  deploymentConfiguration: {{maximumPercent: 150, minimumHealthyPercent: 50, minimumHealthyTimeSeconds: 1,
-                            bakeTimeSeconds: 0}}
-"""
+from _common import Bench, CannotMeasure, log, main, proc_status
+from test_chaos import manifest  # the scenarios' service (150/50, proven after 1 s): the same one soaks
 
 
 def rss_mb(pid: int) -> float:

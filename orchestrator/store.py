@@ -171,6 +171,22 @@ def open_store(spec: str | Path, exclusive: bool = True):
     return Store(where, exclusive=exclusive)
 
 
+def stopped_page_query(ph: str, cluster: str, service: str | None, node: str | None, desired: str | None,
+                       family: str | None, after: tuple[float, str] | None, limit: int) -> tuple[str, tuple]:
+    """The SQL and arguments of a page of STOPPED tasks (both backends; ``ph`` is the driver's placeholder)."""
+    where: list[str] = [f"cluster = {ph}", STOPPED]
+    args: list[object] = [cluster]
+    for col, value in (("service", service), ("node", node), ("desired", desired), ("family", family)):
+        if value is not None:
+            where.append(f"{col} = {ph}")
+            args.append(value)
+    if after is not None:
+        where.append(f"(created_at, key) > ({ph}, {ph})")
+        args += list(after)
+    return (f"SELECT body FROM records WHERE {' AND '.join(where)} ORDER BY created_at, key LIMIT {ph}",
+            (*args, limit))
+
+
 class Store:
     """Records as JSON rows, one table; a meta table holds the schema version and the epoch."""
 
@@ -350,19 +366,8 @@ class Store:
                       desired: str | None = None, family: str | None = None,
                       after: tuple[float, str] | None = None, limit: int = 500) -> list[Task]:
         """A page of the cluster's STOPPED tasks, by (createdAt, taskId), from after ``after``."""
-        where: list[str] = ["cluster = ?", STOPPED]
-        args: list[object] = [cluster]
-        for col, value in (("service", service), ("node", node), ("desired", desired), ("family", family)):
-            if value is not None:
-                where.append(f"{col} = ?")
-                args.append(value)
-        if after is not None:
-            where.append("(created_at, key) > (?, ?)")
-            args += list(after)
-        rows = self.db.execute(
-            f"SELECT body FROM records WHERE {' AND '.join(where)} ORDER BY created_at, key LIMIT ?",
-            (*args, limit)).fetchall()
-        return [Task.model_validate_json(r[0]) for r in rows]
+        sql, args = stopped_page_query("?", cluster, service, node, desired, family, after, limit)
+        return [Task.model_validate_json(r[0]) for r in self.db.execute(sql, args).fetchall()]
 
     def stopped_started_by(self, cluster: str, started_by: str) -> bool:
         """Whether a STOPPED task of the cluster was started by ``started_by``."""

@@ -34,6 +34,7 @@ from orchestrator.store import (
     _write_order,
     record_key,
     redact,
+    stopped_page_query,
     task_columns,
 )
 from orchestrator.store_errors import StoreUnavailable
@@ -276,18 +277,8 @@ class PgStore:
     def stopped_tasks(self, cluster: str, service: str | None = None, node: str | None = None,
                       desired: str | None = None, family: str | None = None,
                       after: tuple[float, str] | None = None, limit: int = 500) -> list[Task]:
-        where: list[str] = ["cluster = %s", STOPPED]
-        args: list[object] = [cluster]
-        for col, value in (("service", service), ("node", node), ("desired", desired), ("family", family)):
-            if value is not None:
-                where.append(f"{col} = %s")
-                args.append(value)
-        if after is not None:
-            where.append("(created_at, key) > (%s, %s)")
-            args += list(after)
-        rows = self._read(f"SELECT body FROM records WHERE {' AND '.join(where)} ORDER BY created_at, key LIMIT %s",
-                          (*args, limit))
-        return [Task.model_validate_json(r[0]) for r in rows]
+        sql, args = stopped_page_query("%s", cluster, service, node, desired, family, after, limit)
+        return [Task.model_validate_json(r[0]) for r in self._read(sql, args)]
 
     def stopped_started_by(self, cluster: str, started_by: str) -> bool:
         return bool(self._read(f"SELECT 1 FROM records WHERE cluster = %s AND started_by = %s AND {STOPPED} LIMIT 1",

@@ -149,6 +149,7 @@ class Agent:
         self._sampling: asyncio.Task[None] | None = None
         self.requests: Any = None  # agent.requests.RequestServer: logs and exec (Docker runtime)
         self.high_water = self._load_high_water()
+        self.reporter.floor = lambda: self.high_water
 
     # ---- desired documents --------------------------------------------------------------------
     async def _on_connect(self) -> None:

@@ -78,6 +78,8 @@ class Reporter:
         # Per-task usage sent with snapshots (agent.observe), and a count of what was sent.
         self.usage: Callable[[], list[TaskUsage]] | None = None
         self.on_sent: Callable[[str, int], None] | None = None
+        # The (epoch, generation) high-water kept on disk (agent.main), reported when above the applied document's.
+        self.floor: Callable[[], tuple[int, int] | None] = lambda: None
 
     # ---- reports ------------------------------------------------------------------------------
     def reports(self, only: Collection[str] | None = None) -> dict[str, CachedReport]:
@@ -153,7 +155,10 @@ class Reporter:
                 return
         self.seq += 1
         doc = self.state.doc
-        epoch, gen = doc.version() if doc else (0, 0)
+        # The version applied, or the high-water an earlier run of the agent kept, if higher: an orchestrator on a
+        # fresh or restored store sees it is behind and re-asserts above it (core.fencing) instead of publishing
+        # documents this agent rejects as stale forever.
+        epoch, gen = max(doc.version() if doc else (0, 0), self.floor() or (0, 0))
         msg = StatusDoc(nodeId=self.state.node_id, bootId=self.boot_id, seq=self.seq, kind=kind,
                         observedEpoch=epoch, observedGeneration=gen, tasks=[ent.report for ent in send], loadBalancer=lb,
                         usage=self.usage() if self.usage is not None and kind == "snapshot" else None)

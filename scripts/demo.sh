@@ -45,26 +45,13 @@ stop_pid() {  # stop_pid NAME: SIGTERM the pid in .run/NAME.pid, SIGKILL after 1
   rm -f "$f"
 }
 
-stop_haproxy() {  # the agent leaves its HAProxy running on purpose (a restarted agent adopts it)
-  local f="$RUN/lb/haproxy.pid" pid
+stop_by_pidfile() {  # stop_by_pidfile PIDFILE CMDLINE-PATTERN SIGNAL WHAT: only if the pid still runs that command
+  local f="$1" pid
   [ -f "$f" ] || return 0
   pid="$(head -n1 "$f")"
-  if [ -n "$pid" ] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "$RUN/lb/haproxy.cfg"; then
-    say "stopping the demo's HAProxy (pid $pid)"
-    kill -USR1 "$pid" 2>/dev/null || true
-    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
-  rm -f "$f"
-}
-
-stop_broker() {  # the demo's Mosquitto, by its pid file and only if it still runs the demo's config
-  local f="$RUN/broker.pid" pid
-  [ -f "$f" ] || return 0
-  pid="$(cat "$f")"
-  if [ -n "$pid" ] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "$BROKER_DIR/mosquitto.conf"; then
-    say "stopping the demo's broker (pid $pid)"
-    kill -TERM "$pid" 2>/dev/null || true
+  if [ -n "$pid" ] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "$2"; then
+    say "stopping $4 (pid $pid)"
+    kill "-$3" "$pid" 2>/dev/null || true
     for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$pid" 2>/dev/null || true
   fi
@@ -73,9 +60,10 @@ stop_broker() {  # the demo's Mosquitto, by its pid file and only if it still ru
 
 stop_demo() {
   stop_pid agent
-  stop_haproxy
+  # The agent leaves its HAProxy running on purpose (a restarted agent adopts it); USR1 = graceful stop.
+  stop_by_pidfile "$RUN/lb/haproxy.pid" "$RUN/lb/haproxy.cfg" USR1 "the demo's HAProxy"
   stop_pid orchestrator
-  stop_broker
+  stop_by_pidfile "$RUN/broker.pid" "$BROKER_DIR/mosquitto.conf" TERM "the demo's broker"
   if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
     local ids
     ids="$(docker ps -aq --filter "label=dockyard.cluster=$CLUSTER" --filter "label=dockyard.node=$NODE")"

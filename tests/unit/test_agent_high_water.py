@@ -37,3 +37,28 @@ def test_the_high_water_survives_an_agent_restart_through_the_state_dir(tmp_path
     h = agent("hollow")  # hollow agents (benchmarks) keep nothing on disk
     h._save_high_water((9, 9))
     assert agent().high_water is None
+
+
+def test_a_restarted_agent_reports_its_high_water_so_a_fresh_store_re_asserts_above_it(tmp_path):
+    """Without a document applied yet, the status carries the high-water kept on disk: an orchestrator on a fresh
+    or restored store (epoch 1 again) sees the node ahead of it and re-asserts (core.fencing) instead of
+    publishing documents the agent rejects as stale forever (found with scripts/demo.sh run twice)."""
+    import asyncio
+    import json
+
+    from dockyard.wire import StatusDoc
+
+    st = tmp_path / "st"
+    rt = HollowRuntime()
+    rt.name = "docker"
+    Agent(AgentConfig(node_id="n1", state_dir=str(st)), "n1", rt)._save_high_water((1, 7))
+    a = Agent(AgentConfig(node_id="n1", state_dir=str(st)), "n1", rt)
+    sent: list[bytes] = []
+
+    class Client:
+        async def publish(self, _topic, payload, **_kw):  # noqa: ANN001, ANN202
+            sent.append(payload)
+    a.session.client = Client()  # type: ignore[assignment]
+    asyncio.run(a.reporter.publish("snapshot"))
+    doc = StatusDoc.model_validate(json.loads(sent[-1]))
+    assert (doc.observedEpoch, doc.observedGeneration) == (1, 7)

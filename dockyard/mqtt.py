@@ -101,7 +101,7 @@ def _share_property_tables() -> None:
     and types: three containers of ~30 entries) for every packet received or acknowledged:
     6 % of the orchestrator's CPU in bench/scale.py, ~50 us a message on the project's machine.
     paho (2.2) only reads them, so every instance shares one copy; per-instance property values
-    stay per instance (set as attributes). Left alone if a paho version lacks those tables
+    stay per instance (set as attributes), and ``clear`` looks only at those. Left alone if a paho version lacks those tables
     (tests/unit/test_mqtt_properties.py shows packing and unpacking unchanged)."""
     from paho.mqtt.packettypes import PacketTypes
     from paho.mqtt.properties import Properties
@@ -118,7 +118,17 @@ def _share_property_tables() -> None:
         for name, table in shared.items():
             object.__setattr__(self, name, table)
 
+    compressed = frozenset(name.replace(" ", "") for name in ref.names)
+
+    def clear(self: Properties) -> None:
+        # paho's clear() (run by every unpack: each message received) tries all ~27 names with
+        # hasattr; only the few set on this instance are in its __dict__.
+        d = self.__dict__
+        for name in [k for k in d if k in compressed]:
+            del d[name]
+
     Properties.__init__ = __init__  # type: ignore[method-assign]
+    Properties.clear = clear  # type: ignore[method-assign]
     Properties._dockyard_shared_tables = True  # type: ignore[attr-defined]
 
 

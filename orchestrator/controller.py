@@ -646,7 +646,7 @@ class Controller:
             for t in tasks:
                 if t.placedGeneration is None:
                     t.placedGeneration = node.generation
-                    self.state.put_task(t)
+                    self.state.put_task_record(t)
             self.state.put_node(node)
             self._published[key] = content
             # publishedAt given: model_construct would call its default factory through a

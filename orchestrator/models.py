@@ -257,6 +257,15 @@ class TaskContainer(Record):
     networkBindings: list[dict[str, Any]] = Field(default_factory=list)
     restartCount: int = 0  # in-place restarts by its restartPolicy, as the agent counts them
 
+    def matches(self, r: ContainerReport) -> bool:
+        """Whether :meth:`from_report` of ``r`` would equal this container (most reports repeat
+        what the task already holds: comparing costs a fraction of building and comparing)."""
+        return (self.name == r.name and self.lastStatus == r.lastStatus and self.exitCode == r.exitCode
+                and self.reason == r.reason and self.healthStatus == r.healthStatus and self.dockerId == r.dockerId
+                and self.image == r.image and self.restartCount == r.restartCount
+                and len(self.networkBindings) == len(r.networkBindings)
+                and (not r.networkBindings or self.networkBindings == [b.model_dump() for b in r.networkBindings]))
+
     @classmethod
     def from_report(cls, r: ContainerReport) -> TaskContainer:
         # Validated: with every field given, pydantic-core's __init__ (~2 us) is faster than

@@ -229,6 +229,12 @@ class State:
             self.capacity_version += 1
         self._mark("task", record_key("task", t), t)
 
+    def put_task_record(self, t: Task) -> None:
+        """Write a change of an indexed task that no index, count or planner reads (its
+        placedGeneration): the store only, without put_task's re-indexing."""
+        assert self.tasks.get(t.taskId) is t, "put_task_record is for tasks put before"
+        self._mark("task", record_key("task", t), t)
+
     def delete(self, kind: str, key: str) -> None:
         self._dirty.pop((kind, key), None)
         self._deleted.add((kind, key))

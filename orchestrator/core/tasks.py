@@ -48,8 +48,10 @@ def fold_report(task: Task, r: TaskReport, now: float) -> tuple[dict[str, Any], 
     nothing itself; orchestrator.task_apply applies the fields."""
     if task.lastStatus == "STOPPED":
         return {}, Outcome(False)
+    held = task.containers
+    same = len(held) == len(r.containers) and all(c.matches(rc) for c, rc in zip(held, r.containers, strict=True))
     new: dict[str, Any] = {
-        "containers": [TaskContainer.from_report(c) for c in r.containers],
+        "containers": held if same else [TaskContainer.from_report(c) for c in r.containers],
         "healthStatus": r.healthStatus,
         "pullError": r.pullError,
         "ipAddress": r.ipAddress or task.ipAddress,

@@ -35,3 +35,15 @@ def test_properties_pack_and_unpack_as_before():
         assert "does not apply" in str(e)
     else:
         raise AssertionError("a property of another packet type was accepted")
+
+
+def test_clear_drops_the_values_set_and_keeps_the_tables():
+    p = Properties(PacketTypes.PUBLISH)
+    p.UserProperty = ("k", "v")
+    p.CorrelationData = b"id"
+    p.clear()
+    assert p.isEmpty() and not hasattr(p, "UserProperty") and not hasattr(p, "CorrelationData")
+    assert p.packetType == PacketTypes.PUBLISH and len(p.names) == 27  # the tables stay
+    p.ResponseTopic = "r/t"  # reused after a clear, as unpack does
+    q, _ = Properties(PacketTypes.PUBLISH).unpack(p.pack())
+    assert q.ResponseTopic == "r/t" and not hasattr(q, "UserProperty")

@@ -107,6 +107,27 @@ def test_repeated_identical_report_is_not_a_change():
     assert not apply_report(t, r.model_copy(), T0 + 2).changed
 
 
+def test_a_container_change_in_any_field_is_a_change_and_a_repeat_keeps_the_held_list():
+    from orchestrator.core.tasks import fold_report
+
+    base = dict(healthStatus="HEALTHY", dockerId="abc", image="busybox", restartCount=0,
+                networkBindings=[{"containerPort": 80, "hostPort": 32768}])
+    t = task()
+    apply_report(t, report(t.taskId, "RUNNING", containers=[web(**base)]), T0)
+    held = t.containers
+    changes, out = fold_report(t, report(t.taskId, "RUNNING", containers=[web(**base)]), T0 + 1)
+    assert "containers" not in changes and not out.changed and t.containers is held
+    for field, value in [("healthStatus", "UNHEALTHY"), ("dockerId", "def"), ("image", "other"),
+                         ("restartCount", 1), ("exitCode", 3), ("reason", "oom"),
+                         ("networkBindings", [{"containerPort": 80, "hostPort": 32769}]),
+                         ("networkBindings", [])]:
+        r = report(t.taskId, "RUNNING", containers=[web(**{**base, field: value})])
+        changes, out = fold_report(t, r, T0 + 2)
+        assert out.changed and changes["containers"][0] == type(held[0]).from_report(r.containers[0]), field
+    two = report(t.taskId, "RUNNING", containers=[web(**base), ContainerReport(name="log", lastStatus="RUNNING")])
+    assert len(fold_report(t, two, T0 + 3)[0]["containers"]) == 2
+
+
 def test_health_change_is_a_change():
     t = task()
     apply_report(t, report(t.taskId, "RUNNING", healthStatus="UNKNOWN"), T0)

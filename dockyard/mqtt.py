@@ -146,9 +146,13 @@ class Client(aiomqtt.Client):
     Overrides aiomqtt 2.x's private ``_misc_loop`` (pinned <3; tests/integration/test_mqtt_client.py
     shows the override takes effect against the real broker)."""
 
-    def __init__(self, *args: object, misc_interval: float | None = 1.0, **kwargs: object) -> None:
+    def __init__(self, *args: object, misc_interval: float | None = 1.0, batch_io: bool = False,
+                 **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.misc_interval = misc_interval
+        self.batch_io = batch_io
+        if batch_io:
+            _coalesce_writes(self._client)
         # Messages whose topic ends with fast_suffix go to fast_handler(topic, payload) as paho reads
         # them, not through aiomqtt's Message, queue and iterator: the orchestrator's heartbeats
         # (one per node per 1.25 s: 800/s at 1,000 nodes) skip that per-message work. The handler
@@ -162,6 +166,36 @@ class Client(aiomqtt.Client):
             handler(message._topic, message.payload)
             return
         super()._on_message(client, userdata, message)
+
+    def _on_socket_open(self, client: Any, userdata: Any, sock: Any) -> None:
+        super()._on_socket_open(client, userdata, sock)
+        if self.batch_io:  # after aiomqtt's add_reader (call_soon_threadsafe keeps the order)
+            self._loop.call_soon_threadsafe(self._drain_reads, client, sock)
+
+    def _drain_reads(self, client: Any, sock: Any) -> None:
+        """Replace aiomqtt 2.x's reader (paho's ``loop_read``: one packet per wake-up while
+        nothing is in flight) with one that reads every packet the socket holds, so a burst of
+        messages costs one event-loop pass and their acknowledgements one write (with
+        :func:`_coalesce_writes`). aiomqtt is pinned <3; tests/unit/test_mqtt_batch_io.py runs
+        it against Mosquitto."""
+        fd = sock.fileno()
+        if fd < 0 or client.socket() is not sock:
+            return
+
+        def readable() -> None:
+            try:
+                for _ in range(_READ_BURST):
+                    rc = client._packet_read()
+                    if rc == MQTTErrorCode.MQTT_ERR_AGAIN:
+                        return
+                    if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                        client._loop_rc_handle(rc)  # closes the socket (and its reader), as loop_read does
+                        return
+            except Exception as exc:  # as aiomqtt's reader: a broken connection ends the session
+                if not self._disconnected.done():
+                    self._disconnected.set_exception(exc)
+
+        self._loop.add_reader(fd, readable)
 
     async def _misc_loop(self) -> None:
         if self.misc_interval is None:
@@ -182,9 +216,57 @@ class Client(aiomqtt.Client):
         self._client.loop_misc()
 
 
+_READ_BURST = 500  # packets per wake-up at most, so other callbacks run between bursts
+_PLAIN = frozenset({0x40, 0x50, 0x60, 0x70, 0x80, 0xA0, 0xC0})  # PUBACK..PUBCOMP, SUBSCRIBE, UNSUBSCRIBE, PINGREQ
+
+
+def _coalesce_writes(client: paho_client.Client) -> None:
+    """paho sends each queued packet with its own ``send``; join the queued packets whose
+    completion paho does nothing for (QoS 1 publishes, acknowledgements, pings) into one, so a
+    pass's documents or a burst's acknowledgements go out in one system call. QoS 0 publishes
+    (their completion is the on_publish callback) and DISCONNECT stay packets of their own."""
+    write = client._packet_write
+
+    def plain(p: Any) -> bool:  # paho's _OutPacket (a TypedDict)
+        kind = p["command"] & 0xF0
+        return p["pos"] == 0 and (kind in _PLAIN or (kind == 0x30 and p["qos"] > 0))
+
+    def joined(run: list[Any]) -> Any:
+        if len(run) == 1:
+            return run[0]
+        body = b"".join(p["packet"] for p in run)
+        return {"command": 0x40, "mid": 0, "qos": 1, "pos": 0, "to_process": len(body), "packet": body, "info": None}
+
+    def packet_write() -> MQTTErrorCode:
+        q: Any = client._out_packet
+        if len(q) > 1:
+            out: list[Any] = []
+            run: list[Any] = []
+            for p in q:
+                if plain(p) and len(run) < _WRITE_JOIN:
+                    run.append(p)
+                    continue
+                if run:
+                    out.append(joined(run))
+                run = [p] if plain(p) else []
+                if not run:
+                    out.append(p)
+            if run:
+                out.append(joined(run))
+            if len(out) < len(q):
+                q.clear()
+                q.extend(out)
+        return write()
+
+    client._packet_write = packet_write  # type: ignore[method-assign]
+
+
+_WRITE_JOIN = 256  # packets per joined write (documents are ~10 KB: a few MB at most)
+
+
 def make_client(url: str, identifier: str, will: aiomqtt.Will | None = None, keepalive: int = 5,
                 max_inflight_messages: int | None = None, misc_interval: float | None = 1.0,
-                credentials: Credentials | None = None, ca_file: str | None = None) -> Client:
+                credentials: Credentials | None = None, ca_file: str | None = None, batch_io: bool = False) -> Client:
     """An MQTT 5 client with TCP_NODELAY. aiomqtt does not reconnect: callers loop with :class:`Backoff`.
 
     ``max_inflight_messages``: QoS 1 messages sent and not yet acknowledged (paho's default is
@@ -206,6 +288,7 @@ def make_client(url: str, identifier: str, will: aiomqtt.Will | None = None, kee
         max_queued_outgoing_messages=100_000,
         max_inflight_messages=max_inflight_messages,
         misc_interval=misc_interval,
+        batch_io=batch_io,
         tls_params=aiomqtt.TLSParameters(ca_certs=ca_file) if b.tls else None,
     )
 

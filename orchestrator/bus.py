@@ -153,7 +153,9 @@ class Bus:
                 # default of 20 unacknowledged, 1,000 documents waited for 50 round trips. 0 (no
                 # limit) rather than a large one: under any limit paho walks every queued message
                 # on each PUBACK (_update_inflight), O(n^2) for a pass's n documents.
-                async with make_client(self.url, self.client_id, max_inflight_messages=0,
+                # batch_io: a burst of status reports is read in one wake-up and acknowledged in one
+                # write, and a pass's documents go out in one (dockyard.mqtt._coalesce_writes).
+                async with make_client(self.url, self.client_id, max_inflight_messages=0, batch_io=True,
                                        credentials=self.credentials, ca_file=self.ca_file) as client:
                     self.client = client
                     client.fast_suffix, client.fast_handler = _BEAT, self.heartbeat

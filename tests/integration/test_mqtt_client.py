@@ -106,3 +106,54 @@ async def test_publishing_counts_as_activity_so_no_pings_are_sent(infra):
             await asyncio.sleep(0.5)
             c.housekeeping()
         assert pings, "an idle client must still ping"
+
+
+async def test_batch_io_reads_a_burst_in_order_and_acknowledges_each_message_in_few_writes(infra):
+    """batch_io (the orchestrator's client): a burst of QoS 1 messages is read in a few wake-ups
+    and their PUBACKs go out joined in a few sends; every message arrives once, in order, and is
+    acknowledged exactly once."""
+    tag = uuid.uuid4().hex[:8]
+    topic, n = f"dockyard/v1/selftest-{tag}/burst", 2000
+    async with make_client(MQTT_URL, f"selftest-batch-{tag}", batch_io=True, max_inflight_messages=0) as sub, \
+            make_client(MQTT_URL, f"selftest-pub-{tag}", max_inflight_messages=0) as pub:
+        sent: list[bytes] = []
+        orig = sub._client._sock_send
+
+        def spy(buf):
+            sent.append(bytes(buf))
+            return orig(buf)
+
+        sub._client._sock_send = spy
+        pub.pending_calls_threshold = n + 1  # a burst on purpose: no warning per publish
+        await sub.subscribe(topic, qos=1)
+        await asyncio.gather(*(pub.publish(topic, str(i).encode(), qos=1) for i in range(n)))
+        got = []
+        async with asyncio.timeout(30):
+            async for m in sub.messages:
+                got.append(int(m.payload))
+                if len(got) == n:
+                    break
+        assert got == list(range(n))
+        async with asyncio.timeout(5):
+            while sum(p[0] & 0xF0 == 0x40 for p in packets(b"".join(sent))) < n:  # the last write may be queued
+                await asyncio.sleep(0.05)
+        pubacks = [p for p in packets(b"".join(sent)) if p[0] & 0xF0 == 0x40]
+        assert len(pubacks) == n and len({p[2:4] for p in pubacks}) == n  # one per message id
+        assert len(sent) < n / 4, f"{len(sent)} sends for {n} acknowledgements: writes were not joined"
+
+
+def packets(stream: bytes) -> list[bytes]:
+    """The MQTT packets in ``stream`` (fixed header, remaining length, body)."""
+    out, i = [], 0
+    while i < len(stream):
+        j, length, mult = i + 1, 0, 1
+        while True:
+            b = stream[j]
+            length += (b & 127) * mult
+            mult *= 128
+            j += 1
+            if not b & 128:
+                break
+        out.append(stream[i:j + length])
+        i = j + length
+    return out

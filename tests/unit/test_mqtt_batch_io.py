@@ -1,0 +1,65 @@
+"""dockyard.mqtt's joined writes (batch_io): queued packets whose completion paho does nothing
+for go out in one send, in order; QoS 0 publishes (their completion is on_publish) stay alone."""
+from __future__ import annotations
+
+import socket
+
+from paho.mqtt import client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+from dockyard.mqtt import _coalesce_writes
+
+
+def test_joined_writes_keep_the_order_and_leave_qos0_publishes_alone():
+    c = paho.Client(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5)
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    c._sock = a
+    sends: list[bytes] = []
+    orig = c._sock_send
+    c._sock_send = lambda buf: (sends.append(bytes(buf)), orig(buf))[1]
+    published: list[int] = []
+    c.on_publish = lambda *args: published.append(args[2])
+    _coalesce_writes(c)
+
+    def queue(command: int, qos: int, body: bytes, mid: int = 0) -> None:
+        info = paho.MQTTMessageInfo(mid)
+        c._out_packet.append({"command": command, "mid": mid, "qos": qos, "pos": 0, "to_process": len(body),
+                              "packet": body, "info": info})
+
+    queue(0x40, 0, b"\x40\x02\x00\x01")  # PUBACK
+    queue(0x32, 1, b"\x32\x05\x00\x01t\x00\x02")  # QoS 1 PUBLISH
+    queue(0x40, 0, b"\x40\x02\x00\x03")
+    queue(0x30, 0, b"\x30\x04\x00\x01tq", mid=9)  # QoS 0 PUBLISH: its own send, then on_publish
+    queue(0x40, 0, b"\x40\x02\x00\x04")
+    queue(0xC0, 0, b"\xc0\x00")  # PINGREQ
+    assert c._packet_write() == 0
+    assert sends == [b"\x40\x02\x00\x01\x32\x05\x00\x01t\x00\x02\x40\x02\x00\x03", b"\x30\x04\x00\x01tq",
+                     b"\x40\x02\x00\x04\xc0\x00"]
+    assert b.recv(100) == b"".join(sends) and not c._out_packet
+    assert published == [9]
+    a.close()
+    b.close()
+
+
+def test_a_partial_joined_write_resumes_where_it_stopped():
+    c = paho.Client(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5)
+    a, b = socket.socketpair()
+    c._sock = a
+    calls = []
+
+    def short_send(buf):  # the kernel took 3 bytes this time
+        calls.append(bytes(buf))
+        return a.send(bytes(buf[:3]))
+
+    c._sock_send = short_send
+    _coalesce_writes(c)
+    for mid in (1, 2):
+        c._out_packet.append({"command": 0x40, "mid": 0, "qos": 0, "pos": 0, "to_process": 4,
+                              "packet": b"\x40\x02\x00" + bytes([mid]), "info": None})
+    while c._out_packet:
+        c._packet_write()
+    assert b.recv(100) == b"\x40\x02\x00\x01\x40\x02\x00\x02"
+    assert calls[0] == b"\x40\x02\x00\x01\x40\x02\x00\x02"  # joined first, then the rest of it
+    a.close()
+    b.close()

@@ -159,6 +159,7 @@ class Bus:
                                        credentials=self.credentials, ca_file=self.ca_file) as client:
                     self.client = client
                     client.fast_suffix, client.fast_handler = _BEAT, self.heartbeat
+                    client.direct_handler = self.on_message  # every handler is synchronous: no queue
                     await client.subscribe(f"{PROTOCOL}/+/nodes/+/presence", qos=1)
                     await client.subscribe(f"{PROTOCOL}/+/nodes/+/status", qos=1)
                     await client.subscribe(f"{PROTOCOL}/+/nodes/+/heartbeat", qos=0)
@@ -180,15 +181,8 @@ class Bus:
                         _count_sent(len(body))
                     probe = asyncio.create_task(self._probe(client), name="bus-probe")
                     try:
-                        async for msg in client.messages:
-                            topic = str(msg.topic)
-                            if topic == self.probe_topic:
-                                self.controller.on_broker_heard(_probe_time(msg.payload))
-                                continue
-                            if self.relay is not None and self.relay.owns(topic):
-                                self.relay.on_message(msg.payload, msg.properties)
-                                continue
-                            self.handle(topic, msg.payload, retain=msg.retain)
+                        async for msg in client.messages:  # none queued (direct_handler): ends on a lost connection
+                            self.dispatch(str(msg.topic), msg.payload, msg.retain, msg.properties)
                     finally:
                         probe.cancel()
             except aiomqtt.MqttError as exc:
@@ -211,6 +205,21 @@ class Bus:
                 await client.publish(self.probe_topic, repr(time.time()).encode(), qos=0)
             except aiomqtt.MqttError:
                 return  # the message loop sees the lost connection too
+
+    def on_message(self, msg: Any) -> None:
+        """A message as paho reads it (dockyard.mqtt.Client.direct_handler): never raises there."""
+        try:
+            self.dispatch(msg.topic, msg.payload, bool(msg.retain), getattr(msg, "properties", None))
+        except Exception:
+            self.log.exception("error handling a message")
+
+    def dispatch(self, topic: str, payload: Any, retain: bool, properties: Any) -> None:
+        if topic == self.probe_topic:
+            self.controller.on_broker_heard(_probe_time(payload))
+        elif self.relay is not None and self.relay.owns(topic):
+            self.relay.on_message(payload, properties)
+        else:
+            self.handle(topic, payload, retain=retain)
 
     def heartbeat(self, topic: bytes, payload: bytes) -> None:
         """A node's light heartbeat, handed over by the client as it is read (dockyard.mqtt.Client:

@@ -74,7 +74,8 @@ def rollout_verdict(service: dict[str, Any], initial_ids: set[str], tracked: str
     ``initial_ids``: ids of the deployments that existed when the command started;
     ``tracked``: the deployment followed so far (None on the first call). Failed when the
     followed deployment turned FAILED, or when a rollback deployment appeared that was not
-    there at the start (the circuit breaker rolled back: the PRIMARY is then the rollback).
+    there at the start (the circuit breaker rolled back: the PRIMARY is then the rollback), or
+    was there at the start next to the FAILED deployment it replaced (the same outcome, seen late).
     A new non-rollback PRIMARY (someone applied again) is followed instead.
     """
     name = service.get("serviceName")
@@ -86,11 +87,14 @@ def rollout_verdict(service: dict[str, Any], initial_ids: set[str], tracked: str
     if tracked and tracked in by_id and by_id[tracked].get("rolloutState") == "FAILED":
         d = by_id[tracked]
         return RolloutVerdict("failed", tracked, f"deployment {tracked} ({d.get('taskDefinition')}) failed: {d.get('rolloutStateReason') or 'no reason given'}")
+    # Only the circuit breaker makes rollbacks: one found at the start (the bad revision failed
+    # before the command's first look, as a task that exits at once does) is the same failure.
+    replaced = next((d for d in deps if d.get("rolloutState") == "FAILED" and not d.get("isRollback")), None)
     for d in deps:
-        if d.get("isRollback") and d.get("id") not in initial_ids:
-            old = by_id.get(tracked) or {}
+        if d.get("isRollback") and (d.get("id") not in initial_ids or (tracked is None and replaced is not None)):
+            old = by_id.get(tracked) or replaced or {}
             reason = old.get("rolloutStateReason") or d.get("rolloutStateReason") or "circuit breaker triggered"
-            what = f"deployment {tracked} ({old.get('taskDefinition')})" if tracked else "the deployment"
+            what = f"deployment {old.get('id')} ({old.get('taskDefinition')})" if old else "the deployment"
             return RolloutVerdict("failed", tracked, f"{what} failed and was rolled back to {d.get('taskDefinition')}: {reason}")
     primary = next((d for d in deps if d.get("status") == "PRIMARY"), None)
     gen, observed = service.get("generation"), service.get("observedGeneration")

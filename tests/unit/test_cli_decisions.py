@@ -105,10 +105,20 @@ def test_new_rollback_deployment_means_failed_even_if_it_completed():
     assert v.message == "deployment 2 (web:2) failed and was rolled back to web:3: tasks kept failing"
 
 
-def test_rollback_that_was_already_there_at_start_is_followed():
-    # the user runs `rollout status` while a rollback is in progress: success when it completes
-    s = svc(dep("3", "COMPLETED", rollback=True, running=2), dep("2", "FAILED", "ACTIVE"))
-    assert rollout_verdict(s, {"2", "3"}, None).state == "complete"
+def test_a_rollback_already_there_at_start_reports_the_failed_deployment_it_replaced():
+    # the bad revision failed before the command's first look (a task that exits at once): the
+    # outcome is the same as when the command saw it fail, whether the rollback completed or not
+    for state in ("COMPLETED", "IN_PROGRESS"):
+        s = svc(dep("3", state, rollback=True, running=2), dep("2", "FAILED", "ACTIVE", reason="3 tasks failed"))
+        v = rollout_verdict(s, {"2", "3"}, None)
+        assert v.state == "failed", state
+        assert v.message == "deployment 2 (web:2) failed and was rolled back to web:3: 3 tasks failed"
+
+
+def test_a_rollback_whose_failed_deployment_is_gone_is_followed():
+    # only the rollback is left (the failed one pruned): it is the service's state, followed as usual
+    s = svc(dep("3", "COMPLETED", rollback=True, running=2))
+    assert rollout_verdict(s, {"3"}, None).state == "complete"
 
 
 def test_rollback_detected_even_when_failed_deployment_was_pruned():

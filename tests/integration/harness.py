@@ -41,6 +41,11 @@ TOPIC_ROOT = "dockyard/v1"
 T = TypeVar("T")
 
 
+def on_postgresql() -> bool:
+    """This run's stores are PostgreSQL databases (DOCKYARD_TEST_STORE=postgresql; tests/conftest.py)."""
+    return os.environ.get("DOCKYARD_TEST_STORE", "sqlite").lower() == "postgresql"
+
+
 # ------------------------------------------------------------------------------------------ helpers
 def free_port(host: str = "127.0.0.1") -> int:
     """A free port below the kernel's ephemeral range (32768+), which outgoing connections and
@@ -541,6 +546,24 @@ class Harness:
         self._dead.append(self.orchestrator)
         self.orchestrator = None
         return rc
+
+    def store_contents(self) -> dict[str, str]:
+        """The store's raw content as text (bytes as latin-1), for leak checks: each SQLite file (the database,
+        its WAL), or each table of the PostgreSQL database, by name."""
+        if isinstance(self.store, Path):
+            return {p.name: p.read_bytes().decode("latin-1") for p in self.store.parent.glob(self.store.name + "*")
+                    if "key" not in p.name}
+        import psycopg
+
+        def text(v: Any) -> str:
+            return bytes(v).decode("latin-1") if isinstance(v, (bytes, memoryview)) else str(v)
+        out: dict[str, str] = {}
+        with psycopg.connect(self.store) as db:
+            tables = [r[0] for r in db.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
+            for table in tables:
+                rows = db.execute(f'SELECT * FROM "{table}"').fetchall()
+                out[table] = "\n".join(" ".join(text(v) for v in row) for row in rows)
+        return out
 
     def restart_orchestrator(self, kill: bool = False, **extra_flags: Any) -> Proc:
         self.stop_orchestrator(kill=kill)

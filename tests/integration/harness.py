@@ -218,6 +218,7 @@ class SecureBroker:
     credentials_file: Path  # the orchestrator's login (it may also manage the plugin)
     tls_url: str | None = None  # mqtts:// on the TLS listener (secure_broker(tls=True))
     ca_file: Path | None = None  # the CA the TLS listener's certificate is signed by
+    proc: subprocess.Popen | None = None  # the broker (a test may kill it: kill_pid(b.proc, kill=True))
 
     @property
     def auth(self) -> tuple[str, str]:
@@ -249,10 +250,13 @@ def broker_init(directory: Path, port: int, bind: str, tls_args: list[str] = ())
 
 
 @contextlib.contextmanager
-def secure_broker(workdir: Path, bind: str = BROKER_HOST, tls: bool = False) -> Iterator[SecureBroker]:
+def secure_broker(workdir: Path, bind: str = BROKER_HOST, tls: bool = False,
+                  login_of: SecureBroker | None = None) -> Iterator[SecureBroker]:
     """A Mosquitto of the test's own on a free port, configured by ``dockyard broker init`` (no anonymous access,
     the dynamic-security plugin holding the orchestrator's client); registered in SECURE_BROKERS; stopped by pid.
-    ``tls``: also a TLS listener on another free port (its certificate names only ``localhost``)."""
+    ``tls``: also a TLS listener on another free port (its certificate names only ``localhost``).
+    ``login_of``: the second broker of a pair, with the first one's orchestrator login (docs/high-availability.md:
+    the same orchestrator credentials on both) and no node client yet."""
     port = free_port()
     tls_port = free_port() if tls else None
     # Not under pytest's tmp_path (0700 root): Mosquitto started as root drops to the user 'mosquitto',
@@ -265,12 +269,18 @@ def secure_broker(workdir: Path, bind: str = BROKER_HOST, tls: bool = False) -> 
     bdir = base / "broker"
     tls_args = ["--tls-port", str(tls_port), "--tls-bind", bind, "--tls-name", "localhost"] if tls_port else []
     broker_init(bdir, port, bind, tls_args)
+    if login_of is not None:
+        from dockyard import dynsec
+
+        (bdir / "dynsec" / "dynamic-security.json").write_text(json.dumps(dynsec.initial_config(login_of.auth[1])))
+        shutil.copy(login_of.credentials_file, bdir / "orchestrator-credentials.json")
     log = open(bdir / "mosquitto.log", "ab")
     proc = subprocess.Popen(["mosquitto", "-c", str(bdir / "mosquitto.conf"), "-v"], stdout=log,
                             stderr=subprocess.STDOUT)
     log.close()
     b = SecureBroker(f"mqtt://{bind}:{port}", bdir, bdir / "orchestrator-credentials.json",
-                     f"mqtts://localhost:{tls_port}" if tls_port else None, bdir / "tls" / "ca.crt" if tls_port else None)
+                     f"mqtts://localhost:{tls_port}" if tls_port else None, bdir / "tls" / "ca.crt" if tls_port else None,
+                     proc)
     urls = [u for u in (b.url, b.tls_url) if u]
     SECURE_BROKERS.update({u: b for u in urls})
     try:

@@ -239,7 +239,8 @@ def secure_by_default() -> bool:
 
 
 def broker_init(directory: Path, port: int, bind: str, tls_args: list[str] = ()) -> None:
-    """``dockyard broker init`` in this process (the same command users run; no interpreter start per test)."""
+    """``dockyard broker init`` in this process (the same command users run; no interpreter start per test).
+    ``tls_args``: its further flags."""
     from dockyard.cli import cli
 
     try:
@@ -268,12 +269,8 @@ def secure_broker(workdir: Path, bind: str = BROKER_HOST, tls: bool = False,
     base.chmod(0o755)
     bdir = base / "broker"
     tls_args = ["--tls-port", str(tls_port), "--tls-bind", bind, "--tls-name", "localhost"] if tls_port else []
-    broker_init(bdir, port, bind, tls_args)
-    if login_of is not None:
-        from dockyard import dynsec
-
-        (bdir / "dynsec" / "dynamic-security.json").write_text(json.dumps(dynsec.initial_config(login_of.auth[1])))
-        shutil.copy(login_of.credentials_file, bdir / "orchestrator-credentials.json")
+    login_args = ["--orchestrator-credentials", str(login_of.credentials_file)] if login_of else []
+    broker_init(bdir, port, bind, tls_args + login_args)
     log = open(bdir / "mosquitto.log", "ab")
     proc = subprocess.Popen(["mosquitto", "-c", str(bdir / "mosquitto.conf"), "-v"], stdout=log,
                             stderr=subprocess.STDOUT)

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from harness import REPO
+from harness import REPO, on_postgresql
 
 pytestmark = pytest.mark.slow
 
@@ -17,6 +17,7 @@ def test_three_minute_soak():
     print(cp.stdout[-3000:])
     figures = dict(line.split(": ", 1) for line in cp.stdout.splitlines() if ": " in line and not line.startswith("["))
     assert cp.returncode == 0, cp.stdout[-3000:] + cp.stderr[-3000:]
+    assert figures["store"] == ("postgres" if on_postgresql() else "sqlite"), figures  # the harness's store
     assert int(figures["violations"]) == 0, cp.stdout[-3000:]
     assert int(figures["leaked"]) == 0, cp.stdout[-3000:]
     assert int(figures["actions"]) >= 20, figures

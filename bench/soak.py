@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Soak: N minutes of random churn on the 3-host test bed under the invariant checker.
 
-    .venv/bin/python bench/soak.py [--minutes 30] [--seed S] [--interval 4]
+    .venv/bin/python bench/soak.py [--minutes 30] [--seed S] [--interval 4] [--store sqlite|postgres]
 
 Needs root (the multi-host test bed, tests/integration/testbed.py). One orchestrator, one agent
 per host, two services (web 6, api 3). After a warm-up (--warmup seconds, default 60 or a tenth
@@ -11,6 +11,8 @@ an agent, stop a random task through the API. The invariant checker (tests/integ
 invariants.py) samples the API and every host's dockerd twice a second throughout. At the end the
 services go back to their counts and the cluster must converge within 120 s; then the final
 checks (nothing lost, every 2xx write there, no orphan container, network or volume).
+--store postgres: the orchestrator on a PostgreSQL 15 the soak starts (the default under
+DOCKYARD_TEST_STORE=postgresql, so tests/integration/test_soak.py runs on the harness's store).
 
 Figures: minutes, actions, violations (target 0), samples, convergence_seconds,
 orchestrator_rss_mb_start/end and agent_rss_mb_start/end (after the warm-up; the agents'
@@ -42,6 +44,9 @@ def run(bench: Bench) -> None:
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--interval", type=float, default=4.0, help="seconds between random actions")
     ap.add_argument("--warmup", type=float, default=None, help="seconds before the churn (default: 60, or 10%% of the run)")
+    ap.add_argument("--store", choices=["sqlite", "postgres"],
+                    default="postgres" if os.environ.get("DOCKYARD_TEST_STORE", "").lower() == "postgresql" else "sqlite",
+                    help="the orchestrator's store: a SQLite file, or a PostgreSQL 15 the soak starts")
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise CannotMeasure("the test bed needs root (network namespaces, one dockerd per host)")
@@ -52,6 +57,15 @@ def run(bench: Bench) -> None:
     rnd = random.Random(seed)
     log(f"seed {seed}")
     env = bench.env
+    if args.store == "postgres":
+        from pgserver import PgServer
+
+        pg = PgServer()
+        if pg.missing():
+            raise CannotMeasure(pg.missing() or "")
+        bench.extra_cleanups.append(pg.stop)
+        env.store = pg.start().database()
+        log(f"store: PostgreSQL 15 on port {pg.port}")
     base = {"web": 6, "api": 3}
     marks = {"web": 0, "api": 0}
     with Testbed(3) as tb:
@@ -127,6 +141,7 @@ def run(bench: Bench) -> None:
             log(f"VIOLATION {v}")
         bench.figure("seed", seed)
         bench.figure("minutes", args.minutes)
+        bench.figure("store", args.store)
         bench.figure("actions", sum(v for k, v in actions.items() if k != "failed"))
         bench.figure("actions_failed", actions.get("failed", 0))
         bench.figure("samples", chk.tracker.samples)

@@ -204,8 +204,11 @@ def broker_cmd() -> None:
 @click.option("--tls-bind", default="0.0.0.0", show_default=True, help="TLS listener address.")
 @click.option("--tls-name", "tls_names", multiple=True, metavar="NAME|IP",
               help="A name clients reach the broker by, in its certificate (repeatable).  [default: this host's name]")
+@click.option("--orchestrator-credentials", "login_file", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="The second broker of a pair: the orchestrator login of the first one (its "
+                   "orchestrator-credentials.json) instead of a new one (docs/high-availability.md).")
 def broker_init(directory: str, port: int, bind: str, persistence: bool, broker_user: str, tls_port: int | None,
-                tls_bind: str, tls_names: tuple[str, ...]) -> None:
+                tls_bind: str, tls_names: tuple[str, ...], login_file: str | None) -> None:
     """Write DIRECTORY/mosquitto.conf (no anonymous access), the plugin's DIRECTORY/dynsec/dynamic-security.json
     holding the orchestrator's client, and DIRECTORY/orchestrator-credentials.json (mode 0600) for `dockyard
     orchestrator --mqtt-credentials`. Run the broker with `mosquitto -c DIRECTORY/mosquitto.conf`."""
@@ -215,8 +218,18 @@ def broker_init(directory: str, port: int, bind: str, persistence: bool, broker_
     from pathlib import Path
 
     from dockyard import dynsec
-    from dockyard.mqtt import write_credentials
+    from dockyard.mqtt import load_credentials, write_credentials
 
+    login = None
+    if login_file is not None:
+        try:
+            login = load_credentials(login_file)
+        except ValueError as e:
+            raise CliError(str(e).replace("--mqtt-credentials", "--orchestrator-credentials", 1)) from None
+        if login is not None and login.username != dynsec.ORCHESTRATOR_USER:
+            raise CliError(f"--orchestrator-credentials {login_file}: the login {login.username!r} is not the "
+                           f"orchestrator's ({dynsec.ORCHESTRATOR_USER!r}); give the orchestrator-credentials.json "
+                           "that `dockyard broker init` wrote for the pair's first broker")
     d = Path(directory).absolute()
     state = d / "dynsec"
     config = state / "dynamic-security.json"
@@ -226,7 +239,7 @@ def broker_init(directory: str, port: int, bind: str, persistence: bool, broker_
     data = d / "data"
     if persistence:
         data.mkdir(mode=0o700, exist_ok=True)
-    password = dynsec.new_password()
+    password = login.password if login is not None else dynsec.new_password()
     fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as fh:
         json.dump(dynsec.initial_config(password), fh, indent=2)

@@ -113,6 +113,9 @@ class PgStore:
                 if fenced and self.epoch is not None:
                     self._fence(cur)
                 return fn(cur)
+        except psycopg.errors.DiskFull as exc:  # before OperationalError, its base: as SQLite's full file says
+            raise StoreUnavailable(f"the store {self.path} cannot take writes: {_first_line(exc)} (nothing was "
+                                   "written; free space on the database server's disk, then retry)") from None
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             raise StoreUnavailable(f"the store {self.path} is unavailable: {_first_line(exc)}") from None
 

@@ -81,6 +81,15 @@ def pg_url(pg_server) -> str:
     return pg_server.database()
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_at(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where a new, empty store is, on each backend: a SQLite file's path or a fresh PostgreSQL database's URL.
+    Open it with ``orchestrator.store.open_store(store_at, exclusive=False)``; opening it again is a restart."""
+    if request.param == "postgresql":
+        return request.getfixturevalue("pg_url")
+    return str(tmp_path / "dockyard.db")
+
+
 @pytest.fixture
 def dockyard_env(request: pytest.FixtureRequest, infra: None, tmp_path: Path):
     """A :class:`harness.Harness` for this test; cleaned up afterwards whatever happens.

@@ -41,6 +41,11 @@ TOPIC_ROOT = "dockyard/v1"
 T = TypeVar("T")
 
 
+def on_postgresql() -> bool:
+    """This run's stores are PostgreSQL databases (DOCKYARD_TEST_STORE=postgresql; tests/conftest.py)."""
+    return os.environ.get("DOCKYARD_TEST_STORE", "sqlite").lower() == "postgresql"
+
+
 # ------------------------------------------------------------------------------------------ helpers
 def free_port(host: str = "127.0.0.1") -> int:
     """A free port below the kernel's ephemeral range (32768+), which outgoing connections and
@@ -213,6 +218,7 @@ class SecureBroker:
     credentials_file: Path  # the orchestrator's login (it may also manage the plugin)
     tls_url: str | None = None  # mqtts:// on the TLS listener (secure_broker(tls=True))
     ca_file: Path | None = None  # the CA the TLS listener's certificate is signed by
+    proc: subprocess.Popen | None = None  # the broker (a test may kill it: kill_pid(b.proc, kill=True))
 
     @property
     def auth(self) -> tuple[str, str]:
@@ -233,7 +239,8 @@ def secure_by_default() -> bool:
 
 
 def broker_init(directory: Path, port: int, bind: str, tls_args: list[str] = ()) -> None:
-    """``dockyard broker init`` in this process (the same command users run; no interpreter start per test)."""
+    """``dockyard broker init`` in this process (the same command users run; no interpreter start per test).
+    ``tls_args``: its further flags."""
     from dockyard.cli import cli
 
     try:
@@ -244,10 +251,13 @@ def broker_init(directory: Path, port: int, bind: str, tls_args: list[str] = ())
 
 
 @contextlib.contextmanager
-def secure_broker(workdir: Path, bind: str = BROKER_HOST, tls: bool = False) -> Iterator[SecureBroker]:
+def secure_broker(workdir: Path, bind: str = BROKER_HOST, tls: bool = False,
+                  login_of: SecureBroker | None = None) -> Iterator[SecureBroker]:
     """A Mosquitto of the test's own on a free port, configured by ``dockyard broker init`` (no anonymous access,
     the dynamic-security plugin holding the orchestrator's client); registered in SECURE_BROKERS; stopped by pid.
-    ``tls``: also a TLS listener on another free port (its certificate names only ``localhost``)."""
+    ``tls``: also a TLS listener on another free port (its certificate names only ``localhost``).
+    ``login_of``: the second broker of a pair, with the first one's orchestrator login (docs/high-availability.md:
+    the same orchestrator credentials on both) and no node client yet."""
     port = free_port()
     tls_port = free_port() if tls else None
     # Not under pytest's tmp_path (0700 root): Mosquitto started as root drops to the user 'mosquitto',
@@ -259,13 +269,15 @@ def secure_broker(workdir: Path, bind: str = BROKER_HOST, tls: bool = False) -> 
     base.chmod(0o755)
     bdir = base / "broker"
     tls_args = ["--tls-port", str(tls_port), "--tls-bind", bind, "--tls-name", "localhost"] if tls_port else []
-    broker_init(bdir, port, bind, tls_args)
+    login_args = ["--orchestrator-credentials", str(login_of.credentials_file)] if login_of else []
+    broker_init(bdir, port, bind, tls_args + login_args)
     log = open(bdir / "mosquitto.log", "ab")
     proc = subprocess.Popen(["mosquitto", "-c", str(bdir / "mosquitto.conf"), "-v"], stdout=log,
                             stderr=subprocess.STDOUT)
     log.close()
     b = SecureBroker(f"mqtt://{bind}:{port}", bdir, bdir / "orchestrator-credentials.json",
-                     f"mqtts://localhost:{tls_port}" if tls_port else None, bdir / "tls" / "ca.crt" if tls_port else None)
+                     f"mqtts://localhost:{tls_port}" if tls_port else None, bdir / "tls" / "ca.crt" if tls_port else None,
+                     proc)
     urls = [u for u in (b.url, b.tls_url) if u]
     SECURE_BROKERS.update({u: b for u in urls})
     try:
@@ -541,6 +553,24 @@ class Harness:
         self._dead.append(self.orchestrator)
         self.orchestrator = None
         return rc
+
+    def store_contents(self) -> dict[str, str]:
+        """The store's raw content as text (bytes as latin-1), for leak checks: each SQLite file (the database,
+        its WAL), or each table of the PostgreSQL database, by name."""
+        if isinstance(self.store, Path):
+            return {p.name: p.read_bytes().decode("latin-1") for p in self.store.parent.glob(self.store.name + "*")
+                    if "key" not in p.name}
+        import psycopg
+
+        def text(v: Any) -> str:
+            return bytes(v).decode("latin-1") if isinstance(v, (bytes, memoryview)) else str(v)
+        out: dict[str, str] = {}
+        with psycopg.connect(self.store) as db:
+            tables = [r[0] for r in db.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
+            for table in tables:
+                rows = db.execute(f'SELECT * FROM "{table}"').fetchall()
+                out[table] = "\n".join(" ".join(text(v) for v in row) for row in rows)
+        return out
 
     def restart_orchestrator(self, kill: bool = False, **extra_flags: Any) -> Proc:
         self.stop_orchestrator(kill=kill)

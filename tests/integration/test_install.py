@@ -18,12 +18,12 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from harness import DOCKYARD, REPO, docker, docker_containers, free_port, wait_for
+from harness import DOCKYARD, REPO, docker, docker_containers, free_port, on_postgresql, wait_for
 
 from dockyard import __version__
 from dockyard.wire import PROTOCOL_VERSION
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(on_postgresql(), reason="installs dockyard as a user does, with its own default SQLite store: it does not take the harness's store; the SQLite run covers it")]
 
 RUN = uuid.uuid4().hex[:8]
 IMAGE = f"dockyard-test/dockyard:{RUN}"

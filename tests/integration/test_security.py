@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 from harness import IMAGE, private_broker
@@ -118,7 +119,7 @@ def test_a_forged_desired_document_with_a_huge_epoch_does_not_fence_the_orchestr
     assert retained_desired(env, node)["epoch"] == epoch
 
 
-def test_an_orchestrator_on_a_fresh_store_takes_its_nodes_back(env):
+def test_an_orchestrator_on_a_fresh_store_takes_its_nodes_back(env, request):
     env.start_orchestrator()
     env.start_agent()
     node = env.node_ids[0]
@@ -129,7 +130,11 @@ def test_an_orchestrator_on_a_fresh_store_takes_its_nodes_back(env):
                  message="the node on epoch 2")
     old = running_ids(env)
     env.stop_orchestrator()
-    env.store.rename(env.store.with_suffix(".lost"))  # the store is lost: a fresh one starts at epoch 1
+    # The store is lost: a fresh one starts at epoch 1 (the SQLite file gone, or a new PostgreSQL database).
+    if isinstance(env.store, Path):
+        env.store.rename(env.store.with_suffix(".lost"))
+    else:
+        env.store = request.getfixturevalue("pg_server").database()
     env.start_orchestrator()
     env.wait_for(lambda: (n := env.node(node)) and n["connected"], timeout=30, message="the node registered again")
     env.cli("apply", "-f", env.write_manifest(WEB))

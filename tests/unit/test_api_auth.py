@@ -9,11 +9,11 @@ from orchestrator.auth import Tokens
 from orchestrator.controller import Controller
 from orchestrator.ops import Ops
 from orchestrator.state import State
-from orchestrator.store import Store
+from orchestrator.store import open_store
 
 
-def _app(tmp_path):
-    store = Store(tmp_path / "s.db")
+def _app(tmp_path, store_at: str | None = None):
+    store = open_store(store_at or str(tmp_path / "s.db"), exclusive=False)
     state = State(store)
     ctl = Controller(state, epoch=1, publish=None, clock=lambda: 1000.0)  # type: ignore[arg-type]
     tokens = Tokens(store)
@@ -26,8 +26,8 @@ def _app(tmp_path):
     return TestClient(create_app(Ops(state, ctl), tokens=tokens)), admin, store
 
 
-def test_tokens_roles_and_revocation(tmp_path):
-    tc, admin, store = _app(tmp_path)
+def test_tokens_roles_and_revocation(tmp_path, store_at):
+    tc, admin, store = _app(tmp_path, store_at)  # SQLite and PostgreSQL
     r = tc.get("/v1/clusters")
     assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer" and r.json()["hint"]
     auth = {"Authorization": f"Bearer {admin}"}
@@ -37,7 +37,8 @@ def test_tokens_roles_and_revocation(tmp_path):
     assert tc.get("/v1/clusters", headers=ro_auth).status_code == 200
     assert tc.post("/v1/tokens", json={"role": "admin"}, headers=ro_auth).status_code == 403
     assert tc.get("/v1/tokens", headers=ro_auth).status_code == 403
-    assert ro["token"] not in store.db.execute("SELECT group_concat(value) FROM meta").fetchone()[0]  # hashed
+    meta = " ".join(row[0] for row in store.db.execute("SELECT value FROM meta").fetchall())
+    assert ro["name"] == "ci" and '"ci"' in meta and ro["token"] not in meta  # stored, hashed
     assert tc.delete(f"/v1/tokens/{ro['id']}", headers=auth).status_code == 200
     assert tc.get("/v1/clusters", headers=ro_auth).status_code == 401
     assert tc.delete(f"/v1/tokens/{ro['id']}", headers=auth).status_code == 404

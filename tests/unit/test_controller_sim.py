@@ -13,7 +13,7 @@ from orchestrator.core.query import QueryError
 from orchestrator.core.services import primary_of
 from orchestrator.ops import Ops, UserError
 from orchestrator.state import State
-from orchestrator.store import Store
+from orchestrator.store import open_store
 
 CLUSTER = "default"
 LOST = 10.0
@@ -409,8 +409,8 @@ def test_apply_errors_change_nothing(sim):
     assert sim.state.services == {} and sim.state.taskdefs == {}
 
 
-def test_restart_republishes_with_a_new_epoch_and_keeps_tasks(monkeypatch, tmp_path):
-    store = Store(tmp_path / "d.db")
+def test_restart_republishes_with_a_new_epoch_and_keeps_tasks(monkeypatch, store_at):
+    store = open_store(store_at, exclusive=False)
     first = Sim(monkeypatch, State(store), epoch=store.next_epoch())
     for n in ("n1", "n2", "n3"):
         first.node_online(n)
@@ -419,7 +419,7 @@ def test_restart_republishes_with_a_new_epoch_and_keeps_tasks(monkeypatch, tmp_p
     ids = {t.taskId for t in first.tasks()}
     store.close()
 
-    store = Store(tmp_path / "d.db")
+    store = open_store(store_at, exclusive=False)
     second = Sim(monkeypatch, State(store), epoch=store.next_epoch())
     second.clock.t = first.clock.t + 1
     second.ctl.started_at = second.clock.t
@@ -430,15 +430,15 @@ def test_restart_republishes_with_a_new_epoch_and_keeps_tasks(monkeypatch, tmp_p
     store.close()
 
 
-def test_restart_grace_then_lost_nodes(monkeypatch, tmp_path):
-    store = Store(tmp_path / "d.db")
+def test_restart_grace_then_lost_nodes(monkeypatch, store_at):
+    store = open_store(store_at, exclusive=False)
     first = Sim(monkeypatch, State(store), epoch=1)
     for n in ("n1", "n2"):
         first.node_online(n)
     first.apply(taskdef(), service(desired=2))
     running_everywhere(first)
     store.close()
-    store = Store(tmp_path / "d.db")
+    store = open_store(store_at, exclusive=False)
     second = Sim(monkeypatch, State(store), epoch=2)
     second.ctl.started_at = second.clock.t
     second.reconcile(LOST - 1)  # within the grace after start: nobody is lost yet
@@ -492,8 +492,8 @@ def test_placement_change_moves_tasks(sim):
 PROOF = {"minimumHealthyTimeSeconds": 10, "bakeTimeSeconds": 5}
 
 
-def test_proof_clock_is_the_orchestrators_and_survives_a_restart(monkeypatch, tmp_path):
-    store = Store(tmp_path / "d.db")
+def test_proof_clock_is_the_orchestrators_and_survives_a_restart(monkeypatch, store_at):
+    store = open_store(store_at, exclusive=False)
     first = Sim(monkeypatch, State(store), epoch=1)
     for n in ("n1", "n2", "n3"):
         first.node_online(n)
@@ -508,7 +508,7 @@ def test_proof_clock_is_the_orchestrators_and_survives_a_restart(monkeypatch, tm
     assert primary_of(s).rolloutState == "IN_PROGRESS" and primary_of(s).provenCount == 0 and not s.steadyState
     store.close()
 
-    store = Store(tmp_path / "d.db")
+    store = open_store(store_at, exclusive=False)
     second = Sim(monkeypatch, State(store), epoch=2)
     second.clock.t = first.clock.t + 1  # 10 s after the first healthy report
     second.ctl.started_at = second.clock.t

@@ -59,3 +59,31 @@ def test_names_must_be_single_topic_levels():
     assert dynsec.invalid_name("node-1.a_b") is None
     for bad in ("", "a/b", "+", "#", "a b", "-x"):
         assert dynsec.invalid_name(bad)
+
+
+def test_broker_init_of_a_pairs_second_broker_takes_the_first_ones_orchestrator_login(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from dockyard.cli import cli
+
+    def init(*args: str):
+        return CliRunner().invoke(cli, ["broker", "init", *args, "--broker-user", "root"])
+
+    assert init(str(tmp_path / "b1")).exit_code == 0
+    first = tmp_path / "b1" / "orchestrator-credentials.json"
+    r = init(str(tmp_path / "b2"), "--orchestrator-credentials", str(first))
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "b2" / "orchestrator-credentials.json").read_text() == first.read_text()
+    login = json.loads(first.read_text())
+    (client,) = json.loads((tmp_path / "b2" / "dynsec" / "dynamic-security.json").read_text())["clients"]
+    assert client["username"] == login["username"]
+    assert dynsec.hashed(login["password"], base64.b64decode(client["salt"]))["password"] == client["password"]
+    # Not the orchestrator's login (a node's), or no file: refused, nothing made.
+    node = tmp_path / "node.json"
+    node.write_text(json.dumps({"username": "t-1.n1", "password": "x" * 20}))
+    r = init(str(tmp_path / "b3"), "--orchestrator-credentials", str(node))
+    assert r.exit_code == 1 and "is not the orchestrator's" in r.output and not (tmp_path / "b3").exists()
+    r = init(str(tmp_path / "b4"), "--orchestrator-credentials", str(tmp_path / "missing.json"))
+    assert r.exit_code == 1 and "--orchestrator-credentials" in r.output and "cannot read it" in r.output

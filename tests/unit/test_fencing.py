@@ -5,7 +5,7 @@ from __future__ import annotations
 from dockyard.wire import StatusDoc
 from orchestrator.core.fencing import judge
 from orchestrator.state import State
-from orchestrator.store import Store
+from orchestrator.store import open_store
 from test_controller_sim import CLUSTER, Sim, service, taskdef
 
 
@@ -81,8 +81,8 @@ def _forged_status(sim: Sim, epoch: int, generation: int) -> None:
                                               observedEpoch=epoch, observedGeneration=generation, tasks=[]))
 
 
-def test_a_node_fenced_by_a_forged_epoch_is_taken_back(monkeypatch, tmp_path):
-    store = Store(tmp_path / "s.db")
+def test_a_node_fenced_by_a_forged_epoch_is_taken_back(monkeypatch, store_at):
+    store = open_store(store_at, exclusive=False)  # SQLite and PostgreSQL
     sim = _running(monkeypatch, State(store))
     tasks = {t.taskId for t in sim.docs["a"].tasks}
     _forged_status(sim, 5000, 1)

@@ -32,7 +32,7 @@ def resolve(cluster: str, ref: str, exact_task: bool, service_exists: bool,
     if prefix_matches > 1:
         return Refusal(409, f"task id prefix {ref!r} is ambiguous ({prefix_matches} tasks) and no service is named so",
                        "give more characters of the task id (dockyard get tasks --all)")
-    return Refusal(404, f"no task or service {ref!r} in cluster {cluster}",
+    return Refusal(404, f"task or service {ref!r} not found in cluster {cluster}",
                    f"list them with: dockyard -c {cluster} get services, or get tasks --all")
 
 

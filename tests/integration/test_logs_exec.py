@@ -132,11 +132,14 @@ def test_a_node_reads_only_its_own_requests_and_answers_only_under_its_own_respo
     with secure_broker(env.workdir) as broker:
         env.mqtt_url = broker.url
         env.start_orchestrator()
-        env.start_agent("a", status_interval=1)
-        env.start_agent("b", status_interval=1)
+        # Node ids of this cluster's own: an agent owns containers by its node label only, so another test's
+        # agent "a" would remove this one's containers.
+        a, b = f"{env.cluster}-a", f"{env.cluster}-b"
+        env.start_agent(a, status_interval=1)
+        env.start_agent(b, status_interval=1)
         tid = running_task(env)
         node = next(t["nodeId"] for t in env.running_tasks() if t["taskId"] == tid)
-        other = "b" if node == "a" else "a"
+        other = b if node == a else a
         root = f"dockyard/v1/{env.cluster}/nodes"
         # The node's role lets its agent read its requests and answer them.
         env.wait_for(lambda: "line1" in env.cli("logs", tid).stdout, timeout=30, message="logs over the secure broker")
@@ -228,7 +231,7 @@ def test_logs_of_a_service_merge_its_tasks_lines_by_time_follow_them_and_survive
     one = next(iter(tasks))
     assert env.cli("logs", one[:10], "--tail", "1").stdout == "tick\n"
     bad = env.cli("logs", "nosuch", check=False)
-    assert bad.returncode == 1 and "no task or service 'nosuch'" in bad.stderr and "Traceback" not in bad.stderr, bad
+    assert bad.returncode == 1 and "task or service 'nosuch' not found" in bad.stderr and "Traceback" not in bad.stderr, bad
 
     # -f: new lines of both tasks arrive interleaved.
     def follow() -> subprocess.Popen:

@@ -37,7 +37,7 @@ def test_resolve_full_task_id_then_service_name_then_unique_prefix():
     many = sl.resolve("c", "ab", exact_task=False, service_exists=False, prefix_matches=2)
     assert isinstance(many, Refusal) and many.status == 409 and "ambiguous" in many.error and "more characters" in many.hint
     none = sl.resolve("c", "nope", exact_task=False, service_exists=False, prefix_matches=0)
-    assert isinstance(none, Refusal) and none.status == 404 and "no task or service 'nope'" in none.error
+    assert isinstance(none, Refusal) and none.status == 404 and "task or service 'nope' not found" in none.error
     assert "get services" in none.hint
 
 

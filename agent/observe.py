@@ -43,7 +43,9 @@ def task_usage(now: Mapping[str, Sample], before: Mapping[str, Sample],
         task = s.labels[2]
         a = acc.setdefault(task, [0.0, 0.0, 0.0, 0.0])  # cpu units, rated containers, memory, limit
         prev = before.get(cid)
-        if prev is not None and s.at > prev.at and s.usage.cpu_seconds >= prev.usage.cpu_seconds:
+        if prev is s:  # the same sample again: its cpu counter did not move
+            a[1] += 1
+        elif prev is not None and s.at > prev.at and s.usage.cpu_seconds >= prev.usage.cpu_seconds:
             a[0] += (s.usage.cpu_seconds - prev.usage.cpu_seconds) / (s.at - prev.at) * 1024
             a[1] += 1
         a[2] += s.usage.working_set

@@ -190,6 +190,8 @@ def usage_from_stats(s: Mapping[str, Any]) -> Usage:
 # ---- samples as metrics ------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Sample:
+    """One container's usage as read ``at``; a later sample in which nothing moved is this object again
+    (agent.observe.task_usage counts such a container as idle over the interval)."""
     labels: tuple[str, ...]  # LABELS' values
     usage: Usage
     started_at: float | None
@@ -452,8 +454,13 @@ class UsageSampler:
             if (u := usages.get(c.id)) is None:
                 continue
             prev = last.get(c.id)
-            labels = prev.labels if prev is not None and prev.labels[1] == (services.get(c.task_id) or "") \
-                and prev.labels[2] == c.task_id else labels_of(c, services)  # a container's labels do not change
+            if prev is not None and prev.labels[1] == (services.get(c.task_id) or "") and prev.labels[2] == c.task_id:
+                if prev.usage is u and prev.started_at == c.started_at:
+                    live[c.id] = prev  # nothing moved (a lean read returned the same Usage): the same sample
+                    continue
+                labels = prev.labels  # a container's labels do not change
+            else:
+                labels = labels_of(c, services)
             live[c.id] = Sample(labels, u, c.started_at, now)
         for cid in [k for k in self._paths if k not in live]:
             self._paths.pop(cid, None)

@@ -328,3 +328,17 @@ def test_task_usage_returns_an_unchanged_entry_again():
     assert again[0] is first[0] and again[0].cpu == 0.0
     moved = task_usage({"a": sample(1.0, 3.0, ws=2000)}, {"a": sample(1.0, 2.0)}, {u.taskId: u for u in first})
     assert moved[0] is not first[0] and moved[0].memory == 2000
+
+
+def test_an_unchanged_container_keeps_its_sample_and_counts_as_idle(tmp_path):
+    proc, root, _ = _lean_v1_tree(tmp_path)
+    sampler = UsageSampler(FakeDocker(77), log=_Log(), root=root, proc=proc, lean=True)
+    for _ in range(2):
+        asyncio.run(sampler.sample([_container(CID)], {"task1": "web"}))
+    before = sampler.last
+    now = asyncio.run(sampler.sample([_container(CID)], {"task1": "web"}))
+    assert now[CID] is before[CID]  # nothing moved: the same Sample
+    assert [(u.taskId, u.cpu, u.memory) for u in task_usage(now, before)] == [("task1", 0.0, 8192000 - 12288)]
+    moved = asyncio.run(sampler.sample([_container(CID)], {"task1": "api"}))  # another service: new labels
+    assert moved[CID] is not now[CID] and moved[CID].labels[1] == "api"
+    sampler.close()

@@ -6,6 +6,8 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+import pytest
+
 from dockyard.wire_rr import Chunk, End, LogsRequest
 from orchestrator.core import service_logs as sl
 from orchestrator.core.rr import Refusal
@@ -195,3 +197,62 @@ def test_interleaved_is_not_held_up_by_a_silent_source_and_closing_cancels_every
 
     assert asyncio.run(asyncio.wait_for(run(), 10)) == [f"tick{i}\n" for i in range(5)]
     assert silent.closed and busy.closed
+
+
+# ---- the API routes, with a fake relay ----------------------------------------------------------
+def api_setup():
+    import json as _json
+
+    from orchestrator.controller import Controller
+    from orchestrator.logs_api import router
+    from orchestrator.models import Node, Task, TaskContainer
+    from orchestrator.ops import Ops
+    from orchestrator.state import State
+
+    state = State()
+    ops = Ops(state, Controller(state, epoch=1, publish=None, clock=lambda: NOW))  # type: ignore[arg-type]
+    ops.apply([{"source": "m#0", "document": {
+        "apiVersion": "dockyard/v1", "kind": "TaskDefinition", "metadata": {"name": "db"},
+        "spec": {"containerDefinitions": [{"name": "db", "image": "busybox", "memory": 32}]}}},
+        {"source": "m#1", "document": {"apiVersion": "dockyard/v1", "kind": "Service", "metadata": {"name": "db"},
+                                       "spec": {"taskDefinition": "db", "desiredCount": 0}}}], "default")
+    for n in ("n1", "n2"):
+        state.put_node(Node(cluster="default", nodeId=n, connected=True))
+    tids = ["db" + "1" * 30, "ab" + "2" * 30]  # the first starts like the service's name
+    for tid, n in zip(tids, ("n1", "n2"), strict=True):
+        state.put_task(Task(taskId=tid, cluster="default", taskDefinition="db:1", family="db", revision=1,
+                            group="service:db", serviceName="db", nodeId=n, lastStatus="RUNNING", createdAt=NOW,
+                            containers=[TaskContainer(name="db")]))
+    relay = FakeRelay({
+        tids[0]: FakeCall(chunks("2026-12-02T00:00:01Z first\n")),
+        tids[1]: FakeCall(chunks("2026-12-02T00:00:02Z second\n")),
+    })
+    routes = {getattr(r, "path", ""): r.endpoint for r in router(ops, relay).routes}  # type: ignore[arg-type]
+
+    async def call(ref: str, **q) -> list[dict]:
+        args = {"container": None, "tail": None, "since": None, "follow": False, "timestamps": False, **q}
+        resp = await routes["/v1/clusters/{cluster}/logs/{ref}"](cluster="default", ref=ref, **args)
+        return [_json.loads(ln) for b in [x async for x in resp.body_iterator] for ln in b.decode().splitlines()]
+
+    return state, relay, tids, call
+
+
+def test_the_logs_route_reads_a_service_merged_with_prefixes_and_a_full_task_id_as_the_task():
+    from orchestrator.ops import UserError
+
+    state, relay, tids, call = api_setup()
+    out = asyncio.run(call("db"))  # the service, though a task id starts with "db" too
+    head, lines, end = out[0], out[1:-1], out[-1]
+    assert [s["prefix"] for s in head["sources"]] == [f"db.{tids[1][:12]}@n2", f"db.{tids[0][:12]}@n1"]
+    assert [(x["source"], x["data"]) for x in lines] == [(1, "first\n"), (0, "second\n")]  # by time, stamps gone
+    assert end["end"] is True and end["code"] is None
+    assert all(r.timestamps and r.container == "db" for r in relay.opened)  # the merge asks for the stamps
+    relay.calls[tids[0]] = FakeCall(chunks("plain\n"))
+    task = asyncio.run(call(tids[0]))  # a full id: the task, unprefixed
+    assert task[0] == {"stream": "stdout", "data": "plain\n"} and task[-1]["end"] is True
+    with pytest.raises(UserError) as e:
+        asyncio.run(call("zz"))
+    assert e.value.status == 404 and "task or service 'zz' not found" in e.value.message
+    state.services.pop(("default", "db"))
+    relay.calls[tids[0]] = FakeCall(chunks("again\n"))
+    assert asyncio.run(call("db"))[0]["data"] == "again\n"  # no such service: a unique task prefix

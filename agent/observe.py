@@ -31,23 +31,37 @@ STATUS_SENT = Counter("dockyard_agent_status_messages_total", "Status messages p
 STATUS_SENT_BYTES = Counter("dockyard_agent_status_sent_bytes_total", "Status message bytes published")
 
 
-def task_usage(now: Mapping[str, Sample], before: Mapping[str, Sample]) -> list[TaskUsage]:
+def task_usage(now: Mapping[str, Sample], before: Mapping[str, Sample],
+               reuse: Mapping[str, TaskUsage] | None = None) -> list[TaskUsage]:
     """Per task: cpu units used (1024 per core) over the interval between the two samples of each
     of its containers, working-set memory and the containers' memory limits. A container without an
-    earlier sample (just started) counts no cpu yet; a task none of whose containers has one is left out."""
+    earlier sample (just started) counts no cpu yet; a task none of whose containers has one is left out.
+    ``reuse``: the last result by task; an entry with the same values is returned again, not rebuilt
+    (an idle task's usage does not change from one sample to the next)."""
     acc: dict[str, list[float]] = {}
     for cid, s in now.items():
         task = s.labels[2]
         a = acc.setdefault(task, [0.0, 0.0, 0.0, 0.0])  # cpu units, rated containers, memory, limit
         prev = before.get(cid)
-        if prev is not None and s.at > prev.at and s.usage.cpu_seconds >= prev.usage.cpu_seconds:
+        if prev is s:  # the same sample again: its cpu counter did not move
+            a[1] += 1
+        elif prev is not None and s.at > prev.at and s.usage.cpu_seconds >= prev.usage.cpu_seconds:
             a[0] += (s.usage.cpu_seconds - prev.usage.cpu_seconds) / (s.at - prev.at) * 1024
             a[1] += 1
         a[2] += s.usage.working_set
         a[3] += s.usage.memory_limit
-    # model_construct: the fields are a float and ints made here (validating 50 a tick was a tenth of a sample).
-    return [TaskUsage.model_construct(taskId=t, cpu=round(a[0], 1), memory=int(a[2]), memoryLimit=int(a[3]))
-            for t, a in sorted(acc.items()) if a[1]]
+    out: list[TaskUsage] = []
+    old = reuse or {}
+    for t, a in sorted(acc.items()):
+        if not a[1]:
+            continue
+        cpu, mem, limit = round(a[0], 1), int(a[2]), int(a[3])
+        u = old.get(t)
+        if u is None or u.cpu != cpu or u.memory != mem or u.memoryLimit != limit:
+            # model_construct: the fields are a float and ints made here (validating 50 a tick was a tenth of a sample).
+            u = TaskUsage.model_construct(taskId=t, cpu=cpu, memory=mem, memoryLimit=limit)
+        out.append(u)
+    return out
 
 
 class Observer:
@@ -66,7 +80,7 @@ class Observer:
         with SAMPLE_SECONDS.time():
             now = await self.sampler.sample(containers, services)
         SAMPLED.inc(len(now))
-        self.usage = task_usage(now, before)
+        self.usage = task_usage(now, before, {u.taskId: u for u in self.usage})
 
     @staticmethod
     def sent(kind: str, size: int) -> None:

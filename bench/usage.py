@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Usage sampling: what one sample of N containers costs the agent, cgroup files vs the Docker stats API.
 
-    .venv/bin/python bench/usage.py [--containers 50] [--samples 20] [--interval 5]
+    .venv/bin/python bench/usage.py [--containers 50] [--samples 20] [--interval 5] [--lean] [--gap 0]
 
 Starts --containers idle busybox containers (label ``dockyard-bench-usage=<hex>``, removed at the
 end whatever happens), then in this process (the agent's code, agent.usage.UsageSampler):
@@ -11,6 +11,11 @@ end whatever happens), then in this process (the agent's code, agent.usage.Usage
 2. the peer, in the same run: the same containers through the Docker stats API with
    ``stream=false&one-shot=true`` (the fallback), one request per container, all at once (each
    is answered at dockerd's collector's next tick, about 1 s: one after the other, 50 took 50 s).
+
+``--lean``: the sampler as an agent without ``--metrics-listen`` runs it (agent.usage.OpenFiles: no
+cpu.stat on v1, no net/dev, memory.stat when due), plus the per-task usage the snapshot sends
+(agent.observe.task_usage). ``--gap S``: S seconds between timed samples, so caches are as cold as the
+agent's between its status ticks (0: back to back, hot).
 
 CPU is this process's (user+system, time.process_time) per sample; the agent samples once per
 status interval, so cpu_percent_at_interval = per-sample CPU / --interval of one core (the
@@ -49,21 +54,29 @@ class _Log:
         pass
 
 
-async def measure(ids: list[str], samples: int) -> dict[str, float]:
+async def measure(ids: list[str], samples: int, lean: bool = False, gap: float = 0.0) -> dict[str, float]:
+    from agent.observe import task_usage
+
     docker = aiodocker.Docker()
     try:
         cs = [ActualContainer(id=i, task_id=f"t{n}", container_name="idle", node="bench", state="running")
               for n, i in enumerate(ids)]
-        sampler = UsageSampler(docker, _Log())
+        sampler = UsageSampler(docker, _Log(), lean=lean)
         t0 = time.perf_counter()
         got = await sampler.sample(cs, {})
         first = time.perf_counter() - t0
         if len(got) != len(cs) or any(sampler._paths[i][0] is None for i in ids):
             raise SystemExit("cannot measure: not every container's cgroup files were found")
         wall, cpu = [], []
+        before, usage = got, []
         for _ in range(samples):
+            if gap:
+                await asyncio.sleep(gap)
             w, c = time.perf_counter(), time.process_time()
-            await sampler.sample(cs, {})
+            now = await sampler.sample(cs, {})
+            if lean:
+                usage = task_usage(now, before, {u.taskId: u for u in usage})
+                before = now
             wall.append(time.perf_counter() - w)
             cpu.append(time.process_time() - c)
         swall, scpu = [], []
@@ -87,6 +100,8 @@ def main() -> None:
     ap.add_argument("--containers", type=int, default=50)
     ap.add_argument("--samples", type=int, default=20)
     ap.add_argument("--interval", type=float, default=5.0)
+    ap.add_argument("--lean", action="store_true", help="the sampler of an agent without --metrics-listen")
+    ap.add_argument("--gap", type=float, default=0.0, help="seconds between timed samples (cold caches)")
     a = ap.parse_args()
     # SIGTERM (a timeout) must still run the cleanup below.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -96,14 +111,14 @@ def main() -> None:
         for _ in range(a.containers):
             ids.append(subprocess.run(["docker", "run", "-d", "--label", label, "-m", "32m", IMAGE, "sleep", "3600"],
                                       check=True, capture_output=True, text=True).stdout.strip())
-        r = asyncio.run(measure(ids, a.samples))
+        r = asyncio.run(measure(ids, a.samples, a.lean, a.gap))
     finally:
         left = subprocess.run(["docker", "ps", "-aq", "--filter", f"label={label}"], capture_output=True, text=True).stdout.split()
         if left:
             subprocess.run(["docker", "rm", "-f", *left], capture_output=True)
     print(f"containers: {a.containers}")
-    print(f"files_sample_ms: {r['files'] * 1e3:.1f}")
-    print(f"files_sample_cpu_ms: {r['files_cpu'] * 1e3:.1f}")
+    print(f"files_sample_ms: {r['files'] * 1e3:.3f}")
+    print(f"files_sample_cpu_ms: {r['files_cpu'] * 1e3:.3f}")
     print(f"first_sample_ms: {r['first'] * 1e3:.1f}")
     print(f"stats_api_sample_ms: {r['stats'] * 1e3:.1f}")
     print(f"stats_api_sample_cpu_ms: {r['stats_cpu'] * 1e3:.1f}")

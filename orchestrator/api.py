@@ -22,7 +22,17 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from dockyard import __version__, dynsec
 from dockyard.wire import PROTOCOL_VERSION
-from orchestrator import autoscale_api, ecs_api, lb_views, logs_api, metrics, metrics_collector, observe_api, views
+from orchestrator import (
+    autoscale_api,
+    ecs_api,
+    events_api,
+    lb_views,
+    logs_api,
+    metrics,
+    metrics_collector,
+    observe_api,
+    views,
+)
 from orchestrator.auth import Tokens
 from orchestrator.broker_admin import BrokerAdmin, BrokerAdminError, BrokerAdmins
 from orchestrator.core import auth as auth_core
@@ -101,6 +111,7 @@ def create_app(ops: Ops, ready=lambda: True, loopback: bool = True, usage: Usage
     registry = metrics_collector.registry_for(st, usage)
     app.include_router(observe_api.router(ops, usage, self_target))
     app.include_router(autoscale_api.router(ops))
+    app.include_router(events_api.router(ops))
     if relay is not None:  # logs and exec, relayed to agents (orchestrator.relay)
         app.include_router(logs_api.router(ops, relay))
 

@@ -5,7 +5,7 @@ boto3 and the AWS CLI do not follow a redirect of a POST, so a standby forwards 
 request goes to the leader's API (from the lease row) as it came, Host header included (the ECS API's SigV4
 signature covers it), and the leader's answer comes back as it is. Without a leader: 503 (retry later).
 
-Reads (GET/HEAD, but logs, which only the leader relays) are the same API over a State loaded from the database
+Reads (GET/HEAD, but logs, which only the leader relays, and the event stream) are the same API over a State loaded from the database
 (:class:`Reads`), at most ``max_age`` seconds old, so a standby answers them while the leader is paused or gone;
 they show what the leader has written (its last pass), marked ``X-Dockyard-Standby-Read: AGE``.
 """
@@ -59,10 +59,13 @@ class Reads:
 
 
 def served_here(scope: Any) -> bool:
-    """A request a standby answers from its read view: a read, not a health probe, not logs (the leader relays)."""
+    """A request a standby answers from its read view: a read, not a health probe, not logs (the leader relays:
+    ``.../tasks/T/logs``, ``.../services/S/logs``, ``.../logs/NAME``), not the event stream (fed by the leader's
+    state changes; a read view is a snapshot replaced every second)."""
     path = scope.get("path", "")
     return (scope.get("type") == "http" and scope.get("method") in ("GET", "HEAD")
-            and path not in ("/healthz", "/readyz") and not path.endswith("/logs"))
+            and path not in ("/healthz", "/readyz") and not path.endswith("/logs") and "/logs/" not in path
+            and not path.endswith("/events"))
 
 
 class Standby:

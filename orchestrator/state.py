@@ -17,7 +17,7 @@ from __future__ import annotations
 import heapq
 import operator
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from orchestrator.autoscaling_models import ScalableTarget
 from orchestrator.metrics import STORE_TRANSACTION_SECONDS as STORE_SECONDS
@@ -50,6 +50,9 @@ class State:
         self.clusters: dict[str, Cluster] = {}
         self.taskdefs: dict[str, dict[int, TaskDefinition]] = {}
         self.services: dict[tuple[str, str], Service] = {}
+        # Called with (cluster, name) on every put_service: the change feed a streaming reader waits on
+        # (orchestrator.events_api). In the event loop's thread, as every write; a watcher must not block.
+        self.service_watchers: set[Callable[[tuple[str, str]], None]] = set()
         self.tasks: dict[str, Task] = {}
         self.nodes: dict[tuple[str, str], Node] = {}
         self.target_groups: dict[tuple[str, str], TargetGroup] = {}
@@ -135,9 +138,12 @@ class State:
         self._mark("taskdef", record_key("taskdef", td), td)
 
     def put_service(self, s: Service) -> None:
-        self.services[(s.cluster, s.serviceName)] = s
-        self.dirty_services.add((s.cluster, s.serviceName))
+        key = (s.cluster, s.serviceName)
+        self.services[key] = s
+        self.dirty_services.add(key)
         self._mark("service", record_key("service", s), s)
+        for w in tuple(self.service_watchers):
+            w(key)
 
     def put_node(self, n: Node) -> None:
         key = (n.cluster, n.nodeId)

@@ -1,8 +1,10 @@
 """``events [-f] [--service S]``: service events, oldest first; ``-f`` keeps printing new ones.
 
-Follows by polling the services' views (each keeps its latest 100 events) every POLL_SECONDS: an
-event is new when its id was not shown yet, or when its repeat count grew (the orchestrator
-collapses a repeated message into one event with a count).
+``-f`` follows the API's event stream (``GET .../events?follow=true``, orchestrator.events_api: a line
+with a service's kept events whenever they change); against an orchestrator without it (404), it polls
+the services' views (each keeps its latest 100 events) every POLL_SECONDS. Either way an event is new
+when its id was not shown yet, or when its repeat count grew (the orchestrator collapses a repeated
+message into one event with a count).
 """
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ import click
 
 from orchestrator import render
 from orchestrator.client.api import unwrap
+from orchestrator.client.errors import ApiError
+from orchestrator.client.logs import ndjson
 from orchestrator.client.session import Session, cluster_option, out, pass_session
 
 POLL_SECONDS = 1.0
@@ -54,10 +58,28 @@ def events(s: Session, follow: bool, service: str | None) -> None:
         return list(api.get(api.cpath("services")).get("services") or [])
 
     seen: dict[str, int] = {}
-    while True:
-        new, seen = fresh_events(services(), seen)
+
+    def show(listed: list[dict[str, Any]]) -> None:
+        nonlocal seen
+        new, seen = fresh_events(listed, seen)
         for name, e in new:
             out(event_line(name, e))
-        if not follow:
-            return
+
+    show(services())
+    if not follow:
+        return
+    try:
+        for item in ndjson(api, "GET", api.cpath("events"), {"service": service, "follow": True}, timeout=None):
+            show([item])
+        return
+    except ApiError as e:
+        if e.status != 404 or not stream_missing(e):
+            raise
+    while True:  # an orchestrator without the stream
         clock.sleep(POLL_SECONDS)
+        show(services())
+
+
+def stream_missing(e: ApiError) -> bool:
+    """A 404 of the route itself (an older orchestrator: FastAPI's ``Not Found``), not of a service."""
+    return e.lines == ["Not Found"]

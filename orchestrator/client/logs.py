@@ -1,10 +1,13 @@
-"""``logs TASK`` and ``exec TASK -- CMD...``: a task's container logs and a command in it, through the API.
+"""``logs TASK|SERVICE`` and ``exec TASK -- CMD...``: container logs and a command in a task, through the API.
 
 The API relays both to the task's agent over MQTT (docs/cli.md) and streams NDJSON back:
-``{"stream", "data"}`` lines, then ``{"end": true, ...}``. ``exec`` exits with the command's exit code.
+``{"stream", "data"}`` lines, then ``{"end": true, ...}``. ``exec`` exits with the command's exit code. A
+service's logs start with their sources (task containers and their prefixes) and carry one log line each,
+printed after its source's prefix as ``docker service logs`` does.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 from collections.abc import Iterator
@@ -58,22 +61,54 @@ def relay_output(items: Iterator[dict[str, Any]]) -> dict[str, Any]:
     raise CliError("the stream ended before its end marker (the orchestrator stopped?)")
 
 
+def prefixed(head: dict[str, Any], items: Iterator[dict[str, Any]]) -> dict[str, Any]:
+    """A service's lines, each after its source's prefix (padded to the longest); errors as warnings."""
+    prefixes = [str(s.get("prefix", "")) for s in head.get("sources", [])]
+    width = max((len(p) for p in prefixes), default=0)
+    for skipped in head.get("skipped", []):
+        warn(str(skipped.get("error")))
+    for item in items:
+        if item.get("end"):
+            if item.get("truncated"):
+                warn("output cut at the response size limit")
+            if item.get("code"):
+                raise CliError(f"{item.get('error') or item['code']} ({item['code']})")
+            return item
+        i = item.get("source")
+        pre = (prefixes[i] if isinstance(i, int) and 0 <= i < len(prefixes) else "?").ljust(width)
+        if "error" in item:
+            warn(f"{pre.rstrip()}: {item['error']} ({item.get('code')})")
+            continue
+        data = str(item.get("data", ""))
+        stream = sys.stderr if item.get("stream") == "stderr" else sys.stdout
+        stream.write(f"{pre} | {data}{'' if data.endswith(chr(10)) else chr(10)}")
+        stream.flush()
+    raise CliError("the stream ended before its end marker (the orchestrator stopped?)")
+
+
 @click.command()
-@click.argument("task")
-@click.option("--container", metavar="NAME", help="The container (needed when the task has several).")
+@click.argument("name", metavar="TASK|SERVICE")
+@click.option("--container", metavar="NAME", help="The container (needed when a task has several).")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines (Ctrl-C to stop).")
 @click.option("--tail", type=click.IntRange(min=0), metavar="N", help="Only the last N lines.")
 @click.option("--since", metavar="WHEN", help="Only lines since a duration ago (10m, 1h30m), an RFC 3339 time or epoch seconds.")
 @click.option("-t", "--timestamps", is_flag=True, help="Prefix each line with its time.")
 @cluster_option
 @pass_session
-def logs(s: Session, task: str, container: str | None, follow: bool, tail: int | None, since: str | None,
+def logs(s: Session, name: str, container: str | None, follow: bool, tail: int | None, since: str | None,
          timestamps: bool) -> None:
-    """Print a task container's logs (RUNNING tasks, and STOPPED ones until their containers are cleaned up)."""
+    """Print a task container's logs, or a service's (every task's lines, each after SERVICE.TASK@NODE;
+    --tail is per task). RUNNING tasks, and STOPPED ones until their containers are cleaned up. NAME is a
+    full task id, else a service name, else a unique task id prefix."""
     api = s.api
-    relay_output(ndjson(api, "GET", api.cpath("tasks", task, "logs"),
-                        {"container": container, "follow": follow, "tail": tail, "since": since,
-                         "timestamps": timestamps}, timeout=None if follow else 90.0))
+    items = ndjson(api, "GET", api.cpath("logs", name),
+                   {"container": container, "follow": follow, "tail": tail, "since": since,
+                    "timestamps": timestamps}, timeout=None if follow else 90.0)
+    first = next(items, None)
+    if first is not None and "sources" in first:
+        prefixed(first, items)
+    else:
+        relay_output(itertools.chain([first] if first is not None else [], items))
 
 
 @click.command("exec", context_settings={"ignore_unknown_options": True})

@@ -132,11 +132,14 @@ def test_a_node_reads_only_its_own_requests_and_answers_only_under_its_own_respo
     with secure_broker(env.workdir) as broker:
         env.mqtt_url = broker.url
         env.start_orchestrator()
-        env.start_agent("a", status_interval=1)
-        env.start_agent("b", status_interval=1)
+        # Node ids of this cluster's own: an agent owns containers by its node label only, so another test's
+        # agent "a" would remove this one's containers.
+        a, b = f"{env.cluster}-a", f"{env.cluster}-b"
+        env.start_agent(a, status_interval=1)
+        env.start_agent(b, status_interval=1)
         tid = running_task(env)
         node = next(t["nodeId"] for t in env.running_tasks() if t["taskId"] == tid)
-        other = "b" if node == "a" else "a"
+        other = b if node == a else a
         root = f"dockyard/v1/{env.cluster}/nodes"
         # The node's role lets its agent read its requests and answer them.
         env.wait_for(lambda: "line1" in env.cli("logs", tid).stdout, timeout=30, message="logs over the secure broker")
@@ -164,3 +167,124 @@ def test_a_node_reads_only_its_own_requests_and_answers_only_under_its_own_respo
             spy.close()
             intruder.close()
         env.cleanup()
+
+
+CHAT = f"""
+apiVersion: dockyard/v1
+kind: TaskDefinition
+metadata: {{name: chat}}
+spec:
+  containerDefinitions:
+    - name: chat
+      image: {IMAGE}
+      command: [sh, -c, "for i in 1 2 3; do echo hello$i; done; while :; do sleep 0.3; echo tick; done"]
+      memory: 16
+      stopTimeout: 1
+---
+apiVersion: dockyard/v1
+kind: Service
+metadata: {{name: chat}}
+spec:
+  taskDefinition: chat
+  desiredCount: 2
+  placementConstraints: [{{type: distinctInstance}}]
+"""
+
+
+def by_prefix(out: str) -> dict[str, list[str]]:
+    """``PREFIX | line`` lines grouped by prefix (every line must have one)."""
+    got: dict[str, list[str]] = {}
+    for ln in out.splitlines():
+        pre, sep, text = ln.partition(" | ")
+        assert sep, f"a line without a prefix: {ln!r}"
+        got.setdefault(pre.strip(), []).append(text)
+    return got
+
+
+@pytest.mark.slow
+def test_logs_of_a_service_merge_its_tasks_lines_by_time_follow_them_and_survive_a_silent_node(env):
+    env.start_orchestrator()
+    # Node ids of this cluster's own (the agent owns containers by its node label only).
+    for _ in range(2):
+        env.start_agent(status_interval=1, relist_interval=1, task_cleanup_wait=300)
+    a, b = env.node_ids
+    env.cli("apply", "-f", str(env.write_manifest(CHAT)))
+    tasks = {t["taskId"]: t["nodeId"] for t in env.wait_running(2)}
+    assert sorted(tasks.values()) == [a, b], tasks
+    want = {f"chat.{tid[:12]}@{node}" for tid, node in tasks.items()}
+    env.wait_for(lambda: {p for p, lines in by_prefix(env.cli("logs", "chat").stdout).items() if "tick" in lines} == want,
+                 timeout=30, message="ticks of both tasks")
+
+    out = by_prefix(env.cli("logs", "chat").stdout)
+    assert set(out) == want
+    for lines in out.values():  # each task's lines in its order, no timestamps unless asked
+        assert lines[:3] == ["hello1", "hello2", "hello3"] and set(lines[3:]) == {"tick"}, lines
+    # Merged by time across the tasks: the stamps never go back.
+    stamped = env.cli("logs", "chat", "--timestamps").stdout.splitlines()
+    stamps = [ln.partition(" | ")[2].split()[0] for ln in stamped]
+    assert all(s[:4].isdigit() and "T" in s for s in stamps) and stamps == sorted(stamps), stamped[:10]
+    assert len({ln.partition(" | ")[0] for ln in stamped}) == 2
+    tail = by_prefix(env.cli("logs", "chat", "--tail", "1").stdout)  # --tail is per task
+    assert {p: len(v) for p, v in tail.items()} == {p: 1 for p in want}
+
+    # A task id (prefix) still means the task: its lines unprefixed. Unknown names: one clear line.
+    one = next(iter(tasks))
+    assert env.cli("logs", one[:10], "--tail", "1").stdout == "tick\n"
+    bad = env.cli("logs", "nosuch", check=False)
+    assert bad.returncode == 1 and "task or service 'nosuch' not found" in bad.stderr and "Traceback" not in bad.stderr, bad
+
+    # -f: new lines of both tasks arrive interleaved.
+    def follow() -> subprocess.Popen:
+        return subprocess.Popen([DOCKYARD, "--server", env.base_url, "-c", env.cluster, "logs", "chat", "-f", "--tail", "0"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env.cli_env())
+
+    def read_until(p: subprocess.Popen, prefixes: set[str], limit: int = 200) -> set[str]:
+        assert p.stdout is not None
+        seen: set[str] = set()
+        for _ in range(limit):
+            ln = p.stdout.readline()
+            pre, _, text = ln.partition(" | ")
+            assert text == "tick\n", ln
+            seen.add(pre.strip())
+            if seen >= prefixes:
+                break
+        return seen
+
+    f = follow()
+    try:
+        assert read_until(f, want) == want
+    finally:
+        f.send_signal(signal.SIGINT)
+        f.wait(timeout=10)
+
+    # A silent node (its agent frozen) holds up neither the merge (its source ends with a warning after the
+    # relay's first-answer timeout) nor the others' -f lines.
+    node_of = {node: f"chat.{tid[:12]}@{node}" for tid, node in tasks.items()}
+    frozen = env.agents[b].popen
+    frozen.send_signal(signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        cp = env.cli("logs", "chat", "--tail", "2", check=False, timeout=60)
+        assert time.monotonic() - t0 < 40, "the merge waited on the frozen node too long"
+        assert cp.returncode == 0 and by_prefix(cp.stdout) == {node_of[a]: ["tick", "tick"]}, cp
+        assert "did not answer" in cp.stderr and node_of[b] in cp.stderr, cp.stderr
+        f = follow()
+        try:
+            assert read_until(f, {node_of[a]}, limit=3) == {node_of[a]}
+        finally:
+            f.send_signal(signal.SIGINT)
+            f.wait(timeout=10)
+    finally:
+        frozen.send_signal(signal.SIGCONT)
+
+    # A STOPPED task's lines are still there while its container is kept, next to its replacement's.
+    stopped = next(tid for tid, node in tasks.items() if node == a)
+    env.cli("stop", stopped)
+    env.wait_for(lambda: len(env.running_tasks()) == 2 and stopped not in {t["taskId"] for t in env.running_tasks()},
+                 timeout=60, message="the stopped task replaced")
+    # (the frozen node's task may have been replaced meanwhile too: it is STOPPED with its container kept as well)
+    def prefixes() -> set[str] | None:
+        got = set(by_prefix(env.cli("logs", "chat", "--tail", "1").stdout))
+        running = {f"chat.{t['taskId'][:12]}@{t['nodeId']}" for t in env.running_tasks()}
+        return got if len(running) == 2 and got >= running | {node_of[a]} else None
+    env.wait_for(prefixes, timeout=30, message="the service's logs read the STOPPED task and both RUNNING ones")

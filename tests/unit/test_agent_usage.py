@@ -248,3 +248,97 @@ def test_a_lean_sampler_reads_only_what_the_status_stream_needs(tmp_path):
     assert limits[-1] == 16777216 and limits[0] == 33554432  # re-read within LIMIT_EVERY samples
     assert len(sampler._open[CID].fds) == 5 and sampler._open[CID].fds[1] == -1 and sampler._open[CID].net == -1
     sampler.close()
+
+
+def test_stat_due_every_n_samples_and_when_the_usage_moved():
+    from agent.usage import STAT_DRIFT_BYTES, stat_due
+
+    assert stat_due(5, 12, 100, None)  # never read
+    assert stat_due(12, 12, 100, 100) and not stat_due(13, 12, 100, 100)
+    assert not stat_due(1, 12, 100 + STAT_DRIFT_BYTES, 100) and stat_due(1, 12, 101 + STAT_DRIFT_BYTES, 100)
+    big = 64 << 20  # a 16th of 64 MiB (4 MiB) is more than the floor
+    assert not stat_due(1, 12, big + (4 << 20), big) and stat_due(1, 12, big - (4 << 20) - 1, big)
+
+
+def _lean_v1_tree(tmp_path):
+    proc, root = tmp_path / "proc", tmp_path / "cg"
+    (proc / "77").mkdir(parents=True)
+    (proc / "77" / "cgroup").write_text(PROC_V1)
+    for ctl, files in (("cpuacct", {"cpuacct.usage": "2000000000"}),
+                       ("memory", {"memory.usage_in_bytes": "8192000", "memory.stat": MEM_STAT_V1,
+                                   "memory.limit_in_bytes": "33554432"})):
+        d = root / ctl / "docker" / CID
+        d.mkdir(parents=True)
+        for name, text in files.items():
+            (d / name).write_text(text)
+    return proc, root, root / "memory" / "docker" / CID
+
+
+def test_a_lean_sample_reads_memory_stat_when_due_and_reuses_an_unchanged_usage(tmp_path):
+    from agent.usage import OpenFiles
+
+    proc, root, mem = _lean_v1_tree(tmp_path)
+    sampler = UsageSampler(FakeDocker(77), log=_Log(), root=root, proc=proc, lean=True)
+
+    def usage() -> Usage:
+        return asyncio.run(sampler.sample([_container(CID)], {}))[CID].usage
+
+    assert usage().working_set == 8192000 - 12288  # located (one read of every file); total_inactive_file
+    first = usage()  # from the kept files
+    assert first.working_set == 8192000 - 12288
+    assert usage() is first  # nothing changed: the same object, nothing parsed
+    # More inactive cache at the same usage: seen at the periodic re-read only...
+    (mem / "memory.stat").write_text(MEM_STAT_V1.replace("total_inactive_file 12288", "total_inactive_file 1012288"))
+    seen = [usage().working_set for _ in range(OpenFiles.STAT_EVERY)]
+    assert seen[0] == 8192000 - 12288 and seen[-1] == 8192000 - 1012288
+    # ...but at once when the usage moved by more than the drift (and the cpu counter is read every time).
+    (mem / "memory.stat").write_text(MEM_STAT_V1.replace("total_inactive_file 12288", "total_inactive_file 0"))
+    (mem / "memory.usage_in_bytes").write_text("1000")
+    (root / "cpuacct" / "docker" / CID / "cpuacct.usage").write_text("3000000000")
+    moved = usage()
+    assert (moved.memory_usage, moved.working_set, moved.cpu_seconds) == (1000, 1000, 3.0)
+    # A small change of the usage: the usage is new, the inactive cache the last one read (clamped at 0).
+    (mem / "memory.stat").write_text(MEM_STAT_V1.replace("total_inactive_file 12288", "total_inactive_file 900"))
+    (mem / "memory.usage_in_bytes").write_text("1200")
+    assert (usage().memory_usage, usage().working_set) == (1200, 1200)
+    sampler.close()
+
+
+def test_a_lean_v2_sample_takes_cpu_and_throttling_from_cpu_stat(tmp_path):
+    proc, root = tmp_path / "proc", tmp_path / "cg"
+    (proc / "77").mkdir(parents=True)
+    (proc / "77" / "cgroup").write_text(PROC_V2)
+    d = root / "system.slice" / "docker-abc.scope"
+    d.mkdir(parents=True)
+    for name, text in {"cpu.stat": CPU_STAT_V2, "memory.current": "10240", "memory.stat": MEM_STAT_V2,
+                       "memory.max": "max"}.items():
+        (d / name).write_text(text)
+    sampler = UsageSampler(FakeDocker(77), log=_Log(), root=root, proc=proc, lean=True)
+    got = asyncio.run(sampler.sample([_container(CID)], {}))[CID].usage
+    assert got == Usage(2.5, 0.0015, 10240, 10240 - 2048, 0)
+    sampler.close()
+
+
+def test_task_usage_returns_an_unchanged_entry_again():
+    def sample(cpu: float, at: float, ws: int = 1000) -> Sample:
+        return Sample(("c", "s", "t1", "f", "1", "x", "n"), Usage(cpu, 0, ws, ws, 0), None, at)
+
+    first = task_usage({"a": sample(1.0, 2.0)}, {"a": sample(1.0, 1.0)})
+    again = task_usage({"a": sample(1.0, 3.0)}, {"a": sample(1.0, 2.0)}, {u.taskId: u for u in first})
+    assert again[0] is first[0] and again[0].cpu == 0.0
+    moved = task_usage({"a": sample(1.0, 3.0, ws=2000)}, {"a": sample(1.0, 2.0)}, {u.taskId: u for u in first})
+    assert moved[0] is not first[0] and moved[0].memory == 2000
+
+
+def test_an_unchanged_container_keeps_its_sample_and_counts_as_idle(tmp_path):
+    proc, root, _ = _lean_v1_tree(tmp_path)
+    sampler = UsageSampler(FakeDocker(77), log=_Log(), root=root, proc=proc, lean=True)
+    for _ in range(2):
+        asyncio.run(sampler.sample([_container(CID)], {"task1": "web"}))
+    before = sampler.last
+    now = asyncio.run(sampler.sample([_container(CID)], {"task1": "web"}))
+    assert now[CID] is before[CID]  # nothing moved: the same Sample
+    assert [(u.taskId, u.cpu, u.memory) for u in task_usage(now, before)] == [("task1", 0.0, 8192000 - 12288)]
+    moved = asyncio.run(sampler.sample([_container(CID)], {"task1": "api"}))  # another service: new labels
+    assert moved[CID] is not now[CID] and moved[CID].labels[1] == "api"
+    sampler.close()

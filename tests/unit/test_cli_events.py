@@ -2,6 +2,8 @@
 mocked API whose services gain events between polls."""
 from __future__ import annotations
 
+import json
+
 import httpx
 from click.testing import CliRunner
 
@@ -27,7 +29,32 @@ def test_new_events_are_unseen_ids_or_grown_counts_oldest_first():
     assert seen == {"a": 1, "b": 1, "c": 1}  # not changed by fresh_events
 
 
-def test_events_follow_prints_each_event_once_until_interrupted():
+def test_events_follow_reads_the_stream_and_prints_each_event_once():
+    first = [ev("a", 10, "(service web) started deployment d1.")]
+    grown = [ev("b", 12, "(service web) has reached a steady state."), *first]
+    asked = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        asked.append(request.url.path)
+        if request.url.path == "/v1/clusters/default/events":
+            assert request.url.params["follow"] == "true" and request.url.params["service"] == "web"
+            lines = [{"serviceName": "web", "events": first}, {"serviceName": "web", "events": first},
+                     {"serviceName": "web", "events": grown}]
+            return httpx.Response(200, content="".join(json.dumps(x) + "\n" for x in lines) + "\n")
+        return httpx.Response(200, json={"service": {"serviceName": "web", "events": first}})
+
+    def sleep(_: float) -> None:
+        raise AssertionError("polled although the stream answered")
+
+    session = Session(transport=httpx.MockTransport(handler), clock=Clock(sleep=sleep))
+    r = CliRunner().invoke(cli, ["events", "-f", "--service", "web"], obj=session)
+    assert r.exit_code == 0, r.output
+    lines = [line for line in r.output.splitlines() if "(service web)" in line]
+    assert len(lines) == 2 and "started deployment" in lines[0] and "steady state" in lines[1]
+    assert asked == ["/v1/clusters/default/services/web", "/v1/clusters/default/events"]
+
+
+def test_events_follow_polls_an_orchestrator_without_the_stream_until_interrupted():
     polls = {"n": 0}
     snapshots = [
         [ev("a", 10, "(service web) started deployment d1.")],
@@ -36,6 +63,8 @@ def test_events_follow_prints_each_event_once_until_interrupted():
     ]
 
     def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/clusters/default/events":  # an orchestrator without the stream: polled
+            return httpx.Response(404, json={"detail": "Not Found"})
         assert request.url.path == "/v1/clusters/default/services/web"
         i = min(polls["n"], len(snapshots) - 1)
         polls["n"] += 1

@@ -18,6 +18,9 @@ def test_reads_are_served_here_writes_health_and_logs_are_not():
     assert not served_here(http("POST", "/"))  # the ECS API: the leader answers (Describe* too)
     assert not served_here(http("GET", "/healthz")) and not served_here(http("GET", "/readyz"))
     assert not served_here(http("GET", "/v1/clusters/c/tasks/t/logs"))  # relayed by the leader only
+    assert not served_here(http("GET", "/v1/clusters/c/services/web/logs"))
+    assert not served_here(http("GET", "/v1/clusters/c/logs/web"))
+    assert not served_here(http("GET", "/v1/clusters/c/events"))  # a stream of the leader's changes
     assert not served_here({"type": "websocket", "path": "/x"})
 
 

@@ -253,11 +253,17 @@ def test_property_multi_policy_out_if_any_in_only_if_all(pairs, current):
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.floats(20, 300), st.lists(st.floats(-0.08, 0.08), min_size=60, max_size=60), st.integers(1, 4))
+@given(st.floats(20, 300), st.lists(st.floats(-0.045, 0.045), min_size=60, max_size=60), st.integers(1, 4))
 def test_property_no_flapping_under_noise(load, noise, start):
     """A fixed total load (in % of one task) split across the tasks, measured with noise, sampled every
     15 s: the count settles, a scale-in never follows a scale-out within the cooldown, and it never
-    goes back and forth more than once."""
+    goes back and forth more than once.
+
+    The noise bound is the rule's own: a count chosen on a reading low by d runs at up to
+    target / (1 - d) per task, which a reading high by d keeps within the 10 % tolerance only while
+    (1 + d) / (1 - d) <= 1.1, i.e. d <= 4.76 %. With +-8 % (the bound before) Hypothesis found load
+    154 %, one task: out to 4, a 75 s run of -6.25 % readings scales in to 3 (51.3 % each), then
+    +7.8 % reads 55.4 % and scales out again, as the HPA's formula would."""
     tg = target(1, 20, policies=[tt(target=50.0, out_cd=60, in_cd=120)], window=60)
     n, now, recs, dirs = start, NOW, [], []
     for eps in noise:

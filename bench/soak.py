@@ -18,7 +18,8 @@ Figures: minutes, actions, violations (target 0), samples, convergence_seconds,
 orchestrator_rss_mb_start/end and agent_rss_mb_start/end (after the warm-up; the agents'
 largest), orchestrator_rss_growth_percent and agent_rss_growth_percent (target <= 10; only
 host 2's and 3's agents are restarted, so host 1's lives the whole run and is the agent
-figure), leaked (orphans: target 0).
+figure), leaked (orphans: target 0). Whether the RSS levels off: rss_mb_series (every tenth of the
+run, at least 30 s) and orchestrator_rss_growth_first/second_half_percent.
 """
 from __future__ import annotations
 
@@ -36,6 +37,11 @@ def rss_mb(pid: int) -> float:
         return proc_status(pid)["VmRSS"] / 1024
     except (OSError, KeyError):
         return float("nan")
+
+
+def first_agent(agents: dict[str, float]) -> str:
+    """Host 1's agent (the one never restarted), by its node id's suffix."""
+    return next((n for n in agents if n.endswith("-h1")), next(iter(agents)))
 
 
 def run(bench: Bench) -> None:
@@ -85,7 +91,12 @@ def run(bench: Bench) -> None:
         a_start = {n: rss_mb(p) for n, p in agent_pids.items()}
         log(f"RSS after warm-up: orchestrator {o_start:.1f} MB, agents {a_start}")
         actions: dict[str, int] = {}
-        deadline = time.monotonic() + 60 * args.minutes
+        churn_start = time.monotonic()
+        deadline = churn_start + 60 * args.minutes
+        # RSS every tenth of the run (at least 30 s): does it level off, or keep rising?
+        rss_every = max(30.0, 6.0 * args.minutes)
+        next_rss = churn_start + rss_every
+        series: list[tuple[float, float, float]] = [(0.0, o_start, a_start[first_agent(a_start)])]
         with Checker(env, [h.docker_url for h in tb.hosts.values()]) as chk:
             while time.monotonic() < deadline:
                 action = rnd.choice(["scale", "deploy", "kill-container", "restart-agent", "stop-task"])
@@ -120,6 +131,12 @@ def run(bench: Bench) -> None:
                     actions["failed"] = actions.get("failed", 0) + 1
                 actions[action] = actions.get(action, 0) + 1
                 time.sleep(args.interval * rnd.uniform(0.5, 1.5))
+                if time.monotonic() >= next_rss:
+                    next_rss += rss_every
+                    point = ((time.monotonic() - churn_start) / 60, rss_mb(opid),
+                             rss_mb(agent_pids[first_agent(a_start)]))
+                    series.append(point)
+                    log(f"RSS at {point[0]:.1f} min: orchestrator {point[1]:.1f} MB, host 1's agent {point[2]:.1f} MB")
             log(f"churn over: {actions}; back to {base} and converging")
             for name, n in base.items():
                 env.cli("scale", name, str(n))
@@ -135,6 +152,7 @@ def run(bench: Bench) -> None:
         final = chk.final()
         o_end = rss_mb(opid)
         a_end = {n: rss_mb(p) for n, p in agent_pids.items()}
+        series.append(((time.monotonic() - churn_start) / 60, o_end, a_end[first_agent(a_start)]))
         lived = [n for n in a_start if env.agents.get(n) and env.agents[n].popen.pid == agent_pids[n]]
         log(chk.report())
         for v in [*chk.tracker.violations, *final]:
@@ -151,6 +169,12 @@ def run(bench: Bench) -> None:
         bench.figure("orchestrator_rss_mb_start", o_start)
         bench.figure("orchestrator_rss_mb_end", o_end)
         bench.figure("orchestrator_rss_growth_percent", 100 * (o_end / o_start - 1))
+        # Levelling off: the growth over the churn's second half against its first half.
+        mid = series[len(series) // 2][1] if len(series) >= 3 else float("nan")
+        bench.figure("orchestrator_rss_growth_first_half_percent", 100 * (mid / o_start - 1))
+        bench.figure("orchestrator_rss_growth_second_half_percent", 100 * (series[-1][1] / mid - 1))
+        bench.figure("rss_mb_series", " ".join(f"{m:.1f}min:{o:.1f}/{a:.1f}" for m, o, a in series)
+                     + " (orchestrator/host 1's agent)")
         if lived:
             start, end = max(a_start[n] for n in lived), max(a_end[n] for n in lived)
             bench.figure("agent_rss_mb_start", start)

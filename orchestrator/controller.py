@@ -139,7 +139,7 @@ class Controller:
         self._schedule_sig: tuple | None = None  # (capacity version, unplaced ids) after the last attempt
         self._schedule_retry_at = 0.0
         self._checked_by_ref: dict[str, frozenset[str]] = {}
-        self.targets = Targets(state)  # load-balancer targets: reports, drains, LB documents
+        self.targets = Targets(state, clock)  # load-balancer targets: reports, drains, LB documents
         self.passes = 0
 
     # ---- waking --------------------------------------------------------------------------
@@ -271,6 +271,8 @@ class Controller:
         every node gets its reconnect window from ``now`` to show itself (core.nodes)."""
         self.broker_connected = True
         self.broker_since = self.broker_heard_at = now
+        if self.targets.session_since is None:  # the first session: LB reports may take its window to come
+            self.targets.session_since = now
         self.log.info("broker session started; nodes not seen since get their reconnect window",
                       window_min=nodes_core.RECONNECT_WINDOW_MIN)
         self.wake()

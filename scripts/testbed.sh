@@ -2,12 +2,19 @@
 # Multi-host test bed on one machine (root only): N "hosts", each a network namespace with its
 # own IP and its own dockerd, all on one bridge, plus a Mosquitto they reach over the bridge.
 #
-#   scripts/testbed.sh up N            create hosts h1..hN (idempotent: adds missing ones)
+#   scripts/testbed.sh up N [--live-restore K[,K...]]
+#                                      create hosts h1..hN (idempotent: adds missing ones); the listed
+#                                      hosts' dockerds run with --live-restore (containers survive a
+#                                      dockerd restart), the others without (Debian's default). Without
+#                                      the option each host keeps its setting; a running dockerd whose
+#                                      setting differs is restarted.
 #   scripts/testbed.sh down            remove everything the test bed created
 #   scripts/testbed.sh status          list hosts, their dockerd pids and link states
 #   scripts/testbed.sh env K           print shell variables for host K (DOCKER_HOST, NETNS, IP, ...)
 #   scripts/testbed.sh kill-dockerd K  SIGKILL host K's dockerd (a host failure; containers die too)
 #   scripts/testbed.sh start-dockerd K (re)start host K's dockerd
+#   scripts/testbed.sh stop-dockerd K  SIGTERM host K's dockerd and wait until it is gone (a restart's
+#                                      first half: without live-restore it stops its containers first)
 #   scripts/testbed.sh cut K           take host K's link down (a network partition)
 #   scripts/testbed.sh restore K       bring it back
 #   scripts/testbed.sh broker-stop [kill]  stop the bed's Mosquitto: SIGTERM (it publishes every Will),
@@ -47,6 +54,7 @@ veth() { echo "dyv$1"; }
 host_ip() { echo "10.77.0.$((10 + $1))"; }
 sock() { echo "$RUN/h$1.sock"; }
 dpid_file() { echo "$RUN/h$1.dockerd.pid"; }
+lr_file() { echo "$RUN/h$1.live-restore"; }  # present: host K's dockerd runs with --live-restore
 pid_alive() {  # a zombie (dead, not yet reaped by an init that doesn't reap) counts as dead
   [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null && [ "$(awk '/^State:/{print $2}' "/proc/$1/status" 2>/dev/null)" != Z ]
 }
@@ -114,8 +122,14 @@ start_dockerd() {  # start_dockerd K
   local k=$1 n
   n=$(ns "$k")
   mkdir -p "$RUN/h$k" "$DATA/h$k"
-  if alive "$(dpid_file "$k")" && docker -H "unix://$(sock "$k")" info >/dev/null 2>&1; then return; fi
-  say "starting dockerd of h$k (netns $n, socket $(sock "$k"), log $RUN/h$k.dockerd.log)"
+  local want=false lr=()
+  if [ -f "$(lr_file "$k")" ]; then want=true; lr=(--live-restore); fi
+  if alive "$(dpid_file "$k")" && docker -H "unix://$(sock "$k")" info >/dev/null 2>&1; then
+    [ "$(docker -H "unix://$(sock "$k")" info --format '{{.LiveRestoreEnabled}}' 2>/dev/null)" = "$want" ] && return
+    say "restarting dockerd of h$k to set live-restore $want"
+    kill_pidfile "$(dpid_file "$k")" 30
+  fi
+  say "starting dockerd of h$k (netns $n, socket $(sock "$k"), live-restore $want, log $RUN/h$k.dockerd.log)"
   rm -f "$(sock "$k")" "$(dpid_file "$k")"  # a killed dockerd leaves both behind
   # ...and its managed containerd's pid file: if that pid is a zombie (an init that doesn't
   # reap), the new dockerd would wait for it forever instead of starting a new containerd.
@@ -124,7 +138,7 @@ start_dockerd() {  # start_dockerd K
   setsid nohup nsenter --net="/var/run/netns/$n" dockerd \
     --data-root "$DATA/h$k" --exec-root "$RUN/h$k" --pidfile "$(dpid_file "$k")" \
     --host "unix://$(sock "$k")" --bip "172.$((30 + k)).0.1/24" \
-    --containerd-namespace "dy-h$k" --containerd-plugins-namespace "dy-h$k-plugins" \
+    --containerd-namespace "dy-h$k" --containerd-plugins-namespace "dy-h$k-plugins" "${lr[@]}" \
     </dev/null >>"$RUN/h$k.dockerd.log" 2>&1 &
   local pid=$!  # nsenter execs dockerd: this is dockerd's pid
   for _ in $(seq 1 120); do
@@ -181,16 +195,26 @@ host_down() {  # host_down K
   fi
   ip link del "$(veth "$k")" 2>/dev/null || true
   unmount_under "$RUN/h$k"; unmount_under "$DATA/h$k"
-  rm -rf "$RUN/h$k" "$DATA/h$k" "$(sock "$k")" "$RUN/h$k.dockerd.log"
+  rm -rf "$RUN/h$k" "$DATA/h$k" "$(sock "$k")" "$RUN/h$k.dockerd.log" "$(lr_file "$k")"
 }
 
 cmd_up() {
-  local n=${1:-}
-  [[ "$n" =~ ^[0-9]+$ ]] && [ "$n" -ge 1 ] && [ "$n" -le "$MAX_HOSTS" ] || die "usage: testbed.sh up N (1..$MAX_HOSTS)"
+  local n=${1:-} lr=
+  [[ "$n" =~ ^[0-9]+$ ]] && [ "$n" -ge 1 ] && [ "$n" -le "$MAX_HOSTS" ] || die "usage: testbed.sh up N (1..$MAX_HOSTS) [--live-restore K[,K...]]"
+  if [ $# -ge 2 ]; then
+    [ "$2" = --live-restore ] && [[ "${3-}" =~ ^([0-9]+(,[0-9]+)*)?$ ]] || die "usage: testbed.sh up N [--live-restore K[,K...]]"
+    lr=",${3-},"
+  fi
   for b in dockerd mosquitto nsenter ip iptables; do command -v "$b" >/dev/null || die "$b missing: run scripts/bootstrap.sh"; done
   docker image inspect "$IMAGE" >/dev/null 2>&1 || die "$IMAGE missing: run scripts/bootstrap.sh"
   ensure_bridge
   ensure_broker
+  mkdir -p "$RUN"
+  if [ -n "$lr" ]; then
+    for k in $(seq 1 "$n"); do
+      if [[ "$lr" == *",$k,"* ]]; then touch "$(lr_file "$k")"; else rm -f "$(lr_file "$k")"; fi
+    done
+  fi
   for k in $(seq 1 "$n"); do ensure_netns "$k"; start_dockerd "$k"; load_image "$k"; done
   say "test bed up: $n host(s); broker mqtt://$BR_IP:1883"
   cmd_status
@@ -222,8 +246,9 @@ cmd_status() {
     local pid="-" state
     alive "$(dpid_file "$k")" && pid=$(cat "$(dpid_file "$k")")
     state=$(cat "/sys/class/net/$(veth "$k")/operstate" 2>/dev/null || echo missing)
-    printf 'h%-3s netns %-7s ip %-12s dockerd pid %-8s socket unix://%s link %s\n' \
-      "$k" "$(ns "$k")" "$(host_ip "$k")" "$pid" "$(sock "$k")" "$state"
+    local lr=no; [ -f "$(lr_file "$k")" ] && lr=yes
+    printf 'h%-3s netns %-7s ip %-12s dockerd pid %-8s socket unix://%s link %s live-restore %s\n' \
+      "$k" "$(ns "$k")" "$(host_ip "$k")" "$pid" "$(sock "$k")" "$state" "$lr"
   done
   [ "$any" = 1 ] || echo "no test bed hosts"
 }
@@ -239,7 +264,7 @@ cmd_env() {
 }
 
 case "${1:-}" in
-  up) cmd_up "${2:-}" ;;
+  up) shift; cmd_up "$@" ;;
   down) cmd_down ;;
   status) cmd_status ;;
   env) cmd_env "${2:-}" ;;
@@ -250,6 +275,7 @@ case "${1:-}" in
       for _ in $(seq 1 50); do pid_alive "$pid" || break; sleep 0.1; done
     fi ;;
   start-dockerd) check_k "${2:-}"; start_dockerd "$2" ;;
+  stop-dockerd) check_k "${2:-}"; say "stopping dockerd of h$2 (SIGTERM)"; kill_pidfile "$(dpid_file "$2")" 30 ;;
   cut) check_k "${2:-}"; say "cutting h$2's network ($(veth "$2") down)"; ip link set "$(veth "$2")" down ;;
   restore) check_k "${2:-}"; say "restoring h$2's network ($(veth "$2") up)"; ip link set "$(veth "$2")" up ;;
   broker-stop)

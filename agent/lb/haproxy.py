@@ -150,6 +150,7 @@ class LoadBalancerNode:
         self.hap = HAProxy(directory, log)
         self.bind, self.log, self.on_change = bind, log, on_change
         self.desired = LbDesired()
+        self.received = False  # a desired document has come (until then an adopted HAProxy is left alone)
         self.wake = asyncio.Event()
         self._structure: str | None = None  # of the running configuration
         self._ports: set[int] = set()  # listener ports of the running configuration
@@ -160,6 +161,7 @@ class LoadBalancerNode:
 
     def set_desired(self, d: LbDesired | None) -> None:
         self.desired = d or LbDesired()
+        self.received = True
         self.wake.set()
 
     def status(self) -> LbStatus:
@@ -185,7 +187,18 @@ class LoadBalancerNode:
         tmp.replace(self.hap.cfg)
 
     async def pass_once(self) -> None:
+        if not self.received:
+            # A restarted agent before the broker delivered its desired document: an HAProxy the
+            # earlier agent left keeps serving as it was. Adopting it against the empty default
+            # reloaded it without listeners: every request failed until the document came (and
+            # the reload back took up to 10 s more) -- issue 16, an LB agent SIGKILLed.
+            return
         hap = self.hap
+        if self._structure is None and await hap.running():
+            # Adopting an earlier agent's HAProxy: the ports it listens on are ours, not "in use by
+            # another process" (that dropped them from the adopted configuration: a reload without
+            # them refused connections until the next pass put them back).
+            self._ports |= plan.frontend_ports(await hap.command("show stat -1 1 -1"))
         serving = self._serving()
         structure = config.structure(serving)
         if not await hap.running():

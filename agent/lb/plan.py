@@ -61,6 +61,17 @@ def parse_stat(text: str) -> dict[tuple[str, str], LiveServer]:
     return out
 
 
+def frontend_ports(text: str) -> set[int]:
+    """``show stat -1 1 -1`` (frontends) CSV -> the listener ports HAProxy serves (frontends
+    ``ls_<port>``, agent.lb.config.frontend_name)."""
+    lines = text.strip().splitlines()
+    if not lines or not lines[0].startswith("# "):
+        return set()
+    rows = csv.DictReader(io.StringIO("\n".join([lines[0][2:], *lines[1:]])))
+    return {int(r["pxname"][3:]) for r in rows
+            if r.get("svname") == "FRONTEND" and (r.get("pxname") or "").startswith("ls_") and r["pxname"][3:].isdigit()}
+
+
 def commands(desired: LbDesired, live: Mapping[tuple[str, str], LiveServer]) -> list[str]:
     """Runtime-API commands that move HAProxy's servers towards ``desired`` (one pass's worth)."""
     out: list[str] = []

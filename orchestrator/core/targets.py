@@ -9,6 +9,12 @@
 
 Inputs are records and the LB nodes' reports; outputs are documents and decisions. The
 controller gathers the inputs and applies the results.
+
+The reports live in the orchestrator's memory: a restarted orchestrator knows none until the LB
+nodes report again. Meanwhile the view is *pending* (view_pending) and nothing is decided on the
+missing reports: a target keeps its last known health (its persisted healthySince) and a drain
+lasts its deregistrationDelay. Before, every serving target looked unproven after a restart, so a
+deployment stopped all of them at once and the drains ended at once: HAProxy had no server left.
 """
 from __future__ import annotations
 
@@ -142,15 +148,34 @@ def target_health(task_id: str, groups: Iterable[str], serving: Mapping[str, Seq
     return "HEALTHY" if states and all(s == "healthy" for s in states) else "UNKNOWN"
 
 
+def view_pending(lb_nodes: Iterable[tuple[str, bool]], reported: Iterable[str], now: float,
+                 session_since: float | None, window: float) -> bool:
+    """True while an LB node's report may still come: one of ``lb_nodes`` ((node id, connected))
+    has not reported since the orchestrator started (``reported``), and it is connected, or the
+    broker session (``session_since``; None: none yet) is younger than the reconnect ``window``."""
+    have = set(reported)
+    return any(node_id not in have and (connected or session_since is None or now - session_since < window)
+               for node_id, connected in lb_nodes)
+
+
+def last_known_health(t: Task) -> str:
+    """A target's health while the view is pending: what the orchestrator last saw (persisted)."""
+    return "HEALTHY" if t.lastStatus == "RUNNING" and t.healthySince is not None else "UNKNOWN"
+
+
 def drain_released(t: Task, groups: Iterable[str], tgs: Mapping[str, TargetGroupSpec],
-                   serving: Mapping[str, Sequence[str]], reports: Reports, now: float) -> bool:
+                   serving: Mapping[str, Sequence[str]], reports: Reports, now: float,
+                   pending: bool = False) -> bool:
     """A DEACTIVATING task may get its SIGTERM: every serving LB node shows it draining with no
-    sessions (or does not have it at all), or the longest deregistrationDelay of its groups passed."""
+    sessions (or does not have it at all), or the longest deregistrationDelay of its groups passed.
+    While the view is ``pending`` (view_pending) only the delay counts."""
     groups = list(groups)
     since = t.drainingSince if t.drainingSince is not None else now
     delay = max((tgs[g].deregistrationDelay for g in groups if g in tgs), default=0)
     if now - since >= delay:
         return True
+    if pending:
+        return False
     for tg in groups:
         for n in serving.get(tg, ()):
             r = reports.get(n, {}).get((tg, t.taskId))

@@ -24,9 +24,14 @@ Invariants (the issue's wording; every one is checked at every sample):
   still listed; every write the API acknowledged (2xx) is still there (:meth:`Checker.wrote`).
 * **No orphans** (at the end): no container, network or volume labelled with the cluster whose
   task is unknown; no running container of a STOPPED task.
+* **0 failed requests** (with ``load_url``: a load-balanced service): a bounded request loop
+  (:class:`loadgen.Load`, two clients, at most 40 requests/s each, only to 127.0.0.0/8 or the
+  bed's 10.77.0.0/24) runs from ``__enter__`` to ``__exit__``; every non-200 answer or error is a
+  failure, and the final check wants none, and requests answered throughout (:func:`check_requests`).
 """
 from __future__ import annotations
 
+import ipaddress
 import math
 import threading
 import time
@@ -34,6 +39,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 STOPPED = "STOPPED"
 
@@ -204,12 +210,41 @@ def check_final(last: Sample, seen_tasks: Iterable[str], writes: Iterable[tuple[
     return out
 
 
+def check_requests(t: float, ok: int, failures: Iterable[tuple[float, Any, str]], longest_gap: float,
+                   min_ok: int = 20, max_gap: float = 5.0) -> list[Violation]:
+    """The load balancer's invariant: no request failed (``failures``: (seconds into the scenario,
+    status or "error", detail)); and the loop really ran: at least ``min_ok`` answered, never more
+    than ``max_gap`` s without a successful answer (a stalled request is a failure too)."""
+    out = [Violation(ft, "request", f"request failed: {status} {detail}") for ft, status, detail in failures]
+    if ok < min_ok:
+        out.append(Violation(t, "request", f"only {ok} requests answered (< {min_ok}): the loop did not run"))
+    if longest_gap > max_gap:
+        out.append(Violation(t, "request", f"{longest_gap:.1f}s without a successful answer (> {max_gap:g}s)"))
+    return out
+
+
+LOAD_NETWORKS = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("10.77.0.0/24"))  # loopback, the bed
+
+
+def local_url(url: str) -> str:
+    """``url`` if it targets loopback or the test bed's bridge, else ValueError (the loop is bounded
+    to this machine)."""
+    host = urlsplit(url).hostname or ""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"load URL {url!r}: an IP address in 127.0.0.0/8 or 10.77.0.0/24 expected") from None
+    if not any(ip in n for n in LOAD_NETWORKS):
+        raise ValueError(f"load URL {url!r}: only 127.0.0.0/8 or the bed's 10.77.0.0/24")
+    return url
+
+
 # ---- the shell: sampling a live cluster -------------------------------------------------------
 class Checker:
     """Samples ``env``'s cluster (API + every host's dockerd) in a thread (module docstring)."""
 
     def __init__(self, env: Any, hosts: Iterable[str | None] = (None,), interval: float = 0.5,
-                 desired_window: float = 5.0) -> None:
+                 desired_window: float = 5.0, load_url: str | None = None, load_limit: float = 300.0) -> None:
         self.env = env
         self.hosts = list(hosts)
         self.interval = interval
@@ -222,17 +257,37 @@ class Checker:
         self.convergence: float | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="invariants", daemon=True)
+        self.load: Any = None
+        if load_url is not None:
+            from loadgen import Load
+
+            self.load = Load(local_url(load_url), limit=load_limit)
+        self.longest_gap = 0.0  # seconds without a successful answer, measured at the samples
+        self._ok_seen: tuple[int, float] | None = None  # (answers, when the count last rose)
 
     def __enter__(self) -> Checker:
+        if self.load is not None:
+            self.load.__enter__()
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=30)
+        if self.load is not None:
+            self.load.__exit__()
+
+    def _watch_load(self) -> None:
+        if self.load is None:
+            return
+        now, ok = time.monotonic(), sum(self.load.ok.values())
+        if self._ok_seen is None or ok > self._ok_seen[0]:
+            self._ok_seen = (ok, now)
+        self.longest_gap = max(self.longest_gap, now - self._ok_seen[1])
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            self._watch_load()
             try:
                 s = self.sample()
                 self.tracker.add(s)
@@ -297,8 +352,13 @@ class Checker:
         s = self.sample()
         self.tracker.add(s)
         self.last = s
-        return check_final(s, self.tracker.seen_tasks, self.writes, self._labelled("network"),
-                           self._labelled("volume"))
+        out = check_final(s, self.tracker.seen_tasks, self.writes, self._labelled("network"),
+                          self._labelled("volume"))
+        if self.load is not None:
+            off = time.time() - (time.monotonic() - self.t0)  # wall clock of t0: the loop stamps with time.time()
+            fails = [(ft - off, status, detail) for ft, status, detail in self.load.bad]
+            out += check_requests(s.t, sum(self.load.ok.values()), fails, self.longest_gap)
+        return out
 
     def report(self) -> str:
         tr = self.tracker
@@ -310,10 +370,14 @@ class Checker:
                          f"for {t.seconds:.1f}s")
         if self.convergence is not None:
             parts.append(f"convergence {self.convergence:.1f}s")
+        if self.load is not None:
+            parts.append(f"requests {self.load.total}, failed {len(self.load.bad)}, served by {dict(self.load.ok)}, "
+                         f"longest without an answer {self.longest_gap:.1f}s")
         return "invariants: " + "; ".join(parts)
 
     def assert_ok(self, final: bool = True) -> None:
         problems = list(self.tracker.violations) + (self.final() if final else [])
         print(self.report())
         assert self.tracker.samples >= 3, f"the checker took only {self.tracker.samples} samples: {self.errors[-3:]}"
-        assert not problems, "invariant violations:\n  " + "\n  ".join(map(str, problems))
+        shown = "\n  ".join(map(str, problems[:40])) + (f"\n  ... and {len(problems) - 40} more" if len(problems) > 40 else "")
+        assert not problems, f"{len(problems)} invariant violations:\n  " + shown

@@ -18,6 +18,10 @@ Usage in a test (root only; the module fixture brings hosts up once and always t
         ...
         testbed.cut(2)                        # partition host 2; testbed.restore(2) heals it
         testbed.kill_dockerd(3)               # host failure; testbed.start_dockerd(3) brings it back
+        testbed.stop_dockerd(3)               # a graceful dockerd stop (SIGTERM), the first half of a restart
+
+``Testbed(3, live_restore={2})``: host 2's dockerd runs with ``--live-restore`` (its containers
+survive a dockerd restart or kill); the others without, Debian's default (they die with it).
         env.stop_agent(testbed.node_id(env, 1), kill=True)   # agent crash
 """
 from __future__ import annotations
@@ -25,6 +29,7 @@ from __future__ import annotations
 import fcntl
 import subprocess
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,8 +110,11 @@ class Testbed:
 
     __test__ = False  # not a pytest test class
 
-    def __init__(self, n: int) -> None:
+    def __init__(self, n: int, live_restore: Iterable[int] = ()) -> None:
         self.n = n
+        self.live_restore = sorted(set(live_restore))
+        if any(not 1 <= k <= n for k in self.live_restore):
+            raise ValueError(f"live_restore {self.live_restore}: hosts 1..{n}")
         self.hosts: dict[int, Host] = {k: Host(k) for k in range(1, n + 1)}
         self.mqtt_url = MQTT_URL
         self._lock = None
@@ -129,7 +137,7 @@ class Testbed:
                 time.sleep(0.5)
         _held_here.append(self)
         try:
-            run_script("up", str(self.n))
+            run_script(*self._up_args())
         except BaseException:
             self.down()
             raise
@@ -159,7 +167,10 @@ class Testbed:
     def heal(self) -> None:
         """Undo earlier failures: links back up, dead dockerds restarted (``testbed.sh up`` is
         idempotent). Call it at the start of each test that shares a bed with others."""
-        run_script("up", str(self.n))
+        run_script(*self._up_args())
+
+    def _up_args(self) -> list[str]:
+        return ["up", str(self.n), "--live-restore", ",".join(map(str, self.live_restore))]
 
     # ---- failures ----------------------------------------------------------------------------
     def kill_dockerd(self, k: int) -> None:
@@ -167,6 +178,11 @@ class Testbed:
 
     def start_dockerd(self, k: int) -> None:
         run_script("start-dockerd", str(k))
+
+    def stop_dockerd(self, k: int) -> None:
+        """SIGTERM host k's dockerd and wait until it is gone (without live-restore it stops its
+        containers first; with it they keep running)."""
+        run_script("stop-dockerd", str(k))
 
     def cut(self, k: int) -> None:
         """Network partition: host k's veth goes down (its agent can't reach the broker)."""

@@ -1,7 +1,8 @@
 """The invariant checker's pure parts (tests/integration/invariants.py): it must catch what it claims to."""
 from __future__ import annotations
 
-from invariants import Container, Sample, Tracker, check_final, duplicates, surge_bound
+import pytest
+from invariants import Container, Sample, Tracker, check_final, check_requests, duplicates, local_url, surge_bound
 
 
 def task(tid: str, node: str = "n1", svc: str = "web", desired: str = "RUNNING", last: str = "RUNNING",
@@ -90,3 +91,22 @@ def test_final_checks_lost_tasks_writes_and_orphans():
     assert "network net-x of unknown task" in text and "network net-silent of STOPPED task silent" in text
     assert "net-ok" not in text and "net-gone" not in text  # its container is kept for cleanup
     assert len(found) == 9
+
+
+def test_a_failed_request_a_loop_that_did_not_run_or_a_stall_are_request_violations():
+    assert check_requests(30, 2400, [], longest_gap=0.6) == []
+    found = check_requests(30, 2400, [(12.5, 503, "no server"), (13.0, "error", "ReadTimeout: ")], longest_gap=0.6)
+    assert [(v.kind, v.t) for v in found] == [("request", 12.5), ("request", 13.0)]
+    assert "503 no server" in found[0].detail
+    assert [v.detail for v in check_requests(30, 5, [], longest_gap=0.6)] == [
+        "only 5 requests answered (< 20): the loop did not run"]
+    (stall,) = check_requests(30, 2400, [], longest_gap=7.25)
+    assert "7.2s without a successful answer" in stall.detail
+
+
+def test_the_request_loop_targets_only_loopback_or_the_bed():
+    assert local_url("http://127.0.0.1:8080/") == "http://127.0.0.1:8080/"
+    assert local_url("http://10.77.0.11:18081/x")
+    for bad in ("http://example.com/", "http://10.78.0.1/", "http://8.8.8.8/", "http://localhost:80/"):
+        with pytest.raises(ValueError):
+            local_url(bad)

@@ -100,3 +100,26 @@ def test_target_health_joins_the_task_health_rule():
     assert with_targets("UNKNOWN", False, "UNKNOWN") == ("UNKNOWN", True)  # not yet confirmed: not healthy
     assert with_targets("HEALTHY", True, "UNHEALTHY") == ("UNHEALTHY", True)  # replaced, after the grace period
     assert with_targets("UNKNOWN", True, "HEALTHY") == ("UNKNOWN", True)  # its own check has not passed yet
+
+
+def test_the_view_is_pending_until_every_lb_node_reported_or_its_reconnect_window_passed():
+    # An orchestrator just restarted: LB node n1 known (connected or not), no report yet.
+    assert core.view_pending([("n1", True)], [], now=100.0, session_since=99.0, window=15.0)
+    assert core.view_pending([("n1", False)], [], now=100.0, session_since=99.0, window=15.0)
+    assert core.view_pending([("n1", False)], [], now=100.0, session_since=None, window=15.0)  # no session yet
+    assert not core.view_pending([("n1", True)], ["n1"], now=100.0, session_since=99.0, window=15.0)  # reported
+    assert not core.view_pending([("n1", False)], [], now=120.0, session_since=99.0, window=15.0)  # gone for good
+    assert core.view_pending([("n1", True)], [], now=120.0, session_since=99.0, window=15.0)  # connected: it will
+    assert core.view_pending([("n1", True), ("n2", True)], ["n1"], now=100.0, session_since=99.0, window=15.0)
+    assert not core.view_pending([], [], now=100.0, session_since=None, window=15.0)  # no LB node at all
+
+
+def test_while_the_view_is_pending_a_target_keeps_its_last_known_health_and_a_drain_its_delay():
+    assert core.last_known_health(task(healthySince=90.0)) == "HEALTHY"  # it served before the restart
+    assert core.last_known_health(task()) == "UNKNOWN"  # new: never confirmed by an LB
+    assert core.last_known_health(task("DEACTIVATING", "STOPPED", healthySince=90.0)) == "UNKNOWN"
+    t = task("DEACTIVATING", "STOPPED", drainingSince=100.0)
+    # No report yet from the LB node: not "nobody has it", so the drain lasts deregistrationDelay.
+    assert core.drain_released(t, ["web"], TGS, {}, {}, now=100.5)  # (the old rule: released at once)
+    assert not core.drain_released(t, ["web"], TGS, {}, {}, now=100.5, pending=True)
+    assert core.drain_released(t, ["web"], TGS, {}, {}, now=130.0, pending=True)

@@ -231,33 +231,36 @@ def test_sigterm_ignoring_app_drains_a_long_request_is_cut_only_at_the_delay_and
     env.cli("apply", "-f", env.write_manifest(manifest))
     env.wait_for(env.completed("web", "web:1"), timeout=90, message="deployment COMPLETED")
     env.wait_for(_healthy_targets(env, 2), timeout=60, message="2 healthy targets")
+    # A long request lands on one of the two tasks; stop that task while it runs. Its target is
+    # found before the load starts (the load's own short sessions made another task look busy
+    # on a loaded machine, and the wrong task was stopped).
+    result: dict = {}
+
+    def slow() -> None:
+        t0 = time.monotonic()
+        try:
+            r = httpx.get(f"http://127.0.0.1:{port}/cgi-bin/slow", timeout=30)
+            result.update(status=r.status_code, body=r.text.strip())
+        except httpx.HTTPError as e:
+            result.update(error=f"{type(e).__name__}")
+        result["seconds"], result["end"] = time.monotonic() - t0, time.monotonic()
+
+    th = threading.Thread(target=slow)
+    th.start()
+
+    def busy_targets() -> set[str]:
+        tg = env.get(f"/v1/clusters/{env.cluster}/targetgroups/web")["targetGroup"]
+        return {t["taskId"] for t in tg["targets"] if any(h["sessions"] > 0 for h in t["health"].values())}
+
+    def long_request_target() -> str | None:  # busy in two samples 1 s apart: the 25 s request
+        first = busy_targets()
+        time.sleep(1.0)
+        both = first & busy_targets()
+        return next(iter(both)) if len(both) == 1 else None
+
+    busy = {"taskId": env.wait_for(long_request_target, timeout=10, message="the long request's target")}
     with Load(f"http://127.0.0.1:{port}/") as load:
         env.wait_for(lambda: sum(load.ok.values()) >= 20, timeout=20, message="traffic flowing")
-        # A long request lands on one of the two tasks; stop that task while it runs.
-        result: dict = {}
-
-        def slow() -> None:
-            t0 = time.monotonic()
-            try:
-                r = httpx.get(f"http://127.0.0.1:{port}/cgi-bin/slow", timeout=30)
-                result.update(status=r.status_code, body=r.text.strip())
-            except httpx.HTTPError as e:
-                result.update(error=f"{type(e).__name__}")
-            result["seconds"], result["end"] = time.monotonic() - t0, time.monotonic()
-
-        th = threading.Thread(target=slow)
-        th.start()
-        def busy_targets() -> set[str]:
-            tg = env.get(f"/v1/clusters/{env.cluster}/targetgroups/web")["targetGroup"]
-            return {t["taskId"] for t in tg["targets"] if any(h["sessions"] > 0 for h in t["health"].values())}
-
-        def long_request_target() -> str | None:  # busy in two samples 1 s apart: the 25 s request, not the load
-            first = busy_targets()
-            time.sleep(1.0)
-            both = first & busy_targets()
-            return next(iter(both)) if len(both) == 1 else None
-
-        busy = {"taskId": env.wait_for(long_request_target, timeout=10, message="the long request's target")}
         t_stop = time.monotonic()
         env.cli("stop", busy["taskId"])
         task = env.get(f"/v1/clusters/{env.cluster}/tasks/{busy['taskId']}")["task"]

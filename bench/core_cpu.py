@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -48,6 +49,13 @@ def main() -> None:
     a = ap.parse_args()
     configure("warning")
     tmp = tempfile.mkdtemp(prefix="dockyard-core-cpu-")
+    try:
+        run(a, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run(a: argparse.Namespace, tmp: str) -> None:
     clock = Clock()
 
     async def publish(doc) -> None:  # never awaited: reconcile returns the documents

@@ -74,7 +74,11 @@ def _kill_haproxy(lb_dir: Path) -> None:
 def lb_env(dockyard_env, tmp_path):
     lb_dir = tmp_path / "lb"
     yield dockyard_env, lb_dir
-    _kill_haproxy(lb_dir)  # the agent leaves HAProxy running on purpose (a restart adopts it)
+    # The agent leaves HAProxy running on purpose (a restart adopts it): stop the agents first, or
+    # a live LB agent brings HAProxy back after the kill and it outlives the test.
+    for node_id in list(dockyard_env.agents):
+        dockyard_env.stop_agent(node_id)
+    _kill_haproxy(lb_dir)
 
 
 def _healthy_targets(env, count: int):

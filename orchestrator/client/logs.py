@@ -46,15 +46,20 @@ def ndjson(api: ApiClient, method: str, path: str, params: dict[str, Any] | None
         raise UnreachableError(f"request to the dockyard API at {api.server} failed: {e or type(e).__name__}") from None
 
 
+def _ended(item: dict[str, Any]) -> dict[str, Any]:
+    """A stream's end marker: warn if the output was cut, raise an error end as CliError."""
+    if item.get("truncated"):
+        warn("output cut at the response size limit")
+    if item.get("code"):
+        raise CliError(f"{item.get('error') or item['code']} ({item['code']})")
+    return item
+
+
 def relay_output(items: Iterator[dict[str, Any]]) -> dict[str, Any]:
     """Write the stream's data to stdout/stderr; return its end (an error end raises CliError)."""
     for item in items:
         if item.get("end"):
-            if item.get("truncated"):
-                warn("output cut at the response size limit")
-            if item.get("code"):
-                raise CliError(f"{item.get('error') or item['code']} ({item['code']})")
-            return item
+            return _ended(item)
         stream = sys.stderr if item.get("stream") == "stderr" else sys.stdout
         stream.write(str(item.get("data", "")))
         stream.flush()
@@ -69,11 +74,7 @@ def prefixed(head: dict[str, Any], items: Iterator[dict[str, Any]]) -> dict[str,
         warn(str(skipped.get("error")))
     for item in items:
         if item.get("end"):
-            if item.get("truncated"):
-                warn("output cut at the response size limit")
-            if item.get("code"):
-                raise CliError(f"{item.get('error') or item['code']} ({item['code']})")
-            return item
+            return _ended(item)
         i = item.get("source")
         pre = (prefixes[i] if isinstance(i, int) and 0 <= i < len(prefixes) else "?").ljust(width)
         if "error" in item:

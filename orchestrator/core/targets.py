@@ -13,8 +13,7 @@ controller gathers the inputs and applies the results.
 The reports live in the orchestrator's memory: a restarted orchestrator knows none until the LB
 nodes report again. Meanwhile the view is *pending* (view_pending) and nothing is decided on the
 missing reports: a target keeps its last known health (its persisted healthySince) and a drain
-lasts its deregistrationDelay. Before, every serving target looked unproven after a restart, so a
-deployment stopped all of them at once and the drains ended at once: HAProxy had no server left.
+lasts its deregistrationDelay, so a deployment in flight cannot stop every serving target at once.
 """
 from __future__ import annotations
 

@@ -42,6 +42,29 @@ _RECEIVED = {"snapshot": _SNAPSHOTS, "update": metrics.STATUS_RECEIVED.labels(ki
 # "kind" follows nodeId, bootId and seq at the start of a StatusDoc's JSON.
 _SNAPSHOT_KIND = b'"kind":"snapshot"'
 _KIND_WITHIN = 1024
+_NUMBER = re.compile(rb"[-+0-9.eE]+")
+
+
+def snapshot_key(raw: bytes) -> tuple[bytes, bytes | None]:
+    """A snapshot's JSON without its seq, usage and ts members (what a repeat shares with the
+    last one), and its usage samples (None without). Found by position with ``find`` (a few
+    microseconds for a 5 KB snapshot; the regular expressions scan every quote and comma:
+    ~100 us, a sixth of the orchestrator's steady CPU); the expressions decide whatever the
+    positions do not settle, so the result is theirs (tests/unit/test_snapshot_key.py)."""
+    i = raw.find(b'"seq":', 0, _KIND_WITHIN)
+    j = raw.find(b",", i + 6, i + 32) if i >= 0 else -1
+    t = raw.rfind(b',"ts":')
+    if j > i + 6 and raw[i + 6:j].isdigit() and raw.find(b'"seq":', j) < 0 and t > j and raw.endswith(b"}") \
+            and _NUMBER.fullmatch(raw, t + 6, len(raw) - 1):
+        u = raw.rfind(b',"usage":', j, t)
+        if u < 0 or raw.find(b',"usage":', j, u) < 0:  # none, or only this one before ts
+            seg = raw[u + 9:t] if u >= 0 else b""
+            if u < 0:
+                return raw[:i] + raw[j + 1:t] + b"}", None
+            if seg == b"null" or (seg[:1] == b"[" and seg.find(b"]") == len(seg) - 1):
+                return raw[:i] + raw[j + 1:u] + b"}", seg
+    m = _USAGE.search(raw)
+    return _SEQ_TS.sub(b"", raw if m is None else raw[:m.start()] + raw[m.end():]), (m.group(1) if m else None)
 # Status and presence payloads over this are dropped unread (a status of 1,000 tasks is ~1 MB).
 MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
 # The orchestrator publishes to itself every PROBE_SECONDS: each echo proves the session works
@@ -263,12 +286,9 @@ class Bus:
                 key = (cluster, node_id)
                 raw = bytes(payload)
                 samples = None
+                body: bytes | None = None
                 if _SNAPSHOT_KIND in raw[:_KIND_WITHIN]:
-                    m = _USAGE.search(raw)
-                    samples = m.group(1) if m else None
-                    body: bytes | None = _SEQ_TS.sub(b"", raw if m is None else raw[:m.start()] + raw[m.end():])
-                else:
-                    body = None
+                    body, samples = snapshot_key(raw)
                 if body is not None and body == self._last_snapshot.get(key) \
                         and self.controller.on_status_repeat(cluster, node_id):
                     _SNAPSHOTS.inc()
@@ -297,7 +317,7 @@ class Bus:
                 if st.kind == "snapshot" and known:
                     if self.usage is not None:
                         self.usage.record(cluster, node_id, st.usage, time.time())
-                    self._last_snapshot[key] = body if body is not None else _SEQ_TS.sub(b"", raw)
+                    self._last_snapshot[key] = body if body is not None else snapshot_key(raw)[0]
         except ValidationError as exc:
             self.log.warning("dropping malformed message", topic=topic, error=str(exc).splitlines()[0])
         except Exception:

@@ -7,7 +7,7 @@ import socket
 from paho.mqtt import client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from dockyard.mqtt import _coalesce_writes
+from dockyard.mqtt import _coalesce_writes, _dispatch_without_filters
 
 
 def test_joined_writes_keep_the_order_and_leave_qos0_publishes_alone():
@@ -63,3 +63,39 @@ def test_a_partial_joined_write_resumes_where_it_stopped():
     assert calls[0] == b"\x40\x02\x00\x01\x40\x02\x00\x02"  # joined first, then the rest of it
     a.close()
     b.close()
+
+
+def test_messages_reach_on_message_without_topic_matching_until_a_filter_is_added():
+    c = paho.Client(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5)
+    got: list[tuple[str, bytes]] = []
+    c.on_message = lambda client, userdata, m: got.append(("all", m.payload))
+    matched = []
+    real_match = c._on_message_filtered.iter_match
+    c._on_message_filtered.iter_match = lambda topic: (matched.append(topic), real_match(topic))[1]
+    _dispatch_without_filters(c)
+
+    def message(topic: bytes, payload: bytes) -> paho.MQTTMessage:
+        m = paho.MQTTMessage(topic=topic)
+        m.payload = payload
+        return m
+
+    c._handle_on_message(message(b"a/b", b"1"))
+    assert got == [("all", b"1")] and matched == []  # no filter: straight to on_message
+    c.message_callback_add("x/#", lambda client, userdata, m: got.append(("x", m.payload)))
+    c._handle_on_message(message(b"x/y", b"2"))
+    c._handle_on_message(message(b"a/b", b"3"))
+    assert got == [("all", b"1"), ("x", b"2"), ("all", b"3")] and matched == ["x/y", "a/b"]  # paho's dispatch
+    c.message_callback_remove("x/#")
+
+    def boom(client, userdata, m):
+        raise RuntimeError("handler failed")
+
+    c.on_message = boom
+    try:
+        c._handle_on_message(message(b"a/b", b"4"))
+    except RuntimeError:
+        pass
+    else:
+        raise AssertionError("an exception in on_message is raised, as paho does unless suppressed")
+    c.suppress_exceptions = True
+    c._handle_on_message(message(b"a/b", b"5"))  # logged, not raised

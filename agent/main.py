@@ -14,7 +14,6 @@ an exit code) and the click command :data:`agent_command` that the main CLI adds
 from __future__ import annotations
 
 import asyncio
-import gc
 import json
 import math
 import os
@@ -37,7 +36,7 @@ from agent.requests import serve_requests
 from agent.runtime import Runtime
 from agent.session import Session, parse_desired
 from agent.state import NodeState
-from dockyard import log, logflags, sealing
+from dockyard import gcpolicy, log, logflags, sealing
 from dockyard.keyfile import KeyFileError, load_or_create
 from dockyard.mqtt import Backoff, broker_urls, check_ca, load_credentials
 from dockyard.wire import DesiredDocHead
@@ -504,8 +503,10 @@ async def run_async(cfg: AgentConfig, stop: asyncio.Event | None = None) -> int:
         except (NotImplementedError, RuntimeError):  # not the main thread
             pass
     starters = [asyncio.create_task(a.start()) for a in agents]
+    collector = asyncio.create_task(gcpolicy.collect_middle())
     await stop.wait()
     lg.info("shutting down", signal=True)
+    collector.cancel()
     for s in starters:
         s.cancel()
     await asyncio.gather(*starters, return_exceptions=True)
@@ -516,11 +517,7 @@ async def run_async(cfg: AgentConfig, stop: asyncio.Event | None = None) -> int:
 def run(cfg: AgentConfig) -> int:
     """Run the agent until SIGTERM/SIGINT. Blocking; returns the process exit code."""
     log.configure(cfg.log_level, json=cfg.log_json)
-    # Cyclic GC thresholds as the orchestrator's (orchestrator/daemon.py): with the defaults a
-    # process of many hollow agents (bench/scale.py) keeps re-scanning its long-lived objects in
-    # full collections; these thresholds avoid them.
-    gc.freeze()
-    gc.set_threshold(10_000, 10, 100)
+    gcpolicy.tune()  # as the orchestrator's: a process of many hollow agents is a large long-lived heap
     try:
         return asyncio.run(run_async(cfg))
     except KeyboardInterrupt:

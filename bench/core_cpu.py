@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """In-process profile of the orchestrator's per-placement work, without MQTT, Docker or agents:
 the controller, its store (a SQLite file) and the bus's message handler, fed the messages 1,000
-hollow nodes would send (presence, then PENDING and RUNNING updates and snapshots as JSON bytes).
+hollow nodes would send (presence, then PENDING and RUNNING updates, and a snapshot after them, as JSON bytes).
 
     .venv/bin/python bench/core_cpu.py [--nodes 1000] [--tasks 10000] [--rounds 3] [--profile OUT.prof]
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import os
 import shutil
 import sys
@@ -20,6 +21,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from dockyard import gcpolicy  # noqa: E402
 from dockyard.log import configure  # noqa: E402
 from dockyard.wire import ContainerReport, NodeResources, Presence, StatusDoc, TaskReport  # noqa: E402
 from orchestrator.bus import Bus  # noqa: E402
@@ -46,6 +48,11 @@ def main() -> None:
     ap.add_argument("--services", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--profile", default=None)
+    ap.add_argument("--gc", default=",".join(map(str, gcpolicy.THRESHOLDS)),
+                    help="cyclic GC thresholds (the daemons' by default, set after the nodes joined; "
+                         "the middle generation is also collected every gcpolicy.MIDDLE_SECONDS)")
+    ap.add_argument("--no-snapshots", dest="snapshots", action="store_false",
+                    help="no periodic snapshots (by default each node sends one after its updates)")
     a = ap.parse_args()
     configure("warning")
     tmp = tempfile.mkdtemp(prefix="dockyard-core-cpu-")
@@ -75,6 +82,8 @@ def run(a: argparse.Namespace, tmp: str) -> None:
         bus.handle(f"dockyard/v1/{CLUSTER}/nodes/{nid}/presence", p.model_dump_json().encode(), retain=True)
     docs: dict[str, object] = {}
     running: dict[str, dict[str, str]] = {nid: {} for nid in boots}
+    held: dict[str, dict[str, TaskReport]] = {nid: {} for nid in boots}  # the node's last report of each task
+    snapshot_due: list[str] = []
 
     def send(nid: str, kind: str, reports: list[TaskReport]) -> None:
         nonlocal seq
@@ -92,8 +101,17 @@ def run(a: argparse.Namespace, tmp: str) -> None:
                                                       exitCode=0 if status == "STOPPED" else None)
                                       for c in t.taskDefinition.containerDefinitions])
 
+    middle_at = [time.monotonic() + gcpolicy.MIDDLE_SECONDS]
+
     def step() -> int:
         clock.t += 0.2
+        if time.monotonic() >= middle_at[0]:  # the daemons' gcpolicy.collect_middle
+            middle_at[0] = time.monotonic() + gcpolicy.MIDDLE_SECONDS
+            gc.collect(1)
+        if a.snapshots:  # a node's periodic snapshot after its updates (1 per 2 updates, as in bench/scale.py)
+            for nid in snapshot_due:
+                send(nid, "snapshot", list(held[nid].values()))
+            snapshot_due.clear()
         out = ctl.reconcile(clock.t)
         for d in out:
             d.model_dump_json()  # what Bus.publish sends
@@ -104,8 +122,14 @@ def run(a: argparse.Namespace, tmp: str) -> None:
             if changed:
                 send(d.nodeId, "update", [report(t, "PENDING" if t.desiredStatus == "RUNNING" else "STOPPED")
                                           for t in changed])
-                send(d.nodeId, "update", [report(t, "RUNNING" if t.desiredStatus == "RUNNING" else "STOPPED")
-                                          for t in changed])
+                final = [report(t, "RUNNING" if t.desiredStatus == "RUNNING" else "STOPPED") for t in changed]
+                send(d.nodeId, "update", final)
+                h = held[d.nodeId]
+                for r in final:
+                    h[r.taskId] = r
+                for tid in [tid for tid in h if tid not in now]:
+                    del h[tid]
+                snapshot_due.append(d.nodeId)
             running[d.nodeId] = {k: v for k, v in now.items() if v == "RUNNING"}
         state.flush()
         return len(out)
@@ -131,7 +155,10 @@ def run(a: argparse.Namespace, tmp: str) -> None:
 
     prof = cProfile.Profile() if a.profile else None
     results = []
+    gcpolicy.tune(tuple(int(x) for x in a.gc.split(",")))  # type: ignore[arg-type]
+    in_gc = gcpolicy.timer()
     for r in range(a.rounds):
+        g0 = sum(in_gc.values())
         c0 = time.process_time()
         if prof:
             prof.enable()
@@ -141,7 +168,8 @@ def run(a: argparse.Namespace, tmp: str) -> None:
             prof.disable()
         c1 = time.process_time()
         results.append(c1 - c0)
-        print(f"round {r + 1}: {a.tasks} tasks RUNNING, cpu {c1 - c0:.2f} s", flush=True)
+        print(f"round {r + 1}: {a.tasks} tasks RUNNING, cpu {c1 - c0:.2f} s (in the cyclic GC "
+              f"{sum(in_gc.values()) - g0:.2f} s)", flush=True)
         apply(0)
         settle(0)
         for _ in range(3):

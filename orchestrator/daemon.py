@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import ipaddress
 import signal
 import socket
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import uvicorn
 
+from dockyard import gcpolicy
 from dockyard import log as dlog
 from dockyard.dynsec import Credentials
 from dockyard.keyfile import KeyFileError
@@ -123,12 +123,7 @@ async def serve(listen: str, store_spec: str, mqtt: str, node_lost_seconds: floa
             raise Fenced(f"not publishing: the lease of epoch {epoch} is not held")
         await bus.publish(doc)
 
-    # Cyclic GC: the state is many long-lived objects and every status report allocates more;
-    # with the default thresholds full collections of the whole state blocked the loop for a
-    # third of its CPU (docs/benchmarks.md). Freeze what was loaded, collect the young generation
-    # every 10,000 net allocations and the old one 10x less often.
-    gc.freeze()
-    gc.set_threshold(10_000, 10, 100)
+    gcpolicy.tune()  # the loaded state is frozen (dockyard.gcpolicy)
     ctl = Controller(state, epoch, publish, node_lost_seconds=node_lost_seconds,
                      mass_loss_fraction=mass_loss_fraction, mass_loss_interval=mass_loss_interval, secrets=secrets,
                      epoch_window=epoch_window)
@@ -175,13 +170,14 @@ async def serve(listen: str, store_spec: str, mqtt: str, node_lost_seconds: floa
              secrets_key=str(key_path), mqtt=mqtt, epoch=epoch, tls_fingerprint=tls.fingerprint if tls else None,
              services=len(state.services), tasks=len(state.tasks), nodes=len(state.nodes))
     tasks = [
+        asyncio.create_task(gcpolicy.collect_middle(), name="gc"),  # cancelled below, as the bus and controller
         asyncio.create_task(bus.run(stop), name="bus"),
         asyncio.create_task(ctl.run(stop), name="controller"),
         api_task,
         asyncio.create_task(autoscaler.run(stop), name="autoscaler"),
     ]
     stopper = asyncio.create_task(stop.wait())
-    waits = [stopper, tasks[2]] + ([asyncio.create_task(lease.lost.wait())] if lease is not None else [])
+    waits = [stopper, api_task] + ([asyncio.create_task(lease.lost.wait())] if lease is not None else [])
     await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
     lost = lease is not None and lease.lost.is_set()
     failed = not stop.is_set() and not lost  # the API server ended by itself
@@ -190,7 +186,7 @@ async def serve(listen: str, store_spec: str, mqtt: str, node_lost_seconds: floa
     stop.set()
     log.info("orchestrator stopping")
     server.should_exit = True
-    await asyncio.wait(tasks[2:], timeout=3)
+    await asyncio.wait([api_task, tasks[-1]], timeout=3)  # the API server and the autoscaler end by themselves
     for t in tasks:
         t.cancel()
     await asyncio.gather(*tasks, stopper, return_exceptions=True)

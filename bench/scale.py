@@ -31,7 +31,8 @@ as growth. It costs about 15 s per 10k-task round.
 --py-spy PREFIX (py-spy installed, root or ptrace allowed): sample the orchestrator with py-spy
 during each measured round of the largest size (apply -> all RUNNING, the window of
 orchestrator_cpu_seconds_largest) into PREFIX-<round>.txt (collapsed stacks, `--format raw`:
-one line per stack and its sample count), for a per-part profile of the CPU per placement.
+one line per stack and its sample count), for a per-part profile of the CPU per placement, and
+during the steady state into PREFIX-steady.txt.
 
 Figures: false_node_losses (tasks stopped as node-lost: 0, every node is healthy) and
 heartbeat_timeouts (orchestrator log lines: 0), nodes, seconds_1000 ... seconds_10000, seconds_10000_runs, placements_per_second
@@ -127,6 +128,21 @@ def log_metrics(m0: dict[str, float], m1: dict[str, float]) -> None:
         f"{d.get(UPDATES, 0):.0f} updates + {d.get(SNAPSHOTS, 0):.0f} snapshots")
 
 
+async def start_py_spy(pid: int, out: str) -> asyncio.subprocess.Process:
+    """py-spy sampling process ``pid`` into ``out`` (collapsed stacks) until stop_py_spy."""
+    spy = await asyncio.create_subprocess_exec(
+        shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy"), "record", "--pid",
+        str(pid), "--format", "raw", "--rate", "200", "--nonblocking", "--output", out,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    await asyncio.sleep(0.5)  # attached
+    return spy
+
+
+async def stop_py_spy(spy: asyncio.subprocess.Process) -> None:
+    spy.send_signal(signal.SIGINT)  # py-spy writes its file and exits
+    await spy.wait()
+
+
 async def scrape(api: httpx.AsyncClient) -> dict[str, float]:
     """The orchestrator's /metrics samples (name{labels} -> value)."""
     out: dict[str, float] = {}
@@ -207,11 +223,7 @@ def run(bench: Bench) -> None:
         m0 = await scrape(api)
         spy = None
         if args.py_spy and n == max(sizes) and measure and not warmup:
-            spy = await asyncio.create_subprocess_exec(
-                shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy"), "record", "--pid", str(opid), "--format", "raw", "--rate", "200", "--nonblocking",
-                "--output", f"{args.py_spy}-{r}.txt", stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.DEVNULL)
-            await asyncio.sleep(0.5)  # attached
+            spy = await start_py_spy(opid, f"{args.py_spy}-{r}.txt")
         c0 = proc_cpu_seconds(opid)
         a0 = sum(proc_cpu_seconds(p.popen.pid) for p in env.agents.values())
         b0 = proc_cpu_seconds(bench.broker.proc.pid)
@@ -229,8 +241,7 @@ def run(bench: Bench) -> None:
             runs.setdefault(n, []).append(took)
         cpu = proc_cpu_seconds(opid) - c0
         if spy is not None:
-            spy.send_signal(signal.SIGINT)  # py-spy writes its file and exits
-            await spy.wait()
+            await stop_py_spy(spy)
         agents_cpu = sum(proc_cpu_seconds(p.popen.pid) for p in env.agents.values()) - a0
         broker_cpu = proc_cpu_seconds(bench.broker.proc.pid) - b0
         tasks = (await api.get(f"/v1/clusters/{env.cluster}/tasks", params={"desiredStatus": "RUNNING"})).json()["tasks"]
@@ -266,10 +277,13 @@ def run(bench: Bench) -> None:
                 steady["kept"] = len((await api.get(f"/v1/clusters/{env.cluster}/tasks")).json()["tasks"])
                 # Steady state: every node sends a snapshot every 2 s; nothing changes.
                 await asyncio.sleep(3.0)
+                spy = await start_py_spy(opid, f"{args.py_spy}-steady.txt") if args.py_spy else None
                 m0 = await scrape(api)
                 s0, w0 = proc_cpu_seconds(opid), time.monotonic()
                 await asyncio.sleep(args.steady_seconds)
                 steady["cpu"] = (proc_cpu_seconds(opid) - s0) / (time.monotonic() - w0) * 100
+                if spy is not None:
+                    await stop_py_spy(spy)
                 log(f"  steady state with {n} tasks: orchestrator cpu {steady['cpu']:.1f}%")
                 log_metrics(m0, await scrape(api))
 

@@ -45,7 +45,7 @@ from orchestrator.lb_shell import Targets
 from orchestrator.models import Cluster, Node, Service, ServiceEvent, Task, new_task_id
 from orchestrator.secrets import SecretStore
 from orchestrator.state import STOPPED_TASK_RETENTION, State
-from orchestrator.task_apply import apply_report, mark_stopped, request_stop
+from orchestrator.task_apply import apply_report, mark_stopped, request_stop, set_fields
 
 EVENTS_KEPT = 100
 # Every this many seconds a pass plans every service, not only those marked dirty (the
@@ -493,13 +493,10 @@ class Controller:
             metrics.SCHEDULE_SECONDS.observe(time.perf_counter() - t0)
             for task_id, node_id in result.assigned.items():
                 t = self.state.tasks[task_id]
-                t.nodeId = node_id
                 if t.lastStatus != "PENDING":
                     metrics.transition("PENDING", None)
-                t.lastStatus = "PENDING"
-                t.placedAt = now
+                set_fields(t, {"nodeId": node_id, "lastStatus": "PENDING", "placedAt": now, "pendingReason": None})
                 metrics.CREATED_TO_PLACED.observe(max(0.0, now - t.createdAt))
-                t.pendingReason = None
                 self.state.put_task(t)
             metrics.PLACEMENTS.inc(len(result.assigned))
             unplaced_by_service: dict[str, str] = {}

@@ -233,7 +233,10 @@ class State:
         if t.lastStatus == "STOPPED" and t.nodeId and t.taskId not in self._stopped_placed:
             self._stopped_placed.add(t.taskId)
             self.capacity_version += 1
-        self._mark("task", record_key("task", t), t)
+        key = ("task", t.taskId)  # record_key of a task
+        self._dirty[key] = ("task", t)
+        if self._deleted:
+            self._deleted.discard(key)
 
     def put_task_record(self, t: Task) -> None:
         """Write a change of an indexed task that no index, count or planner reads (its
@@ -336,17 +339,21 @@ class State:
         self._track_active(t)
 
     def _count(self, t: Task, gone: bool = False) -> None:
-        prev = self._counted.pop(t.taskId, None)
+        counted = self._counted
+        want = None if gone or not t.serviceName or t.desiredStatus != "RUNNING" or t.lastStatus == "STOPPED" \
+            else ((t.cluster, t.serviceName), 0 if t.lastStatus == "RUNNING" else 1)
+        prev = counted.get(t.taskId)
+        if prev == want:  # most puts: counted where it was
+            return
         if prev is not None:
+            del counted[t.taskId]
             counts = self._svc_counts[prev[0]]
             counts[prev[1]] -= 1
             if counts == [0, 0]:
                 del self._svc_counts[prev[0]]
-        if gone or not t.serviceName or t.desiredStatus != "RUNNING" or t.lastStatus == "STOPPED":
-            return
-        key, slot = (t.cluster, t.serviceName), 0 if t.lastStatus == "RUNNING" else 1
-        self._svc_counts.setdefault(key, [0, 0])[slot] += 1
-        self._counted[t.taskId] = (key, slot)
+        if want is not None:
+            self._svc_counts.setdefault(want[0], [0, 0])[want[1]] += 1
+            counted[t.taskId] = want
 
     def _track_active(self, t: Task) -> None:
         self._count(t)

@@ -18,8 +18,16 @@ def apply_changes(task: Task, changes: dict[str, Any], now: float | None = None)
         metrics.transition(status, changes.get("stopCode", task.stopCode))
         if status == "RUNNING" and now is not None and task.startedAt is None:
             metrics.PLACED_TO_RUNNING.observe(max(0.0, now - (task.placedAt or task.createdAt)))
-    for k, v in changes.items():
-        setattr(task, k, v)
+    set_fields(task, changes)
+
+
+def set_fields(task: Task, changes: dict[str, Any]) -> None:
+    """Set Task fields as pydantic's ``__setattr__`` does for a model without assignment
+    validation (the value into ``__dict__``, the name into the fields set), without its
+    per-attribute dispatch: ~1 us a field, a few fields for each of a placement's reports.
+    ``changes`` names fields only (the core functions' results)."""
+    task.__dict__.update(changes)
+    task.__pydantic_fields_set__.update(changes)
 
 
 def apply_report(task: Task, r: TaskReport, now: float) -> Outcome:

@@ -213,3 +213,16 @@ def test_the_core_functions_change_nothing_they_are_given():
     assert stop_changes(t, "UserInitiated", "by user", T0 + 6)["desiredStatus"] == "STOPPED"
     assert stopped_changes(t, "ServiceSchedulerInitiated", "Node n1 lost", T0 + 7)["containers"][0].lastStatus == "STOPPED"
     assert t.model_dump() == before
+
+
+def test_set_fields_is_pydantic_assignment():
+    """task_apply.set_fields: the same record, fields set and dump as attribute assignment."""
+    from orchestrator.task_apply import set_fields
+
+    changes = {"lastStatus": "RUNNING", "nodeId": "n9", "startedAt": 12.5, "pendingReason": None}
+    a = task()
+    b = a.model_copy(deep=True)
+    for k, v in changes.items():
+        setattr(a, k, v)
+    set_fields(b, dict(changes))
+    assert a == b and a.model_fields_set == b.model_fields_set and a.model_dump_json() == b.model_dump_json()

@@ -125,7 +125,8 @@ def log_metrics(m0: dict[str, float], m1: dict[str, float]) -> None:
     log(f"  orchestrator: {d.get('dockyard_reconcile_pass_seconds_count', 0):.0f} passes "
         f"({d.get('dockyard_reconcile_pass_seconds_sum', 0):.2f} s), "
         f"{d.get('dockyard_desired_documents_published_total', 0):.0f} desired documents, status messages "
-        f"{d.get(UPDATES, 0):.0f} updates + {d.get(SNAPSHOTS, 0):.0f} snapshots")
+        f"{d.get(UPDATES, 0):.0f} updates + {d.get(SNAPSHOTS, 0):.0f} snapshots, cyclic GC "
+        f"{sum(v for k, v in d.items() if k.startswith('dockyard_gc_seconds_total')):.2f} s")
 
 
 async def start_py_spy(pid: int, out: str) -> asyncio.subprocess.Process:

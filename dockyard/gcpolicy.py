@@ -44,8 +44,10 @@ async def collect_middle(interval: float = MIDDLE_SECONDS) -> None:
         gc.collect(1)
 
 
-def timer(clock: Callable[[], float] = time.process_time) -> dict[int, float]:
-    """Seconds spent in collections, by generation, from now on (a gc callback, for benchmarks)."""
+def timer(record: Callable[[int, float], None] | None = None,
+          clock: Callable[[], float] = time.process_time) -> dict[int, float]:
+    """Seconds spent in collections, by generation, from now on (a gc callback): the returned
+    dict, and ``record(generation, seconds)`` after each collection when given (a metric)."""
     spent = {0: 0.0, 1: 0.0, 2: 0.0}
     started = [0.0]
 
@@ -53,7 +55,10 @@ def timer(clock: Callable[[], float] = time.process_time) -> dict[int, float]:
         if phase == "start":
             started[0] = clock()
         else:
-            spent[info["generation"]] += clock() - started[0]
+            took = clock() - started[0]
+            spent[info["generation"]] += took
+            if record is not None:
+                record(info["generation"], took)
 
     gc.callbacks.append(callback)
     return spent

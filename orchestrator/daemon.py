@@ -15,6 +15,7 @@ from dockyard import log as dlog
 from dockyard.dynsec import Credentials
 from dockyard.keyfile import KeyFileError
 from dockyard.mqtt import broker_urls, check_ca, load_credentials
+from orchestrator import metrics
 from orchestrator.api import create_app
 from orchestrator.auth import Tokens
 from orchestrator.autoscaler import Autoscaler
@@ -124,6 +125,7 @@ async def serve(listen: str, store_spec: str, mqtt: str, node_lost_seconds: floa
         await bus.publish(doc)
 
     gcpolicy.tune()  # the loaded state is frozen (dockyard.gcpolicy)
+    gcpolicy.timer(lambda generation, seconds: metrics.GC_SECONDS.labels(generation=str(generation)).inc(seconds))
     ctl = Controller(state, epoch, publish, node_lost_seconds=node_lost_seconds,
                      mass_loss_fraction=mass_loss_fraction, mass_loss_interval=mass_loss_interval, secrets=secrets,
                      epoch_window=epoch_window)

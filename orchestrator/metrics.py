@@ -26,6 +26,8 @@ BUILD_INFO = Gauge("dockyard_build_info", "dockyard build: always 1, labelled wi
                    ["version", "python"])
 BUILD_INFO.labels(version=__version__, python=platform.python_version()).set(1)
 
+GC_SECONDS = Counter("dockyard_gc_seconds_total", "CPU seconds in the cyclic garbage collector, by generation "
+                     "(dockyard.gcpolicy)", ["generation"])
 TASKS_CREATED = Counter("dockyard_tasks_created_total", "Tasks created (service replicas and run-task)")
 TASKS_STOPPED = Counter("dockyard_tasks_stopped_total", "Tasks that reached STOPPED or were asked to stop", ["reason"])
 AUTOSCALING_ACTIVITIES = Counter("dockyard_autoscaling_activities_total",

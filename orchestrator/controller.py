@@ -794,7 +794,7 @@ class Controller:
                 out = Outcome(True, out.stopped_now, out.failure)
             if not out.changed:
                 continue
-            self.state.put_task(t)
+            self.state.put_task(t, details_only=out.details_only)
             woke = True
             if out.stopped_now:
                 self._on_task_stopped(t, out.failure, now)

@@ -15,7 +15,6 @@ flushed STOPPED task, so a late report for one finds nothing and changes nothing
 from __future__ import annotations
 
 import heapq
-import operator
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 
@@ -35,7 +34,6 @@ def _node_signature(n: Node) -> tuple:
 
 # What of a task must reach the store when it changes: every field but the containers' details
 # (see State.flush). The lists of placement constraints and strategy are set at creation only.
-_durable = operator.attrgetter(*(f for f in Task.model_fields if f != "containers"))
 
 
 def _order(t: Task) -> tuple[float, str]:
@@ -72,9 +70,11 @@ class State:
         self._svc_counts: dict[tuple[str, str], list[int]] = {}
         self._counted: dict[str, tuple[tuple[str, str], int]] = {}
         self._dirty: dict[tuple[str, str], tuple[str, object]] = {}
-        # Per task in memory, its durable fields as last written (_durable), and the tasks whose
-        # containers' details changed since (written later, see flush).
-        self._written: dict[str, tuple] = {}
+        # The tasks in memory written at least once; those put with a change beyond their
+        # containers' details since (put_task's details_only); and those whose only change since
+        # was in those details (written later, see flush).
+        self._written: set[str] = set()
+        self._durable_dirty: set[str] = set()
         self._deferred: dict[str, Task] = {}
         self._deleted: set[tuple[str, str]] = set()
         # Nodes whose desired document may have changed since it was last published.
@@ -120,7 +120,7 @@ class State:
             self.scalable_targets[(st.cluster, st.serviceName)] = st
         for t in store.load_live_tasks():  # not the STOPPED ones: they stay in the store
             self._index(t)
-            self._written[t.taskId] = _durable(t)
+            self._written.add(t.taskId)
         self.dirty_nodes = set(self.nodes)
         self.dirty_services = set(self.services)
 
@@ -210,8 +210,9 @@ class State:
         dirty, self.dirty_services = self.dirty_services, set()
         return dirty
 
-    def put_task(self, t: Task) -> None:
-        """Insert or update a task; call after every change to a task (placement, status)."""
+    def put_task(self, t: Task, details_only: bool = False) -> None:
+        """Insert or update a task; call after every change to a task (placement, status).
+        ``details_only``: the change is in its containers' details only (see flush)."""
         old = self.tasks.get(t.taskId)
         if old is not None and old is not t:
             self._unindex(old)
@@ -237,18 +238,22 @@ class State:
         self._dirty[key] = ("task", t)
         if self._deleted:
             self._deleted.discard(key)
+        if not details_only:
+            self._durable_dirty.add(t.taskId)
 
     def put_task_record(self, t: Task) -> None:
         """Write a change of an indexed task that no index, count or planner reads (its
         placedGeneration): the store only, without put_task's re-indexing."""
         assert self.tasks.get(t.taskId) is t, "put_task_record is for tasks put before"
         self._mark("task", record_key("task", t), t)
+        self._durable_dirty.add(t.taskId)
 
     def delete(self, kind: str, key: str) -> None:
         self._dirty.pop((kind, key), None)
         self._deleted.add((kind, key))
         if kind == "task":
             self._deferred.pop(key, None)
+            self._durable_dirty.discard(key)
 
     def delete_service(self, s: Service) -> None:
         self.services.pop((s.cluster, s.serviceName), None)
@@ -273,7 +278,8 @@ class State:
 
     def _forget(self, t: Task) -> None:
         self._stopped_placed.discard(t.taskId)
-        self._written.pop(t.taskId, None)
+        self._written.discard(t.taskId)
+        self._durable_dirty.discard(t.taskId)
         self._deferred.pop(t.taskId, None)
         if self.tasks.get(t.taskId) is t:
             self._unindex(t)
@@ -301,24 +307,25 @@ class State:
         if not self._dirty and not self._deleted and (defer_details or not self._deferred):
             return 0
         puts: list[tuple[str, object]] = []
-        written, deferred = self._written, self._deferred
+        written, durable, deferred = self._written, self._durable_dirty, self._deferred
+        later: list[tuple[str, Task]] = []
         for (kind, key), (_, obj) in self._dirty.items():
-            if kind == "task":
-                sig = _durable(obj)
-                if defer_details and written.get(key) == sig:
-                    deferred[key] = obj  # type: ignore[assignment]
-                    continue
-                written[key] = sig
-                deferred.pop(key, None)
+            if kind == "task" and defer_details and key not in durable and key in written:
+                later.append((key, obj))  # type: ignore[arg-type]
+                continue
             puts.append((kind, obj))
         if not defer_details:
-            for key, t in deferred.items():
-                written[key] = _durable(t)
-                puts.append(("task", t))
-            deferred.clear()
+            puts.extend(("task", t) for key, t in deferred.items() if ("task", key) not in self._dirty)
         dels = list(self._deleted)
         with STORE_SECONDS.time():
             self.store.write(puts, dels)  # type: ignore[arg-type]
+        # Written: only now is it known to be in the store (a failed write is retried in full).
+        for kind, obj in puts:
+            if kind == "task":
+                written.add(obj.taskId)  # type: ignore[attr-defined]
+                durable.discard(obj.taskId)  # type: ignore[attr-defined]
+                deferred.pop(obj.taskId, None)  # type: ignore[attr-defined]
+        deferred.update(later)
         self._dirty.clear()
         self._deleted.clear()
         for kind, obj in puts:

@@ -37,6 +37,7 @@ class Outcome:
     changed: bool
     stopped_now: bool = False  # the task reached STOPPED with this report
     failure: bool = False  # it stopped on its own (essential exit, failed start), not because we asked
+    details_only: bool = False  # what changed is in the containers' details only (State.flush may write it later)
 
 
 # The fields a report can change that count as a change of the task (for the planners, the store).
@@ -82,7 +83,8 @@ def fold_report(task: Task, r: TaskReport, now: float) -> tuple[dict[str, Any], 
         new["lastStatus"] = "PENDING" if r.lastStatus in ("PENDING", "PROVISIONING") else r.lastStatus
     changes = {k: v for k, v in new.items() if getattr(task, k) != v}
     changed = any(k in changes for k in _TRACKED)
-    return changes, Outcome(changed, stopped_now, failure and stop_code in FAILURE_CODES)
+    return changes, Outcome(changed, stopped_now, failure and stop_code in FAILURE_CODES,
+                            details_only=changes.keys() == {"containers"})
 
 
 def proof_clock(healthy_since: float | None, healthy: bool, now: float) -> float | None:

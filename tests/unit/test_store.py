@@ -255,8 +255,9 @@ def test_state_flush_writes_every_dirty_record_in_one_transaction(sqlite_db):
 
 
 def test_the_loops_flush_defers_a_change_of_only_the_containers_details(db):
-    """flush(defer_details=True): a task whose only change is in its containers is written with
-    its next other change, or by the next full flush; any other change is written at once."""
+    """flush(defer_details=True): a task put with a change of only its containers' details
+    (put_task details_only, as the controller puts such a report) is written with its next
+    other change, or by the next full flush; any other change is written at once."""
     store = opened(db)
     state = State(store)
     _cluster, _td, _svc, task, _node = records()
@@ -265,7 +266,7 @@ def test_the_loops_flush_defers_a_change_of_only_the_containers_details(db):
     assert state.flush(defer_details=True) == 1  # new: written
     stored = lambda: store.load("task")[0]  # noqa: E731
     task.containers = [TaskContainer(name="web")]  # the first report: containers PENDING
-    state.put_task(task)
+    state.put_task(task, details_only=True)
     assert state.flush(defer_details=True) == 0 and stored().containers == []
     task.lastStatus = "RUNNING"  # a change of the task's own: written, details included
     task.containers = [TaskContainer(name="web", lastStatus="RUNNING")]
@@ -273,7 +274,7 @@ def test_the_loops_flush_defers_a_change_of_only_the_containers_details(db):
     assert state.flush(defer_details=True) == 1
     assert stored().lastStatus == "RUNNING" and stored().containers[0].lastStatus == "RUNNING"
     task.containers = [TaskContainer(name="web", lastStatus="RUNNING", dockerId="other")]
-    state.put_task(task)
+    state.put_task(task, details_only=True)
     assert state.flush(defer_details=True) == 0 and stored().containers[0].dockerId is None
     assert state.flush() == 1 and stored().containers[0].dockerId == "other"  # the full flush writes it
     assert state.flush() == 0
@@ -285,7 +286,7 @@ def test_the_loops_flush_defers_a_change_of_only_the_containers_details(db):
     state = State(opened(db))  # loaded tasks count as written
     t = state.tasks[task.taskId]
     t.containers = []
-    state.put_task(t)
+    state.put_task(t, details_only=True)
     assert state.flush(defer_details=True) == 0
     t.lastStatus = "STOPPED"  # STOPPED is always written in full, and leaves memory
     state.put_task(t)

@@ -5,6 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dockyard.wire import ContainerReport, TaskReport
+from orchestrator.core.tasks import fold_report
 from orchestrator.models import Task
 from orchestrator.task_apply import apply_report, mark_stopped, request_stop
 
@@ -226,3 +227,35 @@ def test_set_fields_is_pydantic_assignment():
         setattr(a, k, v)
     set_fields(b, dict(changes))
     assert a == b and a.model_fields_set == b.model_fields_set and a.model_dump_json() == b.model_dump_json()
+
+
+def test_a_first_report_listing_pending_containers_is_a_details_only_change():
+    t = task(lastStatus="PENDING", containers=[])
+    changes, out = fold_report(t, TaskReport(taskId=t.taskId, lastStatus="PENDING",
+                                             containers=[ContainerReport(name="web")]), 0.0)
+    assert set(changes) == {"containers"} and out.changed and out.details_only
+    changes, out = fold_report(t, TaskReport(taskId=t.taskId, lastStatus="RUNNING",
+                                             containers=[ContainerReport(name="web", lastStatus="RUNNING")]), 0.0)
+    assert "lastStatus" in changes and out.changed and not out.details_only
+
+
+def test_the_controller_defers_the_write_of_a_details_only_report(monkeypatch):
+    """The loop's flush writes a task's first report (containers PENDING) with its next change
+    (RUNNING), not on its own: the controller puts it as details_only."""
+    from test_controller_sim import Sim, service, taskdef
+
+    sim = Sim(monkeypatch)
+    sim.node_online("n1")
+    sim.apply(taskdef(), service(desired=1))
+    sim.reconcile()
+    (t,) = sim.tasks()
+    pending = TaskReport(taskId=t.taskId, lastStatus="PENDING", containers=[ContainerReport(name="web")])
+    sim.status("n1", [])  # the document's acknowledgement (the node's observed version is written)
+    sim.state.flush(defer_details=True)
+    sim.status("n1", [pending])
+    assert t.containers and sim.state.flush(defer_details=True) == 0
+    assert sim.state.store.load("task")[0].containers == []
+    sim.agent_report("n1", kind="update")
+    assert t.lastStatus == "RUNNING" and sim.state.flush(defer_details=True) == 1
+    stored = sim.state.store.load("task")[0]
+    assert stored.lastStatus == "RUNNING" and stored.containers[0].lastStatus == "RUNNING"

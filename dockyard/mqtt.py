@@ -185,24 +185,29 @@ class Client(aiomqtt.Client):
         """Replace aiomqtt 2.x's reader (paho's ``loop_read``: one packet per wake-up while
         nothing is in flight) with one that reads every packet the socket holds, so a burst of
         messages costs one event-loop pass and their acknowledgements one write (with
-        :func:`_coalesce_writes`). aiomqtt is pinned <3; tests/unit/test_mqtt_batch_io.py runs
-        it against Mosquitto."""
+        :func:`_coalesce_writes`), and its packets a few ``recv`` calls (:func:`_buffer_reads`).
+        aiomqtt is pinned <3; tests/unit/test_mqtt_batch_io.py and
+        tests/integration/test_mqtt_client.py (against Mosquitto) show it."""
         fd = sock.fileno()
         if fd < 0 or client.socket() is not sock:
             return
+        buffered = _buffer_reads(client, sock)
 
         def readable() -> None:
             try:
                 for _ in range(_READ_BURST):
                     rc = client._packet_read()
                     if rc == MQTTErrorCode.MQTT_ERR_AGAIN:
-                        return
+                        break
                     if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                         client._loop_rc_handle(rc)  # closes the socket (and its reader), as loop_read does
                         return
             except Exception as exc:  # as aiomqtt's reader: a broken connection ends the session
                 if not self._disconnected.done():
                     self._disconnected.set_exception(exc)
+                return
+            if buffered() and client.socket() is sock:  # read, not handled yet: the socket may not wake us again
+                self._loop.call_soon(readable)
 
         self._loop.add_reader(fd, readable)
 
@@ -226,6 +231,32 @@ class Client(aiomqtt.Client):
 
 
 _READ_BURST = 500  # packets per wake-up at most, so other callbacks run between bursts
+_RECV_BYTES = 65536
+
+
+def _buffer_reads(client: paho_client.Client, sock: Any) -> Callable[[], int]:
+    """paho reads a packet with at least three ``recv`` calls (its type byte, each byte of its
+    length, its body): three system calls for a heartbeat of a few bytes. Serve those reads from
+    one ``recv`` of up to 64 KB (through paho's own ``_sock_recv``: its TLS and error handling)
+    while ``sock`` is the client's socket. Returns how many bytes are read but not handed to
+    paho yet (the reader runs again while there are: the socket will not say so)."""
+    raw = paho_client.Client._sock_recv.__get__(client)
+    data, pos = b"", 0
+
+    def sock_recv(bufsize: int) -> bytes:
+        nonlocal data, pos
+        if client._sock is not sock:  # another connection's (a reconnect installs its own)
+            return raw(bufsize)
+        if pos >= len(data):
+            data, pos = raw(_RECV_BYTES), 0  # BlockingIOError when nothing is there; b"" at the end
+            if not data:
+                return data
+        out = data[pos:pos + bufsize]
+        pos += len(out)
+        return out
+
+    client._sock_recv = sock_recv  # type: ignore[method-assign]
+    return lambda: len(data) - pos
 _PLAIN = frozenset({0x40, 0x50, 0x60, 0x70, 0x80, 0xA0, 0xC0})  # PUBACK..PUBCOMP, SUBSCRIBE, UNSUBSCRIBE, PINGREQ
 
 

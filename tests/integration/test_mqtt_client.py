@@ -12,6 +12,9 @@ import uuid
 import aiomqtt
 import pytest
 
+from paho.mqtt import client as paho_client
+
+import dockyard.mqtt
 from dockyard.mqtt import make_client
 from harness import MQTT_URL
 
@@ -108,10 +111,22 @@ async def test_publishing_counts_as_activity_so_no_pings_are_sent(infra):
         assert pings, "an idle client must still ping"
 
 
-async def test_batch_io_reads_a_burst_in_order_and_acknowledges_each_message_in_few_writes(infra):
+@pytest.mark.parametrize("burst", [500, 7])
+async def test_batch_io_reads_a_burst_in_order_and_acknowledges_each_message_in_few_writes(infra, monkeypatch,
+                                                                                          burst):
     """batch_io (the orchestrator's client): a burst of QoS 1 messages is read in a few wake-ups
-    and their PUBACKs go out joined in a few sends; every message arrives once, in order, and is
-    acknowledged exactly once."""
+    and few ``recv`` calls, and their PUBACKs go out joined in a few sends; every message arrives
+    once, in order, and is acknowledged exactly once. With a reader burst of 7 packets, what one
+    ``recv`` read beyond them is handled without the socket waking the reader again."""
+    monkeypatch.setattr(dockyard.mqtt, "_READ_BURST", burst)
+    reads: list[object] = []  # the paho client of each recv
+    real_recv = paho_client.Client._sock_recv
+
+    def counting_recv(self, bufsize):
+        reads.append(self)
+        return real_recv(self, bufsize)
+
+    monkeypatch.setattr(paho_client.Client, "_sock_recv", counting_recv)
     tag = uuid.uuid4().hex[:8]
     topic, n = f"dockyard/v1/selftest-{tag}/burst", 2000
     async with make_client(MQTT_URL, f"selftest-batch-{tag}", batch_io=True, max_inflight_messages=0) as sub, \
@@ -134,6 +149,8 @@ async def test_batch_io_reads_a_burst_in_order_and_acknowledges_each_message_in_
                 if len(got) == n:
                     break
         assert got == list(range(n))
+        sub_reads = sum(c is sub._client for c in reads)
+        assert sub_reads < n / 4, f"{sub_reads} recv calls for {n} messages: reads were not buffered"
         async with asyncio.timeout(5):
             while sum(p[0] & 0xF0 == 0x40 for p in packets(b"".join(sent))) < n:  # the last write may be queued
                 await asyncio.sleep(0.05)
@@ -157,3 +174,36 @@ def packets(stream: bytes) -> list[bytes]:
         out.append(stream[i:j + length])
         i = j + length
     return out
+
+
+async def test_batch_io_handles_what_one_read_took_beyond_a_burst_without_the_socket_waking_it(infra, monkeypatch):
+    """200 messages wait in the subscriber's socket while its reader is off; back on, one wake-up
+    reads them all into the buffer, handles a burst of 7, and must go on by itself (the socket
+    has nothing more to say)."""
+    import fcntl
+    import struct
+    import termios
+
+    monkeypatch.setattr(dockyard.mqtt, "_READ_BURST", 7)
+    tag = uuid.uuid4().hex[:8]
+    topic, n = f"dockyard/v1/selftest-{tag}/held", 200
+    async with make_client(MQTT_URL, f"selftest-held-{tag}", batch_io=True) as sub, \
+            make_client(MQTT_URL, f"selftest-heldpub-{tag}", max_inflight_messages=0) as pub:
+        await sub.subscribe(topic, qos=1)
+        sock = sub._client.socket()
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(sock.fileno())
+        payloads = [f"{i:03d}".encode() for i in range(n)]
+        await asyncio.gather(*(pub.publish(topic, p, qos=1) for p in payloads))
+        each = 1 + 1 + 2 + len(topic) + 2 + 1 + 3  # header, length, topic, packet id, properties, payload
+        async with asyncio.timeout(10):
+            while struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0] < n * each:
+                await asyncio.sleep(0.01)
+        sub._drain_reads(sub._client, sock)  # the reader back on
+        got = []
+        async with asyncio.timeout(2):  # within the keepalive (5 s): no PINGRESP wakes the socket
+            async for m in sub.messages:
+                got.append(m.payload)
+                if len(got) == n:
+                    break
+        assert got == payloads

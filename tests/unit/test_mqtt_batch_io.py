@@ -5,9 +5,9 @@ from __future__ import annotations
 import socket
 
 from paho.mqtt import client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 
-from dockyard.mqtt import _coalesce_writes, _dispatch_without_filters
+from dockyard.mqtt import _buffer_reads, _coalesce_writes, _dispatch_without_filters
 
 
 def test_joined_writes_keep_the_order_and_leave_qos0_publishes_alone():
@@ -99,3 +99,85 @@ def test_messages_reach_on_message_without_topic_matching_until_a_filter_is_adde
         raise AssertionError("an exception in on_message is raised, as paho does unless suppressed")
     c.suppress_exceptions = True
     c._handle_on_message(message(b"a/b", b"5"))  # logged, not raised
+
+
+def _publish_packet(topic: bytes, payload: bytes) -> bytes:
+    """An MQTT 5 QoS 0 PUBLISH (no properties)."""
+    body = len(topic).to_bytes(2, "big") + topic + b"\x00" + payload
+    n, length = len(body), b""
+    while True:
+        byte, n = n % 128, n // 128
+        length += bytes([byte | (128 if n else 0)])
+        if not n:
+            break
+    return b"\x30" + length + body
+
+
+def _reading_client(monkeypatch):
+    c = paho.Client(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5)
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    c._sock = a
+    raw_reads: list[int] = []
+    real = paho.Client._sock_recv
+
+    def counting(self, bufsize):
+        raw_reads.append(bufsize)
+        return real(self, bufsize)
+
+    monkeypatch.setattr(paho.Client, "_sock_recv", counting)
+    got: list[bytes] = []
+    c.on_message = lambda client, userdata, m: got.append(m.payload)
+    return c, a, b, raw_reads, got
+
+
+def drain(c) -> int:
+    rc = MQTTErrorCode.MQTT_ERR_SUCCESS
+    while rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+        rc = c._packet_read()
+    return rc
+
+
+def test_buffered_reads_take_a_burst_of_packets_in_a_few_system_calls(monkeypatch):
+    c, a, b, raw_reads, got = _reading_client(monkeypatch)
+    left = _buffer_reads(c, a)
+    b.sendall(b"".join(_publish_packet(b"t/beat", str(i).encode()) for i in range(300)))
+    assert drain(c) == MQTTErrorCode.MQTT_ERR_AGAIN
+    assert got == [str(i).encode() for i in range(300)] and left() == 0
+    assert len(raw_reads) <= 3, f"{len(raw_reads)} recv calls for 300 packets"  # paho alone: >= 900
+    a.close()
+    b.close()
+
+
+def test_buffered_reads_resume_a_packet_split_across_reads_and_see_the_end(monkeypatch):
+    c, a, b, raw_reads, got = _reading_client(monkeypatch)
+    _buffer_reads(c, a)
+    p = _publish_packet(b"t/s", b"x" * 300)  # a two-byte remaining length
+    b.sendall(p[:2])
+    assert drain(c) == MQTTErrorCode.MQTT_ERR_AGAIN and got == []
+    b.sendall(p[2:150])
+    assert drain(c) == MQTTErrorCode.MQTT_ERR_AGAIN and got == []
+    b.sendall(p[150:] + _publish_packet(b"t/s", b"y"))
+    assert drain(c) == MQTTErrorCode.MQTT_ERR_AGAIN and got == [b"x" * 300, b"y"]
+    b.close()
+    assert drain(c) == MQTTErrorCode.MQTT_ERR_CONN_LOST  # the peer closed: as paho's own reads
+    a.close()
+
+
+def test_buffered_reads_report_what_is_read_but_not_handled(monkeypatch):
+    """The reader stops after a burst of packets; what it read beyond is counted, so it runs again."""
+    c, a, b, raw_reads, got = _reading_client(monkeypatch)
+    left = _buffer_reads(c, a)
+    packets_ = [_publish_packet(b"t", bytes([i])) for i in range(10)]
+    b.sendall(b"".join(packets_))
+    for _ in range(4):
+        assert c._packet_read() == MQTTErrorCode.MQTT_ERR_SUCCESS
+    assert len(got) == 4 and left() == sum(map(len, packets_[4:]))
+    c._sock = None  # another connection: the buffer is not this one's
+    other, peer = socket.socketpair()
+    other.setblocking(False)
+    c._sock = other
+    peer.sendall(_publish_packet(b"t", b"z"))
+    assert c._packet_read() == MQTTErrorCode.MQTT_ERR_SUCCESS and got[-1] == b"z"
+    for s in (a, b, other, peer):
+        s.close()

@@ -51,6 +51,10 @@ EVENTS_KEPT = 100
 # Every this many seconds a pass plans every service, not only those marked dirty (the
 # level-triggered backstop for anything that changes without marking them).
 FULL_PASS_SECONDS = 5.0
+# Every this many seconds the full pass also rebuilds the planners' task views from the tasks
+# (the backstop for the views kept per service; see _task_views): 10k views cost ~80 ms, so not
+# every 5 s.
+FRESH_VIEWS_SECONDS = 60.0
 # Coalescing: a pass waits PASS_GAP_MIN after its wake-up, and after a long pass FACTOR times
 # as long as that pass blocked the loop (so passes hold it at most 1/(1+FACTOR) of the time and
 # each plans a larger batch of changes; see run()).
@@ -131,6 +135,7 @@ class Controller:
         self._published: dict[tuple[str, str], tuple] = {}
         self._service_wake: dict[tuple[str, str], float] = {}  # time-driven replans (backoff, grace)
         self._last_full_pass = float("-inf")
+        self._last_fresh_views = float("-inf")
         self._last_pass_seconds = 0.0
         # The last report applied per task: most reports repeat (snapshots every 2 s from every
         # node) and apply_report is idempotent, so an identical one is skipped.
@@ -305,17 +310,21 @@ class Controller:
 
     def reconcile_services(self, now: float) -> None:
         """Plan the services marked dirty (their tasks, the service, or a node of their cluster
-        changed) or whose wake-up time came; every FULL_PASS_SECONDS, all of them."""
+        changed) or whose wake-up time came; every FULL_PASS_SECONDS, all of them (and every
+        FRESH_VIEWS_SECONDS from views rebuilt in full)."""
         full = now - self._last_full_pass >= FULL_PASS_SECONDS
+        fresh = full and now - self._last_fresh_views >= FRESH_VIEWS_SECONDS
         if full:
             self._last_full_pass = now
             self._wake_at(now + FULL_PASS_SECONDS)
+        if fresh:
+            self._last_fresh_views = now
         dirty = self.state.take_dirty_services()
         for key, s in list(self.state.services.items()):
             due = self._service_wake.get(key)
             if full or key in dirty or (due is not None and due <= now):
                 self._service_wake.pop(key, None)
-                self.reconcile_service(s, now, fresh=full)
+                self.reconcile_service(s, now, fresh=fresh)
             elif due is not None:
                 self._wake_at(due)
         for key in [k for k in self._service_wake if k not in self.state.services]:
@@ -330,8 +339,8 @@ class Controller:
     def _task_views(self, s: Service, fresh: bool = False) -> list[svc_core.TaskView]:
         """The planner's view of the service's tasks not yet STOPPED, kept per service and
         updated for the tasks put since the last plan (State.changed_tasks), so a pass does not
-        rebuild every view. Rebuilt in full when a node changed as planning sees it, and by the
-        periodic full pass (``fresh``)."""
+        rebuild every view. Rebuilt in full when a node changed as planning sees it, and by a
+        periodic full pass (``fresh``, every FRESH_VIEWS_SECONDS)."""
         key = (s.cluster, s.serviceName)
         changed = self.state.take_changed_tasks(key)
         entry = self._svc_views.get(key)

@@ -32,10 +32,6 @@ def _node_signature(n: Node) -> tuple:
             n.resources.cpu if n.resources else None, n.resources.memory if n.resources else None)
 
 
-# What of a task must reach the store when it changes: every field but the containers' details
-# (see State.flush). The lists of placement constraints and strategy are set at creation only.
-
-
 def _order(t: Task) -> tuple[float, str]:
     return (t.createdAt, t.taskId)
 

@@ -554,3 +554,29 @@ def test_delete_documents_is_all_or_nothing(sim):
     assert sim.service().status == "ACTIVE" and all(t.desiredStatus == "RUNNING" for t in sim.tasks())
     out = sim.ops.delete_documents(docs[:1] + [{"source": "c.yaml", "document": service("nope")}], CLUSTER)
     assert [r["action"] for r in out] == ["deleted", "not found"] and sim.service().status == "DRAINING"
+
+
+def test_the_full_pass_plans_from_the_kept_views_and_rebuilds_them_every_minute(monkeypatch):
+    """Every 5 s a full pass plans every service; it rebuilds the task views (~8 us a task) only
+    every FRESH_VIEWS_SECONDS (the backstop for the views kept per service)."""
+    from orchestrator import controller as controller_mod
+
+    sim = Sim(monkeypatch)
+    sim.node_online("n1")
+    sim.apply(taskdef(), service(desired=3))
+    for _ in range(3):
+        sim.reconcile(1.0)
+        sim.agents()
+    built: list[str] = []
+    real = sim.ctl._view
+    monkeypatch.setattr(sim.ctl, "_view", lambda t: (built.append(t.taskId), real(t))[1])
+    planned: list[bool] = []
+    real_plan = sim.ctl.reconcile_service
+    monkeypatch.setattr(sim.ctl, "reconcile_service",
+                        lambda s, now, fresh=False: (planned.append(fresh), real_plan(s, now, fresh))[1])
+    for _ in range(int(controller_mod.FRESH_VIEWS_SECONDS) + 1):  # a minute, the node reporting every second
+        sim.agents()
+        sim.reconcile(1.0)
+    assert len(planned) >= controller_mod.FRESH_VIEWS_SECONDS / controller_mod.FULL_PASS_SECONDS  # every 5 s
+    assert planned.count(True) == 1 and len(built) == 3  # rebuilt once: the views were kept
+    assert len(sim.tasks()) == 3

@@ -234,7 +234,8 @@ class Bench:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:  # noqa: ANN001
-        self.cleanup(failed=exc_type is not None)
+        # --help and other clean exits (SystemExit(0)) leave nothing behind
+        self.cleanup(failed=exc_type is not None and not (exc_type is SystemExit and exc.code in (0, None)))
 
     def cleanup(self, failed: bool = False) -> None:
         problems: list[str] = []

@@ -1,7 +1,11 @@
 #!/usr/bin/env python3
 """In-process profile of the orchestrator's per-placement work, without MQTT, Docker or agents:
 the controller, its store (a SQLite file) and the bus's message handler, fed the messages 1,000
-hollow nodes would send (presence, then PENDING and RUNNING updates, and a snapshot after them, as JSON bytes).
+hollow nodes send (presence; for each desired document an acknowledgement without reports, as
+agent.reporter.ack leaves a new task's initial report out, then an update with the tasks RUNNING
+or STOPPED; a snapshot after them), as JSON bytes. Each pass's records are written after its
+documents are built and before the reports arrive, as in Controller.run_pass: two task writes
+per placement, as in bench/scale.py.
 
     .venv/bin/python bench/core_cpu.py [--nodes 1000] [--tasks 10000] [--rounds 3] [--profile OUT.prof]
 
@@ -115,13 +119,14 @@ def run(a: argparse.Namespace, tmp: str) -> None:
         out = ctl.reconcile(clock.t)
         for d in out:
             d.model_dump_json()  # what Bus.publish sends
+        state.flush(defer_details=True)  # Controller.run_pass: after publishing, before any report
+        for d in out:
             docs[d.nodeId] = d
             before = running[d.nodeId]
             now = {t.taskId: t.desiredStatus for t in d.tasks}
             changed = [t for t in d.tasks if before.get(t.taskId) != t.desiredStatus]
             if changed:
-                send(d.nodeId, "update", [report(t, "PENDING" if t.desiredStatus == "RUNNING" else "STOPPED")
-                                          for t in changed])
+                send(d.nodeId, "update", [])  # the acknowledgement (agent.reporter.ack)
                 final = [report(t, "RUNNING" if t.desiredStatus == "RUNNING" else "STOPPED") for t in changed]
                 send(d.nodeId, "update", final)
                 h = held[d.nodeId]
@@ -131,7 +136,6 @@ def run(a: argparse.Namespace, tmp: str) -> None:
                     del h[tid]
                 snapshot_due.append(d.nodeId)
             running[d.nodeId] = {k: v for k, v in now.items() if v == "RUNNING"}
-        state.flush()
         return len(out)
 
     per = a.tasks // a.services
@@ -150,6 +154,7 @@ def run(a: argparse.Namespace, tmp: str) -> None:
             ts = list(state.tasks.values())
             if sum(t.lastStatus == "RUNNING" for t in ts) == want_running and \
                     not any(t.active and t.lastStatus != "RUNNING" for t in ts):
+                step()  # the pass that writes the reported statuses (its flush)
                 return
         raise SystemExit("did not settle")
 

@@ -41,6 +41,7 @@ _SNAPSHOTS = metrics.STATUS_RECEIVED.labels(kind="snapshot")
 _RECEIVED = {"snapshot": _SNAPSHOTS, "update": metrics.STATUS_RECEIVED.labels(kind="update")}  # labels() per message costs
 # "kind" follows nodeId, bootId and seq at the start of a StatusDoc's JSON.
 _SNAPSHOT_KIND = b'"kind":"snapshot"'
+_UPDATE_KIND = b'"kind":"update"'
 _KIND_WITHIN = 1024
 _NUMBER = re.compile(rb"[-+0-9.eE]+")
 
@@ -65,6 +66,23 @@ def snapshot_key(raw: bytes) -> tuple[bytes, bytes | None]:
                 return raw[:i] + raw[j + 1:u] + b"}", seg
     m = _USAGE.search(raw)
     return _SEQ_TS.sub(b"", raw if m is None else raw[:m.start()] + raw[m.end():]), (m.group(1) if m else None)
+def _as_snapshot(update: StatusDoc, raw: bytes, samples: bytes | None) -> StatusDoc | None:
+    """The snapshot ``raw`` when its key (snapshot_key) equals that of ``update`` but for the kind:
+    ``update`` with raw's kind, seq, ts and usage, sharing its reports (they are immutable once
+    parsed). None if seq or ts are not where snapshot_key found them (then parse it)."""
+    i = raw.find(b'"seq":', 0, _KIND_WITHIN)
+    j = raw.find(b",", i + 6, i + 32) if i >= 0 else -1
+    t = raw.rfind(b',"ts":')
+    if j < 0 or t < j or not raw[i + 6:j].isdigit() or not raw.endswith(b"}"):
+        return None
+    try:
+        ts = float(raw[t + 6:-1])
+    except ValueError:
+        return None
+    usage = _USAGE_LIST.validate_json(samples) if samples and samples != b"null" else None
+    return update.model_copy(update={"kind": "snapshot", "seq": int(raw[i + 6:j]), "ts": ts, "usage": usage})
+
+
 # Status and presence payloads over this are dropped unread (a status of 1,000 tasks is ~1 MB).
 MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
 # The orchestrator publishes to itself every PROBE_SECONDS: each echo proves the session works
@@ -111,6 +129,8 @@ class Bus:
         self.connected = asyncio.Event()
         self.last_docs: dict[tuple[str, str], DesiredDoc] = {}
         self._last_snapshot: dict[tuple[str, str], bytes] = {}  # per node, without seq and ts
+        # Per node, its last update (if the last status handled): as a snapshot's key would be, and parsed.
+        self._last_update: dict[tuple[str, str], tuple[bytes, StatusDoc]] = {}
         self._acked: dict[tuple[str, str], int] = {}  # per node, the last generation whose ack was timed
         self._seq: dict[tuple[str, str], tuple[str, int]] = {}  # per known node, the last status's (bootId, seq)
         self.log = dlog.get("bus", mqtt=mqtt_url)
@@ -157,6 +177,7 @@ class Bus:
         self.last_docs.pop((cluster, node_id), None)
         self._seq.pop((cluster, node_id), None)
         self._last_lb.pop((cluster, node_id), None)
+        self._last_update.pop((cluster, node_id), None)
         if self.client is None or not self.connected.is_set():
             return
         for leaf in ("desired", "presence"):
@@ -272,6 +293,7 @@ class Bus:
                 self.controller.on_desired_seen(cluster, node_id, v.version(), foreign=not retain)
             elif leaf == "presence":
                 self._last_snapshot.pop((cluster, node_id), None)
+                self._last_update.pop((cluster, node_id), None)
                 p = Presence.model_validate_json(payload)
                 was_refused = p.state == "online" and self.controller.node_refused(cluster, node_id)
                 refusal = self.controller.on_presence(cluster, node_id, p)
@@ -299,7 +321,12 @@ class Bus:
                         self.requests.record(cluster, node_id, self._last_lb[key], time.time())
                     return
                 self._last_snapshot.pop(key, None)
-                st = StatusDoc.model_validate_json(raw)
+                update = self._last_update.pop(key, None)
+                st = None
+                if body is not None and update is not None and body == update[0]:
+                    st = _as_snapshot(update[1], raw, samples)  # what parsing it would give, without parsing
+                if st is None:
+                    st = StatusDoc.model_validate_json(raw)
                 known = key in self.controller.state.nodes  # nothing is remembered for a node never registered
                 last = self._seq.get(key)
                 if last is not None and last[0] == st.bootId and st.seq <= last[1]:  # seq is send order
@@ -318,6 +345,10 @@ class Bus:
                     if self.usage is not None:
                         self.usage.record(cluster, node_id, st.usage, time.time())
                     self._last_snapshot[key] = body if body is not None else snapshot_key(raw)[0]
+                elif known and st.tasks:
+                    # The node's next snapshot often carries just what this update did (every task of
+                    # the node changed, as in a burst of placements): it is then not parsed again.
+                    self._last_update[key] = (snapshot_key(raw)[0].replace(_UPDATE_KIND, _SNAPSHOT_KIND, 1), st)
         except ValidationError as exc:
             self.log.warning("dropping malformed message", topic=topic, error=str(exc).splitlines()[0])
         except Exception:

@@ -785,18 +785,22 @@ class Controller:
         if st.loadBalancer is not None and n.loadBalancer:
             woke = self._on_lb_status(cluster, node_id, st, now)
         reported = set()
+        tasks, applied = self.state.tasks, self._applied
         for r in st.tasks:
-            reported.add(r.taskId)
-            t = self.state.tasks.get(r.taskId)
+            task_id = r.taskId
+            reported.add(task_id)
+            t = tasks.get(task_id)
             if t is None or t.cluster != cluster or t.nodeId != node_id:
                 continue
-            if self._applied.get(r.taskId) == r:
+            prev = applied.get(task_id)
+            # The fields compared directly: pydantic's __eq__ adds type, private and extra checks (2/3 more).
+            if prev is not None and prev.__dict__ == r.__dict__:
                 continue
             out = apply_report(t, r, now)
             if t.lastStatus == "STOPPED":
-                self._applied.pop(r.taskId, None)
+                applied.pop(task_id, None)
             else:
-                self._applied[r.taskId] = r
+                applied[task_id] = r
             since = proof_clock(t.healthySince, is_healthy(t.lastStatus, *self._health(t)), now)
             if since != t.healthySince:
                 t.healthySince = since

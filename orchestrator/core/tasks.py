@@ -10,8 +10,7 @@ fields to change, mutating nothing; orchestrator/task_apply.py applies them.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from dockyard.ecs import TaskOverride, apply_overrides
 from dockyard.wire import (
@@ -32,8 +31,10 @@ from orchestrator.models import (
 )
 
 
-@dataclass(frozen=True)
-class Outcome:
+class Outcome(NamedTuple):
+    """What a report did to a task (a tuple: built for every report folded, ~0.3 us against a
+    frozen dataclass's ~1.5 us)."""
+
     changed: bool
     stopped_now: bool = False  # the task reached STOPPED with this report
     failure: bool = False  # it stopped on its own (essential exit, failed start), not because we asked
@@ -81,10 +82,11 @@ def fold_report(task: Task, r: TaskReport, now: float) -> tuple[dict[str, Any], 
         new["lastStatus"] = "STOPPING"
     elif task.lastStatus in ("PROVISIONING", "PENDING"):
         new["lastStatus"] = "PENDING" if r.lastStatus in ("PENDING", "PROVISIONING") else r.lastStatus
-    changes = {k: v for k, v in new.items() if getattr(task, k) != v}
+    held_fields = task.__dict__  # the fields' values (a pydantic model keeps them there)
+    changes = {k: v for k, v in new.items() if held_fields[k] != v}
     changed = any(k in changes for k in _TRACKED)
     return changes, Outcome(changed, stopped_now, failure and stop_code in FAILURE_CODES,
-                            details_only=changes.keys() == {"containers"})
+                            len(changes) == 1 and "containers" in changes)
 
 
 def proof_clock(healthy_since: float | None, healthy: bool, now: float) -> float | None:

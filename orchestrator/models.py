@@ -5,6 +5,7 @@ keeps) are pydantic models too, serialised as JSON into the store.
 """
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from typing import Any, Literal
@@ -30,7 +31,12 @@ def now() -> float:
 
 
 def new_task_id() -> str:
-    return uuid.uuid4().hex
+    """A random UUID (version 4) as 32 hex digits, as ECS's task ids: the bits uuid.uuid4() sets,
+    set on the random bytes directly (a third of its cost: one per task created)."""
+    b = bytearray(os.urandom(16))
+    b[6] = (b[6] & 0x0F) | 0x40  # version 4
+    b[8] = (b[8] & 0x3F) | 0x80  # RFC 4122 variant
+    return b.hex()
 
 
 # ---- specs ------------------------------------------------------------------------------

@@ -210,22 +210,21 @@ class State:
         """Insert or update a task; call after every change to a task (placement, status).
         ``details_only``: the change is in its containers' details only (see flush)."""
         old = self.tasks.get(t.taskId)
-        if old is not None and old is not t:
-            self._unindex(old)
-        if old is not t or old is None:
-            self._index(t)
-        else:
-            # Same object mutated in place: node may have changed.
+        if old is t:  # the same object changed in place: its node may have changed
             self._reindex_node(t)
+            self._track_unplaced(t)
+            self._track_active(t)
+        else:
+            if old is not None:
+                self._unindex(old)
+            self._index(t)  # tracks it as unplaced and active too
         if t.nodeId:
             self.dirty_nodes.add((t.cluster, t.nodeId))
         if t.serviceName:
-            self.dirty_services.add((t.cluster, t.serviceName))
-        self._track_unplaced(t)
-        self._track_active(t)
-        if t.serviceName:
-            self.changed_tasks[(t.cluster, t.serviceName)].add(t.taskId)
-            if self.load_balancers and (s := self.services.get((t.cluster, t.serviceName))) and s.spec.loadBalancers:
+            skey = (t.cluster, t.serviceName)
+            self.dirty_services.add(skey)
+            self.changed_tasks[skey].add(t.taskId)
+            if self.load_balancers and (s := self.services.get(skey)) and s.spec.loadBalancers:
                 self.touch_load_balancers(t.cluster)  # it may have become a target, or stopped being one
         if t.lastStatus == "STOPPED" and t.nodeId and t.taskId not in self._stopped_placed:
             self._stopped_placed.add(t.taskId)

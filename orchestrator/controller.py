@@ -40,6 +40,7 @@ from orchestrator.core.tasks import (
     missing_from_snapshot,
     new_task,
     proof_clock,
+    sibling_task,
 )
 from orchestrator.lb_shell import Targets
 from orchestrator.models import Cluster, Node, Service, ServiceEvent, Task, new_task_id
@@ -424,8 +425,9 @@ class Controller:
         if plan.start and primary is not None:
             td = self.state.resolve_taskdef(primary.taskDefinition)
             if td is not None:
-                for _ in range(plan.start):
-                    self.create_task(s.cluster, td, now, service=s, deployment_id=primary.id)
+                first = self.create_task(s.cluster, td, now, service=s, deployment_id=primary.id)
+                for _ in range(plan.start - 1):
+                    self._add_task(sibling_task(first, new_task_id(), now))
         if plan.start_on and primary is not None:
             td = self.state.resolve_taskdef(primary.taskDefinition)
             for node_id in plan.start_on if td is not None else ():
@@ -466,10 +468,13 @@ class Controller:
         t = new_task(new_task_id(), cluster, td, now, **kw)
         if t.nodeId:
             t.placedAt = now
+        self._add_task(t)
+        return t
+
+    def _add_task(self, t: Task) -> None:
         self.state.put_task(t)
         metrics.TASKS_CREATED.inc()
         metrics.transition(t.lastStatus, None)
-        return t
 
     def schedule(self, now: float) -> None:
         pending = self.state.unplaced_tasks()

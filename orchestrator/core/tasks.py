@@ -163,6 +163,21 @@ def new_task(task_id: str, cluster: str, td: TaskDefinition, now: float, service
     )
 
 
+def sibling_task(first: Task, task_id: str, now: float) -> Task:
+    """Another task made from :func:`new_task`'s arguments for ``first`` (a service starting
+    several at once): ``first`` with its own id and creation time, and lists and tags of its
+    own (their items are shared, as new_task shares them with the definition and the service).
+    A copy: ~3 us against ~10 us to build and validate each one. ``first`` is not changed."""
+    return first.model_copy(update={
+        "taskId": task_id,
+        "createdAt": now,
+        "containers": [],
+        "placementConstraints": list(first.placementConstraints),
+        "placementStrategy": list(first.placementStrategy),
+        "tags": dict(first.tags) if first.tags is not None else None,
+    })
+
+
 def task_tags(cluster: str, td: TaskDefinition, service: Service | None, tags: dict[str, str],
               propagate: str | None, managed: bool) -> dict[str, str]:
     """A new task's tags, as ECS makes them: the task definition's or the service's (propagateTags),

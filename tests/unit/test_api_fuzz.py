@@ -4,8 +4,12 @@ limits that hold before anything is parsed (orchestrator.limits): bodies over 10
 endpoint too; applies of too many documents 400; a desiredCount past ECS's quota 400."""
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import pathlib
+import shutil
+import tempfile
 
 import pytest
 import schemathesis
@@ -17,7 +21,9 @@ from orchestrator.limits import MAX_BODY_BYTES, MAX_DESIRED_COUNT, MAX_DOCUMENTS
 from orchestrator.ops import Ops
 
 # Examples per operation: CI's few, derandomized (the same every run); DOCKYARD_FUZZ_EXAMPLES=200 explores.
-TC, ADMIN, _STORE = _app(__import__("pathlib").Path(__import__("tempfile").mkdtemp(prefix="api-fuzz-")))
+_TMP = tempfile.mkdtemp(prefix="api-fuzz-")  # built at import (the schema needs the app): removed at exit
+atexit.register(shutil.rmtree, _TMP, ignore_errors=True)
+TC, ADMIN, _STORE = _app(pathlib.Path(_TMP))
 AUTH = {"Authorization": f"Bearer {ADMIN}"}
 SCHEMA = schemathesis.openapi.from_dict(TC.get("/v1/openapi.json", headers=AUTH).json())
 SCHEMA.app = TC.app  # as schemathesis.openapi.from_asgi does; that loader cannot send the token

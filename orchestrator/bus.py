@@ -66,6 +66,13 @@ def snapshot_key(raw: bytes) -> tuple[bytes, bytes | None]:
                 return raw[:i] + raw[j + 1:u] + b"}", seg
     m = _USAGE.search(raw)
     return _SEQ_TS.sub(b"", raw if m is None else raw[:m.start()] + raw[m.end():]), (m.group(1) if m else None)
+
+
+def _usage_of(samples: bytes | None) -> list[TaskUsage] | None:
+    """The usage samples snapshot_key cut out of a snapshot, parsed (None without)."""
+    return _USAGE_LIST.validate_json(samples) if samples and samples != b"null" else None
+
+
 def _as_snapshot(update: StatusDoc, raw: bytes, samples: bytes | None) -> StatusDoc | None:
     """The snapshot ``raw`` when its key (snapshot_key) equals that of ``update`` but for the kind:
     ``update`` with raw's kind, seq, ts and usage, sharing its reports (they are immutable once
@@ -79,8 +86,8 @@ def _as_snapshot(update: StatusDoc, raw: bytes, samples: bytes | None) -> Status
         ts = float(raw[t + 6:-1])
     except ValueError:
         return None
-    usage = _USAGE_LIST.validate_json(samples) if samples and samples != b"null" else None
-    return update.model_copy(update={"kind": "snapshot", "seq": int(raw[i + 6:j]), "ts": ts, "usage": usage})
+    return update.model_copy(update={"kind": "snapshot", "seq": int(raw[i + 6:j]), "ts": ts,
+                                     "usage": _usage_of(samples)})
 
 
 # Status and presence payloads over this are dropped unread (a status of 1,000 tasks is ~1 MB).
@@ -315,8 +322,7 @@ class Bus:
                         and self.controller.on_status_repeat(cluster, node_id):
                     _SNAPSHOTS.inc()
                     if self.usage is not None:
-                        self.usage.record(cluster, node_id, _USAGE_LIST.validate_json(samples)
-                                          if samples and samples != b"null" else None, time.time())
+                        self.usage.record(cluster, node_id, _usage_of(samples), time.time())
                     if self.requests is not None and key in self._last_lb:  # the same counters again
                         self.requests.record(cluster, node_id, self._last_lb[key], time.time())
                     return

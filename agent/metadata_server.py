@@ -9,6 +9,7 @@ the documents are built there too, from the agent's state and a fresh ``docker i
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -24,6 +25,8 @@ from agent.state import NodeState
 from dockyard.wire import DesiredTask
 
 SECRET_FILE = "metadata.key"
+START_ATTEMPTS = 6  # bridge-gateway lookups before the first pass (0.25 + 0.5 + 1 + 2 + 2 s between them)
+RETRY_DELAY, RETRY_DELAY_MAX = 0.25, 2.0
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -52,11 +55,25 @@ async def bridge_gateway(docker: aiodocker.Docker) -> str | None:
     """The Docker bridge network's gateway address (e.g. 172.17.0.1), or None without one."""
     try:
         net = await docker._query_json("networks/bridge")
-    except DockerError:
+    except (DockerError, OSError, TimeoutError):  # aiohttp's connection errors are OSErrors
         return None
-    for cfg in (net.get("IPAM") or {}).get("Config") or []:
+    return gateway_of(net)
+
+
+def gateway_of(network: dict[str, Any]) -> str | None:
+    """The IPv4 gateway of an inspected network: its IPAM ``Gateway``, else the subnet's first host
+    address, which is what Docker's IPAM gives the bridge when none was configured (a dockerd that
+    created ``docker0`` itself reports only the subnet)."""
+    for cfg in (network.get("IPAM") or {}).get("Config") or []:
         if cfg.get("Gateway") and ":" not in cfg["Gateway"]:
             return str(cfg["Gateway"])
+    for cfg in (network.get("IPAM") or {}).get("Config") or []:
+        try:
+            subnet = ipaddress.ip_network(cfg.get("Subnet") or "", strict=False)
+        except ValueError:
+            continue
+        if subnet.version == 4 and subnet.num_addresses > 2:
+            return str(subnet.network_address + 1)
     return None
 
 
@@ -70,14 +87,21 @@ class MetadataServer:
         self._runner: web.AppRunner | None = None
         self._index: dict[str, tuple[str, str]] = {}  # token -> (task id, container name)
         self._indexed_doc: object = None
+        self._resolver: asyncio.Task[None] | None = None
 
     # ---- life cycle ------------------------------------------------------------------------------
     async def start(self) -> bool:
-        """Listen; False (logged) when the endpoint cannot be served: containers then get no URI."""
-        self.address = await bridge_gateway(self.docker)
+        """Listen; False (logged) when the endpoint cannot be served: containers then get no URI.
+
+        The bridge gateway is looked up a few times first (an engine that is still starting, or
+        restarting, answers without one); without it the endpoint still listens and keeps looking
+        in the background, so only containers created until it is found go without a URI."""
+        self.address = await self._gateway(attempts=START_ATTEMPTS)
         if self.address is None:
-            self.log.error("task metadata endpoint disabled: the Docker engine has no bridge network gateway")
-            return False
+            self.log.warning("task metadata endpoint has no address yet: the Docker engine reports no bridge "
+                             "network gateway; containers created until it does get no ECS_CONTAINER_METADATA_URI_V4",
+                             hint="check `docker network inspect bridge` (dockerd --bridge=none disables it)")
+            self._resolver = asyncio.create_task(self._gateway_later())
         app = web.Application()
         for suffix, handler in (("", self._container), ("/task", self._task), ("/stats", self._stats),
                                 ("/task/stats", self._task_stats)):
@@ -88,15 +112,39 @@ class MetadataServer:
             await web.TCPSite(runner, self.bind, self.port).start()
         except OSError as e:
             await runner.cleanup()
+            if self._resolver is not None:
+                self._resolver.cancel()
+                self._resolver = None
             self.log.error("task metadata endpoint disabled: cannot listen", listen=f"{self.bind}:{self.port}",
                            error=e.strerror or str(e), hint="choose another --metadata-port, or 0 to disable it")
             return False
         self._runner = runner
-        self.log.info("task metadata endpoint listening", listen=f"{self.bind}:{self.port}",
-                      uri=metadata.metadata_uri(self.address, self.port, "<token>"))
+        uri = metadata.metadata_uri(self.address, self.port, "<token>") if self.address else None
+        self.log.info("task metadata endpoint listening", listen=f"{self.bind}:{self.port}", uri=uri)
         return True
 
+    async def _gateway(self, attempts: int) -> str | None:
+        delay = RETRY_DELAY
+        for i in range(attempts):
+            address = await bridge_gateway(self.docker)
+            if address is not None or i == attempts - 1:
+                return address
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_DELAY_MAX)
+        return None
+
+    async def _gateway_later(self) -> None:
+        """Keep looking for the bridge gateway until the engine reports one."""
+        while self.address is None:
+            await asyncio.sleep(RETRY_DELAY_MAX)
+            self.address = await bridge_gateway(self.docker)
+        self.log.info("task metadata endpoint has its address",
+                      uri=metadata.metadata_uri(self.address, self.port, "<token>"))
+
     async def close(self) -> None:
+        if self._resolver is not None:
+            self._resolver.cancel()
+            self._resolver = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

@@ -22,10 +22,11 @@ from aiohttp import web
 from agent import diff, metadata
 from agent.runtime import ActualContainer
 from agent.state import NodeState
+from dockyard.mqtt import Backoff
 from dockyard.wire import DesiredTask
 
 SECRET_FILE = "metadata.key"
-START_ATTEMPTS = 6  # bridge-gateway lookups before the first pass (0.25 + 0.5 + 1 + 2 + 2 s between them)
+START_ATTEMPTS = 6  # bridge-gateway lookups before the first pass (Backoff: at most 0.25+0.5+1+2+2 s between)
 RETRY_DELAY, RETRY_DELAY_MAX = 0.25, 2.0
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -96,7 +97,7 @@ class MetadataServer:
         The bridge gateway is looked up a few times first (an engine that is still starting, or
         restarting, answers without one); without it the endpoint still listens and keeps looking
         in the background, so only containers created until it is found go without a URI."""
-        self.address = await self._gateway(attempts=START_ATTEMPTS)
+        self.address = await self._find_gateway(attempts=START_ATTEMPTS)
         if self.address is None:
             self.log.warning("task metadata endpoint has no address yet: the Docker engine reports no bridge "
                              "network gateway; containers created until it does get no ECS_CONTAINER_METADATA_URI_V4",
@@ -112,9 +113,7 @@ class MetadataServer:
             await web.TCPSite(runner, self.bind, self.port).start()
         except OSError as e:
             await runner.cleanup()
-            if self._resolver is not None:
-                self._resolver.cancel()
-                self._resolver = None
+            self._stop_resolver()
             self.log.error("task metadata endpoint disabled: cannot listen", listen=f"{self.bind}:{self.port}",
                            error=e.strerror or str(e), hint="choose another --metadata-port, or 0 to disable it")
             return False
@@ -123,28 +122,29 @@ class MetadataServer:
         self.log.info("task metadata endpoint listening", listen=f"{self.bind}:{self.port}", uri=uri)
         return True
 
-    async def _gateway(self, attempts: int) -> str | None:
-        delay = RETRY_DELAY
-        for i in range(attempts):
+    async def _find_gateway(self, attempts: int | None) -> str | None:
+        """Look up the bridge gateway, with backoff between misses; None after ``attempts`` misses
+        (``None``: until the engine reports one)."""
+        backoff, tries = Backoff(RETRY_DELAY, RETRY_DELAY_MAX), 0
+        while True:
             address = await bridge_gateway(self.docker)
-            if address is not None or i == attempts - 1:
+            tries += 1
+            if address is not None or (attempts is not None and tries >= attempts):
                 return address
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, RETRY_DELAY_MAX)
-        return None
+            await asyncio.sleep(backoff.next())
 
     async def _gateway_later(self) -> None:
-        """Keep looking for the bridge gateway until the engine reports one."""
-        while self.address is None:
-            await asyncio.sleep(RETRY_DELAY_MAX)
-            self.address = await bridge_gateway(self.docker)
+        self.address = await self._find_gateway(attempts=None)
         self.log.info("task metadata endpoint has its address",
-                      uri=metadata.metadata_uri(self.address, self.port, "<token>"))
+                      uri=metadata.metadata_uri(self.address or "", self.port, "<token>"))
 
-    async def close(self) -> None:
+    def _stop_resolver(self) -> None:
         if self._resolver is not None:
             self._resolver.cancel()
             self._resolver = None
+
+    async def close(self) -> None:
+        self._stop_resolver()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
